@@ -1,0 +1,58 @@
+# The README's two commands: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+export ROUTERWEB_PUBLIC_URL ?= http://$(HOST):$(PORT)
+
+.PHONY: run test lint format setup browser bench clean
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+# A local .env with a generated SECRET_KEY, so `make run` works with DEBUG off and no setup.
+.env:
+	@echo "SECRET_KEY=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
+	@echo "created .env with a generated SECRET_KEY"
+
+setup: $(VENV)/.installed .env
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py collectstatic --no-input --verbosity 0
+	$(PY) manage.py seed_demo
+	$(PY) manage.py ensure_admin
+
+run: setup
+	@echo ""
+	@echo "  routerweb on $(ROUTERWEB_PUBLIC_URL)"
+	@echo "    admin:      $(ROUTERWEB_PUBLIC_URL)/admin/   (user: admin)"
+	@echo "    API:        $(ROUTERWEB_PUBLIC_URL)/v1/"
+	@echo ""
+	$(VENV)/bin/uvicorn routerweb.asgi:application --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+		--loop uvloop --http httptools --no-access-log
+
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: $(VENV)/.installed browser lint
+	$(PY) manage.py makemigrations --check --dry-run
+	SECRET_KEY=$${SECRET_KEY:-test-secret-key} $(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.gateway
+
+clean:
+	rm -rf $(VENV) staticfiles var db.sqlite3

@@ -1,0 +1,114 @@
+"""Turning the outcome of a request into its call row: tokens, exact cost, flags.
+
+`call_outcome_record` is the one entry point, called exactly once per request when its outcome is
+known. Usage from the provider wins; without it (a stream that ended without a usage chunk, a
+client that disconnected, an upstream that broke off) the tokens are estimated and flagged.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from routing.registry import ModelSnap
+
+from .pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
+from .recorder import call_recorder
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    request_id: str
+    created_at: datetime
+    source: str
+    user_id: int | None
+    api_key_id: int | None
+    requested: str
+    model: ModelSnap | None
+    status: str
+    http_status: int
+    error_code: str = ""
+    stream: bool = False
+    messages: list[Any] = field(default_factory=list)
+    usage: dict | None = None
+    streamed_text: str | None = None  # for streams: what reached the client
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    overhead_ms: float = 0.0
+    attempts: list[dict] = field(default_factory=list)
+    client_disconnected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    prompt: int
+    cached: int
+    completion: int
+    estimated: bool
+
+
+def call_tokens(outcome: CallOutcome) -> Tokens:
+    """The provider's usage when it sent one; else an estimate from the request and the streamed text."""
+    usage = outcome.usage
+    if usage and isinstance(usage.get("prompt_tokens"), int):
+        details = usage.get("prompt_tokens_details") or {}
+        return Tokens(
+            prompt=usage["prompt_tokens"],
+            cached=int(details.get("cached_tokens") or 0),
+            completion=int(usage.get("completion_tokens") or 0),
+            estimated=False,
+        )
+    if outcome.model is None:
+        return Tokens(0, 0, 0, False)
+    return Tokens(
+        prompt=prompt_tokens_estimate(outcome.messages),
+        cached=0,
+        completion=tokens_estimate(outcome.streamed_text or ""),
+        estimated=True,
+    )
+
+
+def call_cost(model: ModelSnap | None, tokens: Tokens, at: datetime) -> Decimal | None:
+    """The cost with the price in force at the call's time; None when the model has no price."""
+    if model is None:
+        return Decimal(0)
+    price = model.price_at(at)
+    if price is None:
+        return None
+    return cost_for_usage(
+        price, prompt_tokens=tokens.prompt, cached_tokens=tokens.cached, completion_tokens=tokens.completion
+    )
+
+
+def call_outcome_record(outcome: CallOutcome) -> None:
+    tokens = call_tokens(outcome)
+    cost = call_cost(outcome.model, tokens, outcome.created_at)
+    model = outcome.model
+    call_recorder().record(
+        {
+            "created_at": outcome.created_at,
+            "request_id": outcome.request_id,
+            "user_id": outcome.user_id,
+            "api_key_id": outcome.api_key_id,
+            "requested": outcome.requested,
+            "model_id": model.id if model else None,
+            "provider_id": model.provider.id if model else None,
+            "status": outcome.status,
+            "http_status": outcome.http_status,
+            "error_code": outcome.error_code,
+            "stream": outcome.stream,
+            "prompt_tokens": tokens.prompt,
+            "cached_tokens": tokens.cached,
+            "completion_tokens": tokens.completion,
+            "usage_estimated": tokens.estimated,
+            "cost_usd": cost,
+            "unpriced": cost is None,
+            "latency_ms": outcome.latency_ms,
+            "ttft_ms": outcome.ttft_ms,
+            "overhead_ms": round(outcome.overhead_ms, 3),
+            "attempt_count": sum(1 for a in outcome.attempts if a["outcome"] != "skipped"),
+            "attempts": outcome.attempts,
+            "client_disconnected": outcome.client_disconnected,
+            "source": outcome.source,
+        }
+    )

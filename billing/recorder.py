@@ -1,0 +1,196 @@
+"""Writing call rows off the request path: a durable local spool, then batched inserts.
+
+`CallRecorder.record(row)` appends the row to this process's spool file (one `write()`: once it
+returns, the row survives the process dying) and queues it. A background thread inserts the queue
+with `bulk_create` every `flush_interval_s` (well inside the one-second promise) and then truncates
+the spool. At start-up, spool files left by dead processes (no lock held on them) are replayed;
+`request_id` is unique and inserts ignore conflicts, so a row is never written twice.
+"""
+
+import atexit
+import fcntl
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+from django.db import close_old_connections, connection
+
+logger = logging.getLogger("routerweb.recorder")
+
+Row = dict[str, Any]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot spool {type(value).__name__}")
+
+
+def rows_insert(rows: list[Row]) -> None:
+    """Insert spooled rows (idempotent by request_id)."""
+    from .models import Call
+
+    Call.objects.bulk_create([Call(**row) for row in rows], ignore_conflicts=True)
+
+
+class CallRecorder:
+    def __init__(
+        self,
+        spool_dir: Path,
+        *,
+        flush_interval_s: float = 0.2,
+        insert: Callable[[list[Row]], None] = rows_insert,
+    ):
+        self.spool_dir = spool_dir
+        self.flush_interval_s = flush_interval_s
+        self.insert = insert
+        self._lock = threading.Lock()
+        self._queue: list[Row] = []
+        self._wake = threading.Event()
+        self._flushed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+        self._spool_path: Path | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ producer side (request path)
+
+    def record(self, row: Row) -> None:
+        line = orjson.dumps(row, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
+        with self._lock:
+            if self._thread is None:
+                self._start_locked()
+            os.write(self._fd, line)
+            self._queue.append(row)
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Block until everything recorded so far is in the database (for tests and shutdown)."""
+        with self._flushed:
+            self._wake.set()
+            self._flushed.wait_for(lambda: not self._queue, timeout=timeout_s)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------ writer side
+
+    def start(self) -> None:
+        """Start the writer thread (which first replays orphaned spools); idempotent."""
+        with self._lock:
+            if self._thread is None:
+                self._start_locked()
+
+    def _start_locked(self) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._open_spool()
+        self._thread = threading.Thread(target=self._run, name="call-recorder", daemon=True)
+        self._thread.start()
+        atexit.register(self.stop)
+
+    def _open_spool(self) -> None:
+        path = self.spool_dir / f"calls-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # marks the file as owned by a live process
+        self._fd, self._spool_path = fd, path
+
+    def _run(self) -> None:
+        try:
+            self.replay_orphans()
+            while True:
+                self._wake.wait(self.flush_interval_s)
+                self._wake.clear()
+                self._flush_once()
+                if self._stopping:
+                    self._flush_once()
+                    return
+        finally:
+            connection.close()
+
+    def _flush_once(self) -> None:
+        with self._lock:
+            if not self._queue:
+                batch = []
+            else:
+                batch, self._queue = self._queue, []
+                old_fd, old_path = self._fd, self._spool_path
+                self._open_spool()
+        if batch:
+            try:
+                close_old_connections()
+                self.insert(batch)
+            except Exception:
+                # The database is unavailable: put the rows back; the old spool file keeps them durable.
+                logger.exception("could not write %d call rows; will retry", len(batch))
+                with self._lock:
+                    self._queue[:0] = batch
+                os.close(old_fd)
+                return
+            os.close(old_fd)
+            old_path.unlink(missing_ok=True)
+        with self._flushed:
+            if not self._queue:
+                self._flushed.notify_all()
+
+    def replay_orphans(self) -> int:
+        """Insert the rows of spool files whose process has died; returns how many rows were replayed."""
+        replayed = 0
+        for path in sorted(self.spool_dir.glob("calls-*.jsonl")):
+            if path == self._spool_path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # a live process owns it
+                continue
+            try:
+                rows = _spool_rows(path)
+                if rows:
+                    self.insert(rows)
+                    replayed += len(rows)
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        if replayed:
+            logger.warning("replayed %d call rows from a previous process's spool", replayed)
+        return replayed
+
+
+def _spool_rows(path: Path) -> list[Row]:
+    rows = []
+    for line in path.read_bytes().splitlines():
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            # Only the last line can be torn, by a crash in the middle of its write.
+            logger.warning("skipping a torn line in %s", path.name)
+    return rows
+
+
+_recorder: CallRecorder | None = None
+_recorder_lock = threading.Lock()
+
+
+def call_recorder() -> CallRecorder:
+    """This process's recorder (created on first use, never at import)."""
+    global _recorder
+    if _recorder is None:
+        from django.conf import settings
+
+        with _recorder_lock:
+            if _recorder is None:
+                _recorder = CallRecorder(settings.ROUTERWEB_SPOOL_DIR)
+    return _recorder

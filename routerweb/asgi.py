@@ -1,0 +1,48 @@
+"""ASGI entry point: /v1/ goes to the lean API handler, /demo/v1/ to the built-in demo upstream,
+everything else (pages, admin, static files) to Django's full stack.
+
+Lifespan: at start-up the call recorder replays spooled rows a previous process left; at shutdown
+it flushes what is queued and the upstream HTTP client is closed.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
+
+django_application = get_asgi_application()
+
+from billing.recorder import call_recorder  # noqa: E402  (needs Django set up)
+from routing.asgi_api import ApiHandler  # noqa: E402
+from routing.fake_upstream import FakeUpstream  # noqa: E402
+from routing.upstream import http_client_close  # noqa: E402
+
+api_application = ApiHandler()
+demo_upstream = FakeUpstream(prefix="/demo/v1")
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "http":
+        path = scope["path"]
+        if path.startswith("/v1/"):
+            return await api_application(scope, receive, send)
+        if path.startswith("/demo/v1/") and not path.startswith("/demo/v1/_fake/"):
+            return await demo_upstream(scope, receive, send)
+        return await django_application(scope, receive, send)
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    raise ValueError(f"unsupported ASGI scope type {scope['type']!r}")
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            call_recorder().start()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await http_client_close()
+            call_recorder().stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

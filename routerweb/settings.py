@@ -1,0 +1,187 @@
+"""routerweb settings: the one settings module; everything that varies comes from the environment.
+
+Every variable read here is listed, with its default, in `.env.example` and in the README.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# ------------------------------------------------------------------------------
+# CORE
+# https://docs.djangoproject.com/en/5.2/ref/settings/#core-settings
+# ------------------------------------------------------------------------------
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY in the environment (or .env), "
+            "or set DEBUG=1 for local development with a throwaway key."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+ROOT_URLCONF = "routerweb.urls"
+WSGI_APPLICATION = "routerweb.wsgi.application"
+ASGI_APPLICATION = "routerweb.asgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ------------------------------------------------------------------------------
+# APPS
+# ------------------------------------------------------------------------------
+DJANGO_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+]
+LOCAL_APPS = [
+    "routing",
+    "billing",
+]
+INSTALLED_APPS = DJANGO_APPS + LOCAL_APPS
+
+# ------------------------------------------------------------------------------
+# MIDDLEWARE
+# The pages and the admin use the full stack below. The /v1/ API is dispatched in
+# routerweb/asgi.py to a handler with its own lean stack (see API_MIDDLEWARE).
+# ------------------------------------------------------------------------------
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+API_MIDDLEWARE: list[str] = []
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# ------------------------------------------------------------------------------
+# DATABASES
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+# ------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file (not :memory:) so that the live test servers and worker processes see one database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+# ------------------------------------------------------------------------------
+# CACHES: local memory by default; Redis (shared by every worker) when REDIS_URL is set.
+# ------------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="routerweb"),
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "routerweb",
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="routerweb"),
+        }
+    }
+
+# ------------------------------------------------------------------------------
+# AUTH
+# ------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+# ------------------------------------------------------------------------------
+# I18N
+# ------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# ------------------------------------------------------------------------------
+# STATIC: whitenoise serves hashed, compressed files.
+# https://whitenoise.readthedocs.io/en/stable/django.html
+# ------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# ------------------------------------------------------------------------------
+# SECURITY (only meaningful behind HTTPS; off by default for local use)
+# ------------------------------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_HTTPS_PROXY", False) else None
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
+
+# ------------------------------------------------------------------------------
+# LOGGING: the gateway logs each fallback hop at INFO; secrets are never logged.
+# ------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
+}
+
+# ------------------------------------------------------------------------------
+# ROUTERWEB
+# ------------------------------------------------------------------------------
+# Largest accepted request body on /v1/ (bytes); larger bodies get 413.
+ROUTERWEB_MAX_BODY_BYTES = env.int("ROUTERWEB_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# Circuit breaker: consecutive retryable failures before a model's circuit opens, and for how long.
+ROUTERWEB_CIRCUIT_FAILURES = env.int("ROUTERWEB_CIRCUIT_FAILURES", default=3)
+ROUTERWEB_CIRCUIT_OPEN_S = env.float("ROUTERWEB_CIRCUIT_OPEN_S", default=30.0)
+# Where cost rows are spooled before their batched insert (survives a crash, replayed at start-up).
+ROUTERWEB_SPOOL_DIR = Path(env.str("ROUTERWEB_SPOOL_DIR", default=str(VAR_DIR / "spool")))
+# Base URL the app is reachable at, used by the built-in demo provider.
+ROUTERWEB_PUBLIC_URL = env.str("ROUTERWEB_PUBLIC_URL", default="http://127.0.0.1:8000")

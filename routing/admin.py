@@ -1,0 +1,110 @@
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.template.response import TemplateResponse
+
+from billing.models import Price
+
+from .models import ApiKey, ModelEndpoint, Provider, Route, RouteTarget
+from .services import api_key_create, api_key_revoke
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    list_display = ["name", "base_url", "api_key_env", "key_is_set", "read_timeout_s", "enabled"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "base_url"]
+
+    @admin.display(description="key set", boolean=True)
+    def key_is_set(self, provider: Provider) -> bool:
+        # Only whether the variable is set in this process; its value is never read into a page.
+        return provider.api_key_is_set
+
+
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 0
+    fields = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "effective_from", "source"]
+    readonly_fields = ["source"]
+    ordering = ["-effective_from"]
+
+
+@admin.register(ModelEndpoint)
+class ModelEndpointAdmin(admin.ModelAdmin):
+    list_display = ["name", "provider", "upstream_model", "context_window", "enabled"]
+    list_filter = ["enabled", "provider"]
+    search_fields = ["name", "upstream_model"]
+    inlines = [PriceInline]
+
+
+class RouteTargetInline(admin.TabularInline):
+    model = RouteTarget
+    extra = 1
+    fields = ["position", "model", "weight"]
+    autocomplete_fields = ["model"]
+
+
+@admin.register(Route)
+class RouteAdmin(admin.ModelAdmin):
+    list_display = ["name", "strategy", "target_list", "description"]
+    search_fields = ["name"]
+    inlines = [RouteTargetInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("targets__model")
+
+    @admin.display(description="targets")
+    def target_list(self, route: Route) -> str:
+        return " → ".join(t.model.name for t in route.targets.all())
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "user", "created_at", "revoked_at", "calls_total"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "user__username"]
+    autocomplete_fields = ["user"]
+    filter_horizontal = ["allowed_models", "allowed_routes"]
+    readonly_fields = ["prefix", "created_at"]
+    actions = ["revoke"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user").annotate(n_calls=Count("calls"))
+
+    @admin.display(description="calls", ordering="n_calls")
+    def calls_total(self, key: ApiKey) -> int:
+        return key.n_calls
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["user", "name", "allowed_models", "allowed_routes"]
+        return ["prefix", "user", "name", "allowed_models", "allowed_routes", "created_at", "revoked_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        created, raw_key = api_key_create(user=obj.user, name=obj.name)
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = (
+            created.pk,
+            created.prefix,
+            created.key_hash,
+            created.created_at,
+        )
+        obj._state.adding = False
+        request._routerweb_new_key = raw_key
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # The raw key is rendered once, in this response only: never stored, never put in messages or the session.
+        context = {
+            **self.admin_site.each_context(request),
+            "key": obj,
+            "raw_key": request._routerweb_new_key,
+            "opts": self.opts,
+            "title": "Copy your new API key",
+        }
+        return TemplateResponse(request, "admin/routing/apikey/created.html", context)
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(key=key)
+        self.message_user(request, "Revoked. The keys are refused from now on, on every worker.", messages.SUCCESS)

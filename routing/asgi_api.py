@@ -1,0 +1,115 @@
+"""A lean ASGI handler for the /v1/ API: Django views and URL resolving, without the page stack.
+
+Django's ASGIHandler spends real CPU per request on what the API does not use: the middleware
+chain (sessions, CSRF, messages, auth), a spooled temp file for the body, and `request_started` /
+`request_finished` signals whose receivers each cost a thread hop. This handler keeps what the API
+needs: the body read into memory with a size limit (413 early), an `ASGIRequest`, URL resolving
+against `routing.api_urls`, the async view, and cancellation of the view when the client goes
+away (which closes the upstream request). Any error still answers in OpenAI's JSON shape.
+"""
+
+import asyncio
+import io
+import logging
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse
+from django.urls import Resolver404, resolve
+
+from .errors import ApiError
+
+logger = logging.getLogger("routerweb.api")
+API_URLCONF = "routing.api_urls"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+class ApiHandler:
+    def __init__(self) -> None:
+        self.max_body = settings.ROUTERWEB_MAX_BODY_BYTES
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            body = await self._read_body(scope, receive)
+        except BodyTooLarge:
+            error = ApiError(413, f"The request body is larger than {self.max_body} bytes.", code="body_too_large")
+            await _send_response(send, _error_response(error))
+            return
+        except ClientGone:
+            return
+        handler = asyncio.create_task(self._respond(scope, body, send))
+        watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        done, _ = await asyncio.wait((handler, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if handler not in done:
+            # The client left: cancelling the view closes the upstream request and records the call.
+            handler.cancel()
+        watcher.cancel()
+        await asyncio.gather(handler, watcher, return_exceptions=True)
+
+    async def _read_body(self, scope, receive) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                raise BodyTooLarge
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _respond(self, scope, body: bytes, send) -> None:
+        response = await self._view_response(scope, body)
+        await _send_response(send, response)
+
+    async def _view_response(self, scope, body: bytes) -> HttpResponse:
+        request = ASGIRequest(scope, io.BytesIO(body))
+        try:
+            match = resolve(request.path_info, urlconf=API_URLCONF)
+        except Resolver404:
+            return _error_response(ApiError(404, f"Unknown API path {request.path_info}.", code="not_found"))
+        try:
+            return await match.func(request, *match.args, **match.kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("unhandled error on %s", request.path_info)
+            return _error_response(ApiError(500, "Internal error in routerweb.", code="internal_error"))
+
+
+async def _wait_for_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _error_response(error: ApiError) -> HttpResponse:
+    return HttpResponse(error.body(), status=error.status, content_type="application/json")
+
+
+async def _send_response(send, response: HttpResponse) -> None:
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    if not response.streaming:
+        await send({"type": "http.response.body", "body": response.content})
+        return
+    # Iterate the view's own async generator (not Django's wrapper around it) so that closing it here
+    # runs its cleanup at once: the upstream request is closed and the call recorded.
+    events = getattr(response, "events", None) or aiter(response.streaming_content)
+    try:
+        async for chunk in events:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        await events.aclose()
+    await send({"type": "http.response.body", "body": b""})

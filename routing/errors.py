@@ -1,0 +1,36 @@
+"""Errors in OpenAI's wire shape: {"error": {"message", "type", "param", "code"}}."""
+
+from dataclasses import dataclass
+
+import orjson
+
+TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError(Exception):
+    """An error the API answers with; `type` defaults from the status (server_error for 5xx)."""
+
+    status: int
+    message: str
+    code: str | None = None
+    param: str | None = None
+    type: str | None = None
+
+    def body(self) -> bytes:
+        return error_body(self.message, status=self.status, code=self.code, param=self.param, type_=self.type)
+
+
+def error_body(
+    message: str, *, status: int, code: str | None = None, param: str | None = None, type_: str | None = None
+) -> bytes:
+    error_type = type_ or TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return orjson.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})

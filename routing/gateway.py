@@ -1,0 +1,172 @@
+"""One chat completion through routerweb, from checked body to recorded call.
+
+Both the API (key-authenticated) and the playground (session-authenticated) call
+`chat_completion_run`, so fallback, circuit breakers and cost rows behave the same for both.
+Exactly one call row is recorded per request, once its outcome is known.
+"""
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+
+from django.conf import settings
+
+from billing.calls import CallOutcome, call_outcome_record
+
+from .circuit import CircuitBreaker
+from .errors import ApiError
+from .registry import KeySnap, Registry
+from .router import RouteResult, Trace, candidates_for, route_request
+from .schemas import ChatRequest, chat_request_parse
+from .shared_state import shared_state
+
+
+@dataclass
+class GatewayResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+
+@dataclass
+class CallContext:
+    """Who is calling and what happened so far; becomes the call row."""
+
+    source: str
+    key: KeySnap | None = None
+    user_id: int | None = None
+    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    started: float = field(default_factory=time.perf_counter)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    trace: Trace = field(default_factory=Trace)
+
+    def overhead_ms(self) -> float:
+        return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)
+
+    def headers(self, model: str = "") -> dict[str, str]:
+        return {
+            "X-Request-Id": self.request_id,
+            "X-Router-Model": model,
+            "X-Router-Attempts": str(self.trace.tries),
+            "X-Router-Overhead-Ms": f"{self.overhead_ms():.2f}",
+        }
+
+
+@cache
+def circuit_breaker() -> CircuitBreaker:
+    return CircuitBreaker(
+        shared_state(),
+        failures_to_open=settings.ROUTERWEB_CIRCUIT_FAILURES,
+        open_seconds=settings.ROUTERWEB_CIRCUIT_OPEN_S,
+    )
+
+
+async def chat_completion_run(*, raw_body: bytes, registry: Registry, context: CallContext) -> GatewayResponse:
+    """Route one chat completion; never raises for bad input or upstream trouble (answers an OpenAI error)."""
+    chat: ChatRequest | None = None
+    try:
+        chat = chat_request_parse(raw_body)
+        if context.key is not None:
+            _check_allowed(context.key, chat)
+        candidates = candidates_for(registry, chat.model, chat.fallback_models)
+        result = await route_request(
+            chat.body, candidates, circuit_breaker(), context.trace, client_wants_usage=chat.client_wants_usage
+        )
+    except ApiError as error:
+        _record_failure(context, chat, error)
+        return GatewayResponse(error.status, context.headers(), body=error.body())
+    if result.stream is not None:
+        headers = context.headers(result.model.name)
+        return GatewayResponse(200, headers, stream=_relay_and_record(context, chat, result))
+    _record(context, chat, result, usage=result.parsed.get("usage"))
+    return GatewayResponse(200, context.headers(result.model.name), body=result.raw)
+
+
+def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:
+    for name, param in [(chat.model, "model"), *((n, "fallback_models") for n in chat.fallback_models)]:
+        if not key.allows(name):
+            raise ApiError(403, f"This API key may not use {name!r}.", code="model_not_allowed", param=param)
+
+
+async def _relay_and_record(context: CallContext, chat: ChatRequest, result: RouteResult) -> AsyncIterator[bytes]:
+    relay = result.stream
+    disconnected = True  # unless the loop below runs to its end
+    try:
+        async for chunk in relay:
+            yield chunk
+        disconnected = False
+    finally:
+        await relay.aclose()
+        _record(
+            context,
+            chat,
+            result,
+            usage=relay.usage,
+            streamed_text=relay.text,
+            first_content_at=relay.first_content_at,
+            failed=relay.failure is not None,
+            client_disconnected=disconnected,
+        )
+
+
+def _record(
+    context: CallContext,
+    chat: ChatRequest,
+    result: RouteResult,
+    *,
+    usage: dict | None,
+    streamed_text: str | None = None,
+    first_content_at: float | None = None,
+    failed: bool = False,
+    client_disconnected: bool = False,
+) -> None:
+    now = time.perf_counter()
+    call_outcome_record(
+        CallOutcome(
+            request_id=context.request_id,
+            created_at=context.created_at,
+            source=context.source,
+            user_id=context.user_id,
+            api_key_id=context.key.id if context.key else None,
+            requested=chat.model,
+            model=result.model,
+            status="error" if failed else "ok",
+            http_status=200,
+            error_code="upstream_stream_failed" if failed else "",
+            stream=chat.stream,
+            messages=chat.body.get("messages") or [],
+            usage=usage,
+            streamed_text=streamed_text,
+            latency_ms=round((now - context.started) * 1000),
+            ttft_ms=round((first_content_at - context.started) * 1000) if first_content_at else None,
+            overhead_ms=context.overhead_ms(),
+            attempts=context.trace.as_list(),
+            client_disconnected=client_disconnected,
+        )
+    )
+
+
+def _record_failure(context: CallContext, chat: ChatRequest | None, error: ApiError) -> None:
+    status = "error" if error.status >= 500 or context.trace.tries else "rejected"
+    call_outcome_record(
+        CallOutcome(
+            request_id=context.request_id,
+            created_at=context.created_at,
+            source=context.source,
+            user_id=context.user_id,
+            api_key_id=context.key.id if context.key else None,
+            requested=(chat.model if chat else "")[:100],
+            model=None,
+            status=status,
+            http_status=error.status,
+            error_code=error.code or "",
+            stream=bool(chat and chat.stream),
+            latency_ms=round((time.perf_counter() - context.started) * 1000),
+            overhead_ms=context.overhead_ms(),
+            attempts=context.trace.as_list(),
+        )
+    )

@@ -1,0 +1,166 @@
+"""The model registry: providers, the models they serve, routes over those models, and API keys.
+
+Secrets never live here: a provider holds only the *name* of the environment variable that
+contains its key (`api_key_env`), and an API key is stored as a SHA-256 hash.
+"""
+
+import os
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator, URLValidator
+from django.db import models
+
+NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$",
+    "Use letters, digits and . _ : / @ - (up to 100 characters, starting with a letter or digit).",
+)
+ENV_VAR_VALIDATOR = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment variable name: letters, digits and _, not starting with a digit."
+)
+HTTP_URL_VALIDATOR = URLValidator(schemes=["http", "https"], message="Enter an http:// or https:// URL.")
+
+
+class TimestampedModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Provider(TimestampedModel):
+    """An upstream that speaks OpenAI's chat completions API at `base_url`."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[NAME_VALIDATOR])
+    base_url = models.CharField(
+        max_length=500,
+        validators=[HTTP_URL_VALIDATOR],
+        help_text="The API root, e.g. https://api.openai.com/v1 (the gateway appends /chat/completions).",
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        validators=[ENV_VAR_VALIDATOR],
+        help_text="Name of the environment variable holding the key (never the key itself). "
+        "Empty for servers that need no key, such as a local Ollama.",
+    )
+    connect_timeout_s = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
+    read_timeout_s = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        self.base_url = self.base_url.rstrip("/")
+        super().save(*args, **kwargs)
+
+    @property
+    def api_key_is_set(self) -> bool:
+        """Whether the key variable is present in this process's environment (the value is never exposed)."""
+        return not self.api_key_env or bool(os.environ.get(self.api_key_env))
+
+
+class ModelEndpoint(TimestampedModel):
+    """A model as clients name it (`name`), served by a provider under `upstream_model`."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[NAME_VALIDATOR])
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
+    upstream_model = models.CharField(
+        max_length=200, blank=True, help_text="The id the provider expects; defaults to the public name."
+    )
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Default output cap, used to reserve budget when a call sets no max_tokens."
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "model"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.upstream_model:
+            self.upstream_model = self.name
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if self.name and Route.objects.filter(name=self.name).exists():
+            raise ValidationError({"name": f"A route is already named {self.name!r}; models and routes share names."})
+
+
+class Route(TimestampedModel):
+    """A name clients can use instead of a model; it expands to ordered candidate models."""
+
+    class Strategy(models.TextChoices):
+        ORDERED = "ordered", "ordered: try targets in order"
+        WEIGHTED = "weighted", "weighted: first target picked at random by weight, the rest in order"
+
+    name = models.CharField(max_length=100, unique=True, validators=[NAME_VALIDATOR])
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.ORDERED)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.name and ModelEndpoint.objects.filter(name=self.name).exists():
+            raise ValidationError({"name": f"A model is already named {self.name!r}; models and routes share names."})
+
+
+class RouteTarget(models.Model):
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="targets")
+    model = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="route_targets")
+    position = models.PositiveSmallIntegerField(default=0)
+    weight = models.PositiveIntegerField(default=1, help_text="Share of first picks for weighted routes.")
+
+    class Meta:
+        ordering = ["route", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["route", "model"], name="routetarget_unique_model_per_route"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route} → {self.model}"
+
+
+API_KEY_PREFIX = "rw-"
+API_KEY_PATTERN = re.compile(r"^rw-[A-Za-z0-9_-]{20,100}$")
+
+
+class ApiKey(models.Model):
+    """A routerweb key. Only the SHA-256 hex digest of the secret is stored; `prefix` is for recognition."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    allowed_models = models.ManyToManyField(
+        ModelEndpoint, blank=True, related_name="+", help_text="Empty (with no routes either): every model and route."
+    )
+    allowed_routes = models.ManyToManyField(Route, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

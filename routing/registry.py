@@ -1,0 +1,183 @@
+"""An in-process snapshot of the registry (providers, models, routes, prices, API keys).
+
+The gateway reads the registry on every request, so it must not touch the database: each worker
+holds an immutable snapshot, and a version token in the shared state says when to reload it. Any
+write to a registry table bumps the token (routing/signals.py), on commit; every worker sees the
+new token on its next request, so a revoked key is refused at once everywhere.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+
+from .shared_state import shared_state
+
+VERSION_KEY = "registry:version"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSnap:
+    id: int
+    name: str
+    chat_url: str
+    api_key_env: str
+    connect_timeout_s: float
+    read_timeout_s: float
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSnap:
+    effective_from: datetime
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSnap:
+    id: int
+    name: str
+    upstream_model: str
+    provider: ProviderSnap
+    enabled: bool
+    max_output_tokens: int | None
+    # Oldest first; the price for a call is the last one with effective_from <= the call's time.
+    prices: tuple[PriceSnap, ...] = ()
+
+    def price_at(self, at: datetime) -> PriceSnap | None:
+        for price in reversed(self.prices):
+            if price.effective_from <= at:
+                return price
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSnap:
+    id: int
+    name: str
+    strategy: str
+    targets: tuple[tuple[ModelSnap, int], ...]  # (model, weight) in position order
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnap:
+    id: int
+    user_id: int
+    username: str
+    name: str
+    prefix: str
+    key_hash: str
+    allowed: frozenset[str] | None  # model and route names; None means everything
+
+    def allows(self, name: str) -> bool:
+        return self.allowed is None or name in self.allowed
+
+
+@dataclass(frozen=True)
+class Registry:
+    version: str
+    models: dict[str, ModelSnap] = field(default_factory=dict)
+    routes: dict[str, RouteSnap] = field(default_factory=dict)
+    keys_by_hash: dict[str, KeySnap] = field(default_factory=dict)
+
+
+def registry_load(version: str = "") -> Registry:
+    """Read the whole registry from the database (synchronous; a handful of queries)."""
+    from billing.models import Price
+
+    from .models import ApiKey, ModelEndpoint, Provider, Route
+
+    providers = {
+        p.id: ProviderSnap(
+            id=p.id,
+            name=p.name,
+            chat_url=p.base_url.rstrip("/") + "/chat/completions",
+            api_key_env=p.api_key_env,
+            connect_timeout_s=p.connect_timeout_s,
+            read_timeout_s=p.read_timeout_s,
+            enabled=p.enabled,
+        )
+        for p in Provider.objects.all()
+    }
+    prices: dict[int, list[PriceSnap]] = {}
+    for price in Price.objects.order_by("model_id", "effective_from"):
+        prices.setdefault(price.model_id, []).append(
+            PriceSnap(price.effective_from, price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
+        )
+    models = {
+        m.name: ModelSnap(
+            id=m.id,
+            name=m.name,
+            upstream_model=m.upstream_model,
+            provider=providers[m.provider_id],
+            enabled=m.enabled and providers[m.provider_id].enabled,
+            max_output_tokens=m.max_output_tokens,
+            prices=tuple(prices.get(m.id, ())),
+        )
+        for m in ModelEndpoint.objects.all()
+    }
+    by_id = {m.id: m for m in models.values()}
+    routes = {
+        r.name: RouteSnap(
+            id=r.id,
+            name=r.name,
+            strategy=r.strategy,
+            targets=tuple((by_id[t.model_id], t.weight) for t in r.targets.all()),
+        )
+        for r in Route.objects.prefetch_related("targets")
+    }
+    usernames = dict(get_user_model().objects.filter(api_keys__isnull=False).values_list("id", "username").distinct())
+    keys = {}
+    for key in ApiKey.objects.filter(revoked_at__isnull=True).prefetch_related("allowed_models", "allowed_routes"):
+        allowed = {m.name for m in key.allowed_models.all()} | {r.name for r in key.allowed_routes.all()}
+        keys[key.key_hash] = KeySnap(
+            id=key.id,
+            user_id=key.user_id,
+            username=usernames.get(key.user_id, ""),
+            name=key.name,
+            prefix=key.prefix,
+            key_hash=key.key_hash,
+            allowed=frozenset(allowed) or None,
+        )
+    return Registry(version=version, models=models, routes=routes, keys_by_hash=keys)
+
+
+class RegistryCache:
+    """The worker's snapshot; `get()` costs one shared-state read unless the registry changed."""
+
+    def __init__(self) -> None:
+        self._registry: Registry | None = None
+
+    async def get(self) -> Registry:
+        (version,) = await shared_state().get_many([VERSION_KEY])
+        registry = self._registry
+        if registry is not None and version is not None and registry.version == version:
+            return registry
+        return await self._reload(version)
+
+    async def _reload(self, version: str | None) -> Registry:
+        if version is None:
+            # Nothing published yet (fresh cache): publish a token so every worker agrees on it.
+            version = uuid.uuid4().hex
+            if not await shared_state().add(VERSION_KEY, version, ttl=10 * 365 * 86400):
+                (version,) = await shared_state().get_many([VERSION_KEY])
+                version = version or uuid.uuid4().hex
+        registry = await sync_to_async(registry_load, thread_sensitive=False)(version)
+        self._registry = registry
+        return registry
+
+    def clear(self) -> None:
+        self._registry = None
+
+
+registry_cache = RegistryCache()
+
+
+def registry_version_bump() -> None:
+    """Tell every worker to reload the registry (call after the change is committed)."""
+    shared_state().set_sync(VERSION_KEY, uuid.uuid4().hex)

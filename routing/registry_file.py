@@ -1,0 +1,336 @@
+"""The registry as a YAML file: validate, import (all or nothing, idempotent) and export.
+
+Import upserts the providers, models and routes named in the file; a route's targets become exactly
+the file's list. Entries the database has and the file does not are left alone. A model's `price`
+adds a new manual `Price` row only when it differs from the price in force, so importing the same
+file twice changes nothing.
+"""
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from billing.services import price_current, price_set
+
+from .models import ModelEndpoint, Provider, Route, RouteTarget
+
+PROVIDER_KEYS = {"name", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "enabled"}
+MODEL_KEYS = {"name", "provider", "upstream_model", "context_window", "max_output_tokens", "enabled", "price"}
+PRICE_KEYS = {"input_per_mtok", "output_per_mtok", "cached_input_per_mtok"}
+ROUTE_KEYS = {"name", "strategy", "description", "targets"}
+TARGET_KEYS = {"model", "weight"}
+TOP_KEYS = {"providers", "models", "routes"}
+
+
+class RegistryFileError(Exception):
+    """The file is invalid; `errors` names each bad entry and field. Nothing was applied."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+@dataclass
+class ImportSummary:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated)
+
+
+def registry_load_yaml(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryFileError([f"not valid YAML: {exc}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RegistryFileError(["the file must be a mapping with keys providers, models, routes"])
+    return data
+
+
+def registry_import(*, data: dict[str, Any]) -> ImportSummary:
+    """Validate `data` completely, then apply it in one transaction; raises RegistryFileError."""
+    _validate_structure(data)
+    summary = ImportSummary()
+    try:
+        with transaction.atomic():
+            providers = {p["name"]: _provider_upsert(p, summary) for p in data.get("providers") or []}
+            for entry in data.get("models") or []:
+                _model_upsert(entry, providers, summary)
+            for entry in data.get("routes") or []:
+                _route_upsert(entry, summary)
+    except _EntryError as exc:
+        raise RegistryFileError([str(exc)]) from None
+    return summary
+
+
+def registry_export() -> dict[str, Any]:
+    """The whole registry as plain data, in the import format (stable order, so files diff cleanly)."""
+    providers = [_provider_export(p) for p in Provider.objects.order_by("name")]
+    models = [_model_export(m) for m in ModelEndpoint.objects.select_related("provider").order_by("name")]
+    routes = [_route_export(r) for r in Route.objects.prefetch_related("targets__model").order_by("name")]
+    return {"providers": providers, "models": models, "routes": routes}
+
+
+def registry_dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _validate_structure(data: dict[str, Any]) -> None:
+    errors: list[str] = []
+    for key in sorted(set(data) - TOP_KEYS):
+        errors.append(f"unknown top-level key {key!r} (expected providers, models, routes)")
+    for section, keys, required in (
+        ("providers", PROVIDER_KEYS, ("name", "base_url")),
+        ("models", MODEL_KEYS, ("name", "provider")),
+        ("routes", ROUTE_KEYS, ("name", "targets")),
+    ):
+        entries = data.get(section) or []
+        if not isinstance(entries, list):
+            errors.append(f"{section}: must be a list")
+            continue
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            errors += _entry_errors(section, index, entry, keys, required, seen)
+    if not errors:
+        errors += _reference_errors(data)
+    if errors:
+        raise RegistryFileError(errors)
+
+
+def _entry_errors(section, index, entry, keys, required, seen) -> list[str]:
+    where = f"{section}[{index}]"
+    if not isinstance(entry, dict):
+        return [f"{where}: must be a mapping"]
+    where = f"{where} ({entry.get('name', '?')})"
+    errors = [f"{where}: unknown key {k!r}" for k in sorted(set(entry) - keys)]
+    errors += [f"{where}: missing field {k!r}" for k in required if entry.get(k) in (None, "")]
+    name = entry.get("name")
+    if name in seen:
+        errors.append(f"{where}: duplicate name {name!r}")
+    seen.add(name)
+    if section == "models" and entry.get("price") is not None:
+        errors += _price_errors(where, entry["price"])
+    if section == "routes":
+        errors += _targets_errors(where, entry.get("targets"), entry.get("strategy", Route.Strategy.ORDERED))
+    for number_key in ("timeout_s", "connect_timeout_s", "context_window", "max_output_tokens"):
+        if number_key in entry and not _is_positive_number(entry[number_key]):
+            errors.append(f"{where}: {number_key} must be a positive number")
+    if "enabled" in entry and not isinstance(entry["enabled"], bool):
+        errors.append(f"{where}: enabled must be true or false")
+    return errors
+
+
+def _price_errors(where: str, price: Any) -> list[str]:
+    if not isinstance(price, dict):
+        return [f"{where}: price must be a mapping with input_per_mtok and output_per_mtok"]
+    errors = [f"{where}: price: unknown key {k!r}" for k in sorted(set(price) - PRICE_KEYS)]
+    for key in sorted(PRICE_KEYS):
+        if key not in price or price[key] is None:
+            if key != "cached_input_per_mtok":
+                errors.append(f"{where}: price: missing field {key!r}")
+            continue
+        value = _decimal_or_none(price[key])
+        if value is None or value < 0:
+            errors.append(f"{where}: price.{key} must be a number ≥ 0, got {price[key]!r}")
+    return errors
+
+
+def _targets_errors(where: str, targets: Any, strategy: Any) -> list[str]:
+    if strategy not in Route.Strategy.values:
+        return [f"{where}: strategy must be one of {', '.join(Route.Strategy.values)}, got {strategy!r}"]
+    if not isinstance(targets, list) or not targets:
+        return [f"{where}: targets must be a non-empty list"]
+    errors = []
+    for i, target in enumerate(targets):
+        if not isinstance(target, dict) or "model" not in target:
+            errors.append(f"{where}: targets[{i}] must be a mapping with a model")
+            continue
+        errors += [f"{where}: targets[{i}]: unknown key {k!r}" for k in sorted(set(target) - TARGET_KEYS)]
+        weight = target.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            errors.append(f"{where}: targets[{i}].weight must be a whole number ≥ 1, got {weight!r}")
+    return errors
+
+
+def _reference_errors(data: dict[str, Any]) -> list[str]:
+    """Names that must resolve: a model's provider, a route's target models, and no model/route name clash."""
+    providers = {p["name"] for p in data.get("providers") or []}
+    providers |= set(Provider.objects.values_list("name", flat=True))
+    models = {m["name"] for m in data.get("models") or []}
+    models |= set(ModelEndpoint.objects.values_list("name", flat=True))
+    routes = {r["name"] for r in data.get("routes") or []}
+    errors = []
+    for i, model in enumerate(data.get("models") or []):
+        if model["provider"] not in providers:
+            errors.append(f"models[{i}] ({model['name']}): provider {model['provider']!r} is not defined")
+    for i, route in enumerate(data.get("routes") or []):
+        for j, target in enumerate(route["targets"]):
+            if target["model"] not in models:
+                errors.append(f"routes[{i}] ({route['name']}): targets[{j}].model {target['model']!r} is not a model")
+    file_models = {m["name"] for m in data.get("models") or []}
+    db_routes = set(Route.objects.values_list("name", flat=True))
+    for name in sorted((models & routes) | (file_models & db_routes)):
+        errors.append(f"name {name!r} is used by both a model and a route")
+    return errors
+
+
+def _is_positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------- apply
+
+
+class _EntryError(Exception):
+    pass
+
+
+def _messages(exc: ValidationError) -> str:
+    return "; ".join(f"{f}: {' '.join(m)}" for f, m in exc.message_dict.items())
+
+
+def _save(obj, where: str, summary: ImportSummary, label: str, created: bool) -> None:
+    try:
+        obj.full_clean(validate_unique=False)
+    except ValidationError as exc:
+        raise _EntryError(f"{where}: {_messages(exc)}") from None
+    obj.save()
+    (summary.created if created else summary.updated).append(label)
+
+
+def _upsert(model_cls, name: str, values: dict[str, Any], where: str, summary: ImportSummary, kind: str):
+    obj = model_cls.objects.filter(name=name).first()
+    created = obj is None
+    if created:
+        obj = model_cls(name=name)
+    changed = created or any(getattr(obj, k) != v for k, v in values.items())
+    for key, value in values.items():
+        setattr(obj, key, value)
+    if changed:
+        _save(obj, where, summary, f"{kind} {name}", created)
+    return obj
+
+
+def _provider_upsert(entry: dict[str, Any], summary: ImportSummary) -> Provider:
+    values = {
+        "base_url": str(entry["base_url"]).rstrip("/"),
+        "api_key_env": entry.get("api_key_env") or "",
+        "read_timeout_s": float(entry.get("timeout_s", 60.0)),
+        "connect_timeout_s": float(entry.get("connect_timeout_s", 5.0)),
+        "enabled": entry.get("enabled", True),
+    }
+    return _upsert(Provider, entry["name"], values, f"providers ({entry['name']})", summary, "provider")
+
+
+def _model_upsert(entry: dict[str, Any], providers: dict[str, Provider], summary: ImportSummary) -> None:
+    provider = providers.get(entry["provider"]) or Provider.objects.get(name=entry["provider"])
+    values = {
+        "provider": provider,
+        "upstream_model": entry.get("upstream_model") or entry["name"],
+        "context_window": entry.get("context_window"),
+        "max_output_tokens": entry.get("max_output_tokens"),
+        "enabled": entry.get("enabled", True),
+    }
+    where = f"models ({entry['name']})"
+    model = _upsert(ModelEndpoint, entry["name"], values, where, summary, "model")
+    price = entry.get("price")
+    if price is not None:
+        new = tuple(
+            _decimal_or_none(price.get(k)) for k in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
+        )
+        current = price_current(model=model)
+        if current is None or (current.input_per_mtok, current.output_per_mtok, current.cached_input_per_mtok) != new:
+            try:
+                price_set(model=model, input_per_mtok=new[0], output_per_mtok=new[1], cached_input_per_mtok=new[2])
+            except ValidationError as exc:
+                raise _EntryError(f"{where}: {_messages(exc)}") from None
+            summary.updated.append(f"price {model.name}")
+
+
+def _route_upsert(entry: dict[str, Any], summary: ImportSummary) -> None:
+    values = {"strategy": entry.get("strategy", Route.Strategy.ORDERED), "description": entry.get("description", "")}
+    route = _upsert(Route, entry["name"], values, f"routes ({entry['name']})", summary, "route")
+    wanted = [(t["model"], t.get("weight", 1)) for t in entry["targets"]]
+    existing = [(t.model.name, t.weight) for t in route.targets.select_related("model").order_by("position", "id")]
+    if wanted == existing:
+        return
+    route.targets.all().delete()
+    by_name = {m.name: m for m in ModelEndpoint.objects.filter(name__in=[n for n, _ in wanted])}
+    RouteTarget.objects.bulk_create(
+        RouteTarget(route=route, model=by_name[name], position=i, weight=weight)
+        for i, (name, weight) in enumerate(wanted)
+    )
+    if f"route {route.name}" not in summary.created:
+        summary.updated.append(f"route {route.name} targets")
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def _provider_export(provider: Provider) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": provider.name, "base_url": provider.base_url}
+    if provider.api_key_env:
+        data["api_key_env"] = provider.api_key_env
+    data["timeout_s"] = provider.read_timeout_s
+    data["connect_timeout_s"] = provider.connect_timeout_s
+    if not provider.enabled:
+        data["enabled"] = False
+    return data
+
+
+def _model_export(model: ModelEndpoint) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": model.name, "provider": model.provider.name}
+    if model.upstream_model != model.name:
+        data["upstream_model"] = model.upstream_model
+    for key in ("context_window", "max_output_tokens"):
+        if getattr(model, key) is not None:
+            data[key] = getattr(model, key)
+    if not model.enabled:
+        data["enabled"] = False
+    price = price_current(model=model)
+    if price is not None:
+        data["price"] = {"input_per_mtok": _plain_number(price.input_per_mtok)}
+        data["price"]["output_per_mtok"] = _plain_number(price.output_per_mtok)
+        if price.cached_input_per_mtok is not None:
+            data["price"]["cached_input_per_mtok"] = _plain_number(price.cached_input_per_mtok)
+    return data
+
+
+def _route_export(route: Route) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": route.name, "strategy": route.strategy}
+    if route.description:
+        data["description"] = route.description
+    targets = sorted(route.targets.all(), key=lambda t: (t.position, t.id))
+    weighted = route.strategy == Route.Strategy.WEIGHTED
+    data["targets"] = [{"model": t.model.name, **({"weight": t.weight} if weighted else {})} for t in targets]
+    return data
+
+
+def _plain_number(value: Decimal) -> int | float | str:
+    """A YAML-friendly number that reads back as the same Decimal (floats only when they round-trip)."""
+    normalized = value.normalize()
+    if normalized == normalized.to_integral_value():
+        return int(normalized)
+    as_float = float(normalized)
+    return as_float if Decimal(str(as_float)) == normalized else str(normalized)

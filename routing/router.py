@@ -1,0 +1,202 @@
+"""The fallback engine: order the candidates, try them one by one, and keep the trace.
+
+Only ordering and attempts live here; what a failure means is decided in upstream.py, circuit
+state in circuit.py, and what is recorded in gateway.py.
+"""
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .circuit import CircuitBreaker, CircuitView
+from .errors import ApiError
+from .registry import ModelSnap, Registry, RouteSnap
+from .streaming import StreamRelay
+from .upstream import UpstreamFailure, upstream_read_json, upstream_send
+
+logger = logging.getLogger("routerweb.router")
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One step of the routing trace: a candidate that was tried or skipped."""
+
+    model: str
+    outcome: str  # "ok", "error" or "skipped"
+    reason: str = ""
+    status: int | None = None
+    latency_ms: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "outcome": self.outcome,
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+            "reason": self.reason,
+        }
+
+    def describe(self) -> str:
+        if self.outcome == "skipped":
+            return f"{self.model}: skipped, {self.reason}"
+        return f"{self.model}: {self.reason}"
+
+
+@dataclass(slots=True)
+class RouteResult:
+    """What the attempts produced: a JSON answer or an open stream, from `model`."""
+
+    model: ModelSnap
+    raw: bytes | None = None
+    parsed: dict | None = None
+    stream: StreamRelay | None = None
+
+
+@dataclass
+class Trace:
+    attempts: list[Attempt] = field(default_factory=list)
+    upstream_s: float = 0.0  # time spent waiting on upstreams, excluded from routerweb's overhead
+
+    @property
+    def tries(self) -> int:
+        return sum(1 for a in self.attempts if a.outcome != "skipped")
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [a.as_dict() for a in self.attempts]
+
+
+def candidates_for(
+    registry: Registry, requested: str, fallback_models: list[str], rng: random.Random | None = None
+) -> list[ModelSnap]:
+    """The models to try, in order: the route's (or the one model), then `fallback_models`, no repeats.
+
+    Raises ApiError 404 for a name that is neither a model nor a route.
+    """
+    route = registry.routes.get(requested)
+    if route is not None:
+        ordered = route_order(route, rng or random)
+    elif requested in registry.models:
+        ordered = [registry.models[requested]]
+    else:
+        raise ApiError(404, f"The model or route {requested!r} does not exist.", code="model_not_found", param="model")
+    seen = {m.name for m in ordered}
+    for name in fallback_models:
+        model = registry.models.get(name)
+        if model is None:
+            raise ApiError(
+                404, f"The fallback model {name!r} does not exist.", code="model_not_found", param="fallback_models"
+            )
+        if name not in seen:
+            ordered.append(model)
+            seen.add(name)
+    return ordered
+
+
+def route_order(route: RouteSnap, rng: random.Random) -> list[ModelSnap]:
+    """`ordered`: the targets as listed. `weighted`: first target drawn by weight, the others follow in order."""
+    models = [model for model, _ in route.targets]
+    if route.strategy == "weighted" and len(models) > 1:
+        first = rng.choices(range(len(models)), weights=[w for _, w in route.targets])[0]
+        models.insert(0, models.pop(first))
+    return models
+
+
+def skip_reason(model: ModelSnap) -> str | None:
+    """Why `model` cannot be called at all right now (before its circuit is asked), or None."""
+    if not model.enabled:
+        return "disabled"
+    env_name = model.provider.api_key_env
+    if env_name and not os.environ.get(env_name):
+        return f"{env_name} not set"
+    return None
+
+
+def upstream_body(request: dict[str, Any], model: ModelSnap) -> bytes:
+    """The client's body for this candidate: `model` rewritten, our own fields removed, usage always asked for."""
+    body = {k: v for k, v in request.items() if k != "fallback_models"}
+    body["model"] = model.upstream_model
+    if body.get("stream"):
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return orjson.dumps(body)
+
+
+async def route_request(
+    request: dict[str, Any],
+    candidates: list[ModelSnap],
+    breaker: CircuitBreaker,
+    trace: Trace,
+    *,
+    client_wants_usage: bool = False,
+) -> RouteResult:
+    """Try `candidates` in order until one answers; fills `trace` as it goes.
+
+    Raises ApiError: the upstream's own error for a non-retryable failure (e.g. 400), or 502 listing
+    every attempt when all candidates failed or were skipped.
+    """
+    stream = bool(request.get("stream"))
+    views = await breaker.read(candidates)
+    for model in candidates:
+        reason = skip_reason(model) or await breaker.admit(model, views[model.name])
+        if reason:
+            trace.attempts.append(Attempt(model.name, "skipped", reason))
+            continue
+        started = time.perf_counter()
+        try:
+            result = await _try(model, upstream_body(request, model), stream, client_wants_usage)
+        except UpstreamFailure as failure:
+            elapsed = time.perf_counter() - started
+            trace.upstream_s += elapsed
+            trace.attempts.append(Attempt(model.name, "error", failure.reason, failure.status, round(elapsed * 1000)))
+            if not failure.retryable:
+                await breaker.record_success(model, views[model.name])  # it answered; the request was wrong
+                raise _client_error(failure) from None
+            await _note_failure(breaker, model, views[model.name], failure)
+            continue
+        elapsed = time.perf_counter() - started
+        trace.upstream_s += elapsed
+        trace.attempts.append(Attempt(model.name, "ok", "ok", 200, round(elapsed * 1000)))
+        await breaker.record_success(model, views[model.name])
+        return result
+    raise ApiError(
+        502,
+        "All candidates failed: " + "; ".join(a.describe() for a in trace.attempts) + ".",
+        code="all_candidates_failed",
+    )
+
+
+async def _try(model: ModelSnap, body: bytes, stream: bool, client_wants_usage: bool) -> RouteResult:
+    api_key = os.environ.get(model.provider.api_key_env) if model.provider.api_key_env else None
+    response = await upstream_send(model.provider, body=body, api_key=api_key, stream=stream)
+    if not stream:
+        raw, parsed = await upstream_read_json(response, model.provider)
+        return RouteResult(model, raw=raw, parsed=parsed)
+    relay = StreamRelay(response, model.provider, client_wants_usage=client_wants_usage)
+    try:
+        await relay.prime()
+    except BaseException:
+        await relay.aclose()
+        raise
+    return RouteResult(model, stream=relay)
+
+
+async def _note_failure(breaker: CircuitBreaker, model: ModelSnap, view: CircuitView, failure: UpstreamFailure) -> None:
+    logger.info("fallback: %s failed (%s); trying the next candidate", model.name, failure.reason)
+    if failure.key_rejected:
+        await breaker.open_provider(model.provider)
+    await breaker.record_failure(model, view, retry_after_s=failure.retry_after_s)
+
+
+def _client_error(failure: UpstreamFailure) -> ApiError:
+    error = failure.error or {}
+    return ApiError(
+        failure.status or 400,
+        str(error.get("message") or failure.reason),
+        code=error.get("code"),
+        param=error.get("param"),
+        type=error.get("type"),
+    )

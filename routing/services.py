@@ -1,0 +1,26 @@
+"""Writes on the registry that are more than a plain save: API keys."""
+
+import hashlib
+import secrets
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from .models import API_KEY_PREFIX, ApiKey
+
+
+def api_key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_create(*, user: AbstractBaseUser, name: str = "default") -> tuple[ApiKey, str]:
+    """Create a key for `user`; returns the row and the raw key, which is never stored and cannot be shown again."""
+    raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(user=user, name=name, prefix=raw_key[:10], key_hash=api_key_hash(raw_key))
+    return key, raw_key
+
+
+def api_key_revoke(*, key: ApiKey) -> None:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])

@@ -1,0 +1,23 @@
+"""Any committed change to a registry table tells every worker to reload its snapshot."""
+
+from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from billing.models import Price
+
+from .models import ApiKey, ModelEndpoint, Provider, Route, RouteTarget
+from .registry import registry_version_bump
+
+REGISTRY_MODELS = (Provider, ModelEndpoint, Route, RouteTarget, ApiKey, Price)
+
+
+def _on_registry_change(**kwargs) -> None:
+    transaction.on_commit(registry_version_bump)
+
+
+def connect_registry_signals() -> None:
+    for model in REGISTRY_MODELS:
+        post_save.connect(_on_registry_change, sender=model, dispatch_uid=f"registry-save-{model.__name__}")
+        post_delete.connect(_on_registry_change, sender=model, dispatch_uid=f"registry-delete-{model.__name__}")
+    for through in (ApiKey.allowed_models.through, ApiKey.allowed_routes.through):
+        m2m_changed.connect(_on_registry_change, sender=through, dispatch_uid=f"registry-m2m-{through.__name__}")

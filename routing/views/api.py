@@ -1,0 +1,86 @@
+"""The OpenAI-compatible API: thin views over routing.gateway. Served by routing.asgi_api's lean handler."""
+
+import hmac
+
+import orjson
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from ..errors import ApiError
+from ..gateway import CallContext, GatewayResponse, chat_completion_run
+from ..registry import KeySnap, Registry, registry_cache
+from ..services import api_key_hash
+
+JSON = "application/json"
+
+
+def api_key_authenticate(registry: Registry, authorization: str) -> KeySnap:
+    """The active key for an `Authorization: Bearer rw-…` header, or ApiError 401."""
+    scheme, _, raw_key = authorization.partition(" ")
+    raw_key = raw_key.strip()
+    if scheme.lower() != "bearer" or not raw_key:
+        raise ApiError(401, "Missing API key: send 'Authorization: Bearer rw-…'.", code="missing_api_key")
+    digest = api_key_hash(raw_key)
+    key = registry.keys_by_hash.get(digest)
+    # The dict lookup finds the candidate; compare_digest keeps the final check constant-time.
+    if key is None or not hmac.compare_digest(digest, key.key_hash):
+        raise ApiError(401, "Invalid or revoked API key.", code="invalid_api_key")
+    return key
+
+
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return error_response(ApiError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed"))
+    registry = await registry_cache.get()
+    try:
+        key = api_key_authenticate(registry, request.headers.get("Authorization", ""))
+    except ApiError as error:
+        return error_response(error)
+    context = CallContext(source="api", key=key, user_id=key.user_id)
+    result = await chat_completion_run(raw_body=request.body, registry=registry, context=context)
+    return gateway_http_response(result)
+
+
+async def models_list(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return error_response(ApiError(405, "Use GET for /v1/models.", code="method_not_allowed"))
+    registry = await registry_cache.get()
+    try:
+        key = api_key_authenticate(registry, request.headers.get("Authorization", ""))
+    except ApiError as error:
+        return error_response(error)
+    data = [
+        {"id": m.name, "object": "model", "created": 0, "owned_by": m.provider.name}
+        for m in registry.models.values()
+        if m.enabled and key.allows(m.name)
+    ]
+    data += [
+        {"id": r.name, "object": "model", "created": 0, "owned_by": "routerweb-route"}
+        for r in registry.routes.values()
+        if key.allows(r.name)
+    ]
+    data.sort(key=lambda item: item["id"])
+    return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+
+
+class SseResponse(StreamingHttpResponse):
+    """A server-sent-event stream; `events` is the source generator, which the API handler iterates itself."""
+
+    def __init__(self, events, **kwargs):
+        super().__init__(events, content_type="text/event-stream", **kwargs)
+        self.events = events
+
+
+def gateway_http_response(result: GatewayResponse) -> HttpResponse:
+    if result.stream is not None:
+        response = SseResponse(result.stream)
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+    else:
+        response = HttpResponse(result.body, status=result.status, content_type=JSON)
+    for name, value in result.headers.items():
+        response[name] = value
+    return response
+
+
+def error_response(error: ApiError) -> HttpResponse:
+    return HttpResponse(error.body(), status=error.status, content_type=JSON)
