@@ -48,7 +48,8 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 
 test: $(VENV)/.installed browser lint
-	$(PY) manage.py makemigrations --check --dry-run
+	SECRET_KEY=$${SECRET_KEY:-test-secret-key} $(PY) manage.py makemigrations --check --dry-run
+	SECRET_KEY=$${SECRET_KEY:-test-secret-key} $(PY) manage.py collectstatic --no-input --verbosity 0
 	SECRET_KEY=$${SECRET_KEY:-test-secret-key} $(PY) -m pytest
 
 bench: $(VENV)/.installed

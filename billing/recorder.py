@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from django.db import close_old_connections, connection
+from django.db import IntegrityError, close_old_connections, connection, transaction
 
 logger = logging.getLogger("routerweb.recorder")
 
@@ -32,11 +32,31 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot spool {type(value).__name__}")
 
 
+FOREIGN_KEYS = ("user_id", "api_key_id", "model_id", "provider_id")
+
+
 def rows_insert(rows: list[Row]) -> None:
-    """Insert spooled rows (idempotent by request_id)."""
+    """Insert rows, idempotent by request_id.
+
+    If the batch violates a foreign key (a key or model deleted between the call and the insert),
+    the rows go in one by one, and a row that still fails keeps its numbers with those links cleared,
+    rather than blocking every later row.
+    """
     from .models import Call
 
-    Call.objects.bulk_create([Call(**row) for row in rows], ignore_conflicts=True)
+    try:
+        with transaction.atomic():
+            Call.objects.bulk_create([Call(**row) for row in rows], ignore_conflicts=True)
+        return
+    except IntegrityError:
+        logger.warning("a batch of %d call rows has a broken link; inserting one by one", len(rows))
+    for row in rows:
+        try:
+            with transaction.atomic():
+                Call.objects.bulk_create([Call(**row)], ignore_conflicts=True)
+        except IntegrityError:
+            with transaction.atomic():
+                Call.objects.bulk_create([Call(**{**row, **dict.fromkeys(FOREIGN_KEYS)})], ignore_conflicts=True)
 
 
 class CallRecorder:
@@ -52,6 +72,7 @@ class CallRecorder:
         self.insert = insert
         self._lock = threading.Lock()
         self._queue: list[Row] = []
+        self._unwritten = 0  # recorded rows not yet in the database (queued or being inserted)
         self._wake = threading.Event()
         self._flushed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -68,19 +89,28 @@ class CallRecorder:
                 self._start_locked()
             os.write(self._fd, line)
             self._queue.append(row)
+            self._unwritten += 1
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Block until everything recorded so far is in the database (for tests and shutdown)."""
         with self._flushed:
             self._wake.set()
-            self._flushed.wait_for(lambda: not self._queue, timeout=timeout_s)
+            self._flushed.wait_for(lambda: not self._unwritten, timeout=timeout_s)
 
     def stop(self) -> None:
-        if self._thread is None:
+        """Flush and stop the writer thread; a later record() starts a new one."""
+        thread = self._thread
+        if thread is None:
             return
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=10)
+        thread.join(timeout=10)
+        with self._lock:
+            self._thread, self._stopping = None, False
+            if self._fd is not None and not self._queue:
+                os.close(self._fd)
+                self._spool_path.unlink(missing_ok=True)
+                self._fd = self._spool_path = None
 
     # ------------------------------------------------------------------ writer side
 
@@ -137,9 +167,10 @@ class CallRecorder:
                 return
             os.close(old_fd)
             old_path.unlink(missing_ok=True)
+            with self._lock:
+                self._unwritten -= len(batch)
         with self._flushed:
-            if not self._queue:
-                self._flushed.notify_all()
+            self._flushed.notify_all()
 
     def replay_orphans(self) -> int:
         """Insert the rows of spool files whose process has died; returns how many rows were replayed."""

@@ -56,6 +56,14 @@ class CallContext:
         }
 
 
+_in_flight = 0
+
+
+def requests_in_flight() -> int:
+    """Chat requests started in this process whose call row is not recorded yet."""
+    return _in_flight
+
+
 @cache
 def circuit_breaker() -> CircuitBreaker:
     return CircuitBreaker(
@@ -67,6 +75,8 @@ def circuit_breaker() -> CircuitBreaker:
 
 async def chat_completion_run(*, raw_body: bytes, registry: Registry, context: CallContext) -> GatewayResponse:
     """Route one chat completion; never raises for bad input or upstream trouble (answers an OpenAI error)."""
+    global _in_flight
+    _in_flight += 1
     chat: ChatRequest | None = None
     try:
         chat = chat_request_parse(raw_body)
@@ -124,6 +134,8 @@ def _record(
     failed: bool = False,
     client_disconnected: bool = False,
 ) -> None:
+    global _in_flight
+    _in_flight -= 1
     now = time.perf_counter()
     call_outcome_record(
         CallOutcome(
@@ -151,6 +163,8 @@ def _record(
 
 
 def _record_failure(context: CallContext, chat: ChatRequest | None, error: ApiError) -> None:
+    global _in_flight
+    _in_flight -= 1
     status = "error" if error.status >= 500 or context.trace.tries else "rejected"
     call_outcome_record(
         CallOutcome(

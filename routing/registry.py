@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from .shared_state import shared_state
 
@@ -147,6 +148,14 @@ def registry_load(version: str = "") -> Registry:
     return Registry(version=version, models=models, routes=routes, keys_by_hash=keys)
 
 
+def _registry_load_and_disconnect(version: str) -> Registry:
+    # Runs in an executor thread: reloads are rare, so don't leave a connection open in that thread.
+    try:
+        return registry_load(version)
+    finally:
+        connection.close()
+
+
 class RegistryCache:
     """The worker's snapshot; `get()` costs one shared-state read unless the registry changed."""
 
@@ -167,7 +176,7 @@ class RegistryCache:
             if not await shared_state().add(VERSION_KEY, version, ttl=10 * 365 * 86400):
                 (version,) = await shared_state().get_many([VERSION_KEY])
                 version = version or uuid.uuid4().hex
-        registry = await sync_to_async(registry_load, thread_sensitive=False)(version)
+        registry = await sync_to_async(_registry_load_and_disconnect, thread_sensitive=False)(version)
         self._registry = registry
         return registry
 

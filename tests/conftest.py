@@ -1,0 +1,205 @@
+"""Shared fixtures: the fake upstream and routerweb itself on live loopback ports, keys and clean state.
+
+Both servers run in this process (uvicorn in a thread), so the test database, the local-memory
+cache and the call recorder are the same objects the tests look at. Tests that need separate worker
+processes start them with `gateway_worker_process`.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+
+from billing.recorder import call_recorder
+from routing.fake_upstream import FakeUpstream
+from routing.registry import registry_cache
+from routing.services import api_key_create
+from tests.factories import model_create, provider_create
+from tests.live import LiveServer, free_port, serve_asgi
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    settings.ROUTERWEB_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="routerweb-test-spool-"))
+
+
+@pytest.fixture(scope="session")
+def fake_upstream():
+    """The fake OpenAI-compatible upstream at `<url>/v1`; `.app` exposes its stats."""
+    app = FakeUpstream(prefix="/v1")
+    server = serve_asgi(app)
+    server.app = app
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_server(django_db_setup, django_db_blocker) -> LiveServer:
+    from routerweb.asgi import application
+
+    server = serve_asgi(application)
+    yield server
+    server.stop()
+    call_recorder().stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_shared_state(request):
+    """Each test starts with no registry snapshot, no circuit state and fresh fake-upstream stats."""
+    registry_cache.clear()
+    if settings.REDIS_URL:
+        # Never FLUSHDB: only this run's keys (CACHE_KEY_PREFIX) are removed.
+        _redis_delete_prefix(settings.REDIS_URL, f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:")
+    else:
+        cache.clear()
+    if "fake_upstream" in request.fixturenames:
+        request.getfixturevalue("fake_upstream").app.reset()
+    yield
+
+
+def _redis_delete_prefix(url: str, prefix: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def gateway(gateway_server, transactional_db) -> LiveServer:
+    """routerweb on a live port, with a database whose writes the server sees."""
+    yield gateway_server
+    calls_settle()  # this test's rows land before its database is emptied
+
+
+def calls_settle(timeout_s: float = 3.0) -> None:
+    """Wait until no request is in flight on the in-process server (a streamed call is recorded just
+    after its last byte reaches the client), then until the recorder has written every row."""
+    from routing.gateway import requests_in_flight
+
+    deadline = time.monotonic() + timeout_s
+    while requests_in_flight() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    call_recorder().flush()
+
+
+@pytest.fixture
+def user(transactional_db):
+    return get_user_model().objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def api_key(user) -> str:
+    _, raw_key = api_key_create(user=user, name="tests")
+    return raw_key
+
+
+@pytest.fixture
+def fake_provider(fake_upstream, transactional_db):
+    """A provider pointing at the fake upstream; models on it choose their behaviour by upstream id."""
+    return provider_create(name="fake", base_url=f"{fake_upstream.url}/v1", read_timeout_s=5, connect_timeout_s=2)
+
+
+@pytest.fixture
+def fake_model(fake_provider):
+    """`fake_model("name", "echo+status=503", price=(1, 2))` creates a model served by the fake upstream."""
+
+    def create(name: str, upstream: str = "echo", **fields):
+        return model_create(name=name, provider=fake_provider, upstream_model=upstream, **fields)
+
+    return create
+
+
+@pytest.fixture
+def client(gateway, api_key) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=api_key, max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def async_client(gateway, api_key) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=api_key, max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def http(gateway, api_key) -> httpx.Client:
+    """A plain HTTP client with the key set, for status codes and headers the SDK hides."""
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=20) as client:
+        yield client
+
+
+@pytest.fixture
+def recorded_calls():
+    """`recorded_calls()` returns the call rows, oldest first, once every request so far is recorded."""
+    from billing.models import Call
+
+    def fetch():
+        calls_settle()
+        return list(Call.objects.order_by("created_at", "id"))
+
+    return fetch
+
+
+@pytest.fixture
+def gateway_worker_process(transactional_db):
+    """Start routerweb worker processes (real uvicorn subprocesses) on the test database and a shared Redis."""
+    processes: list[subprocess.Popen] = []
+    prefix = f"routerweb-test-workers-{os.getpid()}-{time.time_ns()}"
+
+    def start(**extra_env: str) -> str:
+        port = free_port()
+        db = settings.DATABASES["default"]
+        if db["ENGINE"].endswith("sqlite3"):
+            database_url = f"sqlite:///{db['NAME']}"
+        else:
+            database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            "CACHE_KEY_PREFIX": prefix,
+            "SECRET_KEY": "test-secret-key",
+            "ROUTERWEB_SPOOL_DIR": str(settings.ROUTERWEB_SPOOL_DIR / f"worker-{port}"),
+            **extra_env,
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "routerweb.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/v1/models", timeout=1)
+                return url
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("worker did not start")
+
+    yield start
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=10)
+    if processes:
+        _redis_delete_prefix(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", prefix)
