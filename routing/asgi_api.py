@@ -100,14 +100,15 @@ def _error_response(error: ApiError) -> HttpResponse:
 
 async def _send_response(send, response: HttpResponse) -> None:
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
-    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     if not response.streaming:
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": response.content})
         return
-    # Iterate the view's own async generator (not Django's wrapper around it) so that closing it here
-    # runs its cleanup at once: the upstream request is closed and the call recorded.
+    # Iterate the view's own stream object (not Django's wrapper around it) and always close it, even
+    # when cancelled before the first chunk: closing it closes the upstream request and records the call.
     events = getattr(response, "events", None) or aiter(response.streaming_content)
     try:
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         async for chunk in events:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     finally:

@@ -5,9 +5,9 @@ Both the API (key-authenticated) and the playground (session-authenticated) call
 Exactly one call row is recorded per request, once its outcome is known.
 """
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -23,13 +23,16 @@ from .router import RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
 
+# nginx's "client closed request": recorded, never sent (nobody is listening any more).
+CLIENT_GONE = ApiError(499, "The client closed the request.", code="client_disconnected")
+
 
 @dataclass
 class GatewayResponse:
     status: int
     headers: dict[str, str]
     body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
+    stream: "RecordedStream | None" = None
 
 
 @dataclass
@@ -89,9 +92,13 @@ async def chat_completion_run(*, raw_body: bytes, registry: Registry, context: C
     except ApiError as error:
         _record_failure(context, chat, error)
         return GatewayResponse(error.status, context.headers(), body=error.body())
+    except asyncio.CancelledError:
+        # The client left while the upstreams were being tried; the upstream request is closed by now.
+        _record_failure(context, chat, CLIENT_GONE, client_disconnected=True)
+        raise
     if result.stream is not None:
         headers = context.headers(result.model.name)
-        return GatewayResponse(200, headers, stream=_relay_and_record(context, chat, result))
+        return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
     _record(context, chat, result, usage=result.parsed.get("usage"))
     return GatewayResponse(200, context.headers(result.model.name), body=result.raw)
 
@@ -102,25 +109,53 @@ def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:
             raise ApiError(403, f"This API key may not use {name!r}.", code="model_not_allowed", param=param)
 
 
-async def _relay_and_record(context: CallContext, chat: ChatRequest, result: RouteResult) -> AsyncIterator[bytes]:
-    relay = result.stream
-    disconnected = True  # unless the loop below runs to its end
-    try:
-        async for chunk in relay:
-            yield chunk
-        disconnected = False
-    finally:
-        await relay.aclose()
-        _record(
-            context,
-            chat,
-            result,
-            usage=relay.usage,
-            streamed_text=relay.text,
-            first_content_at=relay.first_content_at,
-            failed=relay.failure is not None,
-            client_disconnected=disconnected,
-        )
+class RecordedStream:
+    """The client's side of a stream: relays upstream bytes and records the call exactly once.
+
+    However the stream ends (finished, upstream failure, client gone, or never iterated at all), the
+    upstream response is closed and the row recorded, with `client_disconnected` unless the relay
+    reached its end. Consumers should `aclose()` it; cancellation inside `__anext__` closes it too.
+    """
+
+    def __init__(self, context: CallContext, chat: ChatRequest, result: RouteResult):
+        self.context, self.chat, self.result = context, chat, result
+        self.relay = result.stream
+        self._chunks = aiter(self.relay)
+        self._completed = False
+        self._closed = False
+
+    def __aiter__(self) -> "RecordedStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            self._completed = True
+            await self.aclose()
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._chunks.aclose()
+            await self.relay.aclose()
+        finally:
+            _record(
+                self.context,
+                self.chat,
+                self.result,
+                usage=self.relay.usage,
+                streamed_text=self.relay.text,
+                first_content_at=self.relay.first_content_at,
+                failed=self.relay.failure is not None,
+                client_disconnected=not self._completed,
+            )
 
 
 def _record(
@@ -134,10 +169,8 @@ def _record(
     failed: bool = False,
     client_disconnected: bool = False,
 ) -> None:
-    global _in_flight
-    _in_flight -= 1
     now = time.perf_counter()
-    call_outcome_record(
+    _record_outcome(
         CallOutcome(
             request_id=context.request_id,
             created_at=context.created_at,
@@ -162,11 +195,11 @@ def _record(
     )
 
 
-def _record_failure(context: CallContext, chat: ChatRequest | None, error: ApiError) -> None:
-    global _in_flight
-    _in_flight -= 1
-    status = "error" if error.status >= 500 or context.trace.tries else "rejected"
-    call_outcome_record(
+def _record_failure(
+    context: CallContext, chat: ChatRequest | None, error: ApiError, *, client_disconnected: bool = False
+) -> None:
+    status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
+    _record_outcome(
         CallOutcome(
             request_id=context.request_id,
             created_at=context.created_at,
@@ -182,5 +215,14 @@ def _record_failure(context: CallContext, chat: ChatRequest | None, error: ApiEr
             latency_ms=round((time.perf_counter() - context.started) * 1000),
             overhead_ms=context.overhead_ms(),
             attempts=context.trace.as_list(),
+            client_disconnected=client_disconnected,
         )
     )
+
+
+def _record_outcome(outcome: CallOutcome) -> None:
+    global _in_flight
+    try:
+        call_outcome_record(outcome)
+    finally:
+        _in_flight -= 1

@@ -116,10 +116,14 @@ def _entry_errors(section, index, entry, keys, required, seen) -> list[str]:
     where = f"{where} ({entry.get('name', '?')})"
     errors = [f"{where}: unknown key {k!r}" for k in sorted(set(entry) - keys)]
     errors += [f"{where}: missing field {k!r}" for k in required if entry.get(k) in (None, "")]
+    for key in ("name", "provider"):
+        if key in keys and entry.get(key) is not None and not isinstance(entry[key], str):
+            errors.append(f"{where}: {key} must be a string, got {entry[key]!r}")
     name = entry.get("name")
-    if name in seen:
-        errors.append(f"{where}: duplicate name {name!r}")
-    seen.add(name)
+    if isinstance(name, str):
+        if name in seen:
+            errors.append(f"{where}: duplicate name {name!r}")
+        seen.add(name)
     if section == "models" and entry.get("price") is not None:
         errors += _price_errors(where, entry["price"])
     if section == "routes":
@@ -154,8 +158,8 @@ def _targets_errors(where: str, targets: Any, strategy: Any) -> list[str]:
         return [f"{where}: targets must be a non-empty list"]
     errors = []
     for i, target in enumerate(targets):
-        if not isinstance(target, dict) or "model" not in target:
-            errors.append(f"{where}: targets[{i}] must be a mapping with a model")
+        if not isinstance(target, dict) or not isinstance(target.get("model"), str):
+            errors.append(f"{where}: targets[{i}] must be a mapping with a model name")
             continue
         errors += [f"{where}: targets[{i}]: unknown key {k!r}" for k in sorted(set(target) - TARGET_KEYS)]
         weight = target.get("weight", 1)
@@ -194,9 +198,10 @@ def _decimal_or_none(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
+    return number if number.is_finite() else None
 
 
 # ---------------------------------------------------------------------------- apply

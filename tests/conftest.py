@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def pytest_configure(config):
     settings.ROUTERWEB_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="routerweb-test-spool-"))
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 
 
 @pytest.fixture(scope="session")
