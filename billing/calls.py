@@ -10,8 +10,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.db import IntegrityError, transaction
+
 from routing.registry import ModelSnap
 
+from .budgets import Reservation, budgets_settle
+from .models import Call
 from .pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
 from .recorder import call_recorder
 
@@ -37,6 +41,7 @@ class CallOutcome:
     overhead_ms: float = 0.0
     attempts: list[dict] = field(default_factory=list)
     client_disconnected: bool = False
+    reservations: list[Reservation] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,5 +115,42 @@ def call_outcome_record(outcome: CallOutcome) -> None:
             "attempts": outcome.attempts,
             "client_disconnected": outcome.client_disconnected,
             "source": outcome.source,
+            "reservations": [r.as_list() for r in outcome.reservations],
         }
     )
+
+
+FOREIGN_KEYS = ("user_id", "api_key_id", "model_id", "provider_id")
+STORE_CHUNK = 1000
+
+
+def call_rows_store(rows: list[dict[str, Any]]) -> None:
+    """Store recorded rows (fresh or replayed from a spool): idempotent by request_id.
+
+    In one transaction per chunk: insert the rows not stored yet and settle their budget
+    reservations, so that a replayed row neither doubles nor settles twice. If a chunk breaks a
+    foreign key (a key or model deleted since the call), its rows go in one by one, and a row that
+    still fails keeps its numbers with those links cleared rather than blocking every later row.
+    """
+    for start in range(0, len(rows), STORE_CHUNK):
+        chunk = rows[start : start + STORE_CHUNK]
+        try:
+            _store_chunk(chunk)
+        except IntegrityError:
+            for row in chunk:
+                try:
+                    _store_chunk([row])
+                except IntegrityError:
+                    _store_chunk([{**row, **dict.fromkeys(FOREIGN_KEYS)}])
+
+
+def _store_chunk(rows: list[dict[str, Any]]) -> None:
+    with transaction.atomic():
+        ids = {row["request_id"] for row in rows}
+        stored = set(Call.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
+        fresh = list({row["request_id"]: row for row in rows if row["request_id"] not in stored}.values())
+        Call.objects.bulk_create([Call(**{k: v for k, v in row.items() if k != "reservations"}) for row in fresh])
+        for row in fresh:
+            if row.get("reservations"):
+                cost = Decimal(str(row["cost_usd"])) if row["cost_usd"] is not None else None
+                budgets_settle([Reservation.from_list(r) for r in row["reservations"]], cost)

@@ -5,7 +5,7 @@ Money is `Decimal` everywhere. Prices are USD per 1M tokens with 6 decimal place
 """
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -101,3 +101,54 @@ class Call(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.requested} → {self.model_id} {self.status}"
+
+
+class Budget(models.Model):
+    """A monthly USD limit on a user's or an API key's spend.
+
+    `spent_usd` (settled costs) and `reserved_usd` (worst cases of calls in flight) are this period's
+    running totals, changed only by atomic UPDATEs in billing/budgets.py, so that concurrent calls on
+    every worker can never reserve past `limit_usd` together. A new month starts them from zero.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets")
+    limit_usd = models.DecimalField("monthly limit (USD)", **PRICE_FIELD)
+    soft_threshold_pct = models.PositiveSmallIntegerField(
+        "soft threshold (%)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Optional: flag the budget once spend passes this share of the limit.",
+    )
+    period_start = models.DateField(editable=False, null=True)
+    spent_usd = models.DecimalField(
+        max_digits=COST_MAX_DIGITS, decimal_places=COST_DECIMAL_PLACES, default=0, editable=False
+    )
+    reserved_usd = models.DecimalField(
+        max_digits=COST_MAX_DIGITS, decimal_places=COST_DECIMAL_PLACES, default=0, editable=False
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, api_key__isnull=True)
+                | models.Q(user__isnull=True, api_key__isnull=False),
+                name="budget_user_xor_api_key",
+            ),
+            models.UniqueConstraint(
+                fields=["user"], condition=models.Q(user__isnull=False), name="budget_one_per_user"
+            ),
+            models.UniqueConstraint(
+                fields=["api_key"], condition=models.Q(api_key__isnull=False), name="budget_one_per_api_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label}: ${self.limit_usd}/month"
+
+    @property
+    def label(self) -> str:
+        return f"user {self.user}" if self.user_id else f"API key {self.api_key}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import close_old_connections, connection
 
 logger = logging.getLogger("routerweb.recorder")
 
@@ -32,44 +32,17 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot spool {type(value).__name__}")
 
 
-FOREIGN_KEYS = ("user_id", "api_key_id", "model_id", "provider_id")
-
-
-def rows_insert(rows: list[Row]) -> None:
-    """Insert rows, idempotent by request_id.
-
-    If the batch violates a foreign key (a key or model deleted between the call and the insert),
-    the rows go in one by one, and a row that still fails keeps its numbers with those links cleared,
-    rather than blocking every later row.
-    """
-    from .models import Call
-
-    try:
-        with transaction.atomic():
-            Call.objects.bulk_create([Call(**row) for row in rows], ignore_conflicts=True)
-        return
-    except IntegrityError:
-        logger.warning("a batch of %d call rows has a broken link; inserting one by one", len(rows))
-    for row in rows:
-        try:
-            with transaction.atomic():
-                Call.objects.bulk_create([Call(**row)], ignore_conflicts=True)
-        except IntegrityError:
-            with transaction.atomic():
-                Call.objects.bulk_create([Call(**{**row, **dict.fromkeys(FOREIGN_KEYS)})], ignore_conflicts=True)
-
-
 class CallRecorder:
     def __init__(
         self,
         spool_dir: Path,
         *,
         flush_interval_s: float = 0.2,
-        insert: Callable[[list[Row]], None] = rows_insert,
+        insert: Callable[[list[Row]], None] | None = None,
     ):
         self.spool_dir = spool_dir
         self.flush_interval_s = flush_interval_s
-        self.insert = insert
+        self.insert = insert or _call_rows_store
         self._lock = threading.Lock()
         self._queue: list[Row] = []
         self._unwritten = 0  # recorded rows not yet in the database (queued or being inserted)
@@ -198,6 +171,12 @@ class CallRecorder:
         if replayed:
             logger.warning("replayed %d call rows from a previous process's spool", replayed)
         return replayed
+
+
+def _call_rows_store(rows: list[Row]) -> None:
+    from .calls import call_rows_store
+
+    call_rows_store(rows)
 
 
 def _spool_rows(path: Path) -> list[Row]:

@@ -2,7 +2,7 @@
 everything else (pages, admin, static files) to Django's full stack.
 
 Lifespan: at start-up the call recorder replays spooled rows a previous process left; at shutdown
-it flushes what is queued and the upstream HTTP client is closed.
+it flushes what is queued, and the upstream HTTP client and the database connections are closed.
 """
 
 import os
@@ -14,6 +14,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
 django_application = get_asgi_application()
 
 from billing.recorder import call_recorder  # noqa: E402  (needs Django set up)
+from routerweb.db_executor import db_executor  # noqa: E402
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.fake_upstream import FakeUpstream  # noqa: E402
 from routing.upstream import http_client_close  # noqa: E402
@@ -44,5 +45,6 @@ async def _lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await http_client_close()
             call_recorder().stop()
+            db_executor.close_connections()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -14,7 +14,10 @@ from functools import cache
 
 from django.conf import settings
 
+from billing.budgets import BudgetExceeded, Reservation, budgets_reserve, worst_case_cost
 from billing.calls import CallOutcome, call_outcome_record
+from billing.pricing import prompt_tokens_estimate
+from routerweb.db_executor import db_executor
 
 from .circuit import CircuitBreaker
 from .errors import ApiError
@@ -46,6 +49,7 @@ class CallContext:
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     trace: Trace = field(default_factory=Trace)
+    reservations: list[Reservation] = field(default_factory=list)
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)
@@ -86,6 +90,7 @@ async def chat_completion_run(*, raw_body: bytes, registry: Registry, context: C
         if context.key is not None:
             _check_allowed(context.key, chat)
         candidates = candidates_for(registry, chat.model, chat.fallback_models)
+        await _reserve_budgets(registry, context, chat, candidates)
         result = await route_request(
             chat.body, candidates, circuit_breaker(), context.trace, client_wants_usage=chat.client_wants_usage
         )
@@ -101,6 +106,25 @@ async def chat_completion_run(*, raw_body: bytes, registry: Registry, context: C
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
     _record(context, chat, result, usage=result.parsed.get("usage"))
     return GatewayResponse(200, context.headers(result.model.name), body=result.raw)
+
+
+async def _reserve_budgets(registry: Registry, context: CallContext, chat: ChatRequest, candidates) -> None:
+    """Reserve the call's worst case on the user's and the key's budgets (if any): ApiError 429 when over."""
+    budget_ids = registry.budget_ids(user_id=context.user_id, key_id=context.key.id if context.key else None)
+    if not budget_ids:
+        return
+    amount = worst_case_cost(
+        candidates,
+        prompt_tokens=prompt_tokens_estimate(chat.body["messages"]),
+        max_tokens=chat.max_tokens,
+        at=context.created_at,
+    )
+    try:
+        context.reservations = await db_executor.run(
+            budgets_reserve, budget_ids=budget_ids, amount=amount, at=context.created_at
+        )
+    except BudgetExceeded as exceeded:
+        raise ApiError(429, str(exceeded), code="budget_exceeded", type="insufficient_quota") from None
 
 
 def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:
@@ -191,6 +215,7 @@ def _record(
             overhead_ms=context.overhead_ms(),
             attempts=context.trace.as_list(),
             client_disconnected=client_disconnected,
+            reservations=context.reservations,
         )
     )
 
@@ -216,6 +241,7 @@ def _record_failure(
             overhead_ms=context.overhead_ms(),
             attempts=context.trace.as_list(),
             client_disconnected=client_disconnected,
+            reservations=context.reservations,
         )
     )
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import connection
+
+from routerweb.db_executor import db_executor
 
 from .shared_state import shared_state
 
@@ -85,11 +85,18 @@ class Registry:
     models: dict[str, ModelSnap] = field(default_factory=dict)
     routes: dict[str, RouteSnap] = field(default_factory=dict)
     keys_by_hash: dict[str, KeySnap] = field(default_factory=dict)
+    budget_by_user: dict[int, int] = field(default_factory=dict)  # user id -> budget id
+    budget_by_key: dict[int, int] = field(default_factory=dict)  # API key id -> budget id
+
+    def budget_ids(self, *, user_id: int | None, key_id: int | None) -> list[int]:
+        """The budgets a call by this user with this key counts against."""
+        ids = [self.budget_by_user.get(user_id), self.budget_by_key.get(key_id)]
+        return [budget_id for budget_id in ids if budget_id is not None]
 
 
 def registry_load(version: str = "") -> Registry:
     """Read the whole registry from the database (synchronous; a handful of queries)."""
-    from billing.models import Price
+    from billing.models import Budget, Price
 
     from .models import ApiKey, ModelEndpoint, Provider, Route
 
@@ -145,15 +152,20 @@ def registry_load(version: str = "") -> Registry:
             key_hash=key.key_hash,
             allowed=frozenset(allowed) or None,
         )
-    return Registry(version=version, models=models, routes=routes, keys_by_hash=keys)
-
-
-def _registry_load_and_disconnect(version: str) -> Registry:
-    # Runs in an executor thread: reloads are rare, so don't leave a connection open in that thread.
-    try:
-        return registry_load(version)
-    finally:
-        connection.close()
+    budget_by_user, budget_by_key = {}, {}
+    for budget_id, user_id, key_id in Budget.objects.values_list("id", "user_id", "api_key_id"):
+        if user_id is not None:
+            budget_by_user[user_id] = budget_id
+        else:
+            budget_by_key[key_id] = budget_id
+    return Registry(
+        version=version,
+        models=models,
+        routes=routes,
+        keys_by_hash=keys,
+        budget_by_user=budget_by_user,
+        budget_by_key=budget_by_key,
+    )
 
 
 class RegistryCache:
@@ -176,7 +188,7 @@ class RegistryCache:
             if not await shared_state().add(VERSION_KEY, version, ttl=10 * 365 * 86400):
                 (version,) = await shared_state().get_many([VERSION_KEY])
                 version = version or uuid.uuid4().hex
-        registry = await sync_to_async(_registry_load_and_disconnect, thread_sensitive=False)(version)
+        registry = await db_executor.run(registry_load, version)
         self._registry = registry
         return registry
 

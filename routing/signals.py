@@ -3,12 +3,12 @@
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from billing.models import Price
+from billing.models import Budget, Price
 
 from .models import ApiKey, ModelEndpoint, Provider, Route, RouteTarget
 from .registry import registry_version_bump
 
-REGISTRY_MODELS = (Provider, ModelEndpoint, Route, RouteTarget, ApiKey, Price)
+REGISTRY_MODELS = (Provider, ModelEndpoint, Route, RouteTarget, ApiKey, Price, Budget)
 
 
 def _on_registry_change(**kwargs) -> None:
