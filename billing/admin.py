@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Call, Price
+from .models import Budget, Call, Price
 
 
 @admin.register(Price)
@@ -37,3 +37,11 @@ class CallAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "limit_usd", "soft_threshold_pct", "spent_usd", "reserved_usd", "period_start"]
+    autocomplete_fields = ["user", "api_key"]
+    readonly_fields = ["period_start", "spent_usd", "reserved_usd"]
+    fields = ["user", "api_key", "limit_usd", "soft_threshold_pct", "period_start", "spent_usd", "reserved_usd"]

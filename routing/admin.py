@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
 
-from billing.models import Price
+from billing.models import Call, Price
 
 from .models import ApiKey, ModelEndpoint, Provider, Route, RouteTarget
 from .services import api_key_create, api_key_revoke
@@ -28,12 +29,54 @@ class PriceInline(admin.TabularInline):
     ordering = ["-effective_from"]
 
 
+class PricedFilter(admin.SimpleListFilter):
+    title = "price"
+    parameter_name = "priced"
+
+    def lookups(self, request, model_admin):
+        return [("no", "no price (unpriced)"), ("yes", "priced")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(prices__isnull=self.value() == "no").distinct()
+        return queryset
+
+
+# Counted per model with the (model, created_at) index, not by joining every call.
+unpriced_calls_count = (
+    Call.objects.filter(model=OuterRef("pk"), unpriced=True)
+    .order_by()
+    .values("model")
+    .annotate(n=Count("*"))
+    .values("n")
+)
+
+
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(admin.ModelAdmin):
-    list_display = ["name", "provider", "upstream_model", "context_window", "enabled"]
-    list_filter = ["enabled", "provider"]
+    list_display = ["name", "provider", "upstream_model", "context_window", "enabled", "has_price", "unpriced_calls"]
+    list_filter = [PricedFilter, "enabled", "provider"]
     search_fields = ["name", "upstream_model"]
     inlines = [PriceInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("provider")
+            .annotate(
+                priced=Exists(Price.objects.filter(model=OuterRef("pk"))),
+                n_unpriced_calls=Coalesce(Subquery(unpriced_calls_count), 0),
+            )
+        )
+
+    @admin.display(description="price", boolean=True, ordering="priced")
+    def has_price(self, model: ModelEndpoint) -> bool:
+        return model.priced
+
+    @admin.display(description="unpriced calls", ordering="n_unpriced_calls")
+    def unpriced_calls(self, model: ModelEndpoint) -> int:
+        return model.n_unpriced_calls
 
 
 class RouteTargetInline(admin.TabularInline):
