@@ -13,6 +13,7 @@ Nothing is disabled for good: every open state expires into a probe.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .registry import ModelSnap, ProviderSnap
@@ -41,10 +42,18 @@ def _provider_key(name: str) -> str:
 
 
 class CircuitBreaker:
-    def __init__(self, state: SharedState, *, failures_to_open: int, open_seconds: float):
+    def __init__(
+        self,
+        state: SharedState,
+        *,
+        failures_to_open: int,
+        open_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ):
         self.state = state
         self.failures_to_open = failures_to_open
         self.open_seconds = open_seconds
+        self.clock = clock  # wall-clock seconds: open-until times are shared between machines
 
     async def read(self, models: list[ModelSnap]) -> dict[str, CircuitView]:
         """The circuit state of every candidate, in one round trip."""
@@ -65,7 +74,7 @@ class CircuitBreaker:
 
     async def admit(self, model: ModelSnap, view: CircuitView) -> str | None:
         """None if `model` may be called now, else the reason it is skipped."""
-        now = time.time()
+        now = self.clock()
         if view.provider_open_until and view.provider_open_until > now:
             wait = view.provider_open_until - now
             return f"circuit open: provider {model.provider.name} rejected its key, retry in {wait:.0f}s"
@@ -94,7 +103,7 @@ class CircuitBreaker:
             await self.state.delete(fails_key)
 
     async def open_provider(self, provider: ProviderSnap) -> None:
-        await self.state.set(_provider_key(provider.name), str(time.time() + self.open_seconds), ttl=self.open_seconds)
+        await self.state.set(_provider_key(provider.name), str(self.clock() + self.open_seconds), ttl=self.open_seconds)
 
     async def _open(self, open_key: str, seconds: float) -> None:
-        await self.state.set(open_key, str(time.time() + seconds), ttl=STATE_TTL_S)
+        await self.state.set(open_key, str(self.clock() + seconds), ttl=STATE_TTL_S)

@@ -1,0 +1,183 @@
+"""The router's plain parts, without servers: ordering, skips, bodies, circuit states, SSE parsing."""
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+
+import orjson
+import pytest
+
+from routing.circuit import CircuitBreaker, CircuitView
+from routing.errors import ApiError
+from routing.registry import ModelSnap, ProviderSnap, Registry, RouteSnap
+from routing.router import candidates_for, route_order, skip_reason, upstream_body
+from routing.shared_state import LocalMemoryState, RedisState
+from routing.streaming import SseParser
+from routing.upstream import _retry_after_s
+
+
+def provider(name="p", api_key_env=""):
+    return ProviderSnap(1, name, "http://x/v1/chat/completions", api_key_env, 1.0, 5.0, True)
+
+
+def model(name, *, enabled=True, api_key_env="", upstream=None):
+    return ModelSnap(hash(name) % 1000, name, upstream or name, provider(api_key_env=api_key_env), enabled, None)
+
+
+@pytest.fixture
+def registry():
+    models = {name: model(name) for name in ("a", "b", "c", "d")}
+    routes = {
+        "ordered": RouteSnap(1, "ordered", "ordered", ((models["a"], 1), (models["b"], 1), (models["c"], 1))),
+        "ab": RouteSnap(2, "ab", "weighted", ((models["a"], 80), (models["b"], 15), (models["c"], 5))),
+    }
+    return Registry(version="v", models=models, routes=routes)
+
+
+def names(models):
+    return [m.name for m in models]
+
+
+def test_ordered_route_then_fallback_models_without_repeats(registry):
+    assert names(candidates_for(registry, "ordered", ["c", "d", "a"])) == ["a", "b", "c", "d"]
+    assert names(candidates_for(registry, "d", ["a"])) == ["d", "a"]
+
+
+def test_unknown_names_are_404_with_the_param(registry):
+    with pytest.raises(ApiError) as missing:
+        candidates_for(registry, "zzz", [])
+    assert (missing.value.status, missing.value.code, missing.value.param) == (404, "model_not_found", "model")
+    with pytest.raises(ApiError) as missing_fallback:
+        candidates_for(registry, "a", ["zzz"])
+    assert missing_fallback.value.param == "fallback_models"
+
+
+def test_weighted_route_draws_the_first_target_by_weight_and_keeps_the_rest_in_order(registry):
+    rng = random.Random(7)
+    orders = [names(route_order(registry.routes["ab"], rng)) for _ in range(20_000)]
+    firsts = Counter(order[0] for order in orders)
+    assert abs(firsts["a"] / 20_000 - 0.80) < 0.01
+    assert abs(firsts["b"] / 20_000 - 0.15) < 0.01
+    assert abs(firsts["c"] / 20_000 - 0.05) < 0.01
+    assert {tuple(o) for o in orders} == {("a", "b", "c"), ("b", "a", "c"), ("c", "a", "b")}
+
+
+def test_skip_reasons(monkeypatch):
+    monkeypatch.delenv("SOME_KEY", raising=False)
+    assert skip_reason(model("off", enabled=False)) == "disabled"
+    assert skip_reason(model("keyed", api_key_env="SOME_KEY")) == "SOME_KEY not set"
+    monkeypatch.setenv("SOME_KEY", "sk-1")
+    assert skip_reason(model("keyed", api_key_env="SOME_KEY")) is None
+
+
+def test_upstream_body_rewrites_model_drops_our_fields_and_always_asks_for_usage():
+    body = {"model": "route", "messages": [], "fallback_models": ["x"], "stream": True, "temperature": 0.2}
+    sent = orjson.loads(upstream_body(body, model("m", upstream="vendor/m-2024")))
+    assert sent == {
+        "model": "vendor/m-2024",
+        "messages": [],
+        "stream": True,
+        "temperature": 0.2,
+        "stream_options": {"include_usage": True},
+    }
+    assert "stream_options" not in orjson.loads(upstream_body({"model": "m", "messages": []}, model("m")))
+
+
+def test_sse_parser_joins_events_split_across_reads_and_handles_crlf():
+    parser = SseParser()
+    assert parser.feed(b'data: {"a"') == []
+    assert parser.feed(b": 1}\r\n\r\ndata: [DO") == [b'{"a": 1}']
+    assert parser.feed(b"NE]\n\n: comment\n\nevent: x\ndata: one\ndata: two\n\n") == [b"[DONE]", b"one\ntwo"]
+
+
+def test_retry_after_in_seconds_or_as_an_http_date():
+    assert _retry_after_s("2") == 2.0
+    assert _retry_after_s("0") is None
+    assert _retry_after_s("soon") is None
+    assert _retry_after_s("Wed, 21 Oct 2099 07:28:00 GMT") / (3600 * 24 * 365) > 50
+
+
+# ---------------------------------------------------------------------------- circuit breaker states
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(params=["local-memory", "redis"])
+def state(request):
+    prefix = f"test-circuit-{uuid.uuid4().hex[:8]}:"
+    if request.param == "redis":
+        return RedisState("redis://127.0.0.1:6379/1", prefix)
+    return LocalMemoryState(prefix)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_circuit_state_machine(state):
+    clock = Clock()
+    breaker = CircuitBreaker(state, failures_to_open=3, open_seconds=30, clock=clock)
+    flaky = model("flaky")
+
+    async def scenario():
+        for _ in range(2):
+            view = (await breaker.read([flaky]))["flaky"]
+            assert await breaker.admit(flaky, view) is None
+            await breaker.record_failure(flaky, view)
+        view = (await breaker.read([flaky]))["flaky"]
+        assert view.failures == 2
+        await breaker.record_failure(flaky, view)  # third consecutive failure: open
+        view = (await breaker.read([flaky]))["flaky"]
+        assert await breaker.admit(flaky, view) == "circuit open, retry in 30s"
+
+        clock.now += 31  # half-open: exactly one probe
+        first, second = (await breaker.read([flaky]))["flaky"], (await breaker.read([flaky]))["flaky"]
+        assert await breaker.admit(flaky, first) is None and first.probing
+        assert await breaker.admit(flaky, second) == "circuit half-open, another request is probing"
+        await breaker.record_failure(flaky, first)  # the probe failed: open again
+        view = (await breaker.read([flaky]))["flaky"]
+        assert (await breaker.admit(flaky, view)).startswith("circuit open")
+
+        clock.now += 31
+        probe = (await breaker.read([flaky]))["flaky"]
+        assert await breaker.admit(flaky, probe) is None
+        await breaker.record_success(flaky, probe)  # the probe succeeded: closed
+        view = (await breaker.read([flaky]))["flaky"]
+        assert view == CircuitView() and await breaker.admit(flaky, view) is None
+
+    run(scenario())
+
+
+def test_a_success_resets_the_consecutive_failure_count(state):
+    breaker = CircuitBreaker(state, failures_to_open=2, open_seconds=30, clock=Clock())
+    flaky = model("flaky")
+
+    async def scenario():
+        await breaker.record_failure(flaky, CircuitView())
+        await breaker.record_success(flaky, (await breaker.read([flaky]))["flaky"])
+        await breaker.record_failure(flaky, CircuitView())
+        assert (await breaker.read([flaky]))["flaky"].open_until is None
+
+    run(scenario())
+
+
+def test_retry_after_opens_at_once_for_that_long(state):
+    clock = Clock()
+    breaker = CircuitBreaker(state, failures_to_open=3, open_seconds=30, clock=clock)
+    limited = model("limited")
+
+    async def scenario():
+        await breaker.record_failure(limited, CircuitView(), retry_after_s=5)
+        view = (await breaker.read([limited]))["limited"]
+        assert await breaker.admit(limited, view) == "circuit open, retry in 5s"
+        clock.now += 6
+        assert await breaker.admit(limited, (await breaker.read([limited]))["limited"]) is None
+
+    run(scenario())
