@@ -30,7 +30,9 @@ run: setup
 	@echo ""
 	@echo "  routerweb on $(ROUTERWEB_PUBLIC_URL)"
 	@echo "    admin:      $(ROUTERWEB_PUBLIC_URL)/admin/   (user: admin)"
-	@echo "    API:        $(ROUTERWEB_PUBLIC_URL)/v1/"
+	@echo "    playground: $(ROUTERWEB_PUBLIC_URL)/playground/"
+	@echo "    dashboard:  $(ROUTERWEB_PUBLIC_URL)/dashboard/"
+	@echo "    API:        $(ROUTERWEB_PUBLIC_URL)/v1/   (keys: manage.py createapikey admin)"
 	@echo ""
 	$(VENV)/bin/uvicorn routerweb.asgi:application --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 		--loop uvloop --http httptools --no-access-log
