@@ -6,7 +6,9 @@ write to a registry table bumps the token (routing/signals.py), on commit; every
 new token on its next request, so a revoked key is refused at once everywhere.
 """
 
+import asyncio
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -173,13 +175,20 @@ class RegistryCache:
 
     def __init__(self) -> None:
         self._registry: Registry | None = None
+        # One reload at a time per event loop: a burst of requests after a change waits for one load.
+        self._reload_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     async def get(self) -> Registry:
         (version,) = await shared_state().get_many([VERSION_KEY])
         registry = self._registry
         if registry is not None and version is not None and registry.version == version:
             return registry
-        return await self._reload(version)
+        lock = self._reload_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            registry = self._registry
+            if registry is not None and version is not None and registry.version == version:
+                return registry  # another request reloaded it while this one waited
+            return await self._reload(version)
 
     async def _reload(self, version: str | None) -> Registry:
         if version is None:
