@@ -138,8 +138,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "/playground/"
 LOGOUT_REDIRECT_URL = "login"
+# The playground's JSON endpoints answer CSRF failures in OpenAI's error shape; pages get Django's page.
+CSRF_FAILURE_VIEW = "routing.views.playground.csrf_failure"
 
 # ------------------------------------------------------------------------------
 # I18N

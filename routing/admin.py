@@ -5,7 +5,7 @@ from django.template.response import TemplateResponse
 
 from billing.models import Call, Price
 
-from .models import ApiKey, ModelEndpoint, Provider, Route, RouteTarget
+from .models import ApiKey, ModelEndpoint, PreferenceVote, Provider, Route, RouteTarget
 from .services import api_key_create, api_key_revoke
 
 
@@ -151,3 +151,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset.filter(revoked_at__isnull=True):
             api_key_revoke(key=key)
         self.message_user(request, "Revoked. The keys are refused from now on, on every worker.", messages.SUCCESS)
+
+
+@admin.register(PreferenceVote)
+class PreferenceVoteAdmin(admin.ModelAdmin):
+    """Votes are facts recorded by the playground: listed and searchable, never added or edited by hand."""
+
+    list_display = ["created_at", "user", "chosen", "chosen_model", "compared_names"]
+    list_filter = ["chosen_model"]
+    search_fields = ["user__username", "chosen"]
+    list_select_related = ["user", "chosen_model"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="compared")
+    def compared_names(self, vote: PreferenceVote) -> str:
+        return " vs ".join(vote.compared)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

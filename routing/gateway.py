@@ -138,13 +138,16 @@ class RecordedStream:
 
     However the stream ends (finished, upstream failure, client gone, or never iterated at all), the
     upstream response is closed and the row recorded, with `client_disconnected` unless the relay
-    reached its end. Consumers should `aclose()` it; cancellation inside `__anext__` closes it too.
+    reached its end. Consumers should `aclose()` it; cancellation inside `__anext__` closes it too,
+    and so does the synchronous `close()` that Django's full stack calls on a streaming body when
+    the client leaves while a chunk is being sent (from a worker thread: it schedules `aclose()`).
     """
 
     def __init__(self, context: CallContext, chat: ChatRequest, result: RouteResult):
         self.context, self.chat, self.result = context, chat, result
         self.relay = result.stream
         self._chunks = aiter(self.relay)
+        self._loop = asyncio.get_running_loop()
         self._completed = False
         self._closed = False
 
@@ -161,6 +164,10 @@ class RecordedStream:
         except BaseException:
             await self.aclose()
             raise
+
+    def close(self) -> None:
+        if not self._closed and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.aclose(), self._loop)
 
     async def aclose(self) -> None:
         if self._closed:

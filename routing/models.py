@@ -164,3 +164,32 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class PreferenceVote(TimestampedModel):
+    """A compare-mode verdict: of the answers in one comparison, the user marked `chosen`'s answer as the better one.
+
+    `compared` holds the model or route names in column order and `request_ids` the call row of each
+    column, in the same order. `chosen_model` is the model that actually answered the chosen column (a
+    route resolves to one of its targets), so preferences can be counted per model. There is one vote
+    per comparison (`comparison_key`: its sorted request ids); voting again changes it.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference_votes")
+    compared = models.JSONField(help_text="The model or route names compared, in column order.")
+    chosen = models.CharField(max_length=100, help_text="The name of the preferred column.")
+    chosen_model = models.ForeignKey(
+        ModelEndpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="preference_votes"
+    )
+    request_ids = models.JSONField(help_text="The call of each column, in column order.")
+    comparison_key = models.CharField(max_length=200, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "comparison_key"], name="preferencevote_one_per_comparison"),
+        ]
+        indexes = [models.Index(fields=["chosen_model", "created_at"], name="vote_chosen_model_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user} preferred {self.chosen} over {', '.join(n for n in self.compared if n != self.chosen)}"

@@ -21,30 +21,41 @@ class ChatRequest:
     max_tokens: int | None
 
 
-def chat_request_parse(raw: bytes) -> ChatRequest:
-    """Parse and check a chat completions body; raises ApiError(400) naming the bad `param`."""
+def json_object_parse(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or ApiError(400, code invalid_json)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def invalid_param(param: str, problem: str) -> ApiError:
+    """A 400 naming the bad field: "Invalid 'param': problem."."""
+    return ApiError(400, f"Invalid '{param}': {problem}.", code="invalid_value", param=param)
+
+
+def chat_request_parse(raw: bytes) -> ChatRequest:
+    """Parse and check a chat completions body; raises ApiError(400) naming the bad `param`."""
+    body = json_object_parse(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _invalid("model", "you must provide a model or route name (a non-empty string)")
+        raise invalid_param("model", "you must provide a model or route name (a non-empty string)")
     _check_messages(body.get("messages"))
     stream = _optional(body, "stream", bool, False)
     stream_options = _optional(body, "stream_options", dict, None)
     fallback_models = _optional(body, "fallback_models", list, [])
     if not all(isinstance(name, str) and name for name in fallback_models):
-        raise _invalid("fallback_models", "must be a list of model names")
+        raise invalid_param("fallback_models", "must be a list of model names")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise _invalid("max_tokens", "must be a positive integer")
+        raise invalid_param("max_tokens", "must be a positive integer")
     for key in ("temperature", "top_p"):
         value = body.get(key)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise _invalid(key, "must be a number")
+            raise invalid_param(key, "must be a number")
     return ChatRequest(
         body=body,
         model=model,
@@ -57,17 +68,17 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
 
 def _check_messages(messages: Any) -> None:
     if messages is None:
-        raise _invalid("messages", "is required")
+        raise invalid_param("messages", "is required")
     if not isinstance(messages, list) or not messages:
-        raise _invalid("messages", "must be a non-empty array of messages")
+        raise invalid_param("messages", "must be a non-empty array of messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _invalid(f"messages[{i}]", "must be an object with a role")
+            raise invalid_param(f"messages[{i}]", "must be an object with a role")
         if message.get("role") not in ROLES:
-            raise _invalid(f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}")
+            raise invalid_param(f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}")
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
-            raise _invalid(f"messages[{i}].content", "must be a string or an array of content parts")
+            raise invalid_param(f"messages[{i}].content", "must be a string or an array of content parts")
 
 
 def _optional(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -75,9 +86,5 @@ def _optional(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     if value is None:
         return default
     if not isinstance(value, kind):
-        raise _invalid(key, f"must be {KIND_NAMES[kind]}")
+        raise invalid_param(key, f"must be {KIND_NAMES[kind]}")
     return value
-
-
-def _invalid(param: str, problem: str) -> ApiError:
-    return ApiError(400, f"Invalid '{param}': {problem}.", code="invalid_value", param=param)

@@ -1,0 +1,194 @@
+"""The playground's reads and writes: the grouped model picker, one call's trace, compare-mode votes.
+
+The chat itself goes through `routing.gateway.chat_completion_run` like the API; nothing here calls
+an upstream.
+"""
+
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from billing.models import Call
+
+from .models import PreferenceVote
+from .registry import Registry
+from .router import Attempt, skip_reason
+from .schemas import invalid_param, json_object_parse
+
+COMPARE_MIN_COLUMNS, COMPARE_MAX_COLUMNS = 2, 4
+
+
+# ---------------------------------------------------------------------------- the model picker
+
+
+@dataclass(frozen=True, slots=True)
+class TargetChoice:
+    name: str
+    note: str  # a route's targets, or why a model would be skipped right now
+    usable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceGroup:
+    label: str
+    is_route: bool
+    choices: tuple[TargetChoice, ...]
+
+
+def playground_choices(*, registry: Registry) -> list[ChoiceGroup]:
+    """What the page offers: one group of routes first, then the models grouped by provider, all by name.
+
+    Unusable models (disabled, key variable not set) are listed too, marked, so that their skip can be
+    seen in the attempt chain.
+    """
+    groups = []
+    if registry.routes:
+        routes = tuple(
+            TargetChoice(route.name, " → ".join(model.name for model, _ in route.targets), usable=True)
+            for route in sorted(registry.routes.values(), key=lambda r: r.name)
+        )
+        groups.append(ChoiceGroup("Routes", is_route=True, choices=routes))
+    by_provider: dict[str, list[TargetChoice]] = {}
+    for model in sorted(registry.models.values(), key=lambda m: m.name):
+        reason = skip_reason(model)
+        note = f"{model.provider.name}: {reason}" if reason else model.provider.name
+        by_provider.setdefault(model.provider.name, []).append(TargetChoice(model.name, note, usable=reason is None))
+    for provider in sorted(by_provider):
+        groups.append(ChoiceGroup(f"Models · {provider}", is_route=False, choices=tuple(by_provider[provider])))
+    return groups
+
+
+def default_choice(groups: list[ChoiceGroup]) -> str | None:
+    """The first usable name, routes first; None when nothing is configured."""
+    return next((choice.name for group in groups for choice in group.choices if choice.usable), None)
+
+
+# ---------------------------------------------------------------------------- one call's trace
+
+
+def attempt_text(attempt: dict[str, Any]) -> str:
+    """One step of the attempt chain in plain words, e.g. "claude-sonnet-4: 503 from upstream after 120 ms"."""
+    step = Attempt(**{f.name: attempt[f.name] for f in fields(Attempt) if f.name in attempt})
+    text = step.describe()
+    if step.outcome != "skipped":
+        text += f" after {step.latency_ms} ms"
+    return text
+
+
+def tokens_per_second(*, completion_tokens: int, latency_ms: int, ttft_ms: int | None) -> float | None:
+    """Generation speed: completion tokens over the time after the first token (the whole call without one)."""
+    window_ms = latency_ms - ttft_ms if ttft_ms is not None and latency_ms > ttft_ms else latency_ms
+    if completion_tokens <= 0 or window_ms <= 0:
+        return None
+    return round(completion_tokens * 1000 / window_ms, 1)
+
+
+def call_detail_get(*, user_id: int, request_id: str) -> dict[str, Any] | None:
+    """The recorded call `request_id` if it is `user_id`'s, as the page shows it; None otherwise (or not yet)."""
+    call = Call.objects.select_related("model", "provider").filter(request_id=request_id, user_id=user_id).first()
+    if call is None:
+        return None
+    return {
+        "request_id": call.request_id,
+        "requested": call.requested,
+        "model": call.model.name if call.model else None,
+        "provider": call.provider.name if call.provider else None,
+        "status": call.status,
+        "http_status": call.http_status,
+        "error_code": call.error_code,
+        "stream": call.stream,
+        "prompt_tokens": call.prompt_tokens,
+        "cached_tokens": call.cached_tokens,
+        "completion_tokens": call.completion_tokens,
+        "usage_estimated": call.usage_estimated,
+        "cost_usd": _decimal_text(call.cost_usd),
+        "unpriced": call.unpriced,
+        "latency_ms": call.latency_ms,
+        "ttft_ms": call.ttft_ms,
+        "tokens_per_second": tokens_per_second(
+            completion_tokens=call.completion_tokens, latency_ms=call.latency_ms, ttft_ms=call.ttft_ms
+        ),
+        "client_disconnected": call.client_disconnected,
+        "attempts": [{**attempt, "text": attempt_text(attempt)} for attempt in call.attempts],
+    }
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    # A string keeps the exact amount through JSON; normalize() drops the 12 stored places' trailing zeros.
+    return None if value is None else format(value.normalize(), "f")
+
+
+# ---------------------------------------------------------------------------- compare-mode votes
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    compared: list[str]
+    request_ids: list[str]
+    chosen: str
+
+
+def vote_request_parse(raw: bytes) -> VoteRequest:
+    """Check a vote body `{"compared": [names], "request_ids": [ids], "chosen": name}`; raises ApiError(400)."""
+    body = json_object_parse(raw)
+    compared, request_ids, chosen = body.get("compared"), body.get("request_ids"), body.get("chosen")
+    if (
+        not isinstance(compared, list)
+        or not COMPARE_MIN_COLUMNS <= len(compared) <= COMPARE_MAX_COLUMNS
+        or not all(isinstance(name, str) and name for name in compared)
+        or len(set(compared)) != len(compared)
+    ):
+        raise invalid_param(
+            "compared", f"must list {COMPARE_MIN_COLUMNS} to {COMPARE_MAX_COLUMNS} different model or route names"
+        )
+    if (
+        not isinstance(request_ids, list)
+        or len(request_ids) != len(compared)
+        or not all(isinstance(rid, str) and rid for rid in request_ids)
+        or len(set(request_ids)) != len(request_ids)
+    ):
+        raise invalid_param("request_ids", "must give the request id of each compared column, in the same order")
+    if chosen not in compared:
+        raise invalid_param("chosen", "must be one of the compared names")
+    return VoteRequest(compared=compared, request_ids=request_ids, chosen=chosen)
+
+
+def vote_record(*, user: AbstractBaseUser, vote: VoteRequest) -> tuple[PreferenceVote, bool]:
+    """Store `user`'s preference for one comparison; returns (vote, created).
+
+    Every column must be one of the user's own recorded calls, made for that column's name, and the
+    chosen column must have answered; otherwise ApiError(400). Voting again on the same comparison
+    replaces the earlier choice.
+    """
+    calls = {
+        c.request_id: c for c in Call.objects.select_related("model").filter(user=user, request_id__in=vote.request_ids)
+    }
+    for name, request_id in zip(vote.compared, vote.request_ids, strict=True):
+        call = calls.get(request_id)
+        if call is None or call.requested != name:
+            raise invalid_param("request_ids", f"{request_id!r} is not one of your calls to {name!r}")
+    chosen_call = calls[vote.request_ids[vote.compared.index(vote.chosen)]]
+    if chosen_call.status != Call.Status.OK or chosen_call.model_id is None:
+        raise invalid_param("chosen", f"the call to {vote.chosen!r} did not answer, so it cannot be the better answer")
+    return PreferenceVote.objects.update_or_create(
+        user=user,
+        comparison_key=",".join(sorted(vote.request_ids)),
+        defaults={
+            "compared": vote.compared,
+            "request_ids": vote.request_ids,
+            "chosen": vote.chosen,
+            "chosen_model": chosen_call.model,
+        },
+    )
+
+
+def vote_as_dict(vote: PreferenceVote) -> dict[str, Any]:
+    return {
+        "id": vote.id,
+        "compared": vote.compared,
+        "request_ids": vote.request_ids,
+        "chosen": vote.chosen,
+        "chosen_model": vote.chosen_model.name if vote.chosen_model else None,
+    }

@@ -1,0 +1,112 @@
+"""The browser playground: the page and its session-authenticated JSON endpoints (thin views).
+
+The chat endpoint runs `chat_completion_run`, the code path of /v1/chat/completions (same fallback,
+budgets and call row), attributed to the logged-in user instead of an API key, and answers with the
+API's statuses and OpenAI error shapes. These endpoints sit behind Django's full middleware stack:
+CSRF is enforced by CsrfViewMiddleware, whose failures `csrf_failure` turns into the same JSON shape.
+No API key, routerweb's or a provider's, is ever involved or put in the page.
+"""
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.views import csrf
+
+from ..errors import ApiError
+from ..gateway import CallContext, chat_completion_run
+from ..playground import (
+    call_detail_get,
+    default_choice,
+    playground_choices,
+    vote_as_dict,
+    vote_record,
+    vote_request_parse,
+)
+from ..registry import registry_cache
+from .api import JSON, error_response, gateway_http_response
+
+JSON_ERROR_VIEW_PREFIX = "playground:api-"
+
+SessionView = Callable[..., Awaitable[HttpResponse]]
+
+
+@login_required
+async def playground_page(request: HttpRequest) -> HttpResponse:
+    groups = playground_choices(registry=await registry_cache.get())
+    context = {"nav": "playground", "groups": groups, "default_target": default_choice(groups)}
+    return TemplateResponse(request, "routing/playground.html", context)
+
+
+def session_api(method: str) -> Callable[[SessionView], SessionView]:
+    """For the page's JSON endpoints: another method → 405, no session → 401, an ApiError → its JSON.
+
+    The view is called as `view(request, user, **url_kwargs)` with the logged-in user.
+    """
+
+    def decorator(view: SessionView) -> SessionView:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, **kwargs) -> HttpResponse:
+            try:
+                if request.method != method:
+                    raise ApiError(405, f"Use {method} for {request.path}.", code="method_not_allowed")
+                user = await request.auser()
+                if not user.is_authenticated:
+                    raise ApiError(401, "You are not logged in: log in to use the playground.", code="login_required")
+                return await view(request, user, **kwargs)
+            except ApiError as error:
+                return error_response(error)
+
+        return wrapper
+
+    return decorator
+
+
+@session_api("POST")
+async def chat(request: HttpRequest, user) -> HttpResponse:
+    raw_body = _request_body(request)
+    context = CallContext(source="playground", user_id=user.id)
+    result = await chat_completion_run(raw_body=raw_body, registry=await registry_cache.get(), context=context)
+    return gateway_http_response(result)
+
+
+@session_api("GET")
+async def call_detail(request: HttpRequest, user, request_id: str) -> HttpResponse:
+    detail = await sync_to_async(call_detail_get)(user_id=user.id, request_id=request_id)
+    if detail is None:
+        raise ApiError(404, f"No call {request_id!r} of yours is recorded (yet).", code="call_not_found")
+    return HttpResponse(orjson.dumps(detail), content_type=JSON)
+
+
+@session_api("POST")
+async def votes(request: HttpRequest, user) -> HttpResponse:
+    vote = vote_request_parse(_request_body(request))
+    stored, created = await sync_to_async(vote_record)(user=user, vote=vote)
+    return HttpResponse(orjson.dumps(vote_as_dict(stored)), status=201 if created else 200, content_type=JSON)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """settings.CSRF_FAILURE_VIEW: the playground's JSON endpoints answer 403 in OpenAI's shape, pages as usual."""
+    match = request.resolver_match
+    if match is not None and match.view_name.startswith(JSON_ERROR_VIEW_PREFIX):
+        message = f"CSRF check failed ({reason}). Reload the page and try again."
+        return error_response(ApiError(403, message, code="csrf_failed"))
+    return csrf.csrf_failure(request, reason=reason)
+
+
+def _request_body(request: HttpRequest) -> bytes:
+    """The body, within the API's size limit (and Django's upload limit): else ApiError 413 as on /v1/."""
+    limit = min(settings.ROUTERWEB_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or float("inf"))
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        body = None
+    if body is None or len(body) > limit:
+        raise ApiError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+    return body
