@@ -138,6 +138,16 @@ def test_models_lists_enabled_models_and_routes_the_key_may_use(http, fake_model
     assert [m["id"] for m in limited.json()["data"]] == ["a"]
 
 
+def test_sdk_retrieves_one_model_or_route(client, fake_model):
+    fake_model("a")
+    route_create("r", ["a"])
+    assert client.models.retrieve("a").owned_by == "fake"
+    assert client.models.retrieve("r").owned_by == "routerweb-route"
+    assert [m.id for m in client.models.list()] == ["a", "r"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
+
+
 # ---------------------------------------------------------------------------- fallback
 
 

@@ -41,6 +41,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
 
 async def models_list(request: HttpRequest) -> HttpResponse:
+    """GET /v1/models: the enabled models and the routes this key may use."""
     if request.method != "GET":
         return error_response(ApiError(405, "Use GET for /v1/models.", code="method_not_allowed"))
     registry = await registry_cache.get()
@@ -48,18 +49,37 @@ async def models_list(request: HttpRequest) -> HttpResponse:
         key = api_key_authenticate(registry, request.headers.get("Authorization", ""))
     except ApiError as error:
         return error_response(error)
-    data = [
-        {"id": m.name, "object": "model", "created": 0, "owned_by": m.provider.name}
+    data = sorted(_model_objects(registry, key).values(), key=lambda item: item["id"])
+    return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+
+
+async def model_retrieve(request: HttpRequest, model_id: str) -> HttpResponse:
+    """GET /v1/models/{id}: one model or route, as the SDK's `models.retrieve` expects."""
+    if request.method != "GET":
+        return error_response(ApiError(405, "Use GET for /v1/models/{id}.", code="method_not_allowed"))
+    registry = await registry_cache.get()
+    try:
+        key = api_key_authenticate(registry, request.headers.get("Authorization", ""))
+    except ApiError as error:
+        return error_response(error)
+    found = _model_objects(registry, key).get(model_id)
+    if found is None:
+        return error_response(
+            ApiError(404, f"The model or route {model_id!r} does not exist.", code="model_not_found", param="model")
+        )
+    return HttpResponse(orjson.dumps(found), content_type=JSON)
+
+
+def _model_objects(registry: Registry, key: KeySnap) -> dict[str, dict]:
+    objects = {
+        m.name: {"id": m.name, "object": "model", "created": 0, "owned_by": m.provider.name}
         for m in registry.models.values()
         if m.enabled and key.allows(m.name)
-    ]
-    data += [
-        {"id": r.name, "object": "model", "created": 0, "owned_by": "routerweb-route"}
-        for r in registry.routes.values()
-        if key.allows(r.name)
-    ]
-    data.sort(key=lambda item: item["id"])
-    return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+    }
+    for route in registry.routes.values():
+        if key.allows(route.name):
+            objects[route.name] = {"id": route.name, "object": "model", "created": 0, "owned_by": "routerweb-route"}
+    return objects
 
 
 class SseResponse(StreamingHttpResponse):
