@@ -44,14 +44,19 @@ class ApiHandler:
             return
         except ClientGone:
             return
-        handler = asyncio.create_task(self._respond(scope, body, send))
-        watcher = asyncio.create_task(_wait_for_disconnect(receive))
-        done, _ = await asyncio.wait((handler, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if handler not in done:
-            # The client left: cancelling the view closes the upstream request and records the call.
-            handler.cancel()
-        watcher.cancel()
-        await asyncio.gather(handler, watcher, return_exceptions=True)
+        # The response is produced in this task; a small watcher cancels it if the client goes away,
+        # which closes the upstream request and records the call (one extra task, not two).
+        this_task = asyncio.current_task()
+        client_gone = asyncio.Event()
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, this_task, client_gone))
+        try:
+            await self._respond(scope, body, send)
+        except asyncio.CancelledError:
+            if not client_gone.is_set():
+                raise  # cancelled from outside (server shutdown): let it propagate
+            this_task.uncancel()
+        finally:
+            watcher.cancel()
 
     async def _read_body(self, scope, receive) -> bytes:
         for name, value in scope["headers"]:
@@ -89,9 +94,11 @@ class ApiHandler:
             return _error_response(ApiError(500, "Internal error in routerweb.", code="internal_error"))
 
 
-async def _wait_for_disconnect(receive) -> None:
+async def _cancel_on_disconnect(receive, task: asyncio.Task, client_gone: asyncio.Event) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+    client_gone.set()
+    task.cancel()
 
 
 def _error_response(error: ApiError) -> HttpResponse:
