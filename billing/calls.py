@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from routing.registry import ModelSnap
 
 from .budgets import Reservation, budgets_settle
+from .call_insert import calls_insert
 from .models import Call
 from .pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
 from .recorder import call_recorder
@@ -149,7 +150,7 @@ def _store_chunk(rows: list[dict[str, Any]]) -> None:
         ids = {row["request_id"] for row in rows}
         stored = set(Call.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
         fresh = list({row["request_id"]: row for row in rows if row["request_id"] not in stored}.values())
-        Call.objects.bulk_create([Call(**{k: v for k, v in row.items() if k != "reservations"}) for row in fresh])
+        calls_insert(fresh)
         for row in fresh:
             if row.get("reservations"):
                 cost = Decimal(str(row["cost_usd"])) if row["cost_usd"] is not None else None
