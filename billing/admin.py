@@ -27,7 +27,8 @@ class CallAdmin(admin.ModelAdmin):
         "latency_ms",
         "attempt_count",
     ]
-    list_filter = ["status", "unpriced", "usage_estimated", "stream", "model"]
+    # `created_at` and `unpriced` make the dashboard's "unpriced calls" link (a date range) work.
+    list_filter = ["status", "unpriced", "usage_estimated", "stream", "model", "created_at"]
     search_fields = ["request_id", "requested"]
     list_select_related = ["user", "model"]
     show_full_result_count = False

@@ -19,6 +19,7 @@ from .call_insert import calls_insert
 from .models import Call
 from .pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
 from .recorder import call_recorder
+from .rollups import rollups_add
 
 
 @dataclass(slots=True)
@@ -151,6 +152,7 @@ def _store_chunk(rows: list[dict[str, Any]]) -> None:
         stored = set(Call.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
         fresh = list({row["request_id"]: row for row in rows if row["request_id"] not in stored}.values())
         calls_insert(fresh)
+        rollups_add(fresh)
         for row in fresh:
             if row.get("reservations"):
                 cost = Decimal(str(row["cost_usd"])) if row["cost_usd"] is not None else None

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+app_name = "billing"
+
+urlpatterns = [
+    path("", views.DashboardView.as_view(), name="dashboard"),
+    path("data.json", views.DashboardDataView.as_view(), name="dashboard-data"),
+    path("export.csv", views.DashboardExportView.as_view(), name="dashboard-export"),
+]

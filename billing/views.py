@@ -1,0 +1,244 @@
+"""The spend dashboard: the page, its JSON document and the CSV export, all with the same filters.
+
+The page needs a session login. The JSON and CSV endpoints also accept `Authorization: Bearer <API
+key>` (the key's user is the viewer), so teams can pull their numbers from scripts; they answer
+errors in the OpenAI error shape.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views import View
+
+from .forms import RANGE_CHOICES, DashboardFilterForm
+from .selectors import (
+    EXPORT_COLUMNS,
+    CallFilters,
+    ForbiddenFilter,
+    budget_uses,
+    call_export_rows,
+    call_filters_for,
+    call_totals,
+    dashboard_data,
+    filter_choices,
+    recent_calls,
+    viewer_for_api_key,
+)
+
+CSV_ROWS_PER_CHUNK = 1000
+
+
+def _filters(viewer, form: DashboardFilterForm) -> CallFilters:
+    data = form.cleaned_data
+    return call_filters_for(
+        viewer=viewer,
+        start=data["start_at"],
+        end=data["end_at"],
+        user=data.get("user"),
+        api_key=data.get("key"),
+        model=data.get("model"),
+        route=data.get("route"),
+    )
+
+
+def _query(form: DashboardFilterForm, **extra: str) -> str:
+    """The filters as a query string (without the page cursor), plus `extra`."""
+    params = {k: v for k, v in form.data.items() if k in form.fields and k != "before" and v}
+    params.update(extra)
+    return urlencode(params)
+
+
+class DashboardView(LoginRequiredMixin, View):
+    template_name = "billing/dashboard.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        form = DashboardFilterForm(request.GET)
+        valid = form.is_valid()
+        selected_user = form.cleaned_data.get("user") if valid else None
+        context: dict[str, Any] = {
+            "nav": "dashboard",
+            "form": form,
+            "range_choices": RANGE_CHOICES,
+            "choices": filter_choices(viewer=request.user, user_id=selected_user.pk if selected_user else None),
+        }
+        if not valid:
+            return render(request, self.template_name, context, status=400)
+        filters = _filters(request.user, form)
+        page = recent_calls(filters=filters, before=form.cleaned_data["before"])
+        budgets, budget_count = budget_uses(filters=filters)
+        query = _query(form)
+        totals = call_totals(filters=filters)
+        context.update(
+            filters=filters,
+            totals=totals,
+            tokens_in=compact_count(totals.prompt_tokens),
+            tokens_out=compact_count(totals.completion_tokens),
+            tokens_cached=compact_count(totals.cached_tokens),
+            budgets=budgets,
+            budget_count=budget_count,
+            page=page,
+            paged=form.cleaned_data["before"] is not None,
+            query=query,
+            older_query=_query(form, before=page.next_cursor.encode()) if page.next_cursor else "",
+            unpriced_url=_unpriced_url(form),
+            config={
+                "dataUrl": f"{reverse('billing:dashboard-data')}?{query}",
+                "staff": request.user.is_staff,
+            },
+        )
+        return render(request, self.template_name, context)
+
+
+def compact_count(n: int) -> str:
+    """A count for a tile: 9,999 as is, then three significant digits: 12.3K, 4.56M, 7.89B."""
+    if n < 10_000:
+        return f"{n:,}"
+    for size, suffix in ((10**3, "K"), (10**6, "M"), (10**9, "B")):
+        value = n / size
+        if value < 999.5 or suffix == "B":
+            decimals = 2 if value < 9.995 else 1 if value < 99.95 else 0
+            return f"{value:.{decimals}f}{suffix}"
+    raise AssertionError("unreachable")
+
+
+def _unpriced_url(form: DashboardFilterForm) -> str:
+    data = form.cleaned_data
+    params = {
+        "unpriced__exact": "1",
+        "created_at__gte": data["start_at"].isoformat(),
+        "created_at__lt": data["end_at"].isoformat(),
+    }
+    if data.get("model"):
+        params["model__id__exact"] = str(data["model"].pk)
+    return f"{reverse('admin:billing_call_changelist')}?{urlencode(params)}"
+
+
+# ---------------------------------------------------------------------------- JSON and CSV
+
+
+def _api_error(status: int, message: str, *, type: str, code: str, param: str | None = None) -> JsonResponse:
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return JsonResponse(body, status=status)
+
+
+def _form_error(form: DashboardFilterForm) -> JsonResponse:
+    param, errors = next(iter(form.errors.items()))
+    return _api_error(
+        400,
+        f"Invalid '{param}': {' '.join(errors)}" if param != "__all__" else " ".join(errors),
+        type="invalid_request_error",
+        code="invalid_filter",
+        param=None if param == "__all__" else param,
+    )
+
+
+class _ApiView(View):
+    """Resolves the viewer (session or Bearer API key) and the filters, or answers the error."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        viewer = request.user if request.user.is_authenticated else None
+        authorization = request.headers.get("Authorization", "")
+        if viewer is None and authorization.lower().startswith("bearer "):
+            viewer = viewer_for_api_key(raw_key=authorization[7:].strip())
+        if viewer is None:
+            return _api_error(
+                401,
+                "Log in, or send an API key as 'Authorization: Bearer <key>'.",
+                type="auth_error",
+                code="unauthorized",
+            )
+        form = DashboardFilterForm(request.GET)
+        if not form.is_valid():
+            return _form_error(form)
+        try:
+            filters = _filters(viewer, form)
+        except ForbiddenFilter as exc:
+            return _api_error(403, str(exc), type="permission_error", code="forbidden", param=exc.param)
+        return self.respond(request, viewer, form, filters)
+
+    def respond(self, request, viewer, form, filters) -> HttpResponse:
+        raise NotImplementedError
+
+
+class DashboardDataView(_ApiView):
+    def respond(self, request, viewer, form, filters) -> HttpResponse:
+        return JsonResponse(dashboard_data(filters=filters, staff=viewer.is_staff))
+
+
+class DashboardExportView(_ApiView):
+    def respond(self, request, viewer, form, filters) -> HttpResponse:
+        chunks = csv_chunks(call_export_rows(filters=filters))
+        # Under ASGI a synchronous iterator would be read to the end into memory first: hand it over
+        # chunk by chunk instead. The test client (WSGI) takes the synchronous one as it is.
+        content = _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
+        response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
+        first, last = form.cleaned_data["first_day"], form.cleaned_data["last_day"]
+        response["Content-Disposition"] = f'attachment; filename="routerweb-calls-{first}-{last}.csv"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def csv_chunks(rows: Iterable[tuple[Any, ...]], rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> Iterator[str]:
+    """The header, then the rows as CSV text, `rows_per_chunk` rows per chunk."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_COLUMNS)
+    for count, row in enumerate(rows, 1):
+        writer.writerow(_csv_cells(row))
+        if count % rows_per_chunk == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _csv_cells(row: tuple[Any, ...]) -> list[Any]:
+    created_at, request_id, user, key, requested, model, provider, status, *numbers = row
+    prompt, cached, completion, estimated, cost, latency, ttft, attempts = numbers
+    return [
+        created_at.isoformat(),
+        request_id,
+        _text(user),
+        _text(key),
+        _text(requested),
+        _text(model),
+        _text(provider),
+        status,
+        prompt,
+        cached,
+        completion,
+        "true" if estimated else "false",
+        "" if cost is None else f"{cost:f}",
+        latency,
+        "" if ttft is None else ttft,
+        orjson.dumps(attempts).decode(),
+    ]
+
+
+def _text(value: str | None) -> str:
+    """A text cell; one that a spreadsheet would run as a formula gets a leading apostrophe."""
+    if not value:
+        return ""
+    return f"'{value}" if value[0] in "=+-@\t\r" else value
+
+
+async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
+    # thread_sensitive: every step runs on the same thread, which owns the database cursor.
+    step = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (chunk := await step(chunks, None)) is not None:
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close, thread_sensitive=True)()

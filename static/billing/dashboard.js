@@ -1,0 +1,251 @@
+/* The spend dashboard: filters that apply themselves, and charts drawn from the JSON document of the
+   current filters (/dashboard/data.json?<same query>). No numbers are computed here: the document's
+   exact decimal strings are only turned into chart coordinates. */
+(function () {
+  "use strict";
+
+  document.documentElement.classList.add("js");
+  const form = document.getElementById("filters");
+  const configNode = document.getElementById("dashboard-config");
+  const state = { charts: {}, data: null, ready: false, error: null };
+  window.routerwebDashboard = state;
+
+  // ------------------------------------------------------------------ filters
+  if (form) {
+    const range = form.elements.range;
+    const syncCustom = () => form.classList.toggle("is-custom", range.value === "custom");
+    syncCustom();
+    form.addEventListener("change", (event) => {
+      const field = event.target;
+      if (field === range) {
+        syncCustom();
+        if (range.value === "custom") return; // wait for both dates and Apply
+      } else if (field.type === "date") {
+        return;
+      }
+      if (field.name === "user" && form.elements.key) form.elements.key.value = ""; // keys are per user
+      apply();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      apply();
+    });
+  }
+
+  function apply() {
+    const params = new URLSearchParams();
+    const custom = form.elements.range.value === "custom";
+    for (const [name, value] of new FormData(form)) {
+      if (!value || ((name === "start" || name === "end") && !custom)) continue;
+      if (name === "range" && value === "30d") continue; // the default
+      params.append(name, value);
+    }
+    const query = params.toString();
+    window.location.assign(form.action + (query ? "?" + query : ""));
+  }
+
+  if (!configNode || typeof Chart === "undefined") return;
+  const config = JSON.parse(configNode.textContent);
+
+  // ------------------------------------------------------------------ look
+  const css = getComputedStyle(document.documentElement);
+  const token = (name, fallback) => (css.getPropertyValue(name) || fallback).trim();
+  const ink = token("--ink", "#1d1d1f");
+  const muted = token("--muted", "#6b6b70");
+  const line = token("--line", "#e3e3e0");
+  const PALETTE = ["#3554d1", "#1f8a4c", "#d08a1e", "#c0392b", "#7b4fd6", "#0e8a9b", "#d35f9b", "#6b7a8c",
+    "#8ab340", "#e07b39", "#2f9fd8", "#a0522d"];
+
+  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+  Chart.defaults.font.size = 12;
+  Chart.defaults.color = muted;
+  Chart.defaults.borderColor = line;
+  Chart.defaults.animation = false;
+  Chart.defaults.maintainAspectRatio = false;
+  Chart.defaults.plugins.legend.labels.boxWidth = 10;
+  Chart.defaults.plugins.legend.labels.boxHeight = 10;
+  Chart.defaults.plugins.tooltip.backgroundColor = ink;
+
+  const colors = new Map();
+  const colorFor = (name) => {
+    if (!colors.has(name)) colors.set(name, PALETTE[colors.size % PALETTE.length]);
+    return colors.get(name);
+  };
+
+  const usdShort = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", notation: "compact", maximumFractionDigits: 2 });
+  const usd = (value) => {
+    const n = Number(value);
+    const digits = n !== 0 && Math.abs(n) < 0.01 ? 6 : 2;
+    return "$" + n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  };
+  const count = (n) => Number(n).toLocaleString("en-US");
+  const pct = (rate) => (rate * 100).toFixed(rate && rate < 0.001 ? 3 : 1) + "%";
+
+  function bucketLabel(iso, bucket, many) {
+    const date = new Date(iso);
+    if (bucket === "hour") {
+      const time = date.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", timeZone: "UTC" });
+      return many ? date.toLocaleDateString("en-GB", { weekday: "short", timeZone: "UTC" }) + " " + time : time;
+    }
+    return date.toLocaleDateString("en-GB", { day: "numeric", month: "short", timeZone: "UTC" });
+  }
+
+  function empty(canvas, message) {
+    const box = canvas.parentElement;
+    let note = box.querySelector(".chart-empty");
+    if (!message) {
+      if (note) note.remove();
+      return;
+    }
+    if (!note) {
+      note = document.createElement("div");
+      note.className = "chart-empty";
+      box.appendChild(note);
+    }
+    note.textContent = message;
+  }
+
+  function draw(id, build, hasData, emptyMessage) {
+    const canvas = document.getElementById(id);
+    if (!canvas) return;
+    if (state.charts[id]) state.charts[id].destroy();
+    state.charts[id] = new Chart(canvas, build());
+    empty(canvas, hasData ? "" : emptyMessage || "No calls in this range");
+  }
+
+  const moneyAxis = { beginAtZero: true, ticks: { callback: (v) => usdShort.format(v) }, grid: { color: line } };
+  const plainAxis = { grid: { display: false }, ticks: { color: muted } };
+  const nameAxis = { grid: { display: false }, ticks: { color: ink, autoSkip: false, font: { size: 11 } } };
+  const msAxis = { beginAtZero: true, ticks: { callback: (v) => (v >= 1000 ? v / 1000 + " s" : v + " ms") }, grid: { color: line } };
+
+  // ------------------------------------------------------------------ charts
+  function render(data) {
+    colors.clear();
+    data.models.forEach((m) => colorFor(m.model));
+    const series = data.spend_over_time;
+    const many = series.starts.length > 24;
+
+    draw("chart-spend-time", () => ({
+      type: "bar",
+      data: {
+        labels: series.starts.map((s) => bucketLabel(s, series.bucket, many)),
+        datasets: series.series.map((s) => ({
+          label: s.model, data: s.spend_usd.map(Number), backgroundColor: colorFor(s.model), borderRadius: 2,
+          maxBarThickness: 28,
+        })),
+      },
+      options: {
+        scales: { x: { ...plainAxis, stacked: true, ticks: { maxRotation: 0, autoSkipPadding: 12 } }, y: { ...moneyAxis, stacked: true } },
+        plugins: {
+          legend: { position: "right" },
+          tooltip: { mode: "index", callbacks: {
+            label: (c) => (c.raw ? ` ${c.dataset.label}: ${usd(series.series[c.datasetIndex].spend_usd[c.dataIndex])}` : null),
+          } },
+        },
+        interaction: { mode: "index", intersect: false },
+      },
+    }), series.series.length > 0);
+
+    const models = data.models;
+    draw("chart-spend-model", () => ({
+      type: "bar",
+      data: {
+        labels: models.map((m) => m.model),
+        datasets: [{ label: "Spend", data: models.map((m) => Number(m.spend_usd)), backgroundColor: models.map((m) => colorFor(m.model)), borderRadius: 3, maxBarThickness: 22 }],
+      },
+      options: {
+        indexAxis: "y",
+        scales: { x: moneyAxis, y: nameAxis },
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usd(models[c.dataIndex].spend_usd)} · ${count(models[c.dataIndex].calls)} calls` } } },
+      },
+    }), models.length > 0);
+
+    if (data.spend_by_user) {
+      const users = data.spend_by_user;
+      draw("chart-spend-user", () => ({
+        type: "bar",
+        data: {
+          labels: users.map((u) => u.user),
+          datasets: [{ label: "Spend", data: users.map((u) => Number(u.spend_usd)), backgroundColor: token("--accent", "#3554d1"), borderRadius: 3, maxBarThickness: 18 }],
+        },
+        options: {
+          indexAxis: "y",
+          scales: { x: moneyAxis, y: nameAxis },
+          plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usd(users[c.dataIndex].spend_usd)} · ${count(users[c.dataIndex].calls)} calls` } } },
+        },
+      }), users.length > 0);
+    }
+
+    draw("chart-latency", () => ({
+      type: "bar",
+      data: {
+        labels: models.map((m) => m.model),
+        datasets: [
+          { label: "p50", data: models.map((m) => m.latency_p50_ms), backgroundColor: "#3554d1", borderRadius: 2 },
+          { label: "p95", data: models.map((m) => m.latency_p95_ms), backgroundColor: "#a9b8ef", borderRadius: 2 },
+          { label: "TTFT p50", data: models.map((m) => m.ttft_p50_ms), backgroundColor: "#1f8a4c", borderRadius: 2 },
+        ],
+      },
+      options: {
+        indexAxis: "y",
+        scales: { x: msAxis, y: nameAxis },
+        plugins: { legend: { position: "top", align: "end" }, tooltip: { callbacks: { label: (c) => (c.raw == null ? ` ${c.dataset.label}: —` : ` ${c.dataset.label}: ≤ ${count(c.raw)} ms`) } } },
+      },
+    }), models.length > 0);
+
+    const requested = data.requested.slice(0, 10);
+    draw("chart-rates", () => ({
+      type: "bar",
+      data: {
+        labels: requested.map((r) => r.requested),
+        datasets: [
+          { label: "errors", data: requested.map((r) => r.error_rate * 100), backgroundColor: token("--bad", "#c0392b"), borderRadius: 2 },
+          { label: "fallbacks", data: requested.map((r) => r.fallback_rate * 100), backgroundColor: "#d08a1e", borderRadius: 2 },
+        ],
+      },
+      options: {
+        indexAxis: "y",
+        scales: { x: { beginAtZero: true, ticks: { callback: (v) => v + "%" }, grid: { color: line } }, y: nameAxis },
+        plugins: {
+          legend: { position: "top", align: "end" },
+          tooltip: { callbacks: { label: (c) => {
+            const r = requested[c.dataIndex];
+            return c.datasetIndex === 0
+              ? ` errors: ${pct(r.error_rate)} (${count(r.error_calls)} of ${count(r.calls)})`
+              : ` fallbacks: ${pct(r.fallback_rate)} (${count(r.fallback_calls)} of ${count(r.calls)})`;
+          } } },
+        },
+      },
+    }), requested.length > 0);
+
+    const votes = data.votes;
+    draw("chart-votes", () => ({
+      type: "bar",
+      data: {
+        labels: votes.map((v) => v.model),
+        datasets: [{ label: "votes", data: votes.map((v) => v.votes), backgroundColor: votes.map((v) => colorFor(v.model)), borderRadius: 3, maxBarThickness: 22 }],
+      },
+      options: {
+        indexAxis: "y",
+        scales: { x: { beginAtZero: true, ticks: { precision: 0 }, grid: { color: line } }, y: nameAxis },
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` preferred ${count(c.raw)} times` } } },
+      },
+    }), votes.length > 0, "No votes in this range");
+  }
+
+  function fail(message) {
+    state.error = message;
+    document.querySelectorAll("canvas[data-chart]").forEach((canvas) => empty(canvas, message));
+  }
+
+  fetch(config.dataUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+    .then((response) => response.json().then((body) => ({ ok: response.ok, body })))
+    .then(({ ok, body }) => {
+      if (!ok) throw new Error((body.error && body.error.message) || "Could not load the charts.");
+      state.data = body;
+      render(body);
+      state.ready = true;
+      document.body.dataset.chartsReady = "1";
+    })
+    .catch((error) => fail(error.message || "Could not load the charts."));
+})();

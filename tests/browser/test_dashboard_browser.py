@@ -1,0 +1,161 @@
+"""The dashboard in headless Chromium: log in, every chart drawn, filters redraw them, the CSV downloads.
+
+With ROUTERWEB_SCREENSHOTS=1 the 1280×900 screenshot of the README (docs/dashboard.png) is written
+from a richer data set (40,000 generated calls instead of 3,000).
+"""
+
+import csv
+import io
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db.models import Count
+from playwright.sync_api import Page
+
+from billing.models import Call
+from routing.models import PreferenceVote
+from tests.factories import user_create
+
+pytestmark = pytest.mark.browser
+
+VIEWPORT = {"width": 1280, "height": 900}
+PASSWORD = "test-password-1234"
+STAFF_CHARTS = [
+    "chart-spend-time",
+    "chart-spend-model",
+    "chart-spend-user",
+    "chart-latency",
+    "chart-rates",
+    "chart-votes",
+]
+
+# Share of a canvas's pixels that are painted (anything not fully transparent).
+PAINTED = """(id) => {
+  const canvas = document.getElementById(id);
+  const { width, height } = canvas;
+  const pixels = canvas.getContext("2d").getImageData(0, 0, width, height).data;
+  let painted = 0;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted += 1;
+  return painted / (width * height);
+}"""
+READY = "document.body.dataset.chartsReady === '1' || (window.routerwebDashboard && window.routerwebDashboard.error)"
+
+
+@pytest.fixture
+def generated(gateway):
+    publishing = os.environ.get("ROUTERWEB_SCREENSHOTS") == "1"
+    rows = 40_000 if publishing else 3_000
+    call_command("generate_calls", rows=rows, users=40, seed=42, no_progress=True, stdout=io.StringIO())
+    return rows
+
+
+@pytest.fixture
+def dashboard(browser, gateway, generated):
+    """A 1280×900 page; `open(username)` logs in through the real form and lands on the dashboard."""
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def open_as(username: str) -> Page:
+        page.goto(f"{gateway.url}/dashboard/")
+        page.wait_for_url("**/accounts/login/?next=/dashboard/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url("**/dashboard/")
+        wait_for_charts(page)
+        return page
+
+    yield open_as
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def wait_for_charts(page: Page) -> None:
+    page.wait_for_function(READY)
+    assert page.evaluate("window.routerwebDashboard.error") is None
+
+
+def chart_ids(page: Page) -> list[str]:
+    return page.eval_on_selector_all("canvas[data-chart]", "nodes => nodes.map(n => n.id)")
+
+
+def assert_all_drawn(page: Page) -> None:
+    for chart in chart_ids(page):
+        painted = page.evaluate(PAINTED, chart)
+        assert painted > 0.02, (chart, painted)  # bars, not just axes
+        points = page.evaluate(f"window.routerwebDashboard.charts[{chart!r}].data.datasets[0].data.length")
+        assert points > 0, chart
+
+
+def spend_series(page: Page) -> list[tuple[str, int]]:
+    return page.evaluate(
+        "window.routerwebDashboard.charts['chart-spend-time'].data.datasets.map(d => [d.label, d.data.length])"
+    )
+
+
+def test_staff_see_every_chart_drawn_and_filters_redraw_them(dashboard, screenshot):
+    user_create("root", is_staff=True)
+    page = dashboard("root")
+    assert chart_ids(page) == STAFF_CHARTS
+    assert_all_drawn(page)
+    screenshot(page, "dashboard.png", publish=True)
+    before = spend_series(page)
+    assert len(before) > 3 and all(length == 30 for _, length in before)
+
+    page.select_option("#id_range", "7d")  # applies itself: the page reloads with ?range=7d
+    page.wait_for_url("**/dashboard/?range=7d")
+    wait_for_charts(page)
+    assert_all_drawn(page)
+    assert all(length == 7 for _, length in spend_series(page))
+    assert "– " in page.text_content(".dash-range")
+
+    page.select_option("#id_model", "gpt-4o")
+    page.wait_for_url("**/dashboard/?range=7d&model=gpt-4o")
+    wait_for_charts(page)
+    assert_all_drawn(page)
+    assert spend_series(page) == [["gpt-4o", 7]]
+    labels = page.evaluate("window.routerwebDashboard.charts['chart-spend-model'].data.labels")
+    assert labels == ["gpt-4o"]
+
+    with page.expect_download() as download_info:
+        page.click("#export-link")
+    download = download_info.value
+    assert download.suggested_filename.startswith("routerweb-calls-")
+    with open(download.path(), newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    expected = Call.objects.filter(
+        created_at__gte=today - timedelta(days=6), created_at__lt=today + timedelta(days=1), model__name="gpt-4o"
+    )
+    assert len(rows) == expected.count() > 0
+    assert {r["model"] for r in rows} == {"gpt-4o"}
+    assert list(rows[0]) == [
+        "created_at", "request_id", "user", "api_key", "requested", "model", "provider", "status", "prompt_tokens",
+        "cached_tokens", "completion_tokens", "usage_estimated", "cost_usd", "latency_ms", "ttft_ms", "attempts",
+    ]  # fmt: skip
+
+
+def test_a_user_sees_their_own_charts_and_is_refused_others(dashboard, gateway):
+    since = datetime.now(UTC) - timedelta(days=29)
+    voters = (
+        PreferenceVote.objects.filter(created_at__gte=since)
+        .values("user__username")
+        .annotate(n=Count("id"))
+        .order_by("-n", "user__username")
+    )
+    member = get_user_model().objects.get(username=voters[0]["user__username"])
+    other = get_user_model().objects.exclude(pk=member.pk).filter(is_staff=False).first()
+    member.set_password(PASSWORD)
+    member.save()
+    page = dashboard(member.get_username())
+    assert chart_ids(page) == [c for c in STAFF_CHARTS if c != "chart-spend-user"]
+    assert_all_drawn(page)
+    assert page.locator("#id_user").count() == 0
+    response = page.goto(f"{gateway.url}/dashboard/?user={other.get_username()}")
+    assert response.status == 403

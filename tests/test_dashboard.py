@@ -1,0 +1,770 @@
+"""The spend dashboard: every number it shows equals a direct computation over the raw call rows.
+
+The calls are stored through the recorder's write path (`call_rows_store`, which maintains the
+rollups), in several batches and with a replayed batch. The expected numbers are computed here in
+plain Python from the `Call` rows themselves, never from the rollups or the selectors' SQL.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from urllib.parse import parse_qsl
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import escape
+
+from billing.calls import call_rows_store
+from billing.models import HISTOGRAM_BOUNDS_MS, Budget, Call
+from billing.selectors import (
+    CallFilters,
+    bucket_starts,
+    call_totals,
+    dashboard_data,
+    model_stats,
+    recent_calls,
+    requested_stats,
+    spend_series,
+    usd_str,
+    user_spend,
+    vote_counts,
+)
+from routing.models import PreferenceVote
+from routing.services import api_key_create, api_key_revoke
+from tests.factories import model_create, route_create, user_create
+
+DATA_URL = "/dashboard/data.json"
+PAGE_URL = "/dashboard/"
+PASSWORD = "test-password-1234"
+
+# ---------------------------------------------------------------------------- the data set
+
+
+def call_row(
+    *,
+    at: datetime | str,
+    request_id: str,
+    requested: str,
+    user_id: int | None = None,
+    api_key_id: int | None = None,
+    model=None,
+    status: str = "ok",
+    attempts: list | None = None,
+    prompt: int = 0,
+    cached: int = 0,
+    completion: int = 0,
+    estimated: bool = False,
+    cost: Decimal | str | None = Decimal(0),
+    latency_ms: int = 100,
+    ttft_ms: int | None = None,
+    stream: bool = False,
+) -> dict:
+    """A row as the recorder hands it to `call_rows_store` (a dict of Call's fields, `*_id` for keys)."""
+    return {
+        "created_at": at,
+        "request_id": request_id,
+        "user_id": user_id,
+        "api_key_id": api_key_id,
+        "requested": requested,
+        "model_id": model.id if model else None,
+        "provider_id": model.provider_id if model else None,
+        "status": status,
+        "http_status": {"ok": 200, "cache_hit": 200, "rejected": 429}.get(status, 502),
+        "error_code": "" if status in ("ok", "cache_hit") else "some_error",
+        "stream": stream,
+        "prompt_tokens": prompt,
+        "cached_tokens": cached,
+        "completion_tokens": completion,
+        "usage_estimated": estimated,
+        "cost_usd": cost,
+        "unpriced": cost is None,
+        "latency_ms": latency_ms,
+        "ttft_ms": ttft_ms,
+        "overhead_ms": 0.5,
+        "attempt_count": sum(1 for a in attempts or [] if a["outcome"] != "skipped"),
+        "attempts": attempts or [],
+        "client_disconnected": False,
+        "source": "api" if api_key_id else "playground",
+        "reservations": [],
+    }
+
+
+def attempt(model: str, outcome: str, latency_ms: int = 10) -> dict:
+    status = {"ok": 200, "error": 503, "skipped": None}[outcome]
+    return {"model": model, "outcome": outcome, "status": status, "latency_ms": latency_ms, "reason": outcome}
+
+
+LATENCIES = [0, 1, 49, 50, 51, 100, 101, 999, 1000, 1001, 59_999, 60_000, 120_000, 120_001, 900_000]
+
+
+def random_rows(world: dict, rng: random.Random, count: int, now: datetime, start_number: int = 0) -> list[dict]:
+    """`count` varied rows over the last 40 days: every status, fallbacks, unpriced and estimated calls,
+    values on histogram bounds, calls on hour and day boundaries, with and without user or key."""
+    alice, bob, carol = world["alice"], world["bob"], world["carol"]
+    who = [
+        (alice.id, world["alice_prod"].id),
+        (alice.id, world["alice_dev"].id),
+        (alice.id, None),
+        (bob.id, world["bob_key"].id),
+        (carol.id, world["carol_key"].id),
+        (carol.id, None),
+        (None, None),
+    ]
+    m = world["models"]
+    rows = []
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    boundaries = [
+        midnight,
+        midnight - timedelta(microseconds=1),
+        midnight - timedelta(days=7),
+        midnight.replace(hour=1),
+    ]
+    for number in range(start_number, start_number + count):
+        if number % 53 == 0:
+            at = min(boundaries[(number // 53) % len(boundaries)], now)
+        else:
+            at = now - timedelta(seconds=rng.randint(0, 40 * 86400), microseconds=rng.randint(0, 999_999))
+        user_id, key_id = rng.choice(who)
+        requested = rng.choice(["gpt-4o", "gpt-4o", "mini", "local", "smart", "smart", "no-such-model"])
+        kind = rng.random()
+        row = dict(
+            at=at.isoformat() if number % 7 == 0 else at,  # spooled rows carry ISO strings
+            request_id=f"req-{number:06d}",
+            requested=requested,
+            user_id=user_id,
+            api_key_id=key_id,
+            latency_ms=rng.choice(LATENCIES) if rng.random() < 0.3 else rng.randint(0, 30_000),
+            stream=rng.random() < 0.5,
+        )
+        answering = {"gpt-4o": m["gpt-4o"], "mini": m["mini"], "local": m["local"], "smart": m["gpt-4o"]}.get(requested)
+        if requested == "no-such-model" or kind < 0.05:
+            rows.append(call_row(**row, status="rejected", cost=Decimal(0)))
+            continue
+        if kind < 0.12:
+            names = ["gpt-4o", "mini"] if requested == "smart" else [requested]
+            rows.append(call_row(**row, status="error", attempts=[attempt(n, "error") for n in names], cost=Decimal(0)))
+            continue
+        chain = [attempt(answering.name, "ok")]
+        if requested == "smart" and kind < 0.45:
+            answering = m["mini"]
+            first = "error" if kind < 0.3 else "skipped"
+            chain = [attempt("gpt-4o", first), attempt("mini", "ok")]
+            if kind < 0.16:
+                chain = [attempt("gpt-4o", "skipped"), attempt("local", "error"), attempt("mini", "ok")]
+        prompt = rng.randint(1, 5000)
+        completion = rng.randint(0, 2000)
+        if answering.name == "local":
+            cost = None
+        elif rng.random() < 0.02:
+            cost = Decimal("123.456789012345")
+        else:
+            cost = Decimal(rng.randint(0, 10**10)) / Decimal(10**12)
+        if number % 5 == 0 and cost is not None:
+            cost = str(cost)  # spooled rows carry strings
+        status = "cache_hit" if kind > 0.97 else ("error" if kind > 0.94 else "ok")
+        rows.append(
+            call_row(
+                **row,
+                model=answering,
+                status=status,
+                attempts=[] if status == "cache_hit" else chain,
+                prompt=prompt,
+                cached=rng.randint(0, prompt) if rng.random() < 0.3 else 0,
+                completion=completion,
+                estimated=status == "error" or rng.random() < 0.03,
+                cost=cost,
+                ttft_ms=rng.choice(LATENCIES + [None, None, rng.randint(0, 5000)]),
+            )
+        )
+    return rows
+
+
+@pytest.fixture
+def world(db):
+    """Users (one staff), keys, models, a route; no calls yet."""
+    root = user_create("root", is_staff=True)
+    alice, bob, carol = user_create("alice"), user_create("bob"), user_create("carol")
+    models = {
+        "gpt-4o": model_create(name="gpt-4o", price=(2.5, 10)),
+        "mini": model_create(name="mini", price=(0.15, 0.6)),
+        "local": model_create(name="local"),
+    }
+    route_create("smart", [models["gpt-4o"], models["mini"]])
+    return {
+        "root": root,
+        "alice": alice,
+        "bob": bob,
+        "carol": carol,
+        "alice_prod": api_key_create(user=alice, name="prod")[0],
+        "alice_dev": api_key_create(user=alice, name="dev")[0],
+        "bob_key": api_key_create(user=bob, name="bob")[0],
+        "carol_key": api_key_create(user=carol, name="carol")[0],
+        "models": models,
+    }
+
+
+@pytest.fixture
+def calls(world):
+    """700 calls stored in three batches plus a replayed one; returns the Call rows."""
+    rng = random.Random(20240611)
+    now = timezone.now()
+    rows = random_rows(world, rng, 700, now)
+    call_rows_store(rows[:250])
+    call_rows_store(rows[250:600])
+    call_rows_store(rows[500:])  # 100 rows replayed from a spool: stored (and counted) once
+    votes = []
+    for number in range(40):
+        chosen = rng.choice(list(world["models"].values()) + [None])
+        votes.append(
+            PreferenceVote(
+                user=rng.choice([world["alice"], world["bob"], world["carol"]]),
+                compared=["gpt-4o", "mini"],
+                chosen=chosen.name if chosen else "smart",
+                chosen_model=chosen,
+                request_ids=[f"v{number}a", f"v{number}b"],
+                comparison_key=f"v{number}a,v{number}b",
+            )
+        )
+    PreferenceVote.objects.bulk_create(votes)
+    for vote in votes:
+        vote.created_at = now - timedelta(days=rng.randint(0, 40), hours=rng.randint(0, 23))
+    PreferenceVote.objects.bulk_update(votes, ["created_at"])
+    assert Call.objects.count() == 700
+    return list(Call.objects.select_related("model", "user"))
+
+
+# ---------------------------------------------------------------------------- the raw computations
+
+
+def days_range(first_days_ago: int, days: int) -> tuple[datetime, datetime]:
+    today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=first_days_ago)
+    return start, start + timedelta(days=days)
+
+
+def matching(calls: list[Call], f: CallFilters) -> list[Call]:
+    return [
+        c
+        for c in calls
+        if f.start <= c.created_at < f.end
+        and (f.user_id is None or c.user_id == f.user_id)
+        and (f.api_key_id is None or c.api_key_id == f.api_key_id)
+        and (f.model_id is None or c.model_id == f.model_id)
+        and (f.requested is None or c.requested == f.requested)
+    ]
+
+
+def is_fallback(call: Call) -> bool:
+    outcomes = [a["outcome"] for a in call.attempts]
+    return "ok" in outcomes and outcomes.index("ok") > 0
+
+
+def cost_of(calls: list[Call]) -> Decimal:
+    return sum((c.cost_usd for c in calls if c.cost_usd is not None), Decimal(0))
+
+
+def nearest_rank_bound(values: list[int], percent: int) -> int | None:
+    """The bound of the histogram bucket holding the nearest-rank percentile of `values`."""
+    if not values:
+        return None
+    value = sorted(values)[math.ceil(Fraction(len(values) * percent, 100)) - 1]
+    return next((bound for bound in HISTOGRAM_BOUNDS_MS if value <= bound), None)
+
+
+def rate(part: int, whole: int) -> float:
+    return round(part / whole, 6) if whole else 0.0
+
+
+def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters, *, staff: bool) -> dict:
+    """The parts of the JSON document that come from calls and votes, computed from the raw rows."""
+    rows = matching(calls, f)
+    by_model = defaultdict(list)
+    for c in rows:
+        if c.model_id:
+            by_model[c.model_id].append(c)
+    names = {m.id: m.name for c in rows if c.model for m in [c.model]}
+    names |= {v.chosen_model_id: v.chosen_model.name for v in votes if v.chosen_model_id}
+
+    step = timedelta(hours=1) if f.end - f.start <= timedelta(days=2) else timedelta(days=1)
+    starts = []
+    at = f.start
+    while at < f.end:
+        starts.append(at)
+        at += step
+    series = []
+    for model_id, model_calls in by_model.items():
+        values = [cost_of([c for c in model_calls if s <= c.created_at < s + step]) for s in starts]
+        series.append((-sum(values), model_id, values))
+    series.sort(key=lambda item: (item[0], item[1]))
+
+    models = []
+    for model_id, mc in by_model.items():
+        errors = sum(c.status == "error" for c in mc)
+        fallbacks = sum(is_fallback(c) for c in mc)
+        ttfts = [c.ttft_ms for c in mc if c.ttft_ms is not None]
+        models.append(
+            (
+                -cost_of(mc),
+                -len(mc),
+                model_id,
+                {
+                    "model": names[model_id],
+                    "calls": len(mc),
+                    "spend_usd": usd_str(cost_of(mc)),
+                    "prompt_tokens": sum(c.prompt_tokens for c in mc),
+                    "completion_tokens": sum(c.completion_tokens for c in mc),
+                    "error_calls": errors,
+                    "error_rate": rate(errors, len(mc)),
+                    "fallback_calls": fallbacks,
+                    "fallback_rate": rate(fallbacks, len(mc)),
+                    "latency_p50_ms": nearest_rank_bound([c.latency_ms for c in mc], 50),
+                    "latency_p95_ms": nearest_rank_bound([c.latency_ms for c in mc], 95),
+                    "ttft_p50_ms": nearest_rank_bound(ttfts, 50),
+                    "ttft_calls": len(ttfts),
+                },
+            )
+        )
+    models.sort(key=lambda item: item[:3])
+
+    by_requested = defaultdict(list)
+    for c in rows:
+        by_requested[c.requested].append(c)
+    requested = sorted(
+        (
+            {
+                "requested": name,
+                "calls": len(rc),
+                "error_calls": sum(c.status == "error" for c in rc),
+                "error_rate": rate(sum(c.status == "error" for c in rc), len(rc)),
+                "fallback_calls": sum(is_fallback(c) for c in rc),
+                "fallback_rate": rate(sum(is_fallback(c) for c in rc), len(rc)),
+            }
+            for name, rc in by_requested.items()
+        ),
+        key=lambda r: (-r["calls"], r["requested"]),
+    )
+
+    vote_rows = [
+        v
+        for v in votes
+        if f.start <= v.created_at < f.end
+        and v.chosen_model_id
+        and (f.user_id is None or v.user_id == f.user_id)
+        and (f.model_id is None or v.chosen_model_id == f.model_id)
+    ]
+    vote_counts_ = defaultdict(int)
+    for v in vote_rows:
+        vote_counts_[v.chosen_model_id] += 1
+
+    errors = sum(c.status == "error" for c in rows)
+    fallbacks = sum(is_fallback(c) for c in rows)
+    document = {
+        "totals": {
+            "spend_usd": usd_str(cost_of(rows)),
+            "calls": len(rows),
+            "prompt_tokens": sum(c.prompt_tokens for c in rows),
+            "cached_tokens": sum(c.cached_tokens for c in rows),
+            "completion_tokens": sum(c.completion_tokens for c in rows),
+            "error_calls": errors,
+            "error_rate": rate(errors, len(rows)),
+            "fallback_calls": fallbacks,
+            "fallback_rate": rate(fallbacks, len(rows)),
+            "rejected_calls": sum(c.status == "rejected" for c in rows),
+            "cache_hit_calls": sum(c.status == "cache_hit" for c in rows),
+            "unpriced_calls": sum(c.cost_usd is None for c in rows),
+            "estimated_calls": sum(c.usage_estimated for c in rows),
+        },
+        "spend_over_time": {
+            "bucket": "hour" if step == timedelta(hours=1) else "day",
+            "starts": [s.isoformat() for s in starts],
+            "series": [{"model": names[m], "spend_usd": [usd_str(v) for v in values]} for _, m, values in series],
+        },
+        "models": [entry for *_, entry in models],
+        "requested": requested,
+        "votes": [
+            {"model": names[m], "votes": n} for m, n in sorted(vote_counts_.items(), key=lambda i: (-i[1], i[0]))
+        ],
+    }
+    if staff:
+        by_user = defaultdict(list)
+        for c in rows:
+            by_user[c.user_id or 0].append(c)
+        ranked = sorted(by_user.items(), key=lambda item: (-cost_of(item[1]), -len(item[1]), item[0]))
+        usernames = {c.user_id: c.user.username for c in rows if c.user_id}
+        entries = [
+            {"user": usernames.get(uid, "no user"), "calls": len(uc), "spend_usd": usd_str(cost_of(uc))}
+            for uid, uc in ranked[:10]
+        ]
+        if len(ranked) > 10:
+            rest = [c for _, uc in ranked[10:] for c in uc]
+            entries.append(
+                {"user": f"{len(ranked) - 10} other users", "calls": len(rest), "spend_usd": usd_str(cost_of(rest))}
+            )
+        document["spend_by_user"] = entries
+    return document
+
+
+def filter_cases(world) -> list[tuple[str, dict]]:
+    m = world["models"]
+    return [
+        ("30 days", {}),
+        ("today (hourly)", {"days": (0, 1)}),
+        ("yesterday and today (hourly)", {"days": (1, 2)}),
+        ("3 days (daily)", {"days": (2, 3)}),
+        ("40 days", {"days": (40, 41)}),
+        ("user", {"user_id": world["alice"].id}),
+        ("key", {"api_key_id": world["alice_prod"].id}),
+        ("model", {"model_id": m["mini"].id}),
+        ("unpriced model", {"model_id": m["local"].id}),
+        ("route", {"requested": "smart"}),
+        ("user + route + model", {"user_id": world["carol"].id, "requested": "smart", "model_id": m["mini"].id}),
+        ("no calls", {"days": (400, 3)}),
+        ("hours, not whole days", {"hours": (30, 7)}),
+    ]
+
+
+def make_filters(days=(29, 30), hours=None, **dims) -> CallFilters:
+    if hours:
+        end = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours[1])
+        return CallFilters(start=end - timedelta(hours=hours[0]), end=end, **dims)
+    start, end = days_range(*days)
+    return CallFilters(start=start, end=end, **dims)
+
+
+# ---------------------------------------------------------------------------- selectors = raw rows
+
+
+def test_every_chart_and_total_of_the_json_document_equals_the_raw_rows(world, calls):
+    votes = list(PreferenceVote.objects.select_related("chosen_model"))
+    for name, case in filter_cases(world):
+        for staff in (True, False):
+            f = make_filters(**case)
+            document = dashboard_data(filters=f, staff=staff)
+            expected = raw_document(calls, votes, f, staff=staff)
+            for part, value in expected.items():
+                assert document[part] == value, (name, staff, part)
+            assert ("spend_by_user" in document) is staff
+
+
+def test_the_data_set_covers_what_the_charts_show(world, calls):
+    f = make_filters(days=(40, 41))
+    rows = matching(calls, f)
+    statuses = {c.status for c in rows}
+    assert statuses == {"ok", "error", "rejected", "cache_hit"}
+    assert sum(is_fallback(c) for c in rows) > 20
+    assert sum(c.cost_usd is None for c in rows) > 10
+    assert any(c.latency_ms > HISTOGRAM_BOUNDS_MS[-1] for c in rows)
+    assert any(c.created_at.hour == 0 and c.created_at.minute == 0 and c.created_at.second == 0 for c in rows)
+    totals = call_totals(filters=f)
+    assert totals.calls == len(rows) == 700
+    assert totals.cost_usd == cost_of(rows) and totals.cost_usd > Decimal(100)
+    assert isinstance(totals.cost_usd, Decimal)
+
+
+def test_totals_per_filter_equal_the_raw_rows(world, calls):
+    for name, case in filter_cases(world):
+        f = make_filters(**case)
+        rows = matching(calls, f)
+        totals = call_totals(filters=f)
+        assert totals.calls == len(rows), name
+        assert totals.cost_usd == cost_of(rows), name
+        assert totals.prompt_tokens == sum(c.prompt_tokens for c in rows), name
+        assert totals.fallback_calls == sum(is_fallback(c) for c in rows), name
+        assert totals.unpriced_calls == sum(c.unpriced for c in rows), name
+        assert totals.error_rate == rate(sum(c.status == "error" for c in rows), len(rows)), name
+
+
+def test_spend_series_uses_hours_up_to_two_days_and_days_beyond(world, calls):
+    today = make_filters(days=(0, 1))
+    assert today.bucket == "hour" and len(bucket_starts(today)) == 24
+    two_days = make_filters(days=(1, 2))
+    assert two_days.bucket == "hour" and len(bucket_starts(two_days)) == 48
+    three = make_filters(days=(2, 3))
+    assert three.bucket == "day" and len(bucket_starts(three)) == 3
+    series = spend_series(filters=today)
+    rows = matching(calls, today)
+    for model_id, values in series.by_model.items():
+        for start, value in zip(series.starts, values, strict=True):
+            in_hour = [c for c in rows if c.model_id == model_id and start <= c.created_at < start + timedelta(hours=1)]
+            assert value == cost_of(in_hour)
+
+
+def test_model_stats_percentiles_are_nearest_rank_bucket_bounds(world, calls):
+    f = make_filters(days=(40, 41))
+    for stats in model_stats(filters=f):
+        rows = [c for c in matching(calls, f) if c.model_id == stats.model_id]
+        assert stats.latency_p50_ms == nearest_rank_bound([c.latency_ms for c in rows], 50)
+        assert stats.latency_p95_ms == nearest_rank_bound([c.latency_ms for c in rows], 95)
+        assert stats.ttft_p50_ms == nearest_rank_bound([c.ttft_ms for c in rows if c.ttft_ms is not None], 50)
+        assert sum(stats.latency_counts) == len(rows)
+
+
+def test_requested_user_and_vote_breakdowns_equal_the_raw_rows(world, calls):
+    f = make_filters(days=(40, 41))
+    rows = matching(calls, f)
+    for entry in requested_stats(filters=f):
+        mine = [c for c in rows if c.requested == entry.requested]
+        assert (entry.calls, entry.error_calls, entry.fallback_calls) == (
+            len(mine),
+            sum(c.status == "error" for c in mine),
+            sum(is_fallback(c) for c in mine),
+        )
+    spends = user_spend(filters=f, top=2)
+    assert len(spends) == 3 and spends[-1].others == 2  # alice, bob, carol and "no user": two named, two others
+    assert sum(s.cost_usd for s in spends) == cost_of(rows)
+    assert sum(s.calls for s in spends) == len(rows)
+    votes = vote_counts(filters=f)
+    raw = defaultdict(int)
+    for v in PreferenceVote.objects.filter(created_at__gte=f.start, created_at__lt=f.end, chosen_model__isnull=False):
+        raw[v.chosen_model_id] += 1
+    assert votes == dict(raw) and sum(votes.values()) > 10
+
+
+def test_costs_stay_exact_decimals_past_float_precision(world):
+    now = timezone.now()
+    m = world["models"]["gpt-4o"]
+    costs = [Decimal("0.000000000001"), Decimal("123.456789012345"), Decimal("0.1"), Decimal("0.2")]
+    call_rows_store(
+        [
+            call_row(at=now, request_id=f"c{i}", requested="gpt-4o", model=m, cost=c, user_id=world["alice"].id)
+            for i, c in enumerate(costs)
+        ]
+    )
+    totals = call_totals(filters=make_filters(days=(0, 1)))
+    assert totals.cost_usd == Decimal("123.756789012346")
+    assert usd_str(totals.cost_usd) == "123.756789012346"
+    assert usd_str(Decimal("12.500000000000")) == "12.50" and usd_str(Decimal(0)) == "0.00"
+
+
+def test_filters_refuse_ranges_that_split_an_hour():
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        CallFilters(start=start + timedelta(minutes=30), end=start + timedelta(hours=2))
+    with pytest.raises(ValueError):
+        CallFilters(start=start, end=start)
+
+
+# ---------------------------------------------------------------------------- access rules
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_anonymous_visitors_are_sent_to_log_in_or_get_401(world):
+    client = Client()
+    response = client.get(PAGE_URL)
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    for url in (DATA_URL, "/dashboard/export.csv"):
+        response = client.get(url)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_a_user_sees_only_their_own_calls(world, calls):
+    alice = world["alice"]
+    document = client_for(alice).get(DATA_URL, {"range": "custom", "start": "2000-01-01", "end": "2099-12-31"})
+    assert document.status_code == 400  # more than 366 days
+    response = client_for(alice).get(DATA_URL)
+    assert response.status_code == 200
+    votes = list(PreferenceVote.objects.select_related("chosen_model"))
+    expected = raw_document(calls, votes, make_filters(user_id=alice.id), staff=False)
+    body = response.json()
+    assert body["totals"] == expected["totals"]
+    assert body["spend_over_time"] == expected["spend_over_time"]
+    assert "spend_by_user" not in body
+    assert 0 < body["totals"]["calls"] < len(matching(calls, make_filters()))
+
+
+@pytest.mark.parametrize("url", [PAGE_URL, DATA_URL, "/dashboard/export.csv"])
+def test_asking_for_another_users_calls_or_key_is_refused_not_filtered(world, calls, url):
+    alice = client_for(world["alice"])
+    for params, param in (({"user": "bob"}, "user"), ({"key": world["bob_key"].id}, "key")):
+        response = alice.get(url, params)
+        assert response.status_code == 403, params
+        if url != PAGE_URL:
+            assert response.json()["error"] == {
+                "message": response.json()["error"]["message"],
+                "type": "permission_error",
+                "param": param,
+                "code": "forbidden",
+            }
+    assert alice.get(url, {"user": "alice", "key": world["alice_dev"].id}).status_code == 200
+
+
+def test_staff_see_everyone_and_can_filter_by_user_and_key(world, calls):
+    root = client_for(world["root"])
+    body = root.get(DATA_URL).json()
+    assert body["totals"]["calls"] == len(matching(calls, make_filters()))
+    assert {u["user"] for u in body["spend_by_user"]} == {"alice", "bob", "carol", "no user"}
+    body = root.get(DATA_URL, {"user": "bob", "key": world["bob_key"].id}).json()
+    f = make_filters(user_id=world["bob"].id, api_key_id=world["bob_key"].id)
+    assert body["totals"]["calls"] == len(matching(calls, f)) > 0
+
+
+def test_the_json_endpoint_takes_an_api_key_as_bearer(world, calls):
+    key, raw_key = api_key_create(user=world["alice"], name="script")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    body = client.get(DATA_URL, {"range": "7d"}).json()
+    assert body["totals"]["calls"] == len(matching(calls, make_filters(days=(6, 7), user_id=world["alice"].id)))
+    assert client.get(DATA_URL, {"user": "bob"}).status_code == 403
+    api_key_revoke(key=key)
+    assert client.get(DATA_URL).status_code == 401
+    assert Client(HTTP_AUTHORIZATION="Bearer rw-not-a-key").get(DATA_URL).status_code == 401
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+BAD_INPUT = [
+    ({"range": "forever"}, "range"),
+    ({"range": "custom"}, "start"),
+    ({"range": "custom", "start": "2025-01-10"}, "end"),
+    ({"range": "custom", "start": "2025-01-10", "end": "2025-01-09"}, "end"),
+    ({"range": "custom", "start": "2024-01-01", "end": "2025-06-01"}, "end"),
+    ({"range": "custom", "start": "not-a-date", "end": "2025-01-09"}, "start"),
+    ({"range": "custom", "start": "9999-12-31", "end": "9999-12-31"}, "start"),
+    ({"range": "custom", "start": "1900-01-01", "end": "1900-01-02"}, "start"),
+    ({"model": "no-such-model"}, "model"),
+    ({"model": "bad\x00name"}, "model"),
+    ({"route": "x" * 5000}, "route"),
+    ({"user": "nobody"}, "user"),
+    ({"key": "abc"}, "key"),
+    ({"key": "-1"}, "key"),
+    ({"key": "99999999999999999999999"}, "key"),
+    ({"key": "12345"}, "key"),
+    ({"before": "garbage!"}, "before"),
+    ({"before": "MjAyNS0wMS0wMQ"}, "before"),
+    ({"before": "MDAwMS0wMS0wMVQwMDowMDowMCswNTowMHwx"}, "before"),  # 0001-01-01T00:00:00+05:00|1
+]
+
+
+@pytest.mark.parametrize(("params", "field"), BAD_INPUT, ids=[str(p) for p, _ in BAD_INPUT])
+def test_bad_filter_input_is_a_field_error_never_a_500(world, params, field):
+    client = client_for(world["root"])
+    page = client.get(PAGE_URL, params)
+    assert page.status_code == 400
+    message = page.context["form"].errors[field][0]
+    assert f">{escape(message)}</p>" in page.content.decode()  # shown next to its field
+    response = client.get(DATA_URL, params)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_filter"
+    assert error["param"] == field and error["message"].startswith(f"Invalid '{field}'")
+    assert client.get("/dashboard/export.csv", params).status_code == 400
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def test_the_page_shows_the_totals_budgets_and_recent_calls(world, calls):
+    Budget.objects.create(
+        user=world["alice"],
+        limit_usd=Decimal("50"),
+        soft_threshold_pct=80,
+        period_start=timezone.now().date().replace(day=1),
+        spent_usd=Decimal("45.5"),
+        reserved_usd=Decimal("1.25"),
+    )
+    Budget.objects.create(api_key=world["bob_key"], limit_usd=Decimal("10"), period_start=datetime(2020, 1, 1).date())
+    response = client_for(world["alice"]).get(PAGE_URL, {"range": "7d"})
+    assert response.status_code == 200
+    f = make_filters(days=(6, 7), user_id=world["alice"].id)
+    rows = matching(calls, f)
+    totals = response.context["totals"]
+    assert (totals.calls, totals.cost_usd, totals.unpriced_calls) == (
+        len(rows),
+        cost_of(rows),
+        sum(c.unpriced for c in rows),
+    )
+    html = response.content.decode()
+    assert f'id="kpi-calls">{len(rows):,}<' in html
+    budgets = response.context["budgets"]
+    assert [(b.label, b.spent_usd, b.used_pct, b.state) for b in budgets] == [
+        ("user alice", Decimal("45.5"), 91.0, "soft")
+    ]
+    assert 'class="bar-soft" style="left: 80%"' in html
+    newest = sorted(rows, key=lambda c: (c.created_at, c.id), reverse=True)[:25]
+    assert [c.request_id for c in response.context["page"].calls] == [c.request_id for c in newest]
+    assert "list in admin" not in html  # the admin link is for staff
+    # Staff see every budget, the stale one at zero for this month.
+    response = client_for(world["root"]).get(PAGE_URL)
+    assert {(b.label, b.spent_usd) for b in response.context["budgets"]} == {
+        ("user alice", Decimal("45.5")),
+        (f"API key {world['bob_key']}", Decimal(0)),
+    }
+    assert "list in admin" in response.content.decode()
+
+
+def test_recent_calls_are_keyset_paginated_through_every_row(world, calls):
+    client = client_for(world["root"])
+    seen = []
+    params = {}
+    for _ in range(100):
+        response = client.get(PAGE_URL, params)
+        seen += [c.request_id for c in response.context["page"].calls]
+        if not response.context["older_query"]:
+            break
+        params = dict(parse_qsl(response.context["older_query"]))
+    expected = sorted(matching(calls, make_filters()), key=lambda c: (c.created_at, c.id), reverse=True)
+    assert seen == [c.request_id for c in expected]
+
+
+def test_pages_stay_whole_across_a_busy_hour_and_rare_filters(world):
+    """The raw rows of a page are read from the newest hours that hold enough calls (per the hour
+    rollups): a cursor inside a busy hour, calls at the same instant and a rare route lose nothing."""
+    model = world["models"]["mini"]
+    hour = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    times = [hour + timedelta(minutes=m % 60, seconds=m // 60) for m in range(70)]  # one busy hour
+    times += [hour - timedelta(hours=h, minutes=1) for h in range(1, 40)]  # one call an hour before it
+    times += [hour + timedelta(minutes=30)] * 5  # five at the same instant
+    rows = [
+        call_row(at=at, request_id=f"b{i:03d}", requested="smart" if i % 9 == 0 else "mini", model=model)
+        for i, at in enumerate(times)
+    ]
+    call_rows_store(rows)
+    calls = list(Call.objects.all())
+    for f in (make_filters(days=(3, 4)), make_filters(days=(3, 4), requested="smart")):
+        seen, cursor = [], None
+        while True:
+            page = recent_calls(filters=f, before=cursor, limit=25)
+            seen += [c.request_id for c in page.calls]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        expected = sorted(matching(calls, f), key=lambda c: (c.created_at, c.id), reverse=True)
+        assert seen == [c.request_id for c in expected]
+    nothing = make_filters(days=(3, 4), requested="smart", model_id=world["models"]["local"].id)
+    assert recent_calls(filters=nothing).calls == []
+
+
+def test_the_unpriced_link_opens_the_admin_list_of_those_calls(world, calls):
+    client = client_for(world["root"])
+    world["root"].is_superuser = True
+    world["root"].save()
+    response = client.get(PAGE_URL, {"range": "7d", "model": "local"})
+    url = response.context["unpriced_url"]
+    admin = client.get(url)
+    assert admin.status_code == 200
+    listed = admin.context["cl"].queryset
+    f = make_filters(days=(6, 7), model_id=world["models"]["local"].id)
+    assert sorted(c.request_id for c in listed) == sorted(c.request_id for c in matching(calls, f) if c.unpriced)
+    assert listed.count() == response.context["totals"].unpriced_calls > 0
+
+
+def test_page_and_json_make_a_fixed_number_of_queries(world, calls, django_assert_max_num_queries):
+    client = client_for(world["root"])
+    client.get(PAGE_URL)  # session, content types: warm
+    with django_assert_max_num_queries(12):
+        client.get(PAGE_URL, {"model": "gpt-4o", "user": "alice"})
+    with django_assert_max_num_queries(13):  # one per chart and name list, whatever the number of calls
+        client.get(DATA_URL, {"model": "gpt-4o", "user": "alice"})
