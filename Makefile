@@ -7,7 +7,7 @@ PORT ?= 8000
 WORKERS ?= 1
 export ROUTERWEB_PUBLIC_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: run test lint format setup browser bench clean
+.PHONY: run test lint format setup browser bench bench-dashboard clean
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -56,6 +56,9 @@ test: $(VENV)/.installed browser lint
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.gateway
+
+bench-dashboard: $(VENV)/.installed
+	$(PY) -m bench.dashboard --rows 1000000 --database-url postgres://postgres@127.0.0.1:5432/routerweb_dash_bench
 
 clean:
 	rm -rf $(VENV) staticfiles var db.sqlite3

@@ -39,6 +39,10 @@ class CallAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Calls are the record the rollups, budgets and exports are built from.
+        return False
+
 
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):

@@ -2,8 +2,9 @@
 
 The hot path touches the database rarely (a registry reload, a budget reservation); those calls
 run here rather than through `sync_to_async`, so that they neither queue behind one shared thread
-nor open a connection per call. The pool's threads keep their connections (CONN_MAX_AGE applies)
-and `close_connections()` closes them all, at shutdown and before a test database is dropped.
+nor hold a connection while idle: each call takes a connection (from the connection pool on
+PostgreSQL) and gives it back when done. `close_connections()` closes whatever the threads still
+hold, at shutdown and before a test database is dropped.
 """
 
 import asyncio
@@ -45,8 +46,11 @@ class DbExecutor:
 
 
 def _with_fresh_connection(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    close_old_connections()  # drops a connection past CONN_MAX_AGE or broken by a database restart
-    return func(*args, **kwargs)
+    close_old_connections()  # drops a connection broken by a database restart
+    try:
+        return func(*args, **kwargs)
+    finally:
+        close_old_connections()  # gives it back (CONN_MAX_AGE is 0; pooled on PostgreSQL)
 
 
 db_executor = DbExecutor()
