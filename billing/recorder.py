@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from django.db import close_old_connections, connection
+from django.db import connection
 
 logger = logging.getLogger("routerweb.recorder")
 
@@ -129,11 +129,12 @@ class CallRecorder:
                 self._open_spool()
         if batch:
             try:
-                close_old_connections()
                 self.insert(batch)
             except Exception:
                 # The database is unavailable: put the rows back; the old spool file keeps them durable.
+                # The writer keeps one connection while all is well; a failed one is dropped for a new one.
                 logger.exception("could not write %d call rows; will retry", len(batch))
+                connection.close()
                 with self._lock:
                     self._queue[:0] = batch
                 os.close(old_fd)

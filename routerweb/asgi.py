@@ -17,7 +17,7 @@ from billing.recorder import call_recorder  # noqa: E402  (needs Django set up)
 from routerweb.db_executor import db_executor  # noqa: E402
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.fake_upstream import FakeUpstream  # noqa: E402
-from routing.upstream import http_client_close  # noqa: E402
+from routing.upstream import upstream_transport_close  # noqa: E402
 
 api_application = ApiHandler()
 demo_upstream = FakeUpstream(prefix="/demo/v1")
@@ -43,7 +43,7 @@ async def _lifespan(receive, send) -> None:
             call_recorder().start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await http_client_close()
+            await upstream_transport_close()
             call_recorder().stop()
             db_executor.close_connections()
             await send({"type": "lifespan.shutdown.complete"})

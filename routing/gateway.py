@@ -6,8 +6,8 @@ Exactly one call row is recorded per request, once its outcome is known.
 """
 
 import asyncio
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -45,7 +45,7 @@ class CallContext:
     source: str
     key: KeySnap | None = None
     user_id: int | None = None
-    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(16))
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     trace: Trace = field(default_factory=Trace)

@@ -1,17 +1,19 @@
 """Small shared state for the hot path (registry version, circuit breakers), async and cheap.
 
-With REDIS_URL set, every worker shares it through Redis (native asyncio client, one per event
-loop). Without it, Django's local-memory cache holds it, which is shared by the threads of one
-process only; that is the single-process default.
+With REDIS_URL set (the same Redis as Django's cache), every worker shares it through Redis with a
+native asyncio client, one per event loop. Without it, the state lives in this process's memory,
+like Django's local-memory cache: shared by the threads of one process only, the single-process
+default.
 """
 
 import asyncio
+import threading
+import time
 import weakref
 from functools import cache
 from typing import Protocol
 
 from django.conf import settings
-from django.core.cache import cache as django_cache
 
 
 class SharedState(Protocol):
@@ -39,33 +41,62 @@ class SharedState(Protocol):
 
 
 class LocalMemoryState:
-    """Django's default cache, called directly: local memory is non-blocking, so no thread hop is needed."""
+    """This process's memory: a dict with expiry times behind a lock (threads share it, processes don't).
 
-    def __init__(self, prefix: str):
-        self.prefix = prefix
+    Without REDIS_URL there is one worker process, and its local memory is what Django's local-memory
+    cache would hold too; a plain dict does the same without pickling, at a few microseconds a call.
+    """
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix  # kept for symmetry with RedisState; keys never leave the process
+        self._values: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, key: str, now: float) -> str | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            del self._values[key]
+            return None
+        return item[0]
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
-        found = django_cache.get_many([self.prefix + k for k in keys])
-        return [found.get(self.prefix + k) for k in keys]
+        now = time.monotonic()
+        with self._lock:
+            return [self._get(key, now) for key in keys]
 
     async def set(self, key: str, value: str, ttl: float) -> None:
-        django_cache.set(self.prefix + key, value, ttl)
+        with self._lock:
+            self._values[key] = (value, time.monotonic() + ttl)
 
     async def add(self, key: str, value: str, ttl: float) -> bool:
-        return django_cache.add(self.prefix + key, value, ttl)
+        now = time.monotonic()
+        with self._lock:
+            if self._get(key, now) is not None:
+                return False
+            self._values[key] = (value, now + ttl)
+            return True
 
     async def incr(self, key: str, ttl: float) -> int:
-        full_key = self.prefix + key
-        django_cache.add(full_key, 0, ttl)
-        value = django_cache.incr(full_key)
-        django_cache.touch(full_key, ttl)
-        return value
+        now = time.monotonic()
+        with self._lock:
+            value = int(self._get(key, now) or 0) + 1
+            self._values[key] = (str(value), now + ttl)
+            return value
 
     async def delete(self, *keys: str) -> None:
-        django_cache.delete_many([self.prefix + k for k in keys])
+        with self._lock:
+            for key in keys:
+                self._values.pop(key, None)
 
     def set_sync(self, key: str, value: str) -> None:
-        django_cache.set(self.prefix + key, value, None)
+        with self._lock:
+            self._values[key] = (value, float("inf"))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
 
 
 class RedisState:

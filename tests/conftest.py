@@ -23,6 +23,7 @@ from billing.recorder import call_recorder
 from routing.fake_upstream import FakeUpstream
 from routing.registry import registry_cache
 from routing.services import api_key_create
+from routing.shared_state import shared_state
 from tests.factories import model_create, provider_create
 from tests.live import LiveServer, free_port, serve_asgi
 
@@ -63,6 +64,7 @@ def clean_shared_state(request):
         _redis_delete_prefix(settings.REDIS_URL, f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:")
     else:
         cache.clear()
+        shared_state().clear()
     if "fake_upstream" in request.fixturenames:
         request.getfixturevalue("fake_upstream").app.reset()
     yield
