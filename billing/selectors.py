@@ -30,6 +30,7 @@ from routing.services import api_key_hash
 
 from .budgets import period_start_for
 from .models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Budget, Call, CallRollup
+from .rollups import COUNTERS
 
 PICO = Decimal(10**12)
 HOURLY_UP_TO = timedelta(days=2)  # ranges up to this long are charted per hour, longer ones per day
@@ -276,15 +277,7 @@ def totals_of(slices: Iterable[Slice]) -> Totals:
     )
 
 
-_SLICE_COUNTERS = (
-    "calls",
-    "fallback_calls",
-    "unpriced_calls",
-    "estimated_calls",
-    "prompt_tokens",
-    "cached_tokens",
-    "completion_tokens",
-)
+_SLICE_COUNTERS = COUNTERS[: COUNTERS.index("cost_pusd")]  # the plain counts, before cost and histograms
 
 
 # ---------------------------------------------------------------------------- series and breakdowns

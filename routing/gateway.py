@@ -54,6 +54,20 @@ class CallContext:
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)
 
+    def outcome(self, **fields) -> CallOutcome:
+        """The call row's outcome: what the context knows, plus `fields`."""
+        return CallOutcome(
+            request_id=self.request_id,
+            created_at=self.created_at,
+            source=self.source,
+            user_id=self.user_id,
+            api_key_id=self.key.id if self.key else None,
+            overhead_ms=self.overhead_ms(),
+            attempts=self.trace.as_list(),
+            reservations=self.reservations,
+            **fields,
+        )
+
     def headers(self, model: str = "") -> dict[str, str]:
         return {
             "X-Request-Id": self.request_id,
@@ -202,12 +216,7 @@ def _record(
 ) -> None:
     now = time.perf_counter()
     _record_outcome(
-        CallOutcome(
-            request_id=context.request_id,
-            created_at=context.created_at,
-            source=context.source,
-            user_id=context.user_id,
-            api_key_id=context.key.id if context.key else None,
+        context.outcome(
             requested=chat.model,
             model=result.model,
             status="error" if failed else "ok",
@@ -219,10 +228,7 @@ def _record(
             streamed_text=streamed_text,
             latency_ms=round((now - context.started) * 1000),
             ttft_ms=round((first_content_at - context.started) * 1000) if first_content_at else None,
-            overhead_ms=context.overhead_ms(),
-            attempts=context.trace.as_list(),
             client_disconnected=client_disconnected,
-            reservations=context.reservations,
         )
     )
 
@@ -232,12 +238,7 @@ def _record_failure(
 ) -> None:
     status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
     _record_outcome(
-        CallOutcome(
-            request_id=context.request_id,
-            created_at=context.created_at,
-            source=context.source,
-            user_id=context.user_id,
-            api_key_id=context.key.id if context.key else None,
+        context.outcome(
             requested=(chat.model if chat else "")[:100],
             model=None,
             status=status,
@@ -245,10 +246,7 @@ def _record_failure(
             error_code=error.code or "",
             stream=bool(chat and chat.stream),
             latency_ms=round((time.perf_counter() - context.started) * 1000),
-            overhead_ms=context.overhead_ms(),
-            attempts=context.trace.as_list(),
             client_disconnected=client_disconnected,
-            reservations=context.reservations,
         )
     )
 

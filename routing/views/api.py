@@ -42,32 +42,34 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
 async def models_list(request: HttpRequest) -> HttpResponse:
     """GET /v1/models: the enabled models and the routes this key may use."""
-    if request.method != "GET":
-        return error_response(ApiError(405, "Use GET for /v1/models.", code="method_not_allowed"))
-    registry = await registry_cache.get()
-    try:
-        key = api_key_authenticate(registry, request.headers.get("Authorization", ""))
-    except ApiError as error:
-        return error_response(error)
-    data = sorted(_model_objects(registry, key).values(), key=lambda item: item["id"])
+    objects = await _models_for_key(request)
+    if isinstance(objects, HttpResponse):
+        return objects
+    data = sorted(objects.values(), key=lambda item: item["id"])
     return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
 
 async def model_retrieve(request: HttpRequest, model_id: str) -> HttpResponse:
     """GET /v1/models/{id}: one model or route, as the SDK's `models.retrieve` expects."""
+    objects = await _models_for_key(request)
+    if isinstance(objects, HttpResponse):
+        return objects
+    if model_id not in objects:
+        message = f"The model or route {model_id!r} does not exist."
+        return error_response(ApiError(404, message, code="model_not_found", param="model"))
+    return HttpResponse(orjson.dumps(objects[model_id]), content_type=JSON)
+
+
+async def _models_for_key(request: HttpRequest) -> dict[str, dict] | HttpResponse:
+    """The model objects the request's key may see, or the error response (405, 401)."""
     if request.method != "GET":
-        return error_response(ApiError(405, "Use GET for /v1/models/{id}.", code="method_not_allowed"))
+        return error_response(ApiError(405, f"Use GET for {request.path}.", code="method_not_allowed"))
     registry = await registry_cache.get()
     try:
         key = api_key_authenticate(registry, request.headers.get("Authorization", ""))
     except ApiError as error:
         return error_response(error)
-    found = _model_objects(registry, key).get(model_id)
-    if found is None:
-        return error_response(
-            ApiError(404, f"The model or route {model_id!r} does not exist.", code="model_not_found", param="model")
-        )
-    return HttpResponse(orjson.dumps(found), content_type=JSON)
+    return _model_objects(registry, key)
 
 
 def _model_objects(registry: Registry, key: KeySnap) -> dict[str, dict]:
