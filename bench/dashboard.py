@@ -1,0 +1,417 @@
+"""Dashboard benchmark: the spend dashboard's page and JSON endpoint over millions of call rows.
+
+Usage: `.venv/bin/python -m bench.dashboard --rows 1000000 [--rows 10000000]
+--database-url postgres://postgres@127.0.0.1:5432/routerweb_dash_bench [--requests 30] [--write-docs]`.
+
+For each `--rows`: a fresh database (dropped afterwards; an existing one only when its name contains
+"bench"), `migrate`, `generate_calls --rows N` (90 days, 60 users; its insert and rollup times are
+reported), two users (staff, and a member who sees only their own calls), then routerweb with the
+production command (`uvicorn … --workers 1`). Each scenario is requested `--requests` times in a row
+over HTTP after 3 warm-ups, 30-day range, with and without filters; p50/p95/max are wall times
+measured by the client. The CSV export of the last 7 days is streamed too, with the server's resident
+memory sampled while it runs. `--write-docs` replaces the section between the
+`<!-- bench:dashboard:start -->` and `<!-- bench:dashboard:end -->` markers of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from statistics import quantiles
+
+import httpx
+
+from .harness import (
+    PYTHON,
+    ROOT,
+    BenchError,
+    Database,
+    database_drop,
+    database_prepare,
+    django_env,
+    free_port,
+    manage,
+    redact_url,
+    routerweb_command,
+    server_start,
+    wait_ready,
+)
+
+DOCS_PATH = ROOT / "docs" / "benchmarks.md"
+MARKERS = ("<!-- bench:dashboard:start -->", "<!-- bench:dashboard:end -->")
+TARGET_1M_P95_MS = 300.0
+TARGET_10M_P95_MS = 1000.0
+STAFF, MEMBER, PASSWORD = "bench-staff", "bench-member", "bench-password-123"
+WARMUP = 3
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    params: dict[str, str]
+    viewer: str = STAFF
+
+
+@dataclass
+class Timing:
+    scenario: Scenario
+    times_ms: list[float]
+    status: int
+    size: int
+
+    @property
+    def p50(self) -> float:
+        return quantiles(self.times_ms, n=100, method="inclusive")[49]
+
+    @property
+    def p95(self) -> float:
+        return quantiles(self.times_ms, n=100, method="inclusive")[94]
+
+
+@dataclass
+class SizeResult:
+    rows: int
+    generate_s: float
+    insert_s: float
+    rollup_s: float
+    counts: dict[str, int]
+    sizes: dict[str, str]
+    raw_totals_ms: float
+    timings: list[Timing] = field(default_factory=list)
+    export: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- set-up
+
+
+def generate(env: dict[str, str], rows: int) -> tuple[float, float, float]:
+    """Run generate_calls with its progress bar on this terminal; returns (total, insert, rollup) seconds."""
+    command = [PYTHON, str(ROOT / "manage.py"), "generate_calls", "--rows", str(rows), "--seed", "1"]
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    total = time.monotonic() - started
+    if result.returncode != 0:
+        raise BenchError(f"generate_calls failed:\n{result.stdout}")
+    print(result.stdout.strip())
+    insert = float(re.search(r"inserted \d+ calls in ([\d.]+) s", result.stdout).group(1))
+    rollup = float(re.search(r"rebuilt the rollups in ([\d.]+) s", result.stdout).group(1))
+    return total, insert, rollup
+
+
+def users_create(env: dict[str, str]) -> dict[str, str]:
+    """The staff and member accounts; returns the member's API key, the heaviest user and a key id and route."""
+    script = f"""
+from django.contrib.auth import get_user_model
+from django.db.models import Sum
+from billing.models import CallRollup
+from routing.models import ApiKey, Route
+from routing.services import api_key_create
+User = get_user_model()
+User.objects.create_user({STAFF!r}, password={PASSWORD!r}, is_staff=True)
+heavy = CallRollup.objects.filter(period="day").values("user_id").annotate(c=Sum("calls")).order_by("-c")
+user = User.objects.get(pk=heavy[0]["user_id"])
+member = User.objects.get(pk=heavy[1]["user_id"])
+member.username = {MEMBER!r}
+member.set_password({PASSWORD!r})
+member.save()
+key = ApiKey.objects.filter(user=user).order_by("id").first()
+print(user.username, key.id, Route.objects.order_by("name").first().name, api_key_create(user=member)[1])
+"""
+    user, key_id, route, member_key = manage(env, "shell", "--no-imports", "-c", script).split()[-4:]
+    return {"user": user, "key": key_id, "route": route, "member_key": member_key}
+
+
+def database_stats(url: str) -> tuple[dict[str, int], dict[str, str], float]:
+    """Row counts and table sizes, and the time of one 30-day totals query over the raw rows, for scale."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        counts = {"calls": conn.execute("SELECT count(*) FROM billing_call").fetchone()[0]}
+        for period, n in conn.execute("SELECT period, count(*) FROM billing_callrollup GROUP BY period"):
+            counts[f"{period} rollups"] = n
+        counts["day rollups in 30 days"] = conn.execute(
+            "SELECT count(*) FROM billing_callrollup WHERE period = 'day' "
+            "AND bucket_start >= date_trunc('day', now()) - interval '29 days'"
+        ).fetchone()[0]
+        sizes = {
+            table: conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s))", [table]).fetchone()[0]
+            for table in ("billing_call", "billing_callrollup")
+        }
+        started = time.perf_counter()
+        conn.execute(
+            "SELECT count(*), sum(cost_usd), sum(prompt_tokens), sum(completion_tokens) FROM billing_call "
+            "WHERE created_at >= date_trunc('day', now()) - interval '29 days'"
+        ).fetchone()
+        raw_ms = (time.perf_counter() - started) * 1000
+    return counts, sizes, raw_ms
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def logged_in(base_url: str, username: str) -> httpx.Client:
+    client = httpx.Client(base_url=base_url, timeout=60)
+    client.get("/accounts/login/")
+    response = client.post(
+        "/accounts/login/",
+        data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": client.cookies["csrftoken"]},
+        headers={"Referer": f"{base_url}/accounts/login/"},
+    )
+    if response.status_code != 302:
+        raise BenchError(f"could not log in as {username}: HTTP {response.status_code}")
+    return client
+
+
+def measure(clients: dict[str, httpx.Client], scenario: Scenario, requests: int) -> Timing:
+    client = clients[scenario.viewer]
+    times = []
+    status = size = 0
+    for index in range(WARMUP + requests):
+        started = time.perf_counter()
+        response = client.get(scenario.path, params=scenario.params)
+        elapsed = (time.perf_counter() - started) * 1000
+        status, size = response.status_code, len(response.content)
+        if status != 200:
+            raise BenchError(f"{scenario.name}: HTTP {status}: {response.text[:300]}")
+        if index >= WARMUP:
+            times.append(elapsed)
+    return Timing(scenario, times, status, size)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure_export(client: httpx.Client, pid: int) -> dict[str, float]:
+    """Stream the export of the last 7 days (every call) while sampling the server's resident memory."""
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(rss_mb(pid))
+            time.sleep(0.05)
+
+    before = rss_mb(pid)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    rows = size = 0
+    params = {"range": "7d"}
+    with client.stream("GET", "/dashboard/export.csv", params=params) as response:
+        for line in response.iter_lines():
+            rows += 1
+            size += len(line) + 1
+    elapsed = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    return {
+        "rows": rows - 1,
+        "mb": size / 1e6,
+        "seconds": elapsed,
+        "rows_per_s": (rows - 1) / elapsed,
+        "rss_before_mb": before,
+        "rss_peak_mb": max(samples + [before]),
+    }
+
+
+def scenarios(extra: dict[str, str]) -> list[Scenario]:
+    month = {"range": "30d"}
+    return [
+        Scenario("page, 30 days, no filter", "/dashboard/", month),
+        Scenario("JSON, 30 days, no filter", "/dashboard/data.json", month),
+        Scenario("page, 30 days, model", "/dashboard/", {**month, "model": "gpt-4o"}),
+        Scenario("JSON, 30 days, model", "/dashboard/data.json", {**month, "model": "gpt-4o"}),
+        Scenario("JSON, 30 days, user", "/dashboard/data.json", {**month, "user": extra["user"]}),
+        Scenario("JSON, 30 days, API key", "/dashboard/data.json", {**month, "key": extra["key"]}),
+        Scenario("JSON, 30 days, route", "/dashboard/data.json", {**month, "route": extra["route"]}),
+        # No call matches (qwen-max never answers the coding route): the recent-calls table's worst case.
+        Scenario(
+            "page, 30 days, route + model matching nothing",
+            "/dashboard/",
+            {**month, "route": "coding", "model": "qwen-max"},
+        ),
+        Scenario("page, 30 days, as a member (own calls)", "/dashboard/", month, viewer=MEMBER),
+        Scenario("JSON, 30 days, as a member (own calls)", "/dashboard/data.json", month, viewer=MEMBER),
+        Scenario("JSON, today (hourly)", "/dashboard/data.json", {"range": "today"}),
+        Scenario("JSON, this month", "/dashboard/data.json", {"range": "month"}),
+    ]
+
+
+def run_size(rows: int, database_url: str, requests: int, keep_tmp: bool) -> SizeResult:
+    tmp = Path(tempfile.mkdtemp(prefix="routerweb-dash-bench-"))
+    database: Database | None = None
+    server = None
+    try:
+        database = database_prepare(database_url, tmp)
+        env = django_env(tmp, database, None, f"dash-bench-{os.getpid()}")
+        manage(env, "migrate", "--no-input", "--verbosity", "0")
+        print(f"generating {rows:,} calls in {redact_url(database.url)} …", flush=True)
+        total, insert, rollup = generate(env, rows)
+        extra = users_create(env)
+        counts, sizes, raw_ms = database_stats(database.url)
+        port = free_port()
+        server = server_start("routerweb", routerweb_command(port), port, env, tmp)
+        wait_ready(server, "/accounts/login/")
+        result = SizeResult(rows, total, insert, rollup, counts, sizes, raw_ms)
+        clients = {STAFF: logged_in(server.url, STAFF), MEMBER: logged_in(server.url, MEMBER)}
+        for scenario in scenarios(extra):
+            timing = measure(clients, scenario, requests)
+            print(f"  {scenario.name:<42} p50 {timing.p50:7.1f} ms  p95 {timing.p95:7.1f} ms", flush=True)
+            result.timings.append(timing)
+        result.export = measure_export(clients[STAFF], server.pid)
+        print(f"  export: {result.export}")
+        for client in clients.values():
+            client.close()
+        return result
+    finally:
+        if server is not None:
+            server.stop()
+        if database is not None:
+            database_drop(database)
+        if not keep_tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def machine() -> str:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("Django", "uvicorn", "psycopg"))
+    return (
+        f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, Python {platform.python_version()}, {versions}"
+    )
+
+
+def pg_version(url: str) -> str:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    with psycopg.connect(make_conninfo(url, dbname="postgres")) as conn:
+        return conn.execute("SHOW server_version").fetchone()[0].split()[0]
+
+
+def section(results: list[SizeResult], command: str, database_url: str) -> str:
+    lines = [
+        "## Dashboard at scale",
+        "",
+        "`bench/dashboard.py` fills a fresh PostgreSQL database with `generate_calls` (90 days, 60 users",
+        "with 1–3 keys each, heavy and light users, the demo registry's 7 models and 3 routes plus an",
+        "unpriced model, ~4% errors and rejections, fallbacks, streams) and times routerweb's dashboard",
+        "over HTTP, one request at a time, 30-day range unless said otherwise, as a staff user unless said",
+        "otherwise (the member sees only their own calls). Production command: `uvicorn",
+        "routerweb.asgi:application --workers 1` (uvloop, httptools). Wall time as the client sees it,",
+        "after 3 warm-up requests.",
+        "",
+        f"- Command: `{command}`",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {machine()}; PostgreSQL {pg_version(database_url)}, default settings"
+        " (shared_buffers 128 MB, work_mem 4 MB).",
+        "",
+    ]
+    header = "| scenario | " + " | ".join(f"{r.rows:,} calls: p50 / p95 ms" for r in results) + " |"
+    lines += [header, "|---" * (len(results) + 1) + "|"]
+    for index, timing in enumerate(results[0].timings):
+        cells = [f"{r.timings[index].p50:.0f} / **{r.timings[index].p95:.0f}**" for r in results]
+        lines.append(f"| {timing.scenario.name} | " + " | ".join(cells) + " |")
+    lines += ["", "| | " + " | ".join(f"{r.rows:,} calls" for r in results) + " |"]
+    lines.append("|---" * (len(results) + 1) + "|")
+    rows = [
+        ("slowest p95 (page or JSON)", lambda r: f"**{max(t.p95 for t in r.timings):.0f} ms**"),
+        ("`generate_calls` (COPY, then the rollups)", _generation),
+        ("call rows / hour rollups / day rollups", _counts),
+        ("day rollup rows a 30-day view reads", lambda r: f"{r.counts['day rollups in 30 days']:,}"),
+        ("table size: calls / rollups", lambda r: f"{r.sizes['billing_call']} / {r.sizes['billing_callrollup']}"),
+        ("for scale: one 30-day totals query over the raw rows", lambda r: f"{r.raw_totals_ms:.0f} ms"),
+        ("CSV export of the last 7 days", _export),
+        ("server memory during that export", _export_memory),
+    ]
+    for label, cell in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(r) for r in results) + " |")
+    lines.append("")
+    for r in results:
+        worst = max(t.p95 for t in r.timings)
+        target = TARGET_1M_P95_MS if r.rows <= 1_000_000 else TARGET_10M_P95_MS
+        verdict = "met" if worst < target else "**missed**"
+        lines.append(f"- {r.rows:,} calls: slowest p95 {worst:.0f} ms, target under {target:.0f} ms: {verdict}.")
+    return "\n".join(lines)
+
+
+def _generation(r: SizeResult) -> str:
+    return f"{r.generate_s:.0f} s ({r.insert_s:.0f} s + {r.rollup_s:.0f} s)"
+
+
+def _counts(r: SizeResult) -> str:
+    return f"{r.counts['calls']:,} / {r.counts.get('hour rollups', 0):,} / {r.counts.get('day rollups', 0):,}"
+
+
+def _export(r: SizeResult) -> str:
+    e = r.export
+    return f"{e['rows']:,.0f} rows, {e['mb']:.0f} MB in {e['seconds']:.1f} s ({e['rows_per_s']:,.0f} rows/s)"
+
+
+def _export_memory(r: SizeResult) -> str:
+    return f"{r.export['rss_before_mb']:.0f} MB before, {r.export['rss_peak_mb']:.0f} MB at most"
+
+
+def docs_write(text: str, path: Path = DOCS_PATH) -> None:
+    start, end = MARKERS
+    block = f"{start}\n{text.strip()}\n{end}"
+    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(current):
+        current = pattern.sub(lambda _: block, current, count=1)
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(current, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, action="append", required=True, help="call rows (repeatable)")
+    parser.add_argument("--database-url", required=True, help="postgres://… of a database to create and drop")
+    parser.add_argument("--requests", type=int, default=30, help="timed requests per scenario (30)")
+    parser.add_argument("--write-docs", action="store_true", help="replace the dashboard section of docs/benchmarks.md")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server log)")
+    args = parser.parse_args(argv)
+    if not args.database_url.startswith(("postgres://", "postgresql://")):
+        parser.error("--database-url must be a PostgreSQL URL (the benchmark is about PostgreSQL at scale)")
+    command = "python -m bench.dashboard " + shlex.join(argv if argv is not None else sys.argv[1:])
+    try:
+        results = [run_size(rows, args.database_url, args.requests, args.keep_tmp) for rows in args.rows]
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    text = section(results, command.replace(args.database_url, redact_url(args.database_url)), args.database_url)
+    print()
+    print(text)
+    if args.write_docs:
+        docs_write(text)
+        print(f"\nwrote {DOCS_PATH.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
