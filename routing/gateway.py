@@ -21,7 +21,7 @@ from routerweb.db_executor import db_executor
 
 from .circuit import CircuitBreaker
 from .errors import ApiError
-from .registry import KeySnap, Registry
+from .registry import KeySnap, ModelSnap, Registry
 from .router import RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
@@ -113,7 +113,8 @@ async def chat_completion_run(*, raw_body: bytes, registry: Registry, context: C
         return GatewayResponse(error.status, context.headers(), body=error.body())
     except asyncio.CancelledError:
         # The client left while the upstreams were being tried; the upstream request is closed by now.
-        _record_failure(context, chat, CLIENT_GONE, client_disconnected=True)
+        # The candidate that had the request may bill its prompt: it is recorded with an estimate.
+        _record_failure(context, chat, CLIENT_GONE, client_disconnected=True, model=context.trace.in_flight)
         raise
     if result.stream is not None:
         headers = context.headers(result.model.name)
@@ -234,13 +235,19 @@ def _record(
 
 
 def _record_failure(
-    context: CallContext, chat: ChatRequest | None, error: ApiError, *, client_disconnected: bool = False
+    context: CallContext,
+    chat: ChatRequest | None,
+    error: ApiError,
+    *,
+    client_disconnected: bool = False,
+    model: ModelSnap | None = None,
 ) -> None:
     status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
     _record_outcome(
         context.outcome(
             requested=(chat.model if chat else "")[:100],
-            model=None,
+            model=model,
+            messages=(chat.body.get("messages") or []) if chat else [],
             status=status,
             http_status=error.status,
             error_code=error.code or "",

@@ -61,6 +61,7 @@ class RouteResult:
 class Trace:
     attempts: list[Attempt] = field(default_factory=list)
     upstream_s: float = 0.0  # time spent waiting on upstreams, excluded from routerweb's overhead
+    in_flight: ModelSnap | None = None  # the candidate being tried right now
 
     @property
     def tries(self) -> int:
@@ -146,9 +147,11 @@ async def route_request(
             trace.attempts.append(Attempt(model.name, "skipped", reason))
             continue
         started = time.perf_counter()
+        trace.in_flight = model
         try:
             result = await _try(model, upstream_body(request, model), stream, client_wants_usage)
         except UpstreamFailure as failure:
+            trace.in_flight = None
             elapsed = time.perf_counter() - started
             trace.upstream_s += elapsed
             trace.attempts.append(Attempt(model.name, "error", failure.reason, failure.status, round(elapsed * 1000)))
@@ -157,6 +160,7 @@ async def route_request(
                 raise _client_error(failure) from None
             await _note_failure(breaker, model, views[model.name], failure)
             continue
+        trace.in_flight = None
         elapsed = time.perf_counter() - started
         trace.upstream_s += elapsed
         trace.attempts.append(Attempt(model.name, "ok", "ok", 200, round(elapsed * 1000)))

@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import httpx
+import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -25,8 +26,8 @@ from tests.factories import model_create, provider_create
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "count the costs please"}]
 
 
-def post(http, model, **body):
-    return http.post("/v1/chat/completions", json={"model": model, "messages": MESSAGES, **body})
+def post(http, model, timeout=20, **body):
+    return http.post("/v1/chat/completions", json={"model": model, "messages": MESSAGES, **body}, timeout=timeout)
 
 
 def stream_text(http, model, **body) -> str:
@@ -139,6 +140,18 @@ def test_upstream_drop_mid_stream_records_an_error_with_tokens_so_far(http, fake
     assert call.status == "error" and call.usage_estimated
     assert call.completion_tokens == tokens_estimate("Echo: count the costs please lorem")
     assert call.cost_usd == (call.prompt_tokens + 2 * call.completion_tokens) / Decimal(1_000_000)
+
+
+def test_client_leaving_a_non_streaming_call_records_the_prompt_the_upstream_got(http, fake_model, recorded_calls):
+    fake_model("slow", "echo+latency=3000", price=(1, 2))
+    with pytest.raises(httpx.ReadTimeout):
+        post(http, "slow", timeout=0.3)
+    (call,) = recorded_calls()
+    assert (call.status, call.http_status, call.client_disconnected, call.model.name) == ("error", 499, True, "slow")
+    assert (
+        call.usage_estimated and call.prompt_tokens == prompt_tokens_estimate(MESSAGES) and call.completion_tokens == 0
+    )
+    assert call.cost_usd == call.prompt_tokens * 1 / Decimal(1_000_000)
 
 
 def test_a_price_change_between_two_calls_gives_each_its_own_price(http, fake_model, recorded_calls):
