@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
@@ -77,30 +77,73 @@ def worst_case_cost(
 
 
 def budgets_reserve(*, budget_ids: list[int], amount: Decimal, at: datetime) -> list[Reservation]:
-    """Reserve `amount` on every budget, or on none: raises BudgetExceeded naming the first that refuses."""
+    """Reserve `amount` on every budget, or on none: raises BudgetExceeded naming the first that refuses.
+
+    One conditional UPDATE per budget, in id order (so that concurrent calls lock budget rows in the
+    same order and never deadlock); a budget still in an older month counts as empty (its totals
+    restart from zero). If a budget refuses, the transaction is rolled back: none keeps a reservation.
+    """
     period = period_start_for(at)
-    with transaction.atomic():
-        for budget_id in budget_ids:
-            # A new month starts the running totals from zero.
-            Budget.objects.filter(id=budget_id).exclude(period_start=period).update(
-                period_start=period, spent_usd=0, reserved_usd=0
-            )
-            reserved = (
-                Budget.objects.filter(id=budget_id, period_start=period)
-                .filter(limit_usd__gte=F("spent_usd") + F("reserved_usd") + amount)
-                .update(reserved_usd=F("reserved_usd") + amount)
-            )
-            if not reserved:
-                raise BudgetExceeded(Budget.objects.select_related("user", "api_key").get(id=budget_id), amount)
+    refused = None
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(COMMIT_WITHOUT_WAITING_FOR_DISK)
+        for budget_id in sorted(set(budget_ids)):
+            cursor.execute(RESERVE_SQL, _reserve_params(budget_id, period, amount))
+            if cursor.rowcount != 1:
+                refused = budget_id
+                transaction.set_rollback(True)
+                break
+    if refused is not None:
+        raise BudgetExceeded(_refusing_budget(refused, period), amount)
     return [Reservation(budget_id, amount, period) for budget_id in budget_ids]
 
 
-def budgets_settle(reservations: Iterable[Reservation], cost: Decimal | None) -> None:
-    """Replace each reservation by the real cost (an unknown cost counts as zero). Call inside a transaction."""
-    for reservation in reservations:
-        Budget.objects.filter(id=reservation.budget_id, period_start=reservation.period_start).update(
-            reserved_usd=Greatest(F("reserved_usd") - reservation.amount, Decimal(0)),
-            spent_usd=F("spent_usd") + (cost or Decimal(0)),
+# Spent and reserved of the current month (a budget still in an older month counts as empty); the
+# SET expressions read the row as it was, as SQL defines for UPDATE. Hand-written because building
+# it with the ORM costs over a millisecond of CPU per call, on every budgeted request.
+RESERVE_SQL = """
+UPDATE billing_budget SET
+    spent_usd = CASE WHEN period_start = %s THEN spent_usd ELSE 0 END,
+    reserved_usd = CASE WHEN period_start = %s THEN reserved_usd ELSE 0 END + %s,
+    period_start = %s
+WHERE id = %s AND limit_usd >= CASE WHEN period_start = %s THEN spent_usd + reserved_usd ELSE 0 END + %s
+"""
+
+# PostgreSQL: this transaction's commit does not wait for its WAL flush. The budget rows stay
+# locked until commit, and waiting for the disk would serialise every call of a user behind it. A
+# reservation lost in a database crash only means a call ran unreserved; its cost still settles
+# from its call row, which is durable.
+COMMIT_WITHOUT_WAITING_FOR_DISK = "SET LOCAL synchronous_commit TO OFF"
+
+
+def _reserve_params(budget_id: int, period: date, amount: Decimal) -> list:
+    day = connection.ops.adapt_datefield_value(period)
+    value = connection.ops.adapt_decimalfield_value(amount)
+    return [day, day, value, day, budget_id, day, value]
+
+
+def _refusing_budget(budget_id: int, period: date) -> Budget:
+    budget = Budget.objects.select_related("user", "api_key").get(id=budget_id)
+    if budget.period_start != period:
+        budget.spent_usd = budget.reserved_usd = Decimal(0)
+    return budget
+
+
+def budgets_settle(settlements: Iterable[tuple[Reservation, Decimal | None]]) -> None:
+    """Replace reservations by real costs (an unknown cost counts as zero). Call inside a transaction.
+
+    The settlements of a batch of calls are summed per budget first: one UPDATE per budget.
+    """
+    totals: dict[tuple[int, date], list[Decimal]] = {}
+    for reservation, cost in settlements:
+        total = totals.setdefault((reservation.budget_id, reservation.period_start), [Decimal(0), Decimal(0)])
+        total[0] += reservation.amount
+        total[1] += cost or Decimal(0)
+    for (budget_id, period), (released, spent) in sorted(totals.items()):
+        Budget.objects.filter(id=budget_id, period_start=period).update(
+            reserved_usd=Greatest(F("reserved_usd") - released, Decimal(0)),
+            spent_usd=F("spent_usd") + spent,
         )
 
 

@@ -153,7 +153,8 @@ def _store_chunk(rows: list[dict[str, Any]]) -> None:
         fresh = list({row["request_id"]: row for row in rows if row["request_id"] not in stored}.values())
         calls_insert(fresh)
         rollups_add(fresh)
-        for row in fresh:
-            if row.get("reservations"):
-                cost = Decimal(str(row["cost_usd"])) if row["cost_usd"] is not None else None
-                budgets_settle([Reservation.from_list(r) for r in row["reservations"]], cost)
+        budgets_settle(
+            (Reservation.from_list(r), None if row["cost_usd"] is None else Decimal(str(row["cost_usd"])))
+            for row in fresh
+            for r in row.get("reservations") or ()
+        )

@@ -2,9 +2,9 @@
 
 The hot path touches the database rarely (a registry reload, a budget reservation); those calls
 run here rather than through `sync_to_async`, so that they neither queue behind one shared thread
-nor hold a connection while idle: each call takes a connection (from the connection pool on
-PostgreSQL) and gives it back when done. `close_connections()` closes whatever the threads still
-hold, at shutdown and before a test database is dropped.
+nor connect per call: each of the pool's threads keeps its own connection (checked out of the
+connection pool on PostgreSQL) for as long as it works. `close_connections()` closes them all, at
+shutdown and before a test database is dropped.
 """
 
 import asyncio
@@ -15,11 +15,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from django.db import close_old_connections, connections
+from django.db import InterfaceError, OperationalError, connection, connections
 
 T = TypeVar("T")
 
-DB_THREADS = 8
+DB_THREADS = 4
 
 
 class DbExecutor:
@@ -46,11 +46,11 @@ class DbExecutor:
 
 
 def _with_fresh_connection(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    close_old_connections()  # drops a connection broken by a database restart
     try:
         return func(*args, **kwargs)
-    finally:
-        close_old_connections()  # gives it back (CONN_MAX_AGE is 0; pooled on PostgreSQL)
+    except (InterfaceError, OperationalError):
+        connection.close()  # broken (a database restart?): the next call on this thread reconnects
+        raise
 
 
 db_executor = DbExecutor()
