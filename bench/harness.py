@@ -214,6 +214,21 @@ def django_env(tmp: Path, database: Database, redis_url: str | None, cache_prefi
     return env
 
 
+BUDGETS_CREATE = (
+    "from decimal import Decimal; from billing.models import Budget; from routing.models import ApiKey; "
+    "key = ApiKey.objects.get(); "
+    "Budget.objects.create(user=key.user, limit_usd=Decimal('1000000')); "
+    "Budget.objects.create(api_key=key, limit_usd=Decimal('1000000'))"
+)
+
+
+def budgets_create(env: dict[str, str]) -> None:
+    """A monthly budget (far from its limit) on the bench user and one on its API key: every request
+    then reserves its worst case on both and settles them when its row is stored."""
+    manage(env, "shell", "--no-imports", "-c", BUDGETS_CREATE)
+    time.sleep(0.5)  # the registry version bump reaches the server through the shared state
+
+
 def manage(env: dict[str, str], *args: str) -> str:
     """Run `manage.py ARGS` in the bench environment; returns stdout, raises BenchError with stderr."""
     result = subprocess.run(

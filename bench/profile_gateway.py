@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gateway import SCENARIOS, request_body
-from .harness import HOST, BenchError, BenchStack, ServerCommand
+from .harness import HOST, BenchError, BenchStack, ServerCommand, budgets_create
 from .wrk import WrkError, WrkResult, wrk_run
 
 PROJECT_PACKAGES = frozenset({"routing", "billing", "routerweb", "bench"})
@@ -295,6 +295,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--save", type=Path, help="copy the raw profile into this directory")
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
+    parser.add_argument("--budgets", action="store_true", help="a budget on the user and one on the key")
     return parser.parse_args(argv)
 
 
@@ -311,6 +312,8 @@ def profile(args: argparse.Namespace) -> str:
     """Set up, warm up, profile one run; returns the Markdown report."""
     if args.profiler == "py-spy":
         with BenchStack(database_url=args.database_url, redis_url=args.redis_url) as stack:
+            if args.budgets:
+                budgets_create(stack.env)
             warm_up(stack, args.scenario, args.concurrency)
             load, samples = profile_py_spy(stack, args)
             return header(args, load) + "\n\n" + py_spy_tables(samples, load, args.top)
@@ -318,6 +321,8 @@ def profile(args: argparse.Namespace) -> str:
         output = Path(directory) / "routerweb.pstats"
         command = profiled_server_command(output)
         with BenchStack(database_url=args.database_url, redis_url=args.redis_url, routerweb_argv=command) as stack:
+            if args.budgets:
+                budgets_create(stack.env)
             warm_up(stack, args.scenario, args.concurrency)
             load, stats = profile_cprofile(stack, args, output)
             return header(args, load) + "\n\n" + cprofile_tables(stats, load, args.top)

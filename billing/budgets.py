@@ -1,9 +1,10 @@
 """Budgets: reserve a call's worst case before it runs, settle with its real cost after.
 
-Reserving is one conditional UPDATE per budget (`reserved += x WHERE spent + reserved + x <= limit`),
-so concurrent calls on any number of workers can never reserve past a limit together: on PostgreSQL
-the row lock serialises them and each re-checks the condition against the committed row. All the
-budgets of one call are reserved in one transaction: if any refuses, none keeps a reservation.
+Reserving is a conditional update (`reserved += x WHERE spent + reserved + x <= limit`) under the
+budget rows' locks, so concurrent calls on any number of workers can never reserve past a limit
+together: each re-checks the condition against the committed row. All the budgets of one call are
+reserved atomically: if any refuses, none keeps a reservation. On PostgreSQL that is one statement
+sent from the event loop; on SQLite one UPDATE per budget in a transaction (SQLite has one writer).
 
 Settling happens with the call row's insert (billing/recorder.py), in the same transaction, so a
 reservation is released exactly once, whatever the call's outcome (answer, error, timeout or a
@@ -15,11 +16,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
+from routerweb.db_executor import db_executor
+from routerweb.pg_async import pg_pool
 from routing.registry import ModelSnap
 
 from .models import Budget
@@ -76,33 +80,63 @@ def worst_case_cost(
     return worst
 
 
-def budgets_reserve(*, budget_ids: list[int], amount: Decimal, at: datetime) -> list[Reservation]:
+async def budgets_reserve(*, budget_ids: list[int], amount: Decimal, at: datetime) -> list[Reservation]:
     """Reserve `amount` on every budget, or on none: raises BudgetExceeded naming the first that refuses.
 
-    One conditional UPDATE per budget, in id order (so that concurrent calls lock budget rows in the
-    same order and never deadlock); a budget still in an older month counts as empty (its totals
-    restart from zero). If a budget refuses, the transaction is rolled back: none keeps a reservation.
+    On PostgreSQL one statement from the event loop (routerweb/pg_async.py); elsewhere (SQLite) a
+    transaction in a database thread.
     """
+    ids = sorted(set(budget_ids))
     period = period_start_for(at)
-    refused = None
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(COMMIT_WITHOUT_WAITING_FOR_DISK)
-        for budget_id in sorted(set(budget_ids)):
-            cursor.execute(RESERVE_SQL, _reserve_params(budget_id, period, amount))
-            if cursor.rowcount != 1:
-                refused = budget_id
-                transaction.set_rollback(True)
-                break
+    if _on_postgresql():
+        refused = await _reserve_postgresql(ids, period, amount)
+    else:
+        refused = await db_executor.run(_reserve_in_transaction, ids, period, amount)
     if refused is not None:
-        raise BudgetExceeded(_refusing_budget(refused, period), amount)
-    return [Reservation(budget_id, amount, period) for budget_id in budget_ids]
+        raise BudgetExceeded(await db_executor.run(_refusing_budget, refused, period), amount)
+    return [Reservation(budget_id, amount, period) for budget_id in ids]
 
 
-# Spent and reserved of the current month (a budget still in an older month counts as empty); the
-# SET expressions read the row as it was, as SQL defines for UPDATE. Hand-written because building
-# it with the ORM costs over a millisecond of CPU per call, on every budgeted request.
-RESERVE_SQL = """
+# Locks the budgets in id order (so that concurrent calls never deadlock) and reads each as it is
+# after any concurrent change (READ COMMITTED re-reads a row it waited for); a budget still in an
+# older month counts as empty. Reserves on all of them only if none refuses.
+RESERVE_ALL_POSTGRESQL = """
+WITH budgets AS (
+    SELECT id, limit_usd,
+        CASE WHEN period_start = %(period)s THEN spent_usd ELSE 0 END AS spent,
+        CASE WHEN period_start = %(period)s THEN reserved_usd ELSE 0 END AS reserved
+    FROM billing_budget WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+), refused AS (
+    SELECT min(id) AS id FROM budgets WHERE spent + reserved + %(amount)s > limit_usd
+), reserved AS (
+    UPDATE billing_budget AS budget
+    SET spent_usd = budgets.spent, reserved_usd = budgets.reserved + %(amount)s, period_start = %(period)s
+    FROM budgets, refused
+    WHERE budget.id = budgets.id AND refused.id IS NULL
+    RETURNING budget.id
+)
+SELECT (SELECT id FROM refused), (SELECT count(*) FROM reserved)
+"""
+
+
+@cache
+def _on_postgresql() -> bool:
+    return connections["default"].vendor == "postgresql"  # looked up once: it costs a thread-local access
+
+
+async def _reserve_postgresql(ids: list[int], period: date, amount: Decimal) -> int | None:
+    """The id of the first budget that refuses, or None when all of them took the reservation."""
+    async with (await pg_pool()).connection() as conn:
+        # The ids as an array literal: psycopg's list adaptation costs more than the whole statement's parameters.
+        params = {"ids": "{" + ",".join(map(str, ids)) + "}", "period": period, "amount": amount}
+        cursor = await conn.execute(RESERVE_ALL_POSTGRESQL, params)
+        refused, _ = await cursor.fetchone()
+    return refused
+
+
+# One budget, on any database: the SET expressions read the row as it was, as SQL defines for UPDATE.
+# Hand-written because building it with the ORM costs over a millisecond of CPU per call.
+RESERVE_ONE = """
 UPDATE billing_budget SET
     spent_usd = CASE WHEN period_start = %s THEN spent_usd ELSE 0 END,
     reserved_usd = CASE WHEN period_start = %s THEN reserved_usd ELSE 0 END + %s,
@@ -110,17 +144,18 @@ UPDATE billing_budget SET
 WHERE id = %s AND limit_usd >= CASE WHEN period_start = %s THEN spent_usd + reserved_usd ELSE 0 END + %s
 """
 
-# PostgreSQL: this transaction's commit does not wait for its WAL flush. The budget rows stay
-# locked until commit, and waiting for the disk would serialise every call of a user behind it. A
-# reservation lost in a database crash only means a call ran unreserved; its cost still settles
-# from its call row, which is durable.
-COMMIT_WITHOUT_WAITING_FOR_DISK = "SET LOCAL synchronous_commit TO OFF"
 
-
-def _reserve_params(budget_id: int, period: date, amount: Decimal) -> list:
+def _reserve_in_transaction(ids: list[int], period: date, amount: Decimal) -> int | None:
+    """One conditional UPDATE per budget in a transaction, rolled back when one refuses (its id is returned)."""
     day = connection.ops.adapt_datefield_value(period)
     value = connection.ops.adapt_decimalfield_value(amount)
-    return [day, day, value, day, budget_id, day, value]
+    with transaction.atomic(), connection.cursor() as cursor:
+        for budget_id in ids:
+            cursor.execute(RESERVE_ONE, [day, day, value, day, budget_id, day, value])
+            if cursor.rowcount != 1:
+                transaction.set_rollback(True)
+                return budget_id
+    return None
 
 
 def _refusing_budget(budget_id: int, period: date) -> Budget:

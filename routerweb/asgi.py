@@ -2,7 +2,8 @@
 everything else (pages, admin, static files) to Django's full stack.
 
 Lifespan: at start-up the call recorder replays spooled rows a previous process left; at shutdown
-it flushes what is queued, and the upstream HTTP client and the database connections are closed.
+it flushes what is queued, and the upstream HTTP client and the database connections (the
+threads' and the event loop's pool) are closed.
 """
 
 import os
@@ -15,6 +16,7 @@ django_application = get_asgi_application()
 
 from billing.recorder import call_recorder  # noqa: E402  (needs Django set up)
 from routerweb.db_executor import db_executor  # noqa: E402
+from routerweb.pg_async import pg_pool_close  # noqa: E402
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.fake_upstream import FakeUpstream  # noqa: E402
 from routing.upstream import upstream_transport_close  # noqa: E402
@@ -44,6 +46,7 @@ async def _lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await upstream_transport_close()
+            await pg_pool_close()
             call_recorder().stop()
             db_executor.close_connections()
             await send({"type": "lifespan.shutdown.complete"})

@@ -17,7 +17,6 @@ from django.conf import settings
 from billing.budgets import BudgetExceeded, Reservation, budgets_reserve, worst_case_cost
 from billing.calls import CallOutcome, call_outcome_record
 from billing.pricing import prompt_tokens_estimate
-from routerweb.db_executor import db_executor
 
 from .circuit import CircuitBreaker
 from .errors import ApiError
@@ -135,9 +134,7 @@ async def _reserve_budgets(registry: Registry, context: CallContext, chat: ChatR
         at=context.created_at,
     )
     try:
-        context.reservations = await db_executor.run(
-            budgets_reserve, budget_ids=budget_ids, amount=amount, at=context.created_at
-        )
+        context.reservations = await budgets_reserve(budget_ids=budget_ids, amount=amount, at=context.created_at)
     except BudgetExceeded as exceeded:
         raise ApiError(429, str(exceeded), code="budget_exceeded", type="insufficient_quota") from None
 
