@@ -57,4 +57,9 @@ def _connection_kwargs() -> dict[str, Any]:
         params.pop(name, None)
     params["options"] = f"{params.get('options', '')} -c synchronous_commit=off".strip()
     params["autocommit"] = True
+    if params.get("prepare_threshold") is None:
+        # Prepared at first use: the reservation's plan is made once per connection, not per call.
+        # (Django leaves preparing off by default for the sake of old PgBouncers in transaction
+        # mode; set OPTIONS "prepare_threshold" to keep a value of your own.)
+        params["prepare_threshold"] = 0
     return params

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import httpx
@@ -283,6 +283,32 @@ def test_reservation_is_released_when_every_candidate_fails(http, user, fake_mod
     assert (budget.spent_usd, budget.reserved_usd) == (0, 0)
 
 
+def test_a_refusing_budget_leaves_no_reservation_on_the_others(http, user, api_key, fake_model, recorded_calls):
+    fake_model("m", "echo", price=(1000, 1000))
+    user_budget = budget_for(limit="100", user=user)
+    key_budget = budget_for(limit="0.01", api_key=ApiKey.objects.get())
+    response = post(http, "m", max_tokens=100)
+    assert response.status_code == 429
+    assert response.json()["error"]["message"].startswith("Budget exceeded: the monthly budget of API key ")
+    recorded_calls()
+    for budget in (user_budget, key_budget):
+        budget.refresh_from_db()
+        assert (budget.spent_usd, budget.reserved_usd) == (0, 0)
+
+
+def test_a_budget_from_last_month_starts_the_new_month_empty(http, user, fake_model, recorded_calls):
+    fake_model("m", "echo", price=(1, 2))
+    budget = budget_for(limit="1", user=user)
+    Budget.objects.filter(pk=budget.pk).update(
+        spent_usd=Decimal("1"), reserved_usd=Decimal("0.5"), period_start=date(2020, 1, 1)
+    )
+    assert post(http, "m").status_code == 200
+    (call,) = recorded_calls()
+    budget.refresh_from_db()
+    assert budget.period_start == period_start_for(timezone.now())
+    assert (budget.spent_usd, budget.reserved_usd) == (call.cost_usd, 0)
+
+
 def test_worst_case_uses_the_model_output_cap_when_max_tokens_is_missing(http, user, fake_model):
     fake_model("capped", "echo+words=1", price=(0, 1_000_000), max_output_tokens=10)  # $1 per output token
     budget_for(limit="10.5", user=user)
@@ -304,6 +330,7 @@ def test_concurrent_calls_never_overspend_a_nearly_spent_budget(
     worst = (prompt_tokens_estimate(MESSAGES) + 50) * Decimal(1000) / 1_000_000
     limit = Decimal("10")
     budget = budget_for(limit=str(limit), spent=str(limit - worst * Decimal("3.5")), user=user)
+    key_budget = budget_for(limit="1000", api_key=ApiKey.objects.get())  # both reserved in one statement
 
     def call(_):
         return post(httpx.Client(base_url=gateway.url, headers=http.headers, timeout=30), "m", max_tokens=50)
@@ -315,9 +342,10 @@ def test_concurrent_calls_never_overspend_a_nearly_spent_budget(
     assert statuses.count(200) >= 3 and statuses.count(429) >= 40 and set(statuses) == {200, 429}
     assert budget.reserved_usd == 0
     assert budget.spent_usd <= limit + worst
-    assert budget.spent_usd == limit - worst * Decimal("3.5") + sum(
-        c.cost_usd for c in Call.objects.filter(status="ok")
-    )
+    spent_by_calls = sum(c.cost_usd for c in Call.objects.filter(status="ok"))
+    assert budget.spent_usd == limit - worst * Decimal("3.5") + spent_by_calls
+    key_budget.refresh_from_db()
+    assert (key_budget.spent_usd, key_budget.reserved_usd) == (spent_by_calls, 0)
 
 
 # ---------------------------------------------------------------------------- the durable spool
