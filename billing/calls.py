@@ -126,8 +126,11 @@ FOREIGN_KEYS = ("user_id", "api_key_id", "model_id", "provider_id")
 STORE_CHUNK = 1000
 
 
-def call_rows_store(rows: list[dict[str, Any]]) -> None:
+def call_rows_store(rows: list[dict[str, Any]], *, may_be_stored: bool = True) -> None:
     """Store recorded rows (fresh or replayed from a spool): idempotent by request_id.
+
+    `may_be_stored=False` (rows recorded by this process and never tried before) skips the lookup
+    of request ids that are stored already.
 
     In one transaction per chunk: insert the rows not stored yet and settle their budget
     reservations, so that a replayed row neither doubles nor settles twice. If a chunk breaks a
@@ -137,19 +140,18 @@ def call_rows_store(rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), STORE_CHUNK):
         chunk = rows[start : start + STORE_CHUNK]
         try:
-            _store_chunk(chunk)
+            _store_chunk(chunk, may_be_stored)
         except IntegrityError:
             for row in chunk:
                 try:
-                    _store_chunk([row])
+                    _store_chunk([row], may_be_stored=True)
                 except IntegrityError:
-                    _store_chunk([{**row, **dict.fromkeys(FOREIGN_KEYS)}])
+                    _store_chunk([{**row, **dict.fromkeys(FOREIGN_KEYS)}], may_be_stored=True)
 
 
-def _store_chunk(rows: list[dict[str, Any]]) -> None:
+def _store_chunk(rows: list[dict[str, Any]], may_be_stored: bool) -> None:
     with transaction.atomic():
-        ids = {row["request_id"] for row in rows}
-        stored = set(Call.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
+        stored = _stored_request_ids([row["request_id"] for row in rows]) if may_be_stored else set()
         fresh = list({row["request_id"]: row for row in rows if row["request_id"] not in stored}.values())
         calls_insert(fresh)
         rollups_add(fresh)
@@ -158,3 +160,7 @@ def _store_chunk(rows: list[dict[str, Any]]) -> None:
             for row in fresh
             for r in row.get("reservations") or ()
         )
+
+
+def _stored_request_ids(request_ids: list[str]) -> set[str]:
+    return set(Call.objects.filter(request_id__in=request_ids).values_list("request_id", flat=True))

@@ -2,9 +2,11 @@
 
 `CallRecorder.record(row)` appends the row to this process's spool file (one `write()`: once it
 returns, the row survives the process dying) and queues it. A background thread inserts the queue
-with `bulk_create` every `flush_interval_s` (well inside the one-second promise) and then truncates
-the spool. At start-up, spool files left by dead processes (no lock held on them) are replayed;
-`request_id` is unique and inserts ignore conflicts, so a row is never written twice.
+in batches (billing/calls.py: COPY on PostgreSQL) every `flush_interval_s`, well inside the
+one-second promise, then deletes the batch's spool file. If the database is down, the batch is
+retried with its spool file kept. At start-up, spool files left by dead processes (no lock held on
+them) are replayed; `request_id` is unique and rows already stored are skipped, so a row is never
+written twice.
 """
 
 import atexit
@@ -38,13 +40,17 @@ class CallRecorder:
         spool_dir: Path,
         *,
         flush_interval_s: float = 0.2,
-        insert: Callable[[list[Row]], None] | None = None,
+        insert: Callable[..., None] | None = None,
     ):
         self.spool_dir = spool_dir
         self.flush_interval_s = flush_interval_s
         self.insert = insert or _call_rows_store
         self._lock = threading.Lock()
         self._queue: list[Row] = []
+        # Rows put back after a failed insert may have been stored anyway (a commit whose answer was
+        # lost): their next insert must skip what is there. Fresh rows have new request ids.
+        self._queue_has_retries = False
+        self._retry_spools: list[tuple[int, Path]] = []  # (fd, path) of the spool files of those rows
         self._unwritten = 0  # recorded rows not yet in the database (queued or being inserted)
         self._wake = threading.Event()
         self._flushed = threading.Condition()
@@ -125,22 +131,27 @@ class CallRecorder:
                 batch = []
             else:
                 batch, self._queue = self._queue, []
-                old_fd, old_path = self._fd, self._spool_path
+                may_be_stored, self._queue_has_retries = self._queue_has_retries, False
+                spools = [*self._retry_spools, (self._fd, self._spool_path)]
+                self._retry_spools = []
                 self._open_spool()
         if batch:
             try:
-                self.insert(batch)
+                self.insert(batch, may_be_stored=may_be_stored)
             except Exception:
-                # The database is unavailable: put the rows back; the old spool file keeps them durable.
+                # The database is unavailable: put the rows back. Their spool files stay open, so still
+                # locked: no other process replays them while this one retries.
                 # The writer keeps one connection while all is well; a failed one is dropped for a new one.
                 logger.exception("could not write %d call rows; will retry", len(batch))
                 connection.close()
                 with self._lock:
                     self._queue[:0] = batch
-                os.close(old_fd)
+                    self._queue_has_retries = True
+                    self._retry_spools[:0] = spools
                 return
-            os.close(old_fd)
-            old_path.unlink(missing_ok=True)
+            for fd, path in spools:
+                os.close(fd)
+                path.unlink(missing_ok=True)
             with self._lock:
                 self._unwritten -= len(batch)
         with self._flushed:
@@ -164,7 +175,7 @@ class CallRecorder:
             try:
                 rows = _spool_rows(path)
                 if rows:
-                    self.insert(rows)
+                    self.insert(rows, may_be_stored=True)
                     replayed += len(rows)
                 path.unlink(missing_ok=True)
             finally:
@@ -174,10 +185,10 @@ class CallRecorder:
         return replayed
 
 
-def _call_rows_store(rows: list[Row]) -> None:
+def _call_rows_store(rows: list[Row], *, may_be_stored: bool) -> None:
     from .calls import call_rows_store
 
-    call_rows_store(rows)
+    call_rows_store(rows, may_be_stored=may_be_stored)
 
 
 def _spool_rows(path: Path) -> list[Row]:

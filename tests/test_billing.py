@@ -358,7 +358,7 @@ import django
 django.setup()
 from billing.recorder import CallRecorder
 from django.utils import timezone
-recorder = CallRecorder(Path(sys.argv[1]), flush_interval_s=3600, insert=lambda rows: None)
+recorder = CallRecorder(Path(sys.argv[1]), flush_interval_s=3600, insert=lambda rows, **_: None)
 for i in range(5):
     recorder.record({"created_at": timezone.now(), "request_id": f"req_crash_{i}", "requested": "m",
                      "status": "ok", "http_status": 200, "cost_usd": None, "attempts": []})
@@ -387,7 +387,7 @@ def test_rows_spooled_by_a_crashed_process_are_replayed_once(transactional_db, t
 
 
 def test_a_live_process_spool_is_not_replayed(transactional_db, tmp_path):
-    owner = CallRecorder(tmp_path, flush_interval_s=3600, insert=lambda rows: None)
+    owner = CallRecorder(tmp_path, flush_interval_s=3600, insert=lambda rows, **_: None)
     owner.record(
         {
             "created_at": timezone.now(),
@@ -401,6 +401,27 @@ def test_a_live_process_spool_is_not_replayed(transactional_db, tmp_path):
     )
     assert CallRecorder(tmp_path).replay_orphans() == 0
     assert not Call.objects.exists()
+
+
+def test_a_batch_that_failed_is_retried_with_a_lookup_of_what_got_stored(tmp_path):
+    """A failed insert may have committed all the same (its answer lost): the retry must check."""
+    attempts = []
+
+    def flaky_insert(rows, *, may_be_stored):
+        attempts.append(([row["request_id"] for row in rows], may_be_stored))
+        if len(attempts) == 1:
+            raise RuntimeError("database unavailable")
+
+    recorder = CallRecorder(tmp_path, flush_interval_s=3600, insert=flaky_insert)
+    recorder.record({"request_id": "req_1"})
+    recorder._flush_once()  # fails: the row goes back to the queue, still spooled
+    recorder.record({"request_id": "req_2"})
+    recorder._flush_once()
+    recorder.record({"request_id": "req_3"})
+    recorder._flush_once()
+    recorder.stop()
+    assert attempts == [(["req_1"], False), (["req_1", "req_2"], True), (["req_3"], False)]
+    assert not list(tmp_path.glob("calls-*.jsonl"))  # every spool file removed once its rows were stored
 
 
 def test_replayed_rows_settle_their_reservation_once(transactional_db, user, tmp_path):
