@@ -181,3 +181,40 @@ def test_retry_after_opens_at_once_for_that_long(state):
         assert await breaker.admit(limited, (await breaker.read([limited]))["limited"]) is None
 
     run(scenario())
+
+
+# ---------------------------------------------------------------------------- shared state
+
+
+def test_shared_state_operations(state):
+    async def scenario():
+        await state.set("a", "1", ttl=10)
+        assert await state.get_many(["a", "missing"]) == ["1", None]
+        assert await state.add("lock", "x", ttl=10) is True
+        assert await state.add("lock", "y", ttl=10) is False
+        assert [await state.incr("count", ttl=10) for _ in range(3)] == [1, 2, 3]
+        await state.delete("a", "lock", "count")
+        assert await state.get_many(["a", "lock", "count"]) == [None, None, None]
+        await state.set("short", "1", ttl=0.05)
+        await asyncio.sleep(0.1)
+        assert await state.get_many(["short"]) == [None]
+
+    run(scenario())
+
+
+def test_redis_state_recovers_when_redis_drops_its_connections():
+    import redis
+
+    state = RedisState("redis://127.0.0.1:6379/1", f"test-drop-{uuid.uuid4().hex[:8]}:")
+
+    async def scenario():
+        await state.set("k", "v", ttl=10)
+        (connection,) = state._idle_connections()
+        host, port = connection._writer.get_extra_info("sockname")[:2]
+        with redis.Redis(host="127.0.0.1", port=6379) as admin:  # as a Redis restart would
+            admin.client_kill_filter(_type=None, addr=f"{host}:{port}")
+        assert await state.get_many(["k"]) == ["v"]  # retried once on a new connection
+        (replacement,) = state._idle_connections()
+        assert replacement is not connection
+
+    run(scenario())
