@@ -57,11 +57,18 @@ class CircuitBreaker:
 
     async def read(self, models: list[ModelSnap]) -> dict[str, CircuitView]:
         """The circuit state of every candidate, in one round trip."""
+        views, _ = await self.read_with(models, [])
+        return views
+
+    async def read_with(
+        self, models: list[ModelSnap], other_keys: list[str]
+    ) -> tuple[dict[str, CircuitView], list[str | None]]:
+        """`read()`, plus the values of `other_keys` in the same round trip."""
         keys: list[str] = []
         for model in models:
             open_key, fails_key, _ = _model_keys(model.name)
             keys += (open_key, fails_key, _provider_key(model.provider.name))
-        values = await self.state.get_many(keys)
+        values = await self.state.get_many(keys + other_keys)
         views = {}
         for i, model in enumerate(models):
             open_until, fails, provider_open = values[3 * i : 3 * i + 3]
@@ -70,7 +77,7 @@ class CircuitBreaker:
                 failures=int(fails) if fails else 0,
                 provider_open_until=float(provider_open) if provider_open else None,
             )
-        return views
+        return views, values[len(keys) :]
 
     async def admit(self, model: ModelSnap, view: CircuitView) -> str | None:
         """None if `model` may be called now, else the reason it is skipped."""

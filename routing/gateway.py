@@ -20,7 +20,7 @@ from billing.pricing import prompt_tokens_estimate
 
 from .circuit import CircuitBreaker
 from .errors import ApiError
-from .registry import KeySnap, ModelSnap, Registry
+from .registry import VERSION_KEY, KeySnap, ModelSnap, Registry, registry_cache
 from .router import RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
@@ -93,20 +93,52 @@ def circuit_breaker() -> CircuitBreaker:
     )
 
 
-async def chat_completion_run(*, raw_body: bytes, registry: Registry, context: CallContext) -> GatewayResponse:
-    """Route one chat completion; never raises for bad input or upstream trouble (answers an OpenAI error)."""
+class RegistryChanged(Exception):
+    """The unchecked snapshot a request started from is out of date; `registry` is the current one."""
+
+    def __init__(self, registry: Registry):
+        super().__init__("the registry changed")
+        self.registry = registry
+
+
+async def chat_completion_run(
+    *, raw_body: bytes, registry: Registry, context: CallContext, registry_checked: bool = True
+) -> GatewayResponse:
+    """Route one chat completion; never raises for bad input or upstream trouble (answers an OpenAI error).
+
+    With `registry_checked=False` the registry is a snapshot nobody has checked against the shared
+    version yet: the version is read with the candidates' circuit state, in the same round trip,
+    and if it changed, RegistryChanged is raised before anything happened (no upstream call, no
+    reservation, no row), so the caller authenticates again with the current registry. An error
+    found before that read is only answered once the snapshot is confirmed (a key, model or route
+    created a moment ago must not be refused by an old snapshot).
+    """
     global _in_flight
     _in_flight += 1
     chat: ChatRequest | None = None
     try:
-        chat = chat_request_parse(raw_body)
-        if context.key is not None:
-            _check_allowed(context.key, chat)
-        candidates = candidates_for(registry, chat.model, chat.fallback_models)
+        try:
+            chat = chat_request_parse(raw_body)
+            if context.key is not None:
+                _check_allowed(context.key, chat)
+            candidates = candidates_for(registry, chat.model, chat.fallback_models)
+        except ApiError:
+            if not registry_checked:
+                _confirm(registry, await registry_cache.get())
+            raise
+        breaker = circuit_breaker()
+        if registry_checked:
+            views = await breaker.read(candidates)
+        else:
+            views, (version,) = await breaker.read_with(candidates, [VERSION_KEY])
+            _confirm(registry, await registry_cache.for_version(version))
         await _reserve_budgets(registry, context, chat, candidates)
         result = await route_request(
-            chat.body, candidates, circuit_breaker(), context.trace, client_wants_usage=chat.client_wants_usage
+            chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
         )
+    except RegistryChanged:
+        _in_flight -= 1  # nothing to record: the caller starts over
+        raise
     except ApiError as error:
         _record_failure(context, chat, error)
         return GatewayResponse(error.status, context.headers(), body=error.body())
@@ -120,6 +152,11 @@ async def chat_completion_run(*, raw_body: bytes, registry: Registry, context: C
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
     _record(context, chat, result, usage=result.parsed.get("usage"))
     return GatewayResponse(200, context.headers(result.model.name), body=result.raw)
+
+
+def _confirm(snapshot: Registry, current: Registry) -> None:
+    if current is not snapshot:
+        raise RegistryChanged(current)
 
 
 async def _reserve_budgets(registry: Registry, context: CallContext, chat: ChatRequest, candidates) -> None:

@@ -171,15 +171,27 @@ def registry_load(version: str = "") -> Registry:
 
 
 class RegistryCache:
-    """The worker's snapshot; `get()` costs one shared-state read unless the registry changed."""
+    """The worker's snapshot; `get()` costs one shared-state read unless the registry changed.
+
+    The API's hot path reads the version together with the circuit state instead (one round trip
+    for both): it starts from `snapshot()`, unchecked, and calls `for_version()` with what it read.
+    """
 
     def __init__(self) -> None:
         self._registry: Registry | None = None
         # One reload at a time per event loop: a burst of requests after a change waits for one load.
         self._reload_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+    def snapshot(self) -> Registry | None:
+        """The snapshot as it is, without asking whether it is still current."""
+        return self._registry
+
     async def get(self) -> Registry:
         (version,) = await shared_state().get_many([VERSION_KEY])
+        return await self.for_version(version)
+
+    async def for_version(self, version: str | None) -> Registry:
+        """The registry at `version`, a published version token just read (None: nothing published yet)."""
         registry = self._registry
         if registry is not None and version is not None and registry.version == version:
             return registry

@@ -133,14 +133,17 @@ async def route_request(
     trace: Trace,
     *,
     client_wants_usage: bool = False,
+    views: dict[str, CircuitView] | None = None,
 ) -> RouteResult:
-    """Try `candidates` in order until one answers; fills `trace` as it goes.
+    """Try `candidates` in order until one answers; fills `trace` as it goes. `views`: their circuit
+    state if the caller has read it already.
 
     Raises ApiError: the upstream's own error for a non-retryable failure (e.g. 400), or 502 listing
     every attempt when all candidates failed or were skipped.
     """
     stream = bool(request.get("stream"))
-    views = await breaker.read(candidates)
+    if views is None:
+        views = await breaker.read(candidates)
     for model in candidates:
         reason = skip_reason(model) or await breaker.admit(model, views[model.name])
         if reason:

@@ -398,6 +398,36 @@ def test_missing_invalid_and_revoked_keys_get_401(gateway, user, fake_model, rec
     assert len(recorded_calls()) == 1  # failed authentication writes nothing
 
 
+def test_changes_count_at_once_although_requests_start_from_the_worker_snapshot(
+    gateway, user, fake_model, recorded_calls
+):
+    """The hot path checks the registry version with the circuit state; nothing may act on an old snapshot."""
+    fake_model("echo-model")
+    url = f"{gateway.url}/v1/chat/completions"
+    body = {"model": "echo-model", "messages": HELLO}
+    first, raw_first = api_key_create(user=user, name="first")
+    assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {raw_first}"}).status_code == 200
+
+    _, raw_new = api_key_create(user=user, name="created after the snapshot")
+    new_headers = {"Authorization": f"Bearer {raw_new}"}
+    assert httpx.post(url, json=body, headers=new_headers).status_code == 200
+
+    fake_model("new-model")
+    new_model = httpx.post(url, json={"model": "new-model", "messages": HELLO}, headers=new_headers)
+    assert new_model.status_code == 200 and new_model.headers["X-Router-Model"] == "new-model"
+
+    first.revoked_at = timezone.now()
+    first.save()
+    assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {raw_first}"}).status_code == 401
+
+    newer = ApiKey.objects.get(name="created after the snapshot")
+    newer.revoked_at = timezone.now()
+    newer.save()
+    bad_body = httpx.post(url, content=b"{nope", headers=new_headers)  # 401, not 400: the key is gone
+    assert bad_body.status_code == 401 and bad_body.json()["error"]["code"] == "invalid_api_key"
+    assert len(recorded_calls()) == 3  # the three answered calls; the revoked keys wrote nothing
+
+
 def test_key_limited_to_some_models_gets_403_elsewhere(gateway, user, fake_model):
     allowed = fake_model("allowed")
     fake_model("other")
