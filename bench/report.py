@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
@@ -163,20 +164,21 @@ def billing_table(results: list[Measurement], check: BillingCheck) -> str:
                 f"| {m.scenario.title} | {m.concurrency} | {m.sent} | {m.requests} | {m.forwarded} | {m.rows} |"
             )
     totals = f"{check.sent} | {check.completed} | {check.forwarded} | **{check.rows}**"
-    lines.append(f"| **total, warm-up included** | | {totals} |")
+    lines.append(f"| **total, warm-up and target runs included** | | {totals} |")
     return "\n".join(lines)
 
 
-def headlines(results: list[Measurement], check: BillingCheck) -> list[str]:
+def headlines(results: list[Measurement], check: BillingCheck, target_added: list[float]) -> list[str]:
     """The numbers the targets are about, as Markdown bullet points."""
     lines = []
-    slow = find(results, "slow50", "routerweb", 8)
-    if slow is not None:
-        added = added_p50_ms(results, slow)
-        verdict = "met" if added is not None and added <= TARGET_ADDED_P50_MS else "**not met**"
+    if target_added:
+        added = statistics.median(target_added)
+        verdict = "met" if added <= TARGET_ADDED_P50_MS else "**not met**"
+        runs = ", ".join(_num(a) for a in target_added)
         lines.append(
-            f"- Added p50 latency in front of a 50 ms upstream at concurrency 8: **{_num(added)} ms**"
-            f" (target ≤ {TARGET_ADDED_P50_MS:g} ms: {verdict})."
+            f"- Added p50 latency in front of a 50 ms upstream at concurrency 8: **{_num(added)} ms**, the median"
+            f" of {len(target_added)} runs ({runs} ms; the first is the table's) (target ≤ {TARGET_ADDED_P50_MS:g}"
+            f" ms: {verdict})."
         )
     fast = find(results, "fast", "routerweb", 8)
     direct = find(results, "fast", "direct", 8)
@@ -207,7 +209,7 @@ def headlines(results: list[Measurement], check: BillingCheck) -> list[str]:
     return lines
 
 
-def section_markdown(info: RunInfo, results: list[Measurement], check: BillingCheck) -> str:
+def section_markdown(info: RunInfo, results: list[Measurement], check: BillingCheck, target_added: list[float]) -> str:
     """The docs section for one database set-up (also what the bench prints)."""
     return "\n".join(
         [
@@ -223,7 +225,7 @@ def section_markdown(info: RunInfo, results: list[Measurement], check: BillingCh
             "",
             results_table(results),
             "",
-            *headlines(results, check),
+            *headlines(results, check, target_added),
             "",
             "Cost rows per scenario (counted after each run):",
             "",
