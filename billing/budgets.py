@@ -18,7 +18,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 
-from django.db import connection, connections, transaction
+import psycopg
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
@@ -58,6 +59,10 @@ class BudgetExceeded(Exception):
         )
 
 
+class BudgetsUnavailable(Exception):
+    """The database could not be asked (down, or out of connections): the call cannot be reserved."""
+
+
 def period_start_for(at: datetime) -> date:
     return at.date().replace(day=1)
 
@@ -88,12 +93,17 @@ async def budgets_reserve(*, budget_ids: list[int], amount: Decimal, at: datetim
     """
     ids = sorted(set(budget_ids))
     period = period_start_for(at)
-    if _on_postgresql():
-        refused = await _reserve_postgresql(ids, period, amount)
-    else:
-        refused = await db_executor.run(_reserve_in_transaction, ids, period, amount)
+    try:
+        if _on_postgresql():
+            refused = await _reserve_postgresql(ids, period, amount)
+        else:
+            refused = await db_executor.run(_reserve_in_transaction, ids, period, amount)
+        if refused is not None:
+            budget = await db_executor.run(_refusing_budget, refused, period)
+    except (DatabaseError, psycopg.Error) as exc:
+        raise BudgetsUnavailable(str(exc)) from exc
     if refused is not None:
-        raise BudgetExceeded(await db_executor.run(_refusing_budget, refused, period), amount)
+        raise BudgetExceeded(budget, amount)
     return [Reservation(budget_id, amount, period) for budget_id in ids]
 
 

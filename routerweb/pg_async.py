@@ -20,6 +20,7 @@ from django.db import connections
 from psycopg_pool import AsyncConnectionPool
 
 POOL_MAX_SIZE = 4
+POOL_TIMEOUT_S = 10.0  # as Django's own pool (routerweb/settings.py): a database that is down fails the call
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
 
@@ -28,8 +29,9 @@ async def pg_pool() -> AsyncConnectionPool:
     """This event loop's pool (opened on first use), connected to Django's default database."""
     loop = asyncio.get_running_loop()
     opening = _pools.get(loop)
-    if opening is None:
-        # A task, so that requests arriving while it opens wait for the same pool.
+    if opening is None or (opening.done() and (opening.cancelled() or opening.exception() is not None)):
+        # A task, so that requests arriving while it opens wait for the same pool; one that failed
+        # is tried again by the next request.
         opening = _pools[loop] = loop.create_task(_pool_open())
     return await opening
 
@@ -43,7 +45,12 @@ async def pg_pool_close() -> None:
 
 async def _pool_open() -> AsyncConnectionPool:
     pool = AsyncConnectionPool(
-        kwargs=_connection_kwargs(), min_size=1, max_size=POOL_MAX_SIZE, open=False, name="routerweb-hot-path"
+        kwargs=_connection_kwargs(),
+        min_size=1,
+        max_size=POOL_MAX_SIZE,
+        timeout=POOL_TIMEOUT_S,
+        open=False,
+        name="routerweb-hot-path",
     )
     await pool.open()
     return pool

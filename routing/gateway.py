@@ -6,6 +6,7 @@ Exactly one call row is recorded per request, once its outcome is known.
 """
 
 import asyncio
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from functools import cache
 
 from django.conf import settings
 
-from billing.budgets import BudgetExceeded, Reservation, budgets_reserve, worst_case_cost
+from billing.budgets import BudgetExceeded, BudgetsUnavailable, Reservation, budgets_reserve, worst_case_cost
 from billing.calls import CallOutcome, call_outcome_record
 from billing.pricing import prompt_tokens_estimate
 
@@ -27,6 +28,9 @@ from .shared_state import shared_state
 
 # nginx's "client closed request": recorded, never sent (nobody is listening any more).
 CLIENT_GONE = ApiError(499, "The client closed the request.", code="client_disconnected")
+INTERNAL_ERROR = ApiError(500, "Internal error in routerweb.", code="internal_error", type="server_error")
+
+logger = logging.getLogger("routerweb.gateway")
 
 
 @dataclass
@@ -147,6 +151,11 @@ async def chat_completion_run(
         # The candidate that had the request may bill its prompt: it is recorded with an estimate.
         _record_failure(context, chat, CLIENT_GONE, client_disconnected=True, model=context.trace.in_flight)
         raise
+    except Exception:
+        # routerweb's own fault or its shared state's (Redis down, say): still one row, and an OpenAI error.
+        logger.exception("chat completion %s failed inside routerweb", context.request_id)
+        _record_failure(context, chat, INTERNAL_ERROR)
+        return GatewayResponse(INTERNAL_ERROR.status, context.headers(), body=INTERNAL_ERROR.body())
     if result.stream is not None:
         headers = context.headers(result.model.name)
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
@@ -174,6 +183,10 @@ async def _reserve_budgets(registry: Registry, context: CallContext, chat: ChatR
         context.reservations = await budgets_reserve(budget_ids=budget_ids, amount=amount, at=context.created_at)
     except BudgetExceeded as exceeded:
         raise ApiError(429, str(exceeded), code="budget_exceeded", type="insufficient_quota") from None
+    except BudgetsUnavailable:
+        logger.exception("budgets could not be reserved for %s", context.request_id)
+        message = "routerweb could not check this call against its budgets (database unavailable); try again."
+        raise ApiError(503, message, code="budget_check_unavailable", type="server_error") from None
 
 
 def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:

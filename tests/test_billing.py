@@ -309,6 +309,29 @@ def test_a_budget_from_last_month_starts_the_new_month_empty(http, user, fake_mo
     assert (budget.spent_usd, budget.reserved_usd) == (call.cost_usd, 0)
 
 
+def test_a_database_that_cannot_reserve_gets_503_and_a_row(
+    http, user, fake_model, fake_upstream, recorded_calls, monkeypatch
+):
+    from django.db import OperationalError
+
+    import billing.budgets
+
+    def database_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(billing.budgets, "_reserve_in_transaction", database_down)
+    monkeypatch.setattr(billing.budgets, "_reserve_postgresql", database_down)
+    fake_model("m", "echo", price=(1, 2))
+    budget_for(limit="1", user=user)
+    response = post(http, "m")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "budget_check_unavailable"
+    assert "connection refused" not in response.text  # the cause is logged, not shown
+    assert fake_upstream.app.stats()["requests"] == 0  # no call without its reservation
+    (call,) = recorded_calls()
+    assert (call.status, call.http_status, call.error_code) == ("error", 503, "budget_check_unavailable")
+
+
 def test_worst_case_uses_the_model_output_cap_when_max_tokens_is_missing(http, user, fake_model):
     fake_model("capped", "echo+words=1", price=(0, 1_000_000), max_output_tokens=10)  # $1 per output token
     budget_for(limit="10.5", user=user)

@@ -428,6 +428,31 @@ def test_changes_count_at_once_although_requests_start_from_the_worker_snapshot(
     assert len(recorded_calls()) == 3  # the three answered calls; the revoked keys wrote nothing
 
 
+def test_a_failure_inside_routerweb_is_an_openai_500_with_its_row(http, fake_model, recorded_calls, monkeypatch):
+    from routing.circuit import CircuitBreaker
+
+    async def shared_state_down(self, *args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    fake_model("echo-model")
+    assert chat(http, "echo-model").status_code == 200
+    monkeypatch.setattr(CircuitBreaker, "read_with", shared_state_down)
+    monkeypatch.setattr(CircuitBreaker, "read", shared_state_down)
+    response = http.post("/v1/chat/completions", json={"model": "echo-model", "messages": HELLO})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "message": "Internal error in routerweb.",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
+    assert response.headers["X-Request-Id"].startswith("req_")
+    failed = recorded_calls()[-1]
+    assert (failed.status, failed.http_status, failed.error_code) == ("error", 500, "internal_error")
+
+
 def test_key_limited_to_some_models_gets_403_elsewhere(gateway, user, fake_model):
     allowed = fake_model("allowed")
     fake_model("other")
