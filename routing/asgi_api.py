@@ -108,8 +108,10 @@ def _error_response(error: ApiError) -> HttpResponse:
 async def _send_response(send, response: HttpResponse) -> None:
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
     if not response.streaming:
+        body = response.content
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": response.content})
+        await send({"type": "http.response.body", "body": body})
         return
     # Iterate the view's own stream object (not Django's wrapper around it) and always close it, even
     # when cancelled before the first chunk: closing it closes the upstream request and records the call.

@@ -43,6 +43,7 @@ def test_sync_sdk_completion_and_trace_headers(client, fake_model, recorded_call
     assert raw.headers["X-Router-Attempts"] == "1"
     assert raw.headers["X-Request-Id"].startswith("req_")
     assert float(raw.headers["X-Router-Overhead-Ms"]) >= 0
+    assert int(raw.headers["Content-Length"]) == len(raw.content)
     (call,) = recorded_calls()
     assert call.request_id == raw.headers["X-Request-Id"]
     assert (call.status, call.requested, call.model.name, call.completion_tokens) == (
