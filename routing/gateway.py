@@ -11,7 +11,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 
 from django.conf import settings
 
@@ -159,8 +159,11 @@ async def chat_completion_run(
     if result.stream is not None:
         headers = context.headers(result.model.name)
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
-    _record(context, chat, result, usage=result.parsed.get("usage"))
-    return GatewayResponse(200, context.headers(result.model.name), body=result.raw)
+    response = GatewayResponse(200, context.headers(result.model.name), body=result.raw)
+    # Recorded on the event loop's next turn: by then the answer is in the client's socket, so the
+    # client (and the requests queued behind this one) never wait for the bookkeeping.
+    asyncio.get_running_loop().call_soon(partial(_record, context, chat, result, usage=result.parsed.get("usage")))
+    return response
 
 
 def _confirm(snapshot: Registry, current: Registry) -> None:
@@ -239,7 +242,9 @@ class RecordedStream:
             await self._chunks.aclose()
             await self.relay.aclose()
         finally:
-            _record(
+            # On the loop's next turn, as for a non-streamed answer: the end of the response goes first.
+            record = partial(
+                _record,
                 self.context,
                 self.chat,
                 self.result,
@@ -249,6 +254,7 @@ class RecordedStream:
                 failed=self.relay.failure is not None,
                 client_disconnected=not self._completed,
             )
+            asyncio.get_running_loop().call_soon(record)
 
 
 def _record(
