@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import report
 from .harness import HOST, ROOT, BenchError, BenchStack, Server, calls_count, machine_cpu_jiffies, redact_url
-from .report import BillingCheck, Measurement, RunInfo, Scenario
+from .report import BillingCheck, LoadResult, Measurement, RunInfo, Scenario
 from .sse_client import StreamTarget, percentile, stream_load
 from .wrk import WrkError, wrk_run
 
@@ -61,24 +61,6 @@ def request_body(model: str, stream: bool) -> bytes:
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     return json.dumps(body).encode()
-
-
-@dataclass
-class LoadResult:
-    """What one load run produced, whichever generator ran it (latencies in ms).
-
-    `sent` counts requests written, `requests` those answered completely; the difference is what the
-    load generator cut off when its time was up (wrk does; the streaming client finishes its streams).
-    """
-
-    requests: int
-    sent: int
-    errors: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    ttfb_p50_ms: float | None = None
-    ttfb_p99_ms: float | None = None
 
 
 @dataclass

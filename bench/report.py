@@ -31,7 +31,25 @@ class Scenario:
 
 
 @dataclass(frozen=True)
-class Measurement:
+class LoadResult:
+    """What one load run produced, whichever generator ran it (latencies in ms).
+
+    `sent` counts requests written, `requests` those answered completely; the difference is what the
+    load generator cut off when its time was up (wrk does; the streaming client finishes its streams).
+    """
+
+    requests: int
+    sent: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ttfb_p50_ms: float | None = None
+    ttfb_p99_ms: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement(LoadResult):
     """One load run against one target ("routerweb" or "direct") at one concurrency.
 
     Latencies are in ms; for streams p50/p99 are the total time and `ttfb_*` the time to the first
@@ -46,17 +64,9 @@ class Measurement:
     scenario: Scenario
     target: str
     concurrency: int
-    requests: int
-    sent: int
-    errors: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
     cpu_ms_per_request: float
     machine_busy_pct: float
     other_busy_pct: float
-    ttfb_p50_ms: float | None = None
-    ttfb_p99_ms: float | None = None
     forwarded: int | None = None
     rows: int | None = None
 
