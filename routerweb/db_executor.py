@@ -29,7 +29,7 @@ class DbExecutor:
 
     async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(
-            self._pool, functools.partial(_with_fresh_connection, func, *args, **kwargs)
+            self._pool, functools.partial(_with_thread_connection, func, *args, **kwargs)
         )
 
     def close_connections(self, timeout_s: float = 10.0) -> None:
@@ -45,7 +45,7 @@ class DbExecutor:
             future.result(timeout=timeout_s + 1)
 
 
-def _with_fresh_connection(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def _with_thread_connection(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return func(*args, **kwargs)
     except (InterfaceError, OperationalError):

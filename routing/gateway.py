@@ -9,6 +9,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
@@ -105,17 +106,46 @@ class RegistryChanged(Exception):
         self.registry = registry
 
 
-async def chat_completion_run(
-    *, raw_body: bytes, registry: Registry, context: CallContext, registry_checked: bool = True
-) -> GatewayResponse:
-    """Route one chat completion; never raises for bad input or upstream trouble (answers an OpenAI error).
+# Tries from an unchecked registry snapshot before one from a freshly checked registry.
+UNCHECKED_TRIES = 2
 
-    With `registry_checked=False` the registry is a snapshot nobody has checked against the shared
-    version yet: the version is read with the candidates' circuit state, in the same round trip,
-    and if it changed, RegistryChanged is raised before anything happened (no upstream call, no
-    reservation, no row), so the caller authenticates again with the current registry. An error
-    found before that read is only answered once the snapshot is confirmed (a key, model or route
-    created a moment ago must not be refused by an old snapshot).
+Caller = Callable[[Registry], CallContext]
+
+
+async def chat_completion_run(*, raw_body: bytes, caller: Caller) -> GatewayResponse:
+    """Route one chat completion for whoever `caller(registry)` says is calling; never raises for bad
+    input or upstream trouble (answers an OpenAI error). `caller` raises ApiError to refuse (401):
+    that answer writes no row.
+
+    The request starts from the worker's registry snapshot without a round trip: the snapshot's
+    version is read with the candidates' circuit state, in one round trip for both. If the registry
+    changed (a key revoked a moment ago, say), the request starts over with the current one before
+    anything happened: no upstream call, no reservation, no row.
+    """
+    registry = registry_cache.snapshot()
+    for _ in range(UNCHECKED_TRIES):
+        if registry is None:
+            break
+        try:
+            context = caller(registry)
+        except ApiError:
+            break  # perhaps a key created since the snapshot: decide on the checked registry
+        try:
+            return await _run(raw_body, registry, context, registry_checked=False)
+        except RegistryChanged as changed:
+            registry = changed.registry
+    registry = await registry_cache.get()
+    try:
+        context = caller(registry)
+    except ApiError as error:
+        return GatewayResponse(error.status, {}, body=error.body())
+    return await _run(raw_body, registry, context, registry_checked=True)
+
+
+async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, registry_checked: bool) -> GatewayResponse:
+    """One try with `registry`. Unchecked, it raises RegistryChanged when the registry turns out to have
+    changed; an error found before the version is read is only answered once the snapshot is confirmed
+    (a key, model or route created a moment ago must not be refused by an old snapshot).
     """
     global _in_flight
     _in_flight += 1

@@ -47,8 +47,7 @@ class LocalMemoryState:
     cache would hold too; a plain dict does the same without pickling, at a few microseconds a call.
     """
 
-    def __init__(self, prefix: str = ""):
-        self.prefix = prefix  # kept for symmetry with RedisState; keys never leave the process
+    def __init__(self) -> None:
         self._values: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
@@ -185,7 +184,6 @@ def _ms(seconds: float) -> int:
 
 @cache
 def shared_state() -> SharedState:
-    prefix = f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:rw:"
     if settings.REDIS_URL:
-        return RedisState(settings.REDIS_URL, prefix)
-    return LocalMemoryState(prefix)
+        return RedisState(settings.REDIS_URL, f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:rw:")
+    return LocalMemoryState()

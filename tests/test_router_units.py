@@ -114,7 +114,7 @@ def state(request):
     prefix = f"test-circuit-{uuid.uuid4().hex[:8]}:"
     if request.param == "redis":
         return RedisState("redis://127.0.0.1:6379/1", prefix)
-    return LocalMemoryState(prefix)
+    return LocalMemoryState()
 
 
 def run(coro):

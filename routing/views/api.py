@@ -6,7 +6,7 @@ import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from ..errors import ApiError
-from ..gateway import CallContext, GatewayResponse, RegistryChanged, chat_completion_run
+from ..gateway import CallContext, GatewayResponse, chat_completion_run
 from ..registry import KeySnap, Registry, registry_cache
 from ..services import api_key_hash
 
@@ -27,41 +27,16 @@ def api_key_authenticate(registry: Registry, authorization: str) -> KeySnap:
     return key
 
 
-# Tries with an unchecked registry snapshot before one with a freshly checked registry.
-UNCHECKED_TRIES = 2
-
-
 async def chat_completions(request: HttpRequest) -> HttpResponse:
-    """POST /v1/chat/completions.
-
-    Starts from the worker's registry snapshot without a round trip: the gateway checks its version
-    in the same read as the circuit state, and when the registry changed (a key revoked a moment
-    ago, say) the request starts over with the current one before anything happened.
-    """
     if request.method != "POST":
         return error_response(ApiError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed"))
     authorization = request.headers.get("Authorization", "")
-    registry, checked = registry_cache.snapshot(), False
-    for attempt in range(UNCHECKED_TRIES + 1):
-        if registry is None or attempt == UNCHECKED_TRIES:
-            registry, checked = await registry_cache.get(), True
-        try:
-            key = api_key_authenticate(registry, authorization)
-        except ApiError as error:
-            if checked:
-                return error_response(error)
-            registry = None  # maybe a key created since the snapshot: ask again before refusing
-            continue
-        context = CallContext(source="api", key=key, user_id=key.user_id)
-        try:
-            result = await chat_completion_run(
-                raw_body=request.body, registry=registry, context=context, registry_checked=checked
-            )
-        except RegistryChanged as changed:
-            registry = changed.registry
-            continue
-        return gateway_http_response(result)
-    raise AssertionError("unreachable: the last try uses a checked registry")
+
+    def caller(registry: Registry) -> CallContext:
+        key = api_key_authenticate(registry, authorization)
+        return CallContext(source="api", key=key, user_id=key.user_id)
+
+    return gateway_http_response(await chat_completion_run(raw_body=request.body, caller=caller))
 
 
 async def models_list(request: HttpRequest) -> HttpResponse:

@@ -71,8 +71,9 @@ def session_api(method: str) -> Callable[[SessionView], SessionView]:
 @session_api("POST")
 async def chat(request: HttpRequest, user) -> HttpResponse:
     raw_body = _request_body(request)
-    context = CallContext(source="playground", user_id=user.id)
-    result = await chat_completion_run(raw_body=raw_body, registry=await registry_cache.get(), context=context)
+    result = await chat_completion_run(
+        raw_body=raw_body, caller=lambda registry: CallContext(source="playground", user_id=user.id)
+    )
     return gateway_http_response(result)
 
 
