@@ -210,11 +210,6 @@ def wait_quiet(stack: BenchStack, timeout_s: float = QUIET_TIMEOUT_S) -> bool:
     return False
 
 
-def _busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
-    busy, total = after[0] - before[0], after[1] - before[1]
-    return 100.0 * busy / total if total else 0.0
-
-
 def run_all(runner: Runner, concurrencies: tuple[int, ...]) -> list[Measurement]:
     results = []
     for concurrency in concurrencies:

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.live import free_port, redis_delete_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -44,16 +45,16 @@ MODELS = {
     "stream50": "echo+latency=50+words=16",
 }
 
-# Settings variables that a developer's environment (or `.env`) might set; the bench decides them all.
-_CLEARED_VARS = (
-    "CONN_MAX_AGE",
-    "DB_POOL_MAX_SIZE",
-    "ROUTERWEB_MAX_BODY_BYTES",
-    "ROUTERWEB_CIRCUIT_FAILURES",
-    "ROUTERWEB_CIRCUIT_OPEN_S",
-    "BEHIND_HTTPS_PROXY",
-    "SECURE_COOKIES",
-)
+# Settings a developer's environment or `.env` might set, pinned to their defaults: settings.py reads
+# `.env` only for variables the environment leaves unset, so removing them would let `.env` decide.
+PINNED_SETTINGS = {
+    "DB_POOL_MAX_SIZE": "20",
+    "ROUTERWEB_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+    "ROUTERWEB_CIRCUIT_FAILURES": "3",
+    "ROUTERWEB_CIRCUIT_OPEN_S": "30",
+    "BEHIND_HTTPS_PROXY": "0",
+    "SECURE_COOKIES": "0",
+}
 
 # A command line for routerweb: (port) -> argv. The default is the production command.
 ServerCommand = Callable[[int], list[str]]
@@ -178,26 +179,12 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-# ---------------------------------------------------------------------------- redis
-
-
-def redis_forget(redis_url: str, prefix: str) -> int:
-    """Delete every Redis key under `prefix` (the run's CACHE_KEY_PREFIX); returns how many."""
-    import redis
-
-    with redis.Redis.from_url(redis_url) as client:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
-        return len(keys)
-
-
 # ---------------------------------------------------------------------------- django set-up
 
 
 def django_env(tmp: Path, database: Database, redis_url: str | None, cache_prefix: str) -> dict[str, str]:
     """The environment of every Django process of the run: isolated settings, nothing from `.env`."""
-    env = {k: v for k, v in os.environ.items() if k not in _CLEARED_VARS}
+    env = {**os.environ, **PINNED_SETTINGS}
     env.update(
         DJANGO_SETTINGS_MODULE="routerweb.settings",
         SECRET_KEY=secrets.token_urlsafe(50),
@@ -277,13 +264,6 @@ def django_prepare(env: dict[str, str], tmp: Path, upstream_url: str) -> str:
 
 
 # ---------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def routerweb_command(port: int) -> list[str]:
@@ -456,7 +436,7 @@ class BenchStack:
         self._cleanup.callback(database_drop, self.database)
         self.cache_prefix = f"bench-{secrets.token_hex(4)}"
         if self.redis_url:
-            self._cleanup.callback(redis_forget, self.redis_url, self.cache_prefix)
+            self._cleanup.callback(redis_delete_prefix, self.redis_url, f"{self.cache_prefix}:")
         self.env = django_env(self.tmp, self.database, self.redis_url, self.cache_prefix)
         self.upstream = self._server("fake-upstream", upstream_command)
         wait_ready(self.upstream, "/models")

@@ -25,7 +25,7 @@ from routing.registry import registry_cache
 from routing.services import api_key_create
 from routing.shared_state import shared_state
 from tests.factories import model_create, provider_create
-from tests.live import LiveServer, free_port, serve_asgi
+from tests.live import LiveServer, free_port, redis_delete_prefix, serve_asgi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,22 +61,13 @@ def clean_shared_state(request):
     registry_cache.clear()
     if settings.REDIS_URL:
         # Never FLUSHDB: only this run's keys (CACHE_KEY_PREFIX) are removed.
-        _redis_delete_prefix(settings.REDIS_URL, f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:")
+        redis_delete_prefix(settings.REDIS_URL, f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:")
     else:
         cache.clear()
         shared_state().clear()
     if "fake_upstream" in request.fixturenames:
         request.getfixturevalue("fake_upstream").app.reset()
     yield
-
-
-def _redis_delete_prefix(url: str, prefix: str) -> None:
-    import redis
-
-    with redis.Redis.from_url(url) as client:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
 
 
 @pytest.fixture
@@ -205,4 +196,4 @@ def gateway_worker_process(transactional_db):
     for process in processes:
         process.wait(timeout=10)
     if processes:
-        _redis_delete_prefix(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", prefix)
+        redis_delete_prefix(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", prefix)

@@ -41,6 +41,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def redis_delete_prefix(url: str, prefix: str) -> int:
+    """Delete the Redis keys under `prefix` (never FLUSHDB: Redis may be shared); returns how many."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+
+
 def serve_asgi(app: Any, *, host: str = "127.0.0.1") -> LiveServer:
     """Start ``app`` under uvicorn (uvloop + httptools, lifespan on) and return once it accepts requests.
 
