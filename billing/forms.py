@@ -24,37 +24,16 @@ EARLIEST = date(2000, 1, 1)
 LATEST = date(2100, 12, 31)
 
 
-class ChoiceByNameField(forms.ModelChoiceField):
-    """A model instance by a unique name (or by id without `to_field_name`).
-
-    Input the database could choke on (NUL bytes, overlong text, ids past a 64-bit integer) is an
-    invalid choice like any unknown name, not a database error.
-    """
-
-    def to_python(self, value):
-        if value in self.empty_values:
-            return None
-        text = str(value)
-        by_id = self.to_field_name is None
-        if (
-            len(text) > 150
-            or "\x00" in text
-            or (by_id and not (text.isascii() and text.isdigit() and 0 < int(text) < 2**63))
-        ):
-            raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
-        return super().to_python(text)
-
-
 class DashboardFilterForm(forms.Form):
     range = forms.ChoiceField(choices=RANGE_CHOICES, required=False)
     start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    model = ChoiceByNameField(ModelEndpoint.objects.all(), to_field_name="name", required=False)
-    route = ChoiceByNameField(Route.objects.all(), to_field_name="name", required=False)
-    user = ChoiceByNameField(
+    model = forms.ModelChoiceField(ModelEndpoint.objects.all(), to_field_name="name", required=False)
+    route = forms.ModelChoiceField(Route.objects.all(), to_field_name="name", required=False)
+    user = forms.ModelChoiceField(
         get_user_model().objects.all(), to_field_name=get_user_model().USERNAME_FIELD, required=False
     )
-    key = ChoiceByNameField(ApiKey.objects.all(), required=False)
+    key = forms.ModelChoiceField(ApiKey.objects.all(), required=False)
     before = forms.CharField(required=False, max_length=200)
 
     def clean_before(self) -> CallCursor | None:

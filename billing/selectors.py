@@ -62,8 +62,11 @@ class CallFilters:
 
     @property
     def bucket(self) -> str:
-        """The charts' time step: "hour" for ranges up to two days, else "day"."""
-        return CallRollup.Period.HOUR if self.end - self.start <= HOURLY_UP_TO else CallRollup.Period.DAY
+        """The charts' time step: "day" for whole-day ranges over two days, else "hour" (day rows
+        cannot split a day)."""
+        if self.whole_days and self.end - self.start > HOURLY_UP_TO:
+            return CallRollup.Period.DAY
+        return CallRollup.Period.HOUR
 
     @property
     def whole_days(self) -> bool:
@@ -120,15 +123,18 @@ def call_filters_for(
 
 def _rollups(filters: CallFilters, period: str) -> QuerySet[CallRollup]:
     rows = CallRollup.objects.filter(period=period, bucket_start__gte=filters.start, bucket_start__lt=filters.end)
-    if filters.user_id is not None:
-        rows = rows.filter(user_id=filters.user_id)
-    if filters.api_key_id is not None:
-        rows = rows.filter(api_key_id=filters.api_key_id)
-    if filters.model_id is not None:
-        rows = rows.filter(model_id=filters.model_id)
-    if filters.requested is not None:
-        rows = rows.filter(requested=filters.requested)
-    return rows.order_by()
+    return _narrowed(rows, filters).order_by()
+
+
+def _narrowed(rows: QuerySet, filters: CallFilters) -> QuerySet:
+    """Rows (calls or rollups: the same field names) of the filters' user, key, model and route."""
+    dimensions = {
+        "user_id": filters.user_id,
+        "api_key_id": filters.api_key_id,
+        "model_id": filters.model_id,
+        "requested": filters.requested,
+    }
+    return rows.filter(**{name: value for name, value in dimensions.items() if value is not None})
 
 
 def _totals_period(filters: CallFilters) -> str:
@@ -137,16 +143,7 @@ def _totals_period(filters: CallFilters) -> str:
 
 
 def _calls(filters: CallFilters) -> QuerySet[Call]:
-    calls = Call.objects.filter(created_at__gte=filters.start, created_at__lt=filters.end)
-    if filters.user_id is not None:
-        calls = calls.filter(user_id=filters.user_id)
-    if filters.api_key_id is not None:
-        calls = calls.filter(api_key_id=filters.api_key_id)
-    if filters.model_id is not None:
-        calls = calls.filter(model_id=filters.model_id)
-    if filters.requested is not None:
-        calls = calls.filter(requested=filters.requested)
-    return calls
+    return _narrowed(Call.objects.filter(created_at__gte=filters.start, created_at__lt=filters.end), filters)
 
 
 def usd(pusd: int | Decimal | None) -> Decimal:
@@ -294,10 +291,7 @@ class SpendSeries:
 
 def bucket_starts(filters: CallFilters) -> list[datetime]:
     step = timedelta(hours=1) if filters.bucket == CallRollup.Period.HOUR else timedelta(days=1)
-    first = filters.start.astimezone(UTC)
-    first = first.replace(minute=0, second=0, microsecond=0)
-    if filters.bucket == CallRollup.Period.DAY:
-        first = first.replace(hour=0)
+    first = filters.start.astimezone(UTC)  # a whole hour (whole day for day buckets): see CallFilters
     starts = []
     while first < filters.end:
         starts.append(first)

@@ -22,6 +22,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views import View
 
+from routing.errors import ApiError
+from routing.views.api import error_response
+
 from .forms import RANGE_CHOICES, DashboardFilterForm
 from .selectors import (
     EXPORT_COLUMNS,
@@ -105,12 +108,10 @@ def compact_count(n: int) -> str:
     """A count for a tile: 9,999 as is, then three significant digits: 12.3K, 4.56M, 7.89B."""
     if n < 10_000:
         return f"{n:,}"
-    for size, suffix in ((10**3, "K"), (10**6, "M"), (10**9, "B")):
-        value = n / size
-        if value < 999.5 or suffix == "B":
-            decimals = 2 if value < 9.995 else 1 if value < 99.95 else 0
-            return f"{value:.{decimals}f}{suffix}"
-    raise AssertionError("unreachable")
+    size, suffix = next((s, x) for s, x in ((10**3, "K"), (10**6, "M"), (10**9, "B")) if n / s < 999.5 or x == "B")
+    value = n / size
+    decimals = 2 if value < 9.995 else 1 if value < 99.95 else 0
+    return f"{value:.{decimals}f}{suffix}"
 
 
 def _unpriced_url(form: DashboardFilterForm) -> str:
@@ -128,20 +129,10 @@ def _unpriced_url(form: DashboardFilterForm) -> str:
 # ---------------------------------------------------------------------------- JSON and CSV
 
 
-def _api_error(status: int, message: str, *, type: str, code: str, param: str | None = None) -> JsonResponse:
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-    return JsonResponse(body, status=status)
-
-
-def _form_error(form: DashboardFilterForm) -> JsonResponse:
+def _form_error(form: DashboardFilterForm) -> HttpResponse:
     param, errors = next(iter(form.errors.items()))
-    return _api_error(
-        400,
-        f"Invalid '{param}': {' '.join(errors)}" if param != "__all__" else " ".join(errors),
-        type="invalid_request_error",
-        code="invalid_filter",
-        param=None if param == "__all__" else param,
-    )
+    message = f"Invalid '{param}': {' '.join(errors)}" if param != "__all__" else " ".join(errors)
+    return error_response(ApiError(400, message, code="invalid_filter", param=None if param == "__all__" else param))
 
 
 class _ApiView(View):
@@ -153,19 +144,15 @@ class _ApiView(View):
         if viewer is None and authorization.lower().startswith("bearer "):
             viewer = viewer_for_api_key(raw_key=authorization[7:].strip())
         if viewer is None:
-            return _api_error(
-                401,
-                "Log in, or send an API key as 'Authorization: Bearer <key>'.",
-                type="auth_error",
-                code="unauthorized",
-            )
+            message = "Log in, or send an API key as 'Authorization: Bearer <key>'."
+            return error_response(ApiError(401, message, code="unauthorized"))
         form = DashboardFilterForm(request.GET)
         if not form.is_valid():
             return _form_error(form)
         try:
             filters = _filters(viewer, form)
         except ForbiddenFilter as exc:
-            return _api_error(403, str(exc), type="permission_error", code="forbidden", param=exc.param)
+            return error_response(ApiError(403, str(exc), code="forbidden", param=exc.param))
         return self.respond(request, viewer, form, filters)
 
     def respond(self, request, viewer, form, filters) -> HttpResponse:

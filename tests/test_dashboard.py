@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from urllib.parse import parse_qsl
@@ -292,7 +292,8 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
     names = {m.id: m.name for c in rows if c.model for m in [c.model]}
     names |= {v.chosen_model_id: v.chosen_model.name for v in votes if v.chosen_model_id}
 
-    step = timedelta(hours=1) if f.end - f.start <= timedelta(days=2) else timedelta(days=1)
+    daily = f.end - f.start > timedelta(days=2) and f.start.time() == f.end.time() == time.min
+    step = timedelta(days=1) if daily else timedelta(hours=1)
     starts = []
     at = f.start
     while at < f.end:
@@ -427,6 +428,7 @@ def filter_cases(world) -> list[tuple[str, dict]]:
         ("user + route + model", {"user_id": world["carol"].id, "requested": "smart", "model_id": m["mini"].id}),
         ("no calls", {"days": (400, 3)}),
         ("hours, not whole days", {"hours": (30, 7)}),
+        ("4 days, not whole days (hourly: day rows cannot split a day)", {"hours": (100, 7)}),
     ]
 
 
@@ -592,12 +594,11 @@ def test_asking_for_another_users_calls_or_key_is_refused_not_filtered(world, ca
         response = alice.get(url, params)
         assert response.status_code == 403, params
         if url != PAGE_URL:
-            assert response.json()["error"] == {
-                "message": response.json()["error"]["message"],
-                "type": "permission_error",
-                "param": param,
-                "code": "forbidden",
-            }
+            error = response.json()["error"]
+            assert (error["type"], error["param"], error["code"]) == ("permission_error", param, "forbidden")
+            assert error["message"].startswith(
+                "You can only see your own calls" if param == "user" else "You can only see the calls"
+            )
     assert alice.get(url, {"user": "alice", "key": world["alice_dev"].id}).status_code == 200
 
 
@@ -768,3 +769,14 @@ def test_page_and_json_make_a_fixed_number_of_queries(world, calls, django_asser
         client.get(PAGE_URL, {"model": "gpt-4o", "user": "alice"})
     with django_assert_max_num_queries(13):  # one per chart and name list, whatever the number of calls
         client.get(DATA_URL, {"model": "gpt-4o", "user": "alice"})
+
+
+@pytest.mark.parametrize(
+    "n, shown",
+    [(5, "5"), (9_999, "9,999"), (10_000, "10.0K"), (12_345, "12.3K"), (999_499, "999K"), (999_500, "1.00M")]
+    + [(4_560_000, "4.56M"), (7_890_000_000, "7.89B"), (5 * 10**12, "5000B")],
+)
+def test_tile_counts_keep_three_significant_digits(n, shown):
+    from billing.views import compact_count
+
+    assert compact_count(n) == shown
