@@ -22,7 +22,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Case, Count, DecimalField, F, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint, PreferenceVote, Route
@@ -534,7 +534,9 @@ def budget_uses(*, filters: CallFilters, limit: int = BUDGETS_SHOWN) -> tuple[li
     elif filters.user_id is not None:
         budgets = budgets.filter(Q(user_id=filters.user_id) | Q(api_key__user_id=filters.user_id))
     month = period_start_for(timezone.now())
-    shown = budgets.order_by("-spent_usd", "id")[:limit]
+    # Ranked by this month's spend: a budget last spent in an older month counts as empty.
+    this_month = Case(When(period_start=month, then=F("spent_usd")), default=Value(0), output_field=DecimalField())
+    shown = budgets.order_by(this_month.desc(), "id")[:limit]
     uses = [
         BudgetUse(
             budget_id=b.pk,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from urllib.parse import parse_qsl
@@ -676,7 +676,9 @@ def test_the_page_shows_the_totals_budgets_and_recent_calls(world, calls):
         spent_usd=Decimal("45.5"),
         reserved_usd=Decimal("1.25"),
     )
-    Budget.objects.create(api_key=world["bob_key"], limit_usd=Decimal("10"), period_start=datetime(2020, 1, 1).date())
+    Budget.objects.create(  # spent in an old month: empty now, and ranked so
+        api_key=world["bob_key"], limit_usd=Decimal("500"), spent_usd=Decimal("100"), period_start=date(2020, 1, 1)
+    )
     response = client_for(world["alice"]).get(PAGE_URL, {"range": "7d"})
     assert response.status_code == 200
     f = make_filters(days=(6, 7), user_id=world["alice"].id)
@@ -697,12 +699,12 @@ def test_the_page_shows_the_totals_budgets_and_recent_calls(world, calls):
     newest = sorted(rows, key=lambda c: (c.created_at, c.id), reverse=True)[:25]
     assert [c.request_id for c in response.context["page"].calls] == [c.request_id for c in newest]
     assert "list in admin" not in html  # the admin link is for staff
-    # Staff see every budget, the stale one at zero for this month.
+    # Staff see every budget, most spent this month first: the stale one last, at zero.
     response = client_for(world["root"]).get(PAGE_URL)
-    assert {(b.label, b.spent_usd) for b in response.context["budgets"]} == {
+    assert [(b.label, b.spent_usd) for b in response.context["budgets"]] == [
         ("user alice", Decimal("45.5")),
         (f"API key {world['bob_key']}", Decimal(0)),
-    }
+    ]
     assert "list in admin" in response.content.decode()
 
 
