@@ -491,7 +491,6 @@ def vote_counts(*, filters: CallFilters) -> dict[int, int]:
 class BudgetUse:
     """This month's use of a budget: `spent_usd` settled, `reserved_usd` held by calls in flight."""
 
-    budget_id: int
     label: str
     limit_usd: Decimal
     spent_usd: Decimal
@@ -539,7 +538,6 @@ def budget_uses(*, filters: CallFilters, limit: int = BUDGETS_SHOWN) -> tuple[li
     shown = budgets.order_by(this_month.desc(), "id")[:limit]
     uses = [
         BudgetUse(
-            budget_id=b.pk,
             label=b.label,
             limit_usd=b.limit_usd,
             # The running totals restart lazily, at the first reservation of a new month.

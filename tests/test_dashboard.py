@@ -42,7 +42,6 @@ from tests.factories import model_create, route_create, user_create
 
 DATA_URL = "/dashboard/data.json"
 PAGE_URL = "/dashboard/"
-PASSWORD = "test-password-1234"
 
 # ---------------------------------------------------------------------------- the data set
 

@@ -7,7 +7,7 @@
   document.documentElement.classList.add("js");
   const form = document.getElementById("filters");
   const configNode = document.getElementById("dashboard-config");
-  const state = { charts: {}, data: null, ready: false, error: null };
+  const state = { charts: {}, data: null, error: null };
   window.routerwebDashboard = state;
 
   // ------------------------------------------------------------------ filters
@@ -108,7 +108,6 @@
   function draw(id, build, hasData, emptyMessage) {
     const canvas = document.getElementById(id);
     if (!canvas) return;
-    if (state.charts[id]) state.charts[id].destroy();
     state.charts[id] = new Chart(canvas, build());
     empty(canvas, hasData ? "" : emptyMessage || "No calls in this range");
   }
@@ -120,7 +119,6 @@
 
   // ------------------------------------------------------------------ charts
   function render(data) {
-    colors.clear();
     data.models.forEach((m) => colorFor(m.model));
     const series = data.spend_over_time;
     const many = series.starts.length > 24;
@@ -244,7 +242,6 @@
       if (!ok) throw new Error((body.error && body.error.message) || "Could not load the charts.");
       state.data = body;
       render(body);
-      state.ready = true;
       document.body.dataset.chartsReady = "1";
     })
     .catch((error) => fail(error.message || "Could not load the charts."));
