@@ -191,21 +191,11 @@ class Totals:
 
 
 def call_totals(*, filters: CallFilters) -> Totals:
-    sums = _rollups(filters, _totals_period(filters)).aggregate(
-        n_calls=Sum("calls"),
-        n_error_calls=Sum("calls", filter=Q(status=Call.Status.ERROR)),
-        n_rejected_calls=Sum("calls", filter=Q(status=Call.Status.REJECTED)),
-        n_cache_hit_calls=Sum("calls", filter=Q(status=Call.Status.CACHE_HIT)),
-        n_fallback_calls=Sum("fallback_calls"),
-        n_unpriced_calls=Sum("unpriced_calls"),
-        n_estimated_calls=Sum("estimated_calls"),
-        n_prompt_tokens=Sum("prompt_tokens"),
-        n_cached_tokens=Sum("cached_tokens"),
-        n_completion_tokens=Sum("completion_tokens"),
-        n_cost_pusd=Sum("cost_pusd"),
-    )
-    cost = usd(sums.pop("n_cost_pusd"))
-    return Totals(cost_usd=cost, **{name[2:]: int(value or 0) for name, value in sums.items()})
+    return totals_of(call_slices(filters=filters))
+
+
+_SLICE_COUNTERS = COUNTERS[: COUNTERS.index("cost_pusd")]  # the plain counts, before cost and histograms
+_SLICE_SUMS = {f"n_{name}": Sum(name) for name in (*_SLICE_COUNTERS, "cost_pusd")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,20 +220,7 @@ def call_slices(*, filters: CallFilters) -> list[Slice]:
 
     There are at most users × requested names × statuses slices, a few hundred, whatever the calls.
     """
-    rows = (
-        _rollups(filters, _totals_period(filters))
-        .values("user_id", "requested", "status")
-        .annotate(
-            n_calls=Sum("calls"),
-            n_fallback_calls=Sum("fallback_calls"),
-            n_unpriced_calls=Sum("unpriced_calls"),
-            n_estimated_calls=Sum("estimated_calls"),
-            n_prompt_tokens=Sum("prompt_tokens"),
-            n_cached_tokens=Sum("cached_tokens"),
-            n_completion_tokens=Sum("completion_tokens"),
-            n_cost_pusd=Sum("cost_pusd"),
-        )
-    )
+    rows = _rollups(filters, _totals_period(filters)).values("user_id", "requested", "status").annotate(**_SLICE_SUMS)
     return [
         Slice(
             user_id=row["user_id"],
@@ -257,7 +234,7 @@ def call_slices(*, filters: CallFilters) -> list[Slice]:
 
 
 def totals_of(slices: Iterable[Slice]) -> Totals:
-    """The same numbers as `call_totals`, added up from slices already read."""
+    """The totals of slices already read (`call_totals` reads them first)."""
     sums: dict[str, Any] = defaultdict(int)
     cost = Decimal(0)
     for piece in slices:
@@ -272,9 +249,6 @@ def totals_of(slices: Iterable[Slice]) -> Totals:
         cache_hit_calls=sums[f"{Call.Status.CACHE_HIT}_calls"],
         **{name: sums[name] for name in _SLICE_COUNTERS},
     )
-
-
-_SLICE_COUNTERS = COUNTERS[: COUNTERS.index("cost_pusd")]  # the plain counts, before cost and histograms
 
 
 # ---------------------------------------------------------------------------- series and breakdowns
