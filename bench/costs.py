@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import report
-from .gateway import request_body
-from .harness import PYTHON, BenchStack, budgets_create, calls_count, redact_url, routerweb_command
-from .wrk import wrk_run
+from .gateway import SCENARIOS, WARMUP_S, Runner
+from .harness import PYTHON, BenchStack, budgets_create, redact_url, routerweb_command
 
 TARGET_DROP_PCT = 15.0
 
@@ -80,27 +78,19 @@ def server_without_rows(port: int) -> list[str]:
 
 
 def run_mode(mode: Mode, args: argparse.Namespace) -> list[Result]:
-    """Every load against one fresh stack in this mode; call rows are counted per load."""
+    """Every load against one fresh stack in this mode, measured as the gateway bench measures."""
     command = server_without_rows if mode.without_rows else routerweb_command
     results = []
     with BenchStack(database_url=args.database_url, redis_url=args.redis_url, routerweb_argv=command) as stack:
         if mode.budgets:
             budgets_create(stack.env)
-        url = stack.routerweb.url + "/v1/chat/completions"
+        runner = Runner(stack, args.duration)
         for load in LOADS:
-            body_file = stack.tmp / f"{load.model}.json"
-            body_file.write_bytes(request_body(load.model, stream=False))
-            wrk_run(url, body_file, api_key=stack.api_key, connections=load.concurrency, duration_s=2)  # warm-up
-            rows_before = calls_count(stack.database)
-            cpu_before = stack.routerweb.cpu_seconds()
-            result = wrk_run(
-                url, body_file, api_key=stack.api_key, connections=load.concurrency, duration_s=args.duration
-            )
-            time.sleep(1.5)  # the recorder's last batches land before CPU and rows are read
-            cpu_ms = (stack.routerweb.cpu_seconds() - cpu_before) * 1000 / max(result.requests, 1)
-            rows = calls_count(stack.database) - rows_before
-            results.append(Result(load, mode, result.rps, result.p50_ms, result.p99_ms, cpu_ms, rows))
-            print(f"{load.model} c{load.concurrency}, {mode.label}: {result.rps:.0f} req/s", file=sys.stderr)
+            scenario = next(s for s in SCENARIOS if s.name == load.model)
+            runner.measure(scenario, "routerweb", load.concurrency, WARMUP_S)
+            m = runner.measure(scenario, "routerweb", load.concurrency, args.duration)
+            results.append(Result(load, mode, m.rps, m.p50_ms, m.p99_ms, m.cpu_ms_per_request, m.rows or 0))
+            print(f"{load.model} c{load.concurrency}, {mode.label}: {m.rps:.0f} req/s", file=sys.stderr)
     return results
 
 
@@ -118,8 +108,8 @@ def section(results: list[Result], args: argparse.Namespace, argv: list[str]) ->
         f"- Command: `.venv/bin/python -m bench.costs {' '.join(argv)}`",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {report.machine_description()}",
         f"- Database: {database}; shared state: {redact_url(args.redis_url) if args.redis_url else 'local memory'}",
-        f"- Load: wrk `-t2`, {args.duration:g} s per run after 2 s of warm-up, non-streaming, one worker. Call rows"
-        " counted per run: all of its answered requests plus the few in flight when wrk stopped.",
+        f"- Load: wrk `-t2`, {args.duration:g} s per run after {WARMUP_S:g} s of warm-up, non-streaming, one worker."
+        " Call rows counted per run: all of its answered requests plus the few in flight when wrk stopped.",
         "",
         "| load | mode | req/s | vs no cost rows | p50 ms | p99 ms | server CPU ms/req | call rows |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
