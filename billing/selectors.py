@@ -158,8 +158,26 @@ def _ratio(part: int, whole: int) -> float:
 # ---------------------------------------------------------------------------- totals
 
 
+class _CallRates:
+    """Rates of a record with `calls`, `error_calls` and `fallback_calls`."""
+
+    __slots__ = ()
+    calls: int
+    error_calls: int
+    fallback_calls: int
+
+    @property
+    def error_rate(self) -> float:
+        return _ratio(self.error_calls, self.calls)
+
+    @property
+    def fallback_rate(self) -> float:
+        """Share of requests answered by a candidate other than the first."""
+        return _ratio(self.fallback_calls, self.calls)
+
+
 @dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(_CallRates):
     calls: int = 0
     error_calls: int = 0
     rejected_calls: int = 0
@@ -171,15 +189,6 @@ class Totals:
     cached_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
-
-    @property
-    def error_rate(self) -> float:
-        return _ratio(self.error_calls, self.calls)
-
-    @property
-    def fallback_rate(self) -> float:
-        """Share of requests answered by a candidate other than the first."""
-        return _ratio(self.fallback_calls, self.calls)
 
     @property
     def error_pct(self) -> float:
@@ -372,21 +381,13 @@ def model_stats(*, filters: CallFilters) -> list[ModelStats]:
 
 
 @dataclass(frozen=True, slots=True)
-class RequestedStats:
+class RequestedStats(_CallRates):
     """Error and fallback counts per name the clients asked for (a model or a route)."""
 
     requested: str
     calls: int
     error_calls: int
     fallback_calls: int
-
-    @property
-    def error_rate(self) -> float:
-        return _ratio(self.error_calls, self.calls)
-
-    @property
-    def fallback_rate(self) -> float:
-        return _ratio(self.fallback_calls, self.calls)
 
 
 def requested_stats(*, filters: CallFilters) -> list[RequestedStats]:
@@ -646,43 +647,33 @@ def _hours_holding(filters: CallFilters, *, before: datetime, calls: int) -> dat
 
 # ---------------------------------------------------------------------------- raw rows: export
 
-EXPORT_COLUMNS = (
-    "created_at",
-    "request_id",
-    "user",
-    "api_key",
-    "requested",
-    "model",
-    "provider",
-    "status",
-    "prompt_tokens",
-    "cached_tokens",
-    "completion_tokens",
-    "usage_estimated",
-    "cost_usd",
-    "latency_ms",
-    "ttft_ms",
-    "attempts",
-)
-_EXPORT_FIELDS = (
-    "created_at",
-    "request_id",
-    "user__username",
-    "api_key__prefix",
-    "api_key__name",
-    "requested",
-    "model__name",
-    "provider__name",
-    "status",
-    "prompt_tokens",
-    "cached_tokens",
-    "completion_tokens",
-    "usage_estimated",
-    "cost_usd",
-    "latency_ms",
-    "ttft_ms",
-    "attempts",
-)
+# CSV column -> the Call fields it is made of (the key shows as "name (prefix…)").
+_EXPORT_SOURCES = {
+    "created_at": ("created_at",),
+    "request_id": ("request_id",),
+    "user": ("user__username",),
+    "api_key": ("api_key__name", "api_key__prefix"),
+    "requested": ("requested",),
+    "model": ("model__name",),
+    "provider": ("provider__name",),
+    **{
+        name: (name,)
+        for name in (
+            "status",
+            "prompt_tokens",
+            "cached_tokens",
+            "completion_tokens",
+            "usage_estimated",
+            "cost_usd",
+            "latency_ms",
+            "ttft_ms",
+            "attempts",
+        )
+    },
+}
+EXPORT_COLUMNS = tuple(_EXPORT_SOURCES)
+_EXPORT_FIELDS = tuple(field for fields in _EXPORT_SOURCES.values() for field in fields)
+_KEY_AT = _EXPORT_FIELDS.index("api_key__name")
 
 
 def call_export_rows(*, filters: CallFilters, chunk_size: int = 2000) -> Iterator[tuple[Any, ...]]:
@@ -693,8 +684,8 @@ def call_export_rows(*, filters: CallFilters, chunk_size: int = 2000) -> Iterato
     """
     rows = _calls(filters).order_by("created_at", "id").values_list(*_EXPORT_FIELDS)
     for row in rows.iterator(chunk_size=chunk_size):
-        key = f"{row[4]} ({row[3]}…)" if row[3] is not None else None
-        yield (*row[:3], key, *row[5:])
+        name, prefix = row[_KEY_AT], row[_KEY_AT + 1]
+        yield (*row[:_KEY_AT], f"{name} ({prefix}…)" if prefix is not None else None, *row[_KEY_AT + 2 :])
 
 
 # ---------------------------------------------------------------------------- the JSON document
