@@ -26,6 +26,7 @@ setup: $(VENV)/.installed .env
 	$(PY) manage.py seed_demo
 	$(PY) manage.py ensure_admin
 
+# Serves with the production command of routerweb/serve.py (tests/test_serve.py checks that they agree).
 run: setup
 	@echo ""
 	@echo "  routerweb on $(ROUTERWEB_PUBLIC_URL)"
@@ -34,8 +35,8 @@ run: setup
 	@echo "    dashboard:  $(ROUTERWEB_PUBLIC_URL)/dashboard/"
 	@echo "    API:        $(ROUTERWEB_PUBLIC_URL)/v1/   (keys: manage.py createapikey admin)"
 	@echo ""
-	$(VENV)/bin/uvicorn routerweb.asgi:application --host $(HOST) --port $(PORT) --workers $(WORKERS) \
-		--loop uvloop --http httptools --no-access-log
+	$(VENV)/bin/uvicorn routerweb.asgi:application --host $(HOST) --port $(PORT) \
+		--loop uvloop --http httptools --no-access-log --workers $(WORKERS)
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
 browser:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 from . import report
 from .gateway import SCENARIOS, WARMUP_S, Runner
-from .harness import PYTHON, BenchStack, budgets_create, redact_url, routerweb_command
+from .harness import BenchStack, budgets_create, redact_url, routerweb_command, routerweb_command_through
 
 TARGET_DROP_PCT = 15.0
 
@@ -73,13 +73,9 @@ class Result:
     rows: int
 
 
-def server_without_rows(port: int) -> list[str]:
-    return [PYTHON, "-m", "bench.server_without_rows", *routerweb_command(port)[3:]]
-
-
 def run_mode(mode: Mode, args: argparse.Namespace) -> list[Result]:
     """Every load against one fresh stack in this mode, measured as the gateway bench measures."""
-    command = server_without_rows if mode.without_rows else routerweb_command
+    command = routerweb_command_through("bench.server_without_rows") if mode.without_rows else routerweb_command
     results = []
     with BenchStack(database_url=args.database_url, redis_url=args.redis_url, routerweb_argv=command) as stack:
         if mode.budgets:
@@ -145,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(results, args, [a for a in argv if a != "--write-docs"])
     print(text)
     if args.write_docs:
-        report.docs_write("costs:postgres" if args.database_url else "costs:sqlite", text)
+        report.docs_write("costs" if args.database_url else "costs:sqlite", text)
     return 0
 
 

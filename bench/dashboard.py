@@ -16,42 +16,32 @@ memory sampled while it runs. `--write-docs` replaces the section between the
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from statistics import quantiles
 
 import httpx
 
+from . import report
 from .harness import (
     PYTHON,
     ROOT,
     BenchError,
-    Database,
-    database_drop,
-    database_prepare,
-    django_env,
-    free_port,
+    BenchSandbox,
     manage,
+    pg_server_version,
     redact_url,
     routerweb_command,
-    server_start,
     wait_ready,
 )
 
-DOCS_PATH = ROOT / "docs" / "benchmarks.md"
-MARKERS = ("<!-- bench:dashboard:start -->", "<!-- bench:dashboard:end -->")
 TARGET_1M_P95_MS = 300.0
 TARGET_10M_P95_MS = 1000.0
 STAFF, MEMBER, PASSWORD = "bench-staff", "bench-member", "bench-password-123"
@@ -256,19 +246,14 @@ def scenarios(extra: dict[str, str]) -> list[Scenario]:
 
 
 def run_size(rows: int, database_url: str, requests: int, keep_tmp: bool) -> SizeResult:
-    tmp = Path(tempfile.mkdtemp(prefix="routerweb-dash-bench-"))
-    database: Database | None = None
-    server = None
-    try:
-        database = database_prepare(database_url, tmp)
-        env = django_env(tmp, database, None, f"dash-bench-{os.getpid()}")
+    with BenchSandbox(database_url=database_url, keep_tmp=keep_tmp) as sandbox:
+        env = sandbox.env
         manage(env, "migrate", "--no-input", "--verbosity", "0")
-        print(f"generating {rows:,} calls in {redact_url(database.url)} …", flush=True)
+        print(f"generating {rows:,} calls in {redact_url(sandbox.database.url)} …", flush=True)
         total, insert, rollup = generate(env, rows)
         extra = users_create(env)
-        counts, sizes, raw_ms = database_stats(database.url)
-        port = free_port()
-        server = server_start("routerweb", routerweb_command(port), port, env, tmp)
+        counts, sizes, raw_ms = database_stats(sandbox.database.url)
+        server = sandbox.serve("routerweb", routerweb_command)
         wait_ready(server, "/accounts/login/")
         result = SizeResult(rows, total, insert, rollup, counts, sizes, raw_ms)
         clients = {STAFF: logged_in(server.url, STAFF), MEMBER: logged_in(server.url, MEMBER)}
@@ -281,36 +266,9 @@ def run_size(rows: int, database_url: str, requests: int, keep_tmp: bool) -> Siz
         for client in clients.values():
             client.close()
         return result
-    finally:
-        if server is not None:
-            server.stop()
-        if database is not None:
-            database_drop(database)
-        if not keep_tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- report
-
-
-def machine() -> str:
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("Django", "uvicorn", "psycopg"))
-    return (
-        f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, Python {platform.python_version()}, {versions}"
-    )
-
-
-def pg_version(url: str) -> str:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    with psycopg.connect(make_conninfo(url, dbname="postgres")) as conn:
-        return conn.execute("SHOW server_version").fetchone()[0].split()[0]
 
 
 def section(results: list[SizeResult], command: str, database_url: str) -> str:
@@ -327,7 +285,8 @@ def section(results: list[SizeResult], command: str, database_url: str) -> str:
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {machine()}; PostgreSQL {pg_version(database_url)}, default settings"
+        f"- Machine: {report.machine_summary(('Django', 'uvicorn', 'psycopg'))};"
+        f" PostgreSQL {pg_server_version(database_url)}, default settings"
         " (shared_buffers 128 MB, work_mem 4 MB).",
         "",
     ]
@@ -376,18 +335,6 @@ def _export_memory(r: SizeResult) -> str:
     return f"{r.export['rss_before_mb']:.0f} MB before, {r.export['rss_peak_mb']:.0f} MB at most"
 
 
-def docs_write(text: str, path: Path = DOCS_PATH) -> None:
-    start, end = MARKERS
-    block = f"{start}\n{text.strip()}\n{end}"
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if pattern.search(current):
-        current = pattern.sub(lambda _: block, current, count=1)
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(current, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, action="append", required=True, help="call rows (repeatable)")
@@ -408,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     if args.write_docs:
-        docs_write(text)
-        print(f"\nwrote {DOCS_PATH.relative_to(ROOT)}")
+        report.docs_write("dashboard", text)
+        print(f"\nwrote {report.DOCS_PATH.relative_to(ROOT)}")
     return 0
 
 

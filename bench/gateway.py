@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(section)
     if args.write_docs:
-        report.docs_write(setup_key(args), section)
+        report.docs_write(f"gateway:{setup_key(args)}", section)
         print(f"\nupdated {report.DOCS_PATH.relative_to(ROOT)} (section {setup_key(args)})", file=sys.stderr)
     return 0 if check.consistent else 2
 

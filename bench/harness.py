@@ -1,11 +1,15 @@
 """An isolated routerweb for benchmarks: temp dir, fresh database, registry, API key and the two servers.
 
-`BenchStack` is a context manager. On entry it creates a temp dir, a fresh database (a SQLite file in
-the temp dir, or a new PostgreSQL database named by `database_url`), migrates it, imports a registry
-whose provider `fake` points at a fake upstream it starts (`python -m routing.fake_upstream`), creates
-a user and an API key, and starts routerweb under uvicorn. On exit (also on Ctrl-C or error) it stops
-both servers, drops the PostgreSQL database it created, deletes its Redis keys and the temp dir.
-Nothing else on the machine is touched: the settings come from the environment it builds, never
+`BenchSandbox` is a context manager. On entry it creates a temp dir, a fresh database (a SQLite file in
+the temp dir, or a new PostgreSQL database named by `database_url`) and the environment of every Django
+process of the run; `serve` starts a server in it. On exit (also on Ctrl-C or error) it stops the
+servers, drops the PostgreSQL database it created, deletes its Redis keys and the temp dir.
+
+`BenchStack`, the gateway benchmarks' sandbox, also migrates the database, imports a registry whose
+provider `fake` points at a fake upstream it starts (`python -m routing.fake_upstream`), creates a user
+and an API key, and starts routerweb under uvicorn.
+
+Nothing else on the machine is touched: the settings come from the environment the sandbox builds, never
 from the developer's `.env` or `db.sqlite3`.
 """
 
@@ -27,8 +31,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from routerweb.serve import server_command, uvicorn_args
 from tests.live import free_port, redis_delete_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +84,7 @@ class Database:
     def label(self) -> str:
         if self.kind == "sqlite":
             return "SQLite (fresh file in a temp dir, WAL)"
-        return f"PostgreSQL {_pg_server_version(self.url)} (fresh database {_pg_dbname(self.url)!r})"
+        return f"PostgreSQL {pg_server_version(self.url)} (fresh database {_pg_dbname(self.url)!r})"
 
 
 def database_prepare(database_url: str | None, tmp: Path) -> Database:
@@ -162,7 +167,8 @@ def _pg_create(url: str) -> None:
         raise BenchError(f"cannot create PostgreSQL database {name!r} at {redact_url(url)}: {exc}") from exc
 
 
-def _pg_server_version(url: str) -> str:
+def pg_server_version(url: str) -> str:
+    """The PostgreSQL server's version ("15.20"), "?" when it cannot be asked."""
     try:
         with _pg_admin(url) as admin:
             return admin.execute("SHOW server_version").fetchone()[0].split()[0]
@@ -268,23 +274,17 @@ def django_prepare(env: dict[str, str], tmp: Path, upstream_url: str) -> str:
 
 def routerweb_command(port: int) -> list[str]:
     """The production command line (as `make run`), one worker, on `port`."""
-    return [
-        PYTHON,
-        "-m",
-        "uvicorn",
-        "routerweb.asgi:application",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--workers",
-        "1",
-    ]
+    return server_command(host=HOST, port=port)
+
+
+def routerweb_command_through(*wrapper: str) -> ServerCommand:
+    """The production command line run by a bench module that hands the uvicorn arguments on to uvicorn:
+    `python -m WRAPPER... routerweb.asgi:application --host … --port PORT …`."""
+
+    def command(port: int) -> list[str]:
+        return [PYTHON, "-m", *wrapper, *uvicorn_args(host=HOST, port=port)]
+
+    return command
 
 
 def upstream_command(port: int) -> list[str]:
@@ -388,27 +388,27 @@ def http_json(url: str, method: str = "GET") -> Any:
         return json.loads(response.read())
 
 
-# ---------------------------------------------------------------------------- the stack
+# ---------------------------------------------------------------------------- the sandbox and the stack
 
 
 @dataclass
-class BenchStack:
-    """Everything one benchmark run needs; use as `with BenchStack(...) as stack:`."""
+class BenchSandbox:
+    """A temp dir, a fresh database and the Django environment on them; `with BenchSandbox(...) as sandbox:`.
+
+    Servers started with `serve` are stopped on exit, before the database is dropped and the temp
+    dir deleted (and this run's Redis keys with it).
+    """
 
     database_url: str | None = None
     redis_url: str | None = None
-    routerweb_argv: ServerCommand = routerweb_command
     keep_tmp: bool = False
     tmp: Path = field(init=False)
     database: Database = field(init=False)
     cache_prefix: str = field(init=False)
     env: dict[str, str] = field(init=False)
-    api_key: str = field(init=False)
-    upstream: Server = field(init=False)
-    routerweb: Server = field(init=False)
     _cleanup: contextlib.ExitStack = field(init=False)
 
-    def __enter__(self) -> BenchStack:
+    def __enter__(self) -> Self:
         self._cleanup = contextlib.ExitStack()
         try:
             self._start()
@@ -420,13 +420,12 @@ class BenchStack:
     def __exit__(self, *exc_info: object) -> None:
         self._cleanup.close()
 
-    @property
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
-
-    def upstream_requests(self) -> int:
-        """Chat requests the fake upstream has received so far (its own counter)."""
-        return int(http_json(self.upstream.url + "/_fake/stats")["requests"])
+    def serve(self, name: str, command: ServerCommand) -> Server:
+        """Start `command` on a free port in the sandbox's environment (log in the temp dir), stopped on exit."""
+        port = free_port()
+        server = server_start(name, command(port), port, self.env, self.tmp)
+        self._cleanup.callback(server.stop)
+        return server
 
     def _start(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="routerweb-bench-"))
@@ -438,14 +437,33 @@ class BenchStack:
         if self.redis_url:
             self._cleanup.callback(redis_delete_prefix, self.redis_url, f"{self.cache_prefix}:")
         self.env = django_env(self.tmp, self.database, self.redis_url, self.cache_prefix)
-        self.upstream = self._server("fake-upstream", upstream_command)
+
+
+@dataclass
+class BenchStack(BenchSandbox):
+    """Everything one gateway benchmark run needs; use as `with BenchStack(...) as stack:`.
+
+    On top of the sandbox: the fake upstream, the benchmark registry, the bench user's API key and
+    routerweb, started with `routerweb_argv`.
+    """
+
+    routerweb_argv: ServerCommand = routerweb_command
+    api_key: str = field(init=False)
+    upstream: Server = field(init=False)
+    routerweb: Server = field(init=False)
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def upstream_requests(self) -> int:
+        """Chat requests the fake upstream has received so far (its own counter)."""
+        return int(http_json(self.upstream.url + "/_fake/stats")["requests"])
+
+    def _start(self) -> None:
+        super()._start()
+        self.upstream = self.serve("fake-upstream", upstream_command)
         wait_ready(self.upstream, "/models")
         self.api_key = django_prepare(self.env, self.tmp, self.upstream.url)
-        self.routerweb = self._server("routerweb", self.routerweb_argv)
+        self.routerweb = self.serve("routerweb", self.routerweb_argv)
         wait_ready(self.routerweb, "/v1/models", self.auth_headers)
-
-    def _server(self, name: str, command: ServerCommand) -> Server:
-        port = free_port()
-        server = server_start(name, command(port), port, self.env, self.tmp)
-        self._cleanup.callback(server.stop)
-        return server

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gateway import SCENARIOS, request_body
-from .harness import HOST, BenchError, BenchStack, ServerCommand, budgets_create
+from .harness import BenchError, BenchStack, budgets_create, routerweb_command_through
 from .wrk import WrkError, WrkResult, wrk_run
 
 PROJECT_PACKAGES = frozenset({"routing", "billing", "routerweb", "bench"})
@@ -216,25 +216,6 @@ def project_inclusive(samples: Iterable[Sample]) -> Counter:
 # ---------------------------------------------------------------------------- cProfile
 
 
-def profiled_server_command(output: Path) -> ServerCommand:
-    """The routerweb command line that runs it under `bench.profiled_server`, dumping to `output`."""
-
-    def command(port: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "bench.profiled_server",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--output",
-            str(output),
-        ]
-
-    return command
-
-
 def profile_cprofile(stack: BenchStack, args: argparse.Namespace, output: Path) -> tuple[LoadRun, pstats.Stats]:
     """Toggle cProfile in the server around the wrk run (SIGUSR1/SIGUSR2); returns the stats."""
     stack.routerweb.process.send_signal(signal.SIGUSR1)
@@ -319,7 +300,7 @@ def profile(args: argparse.Namespace) -> str:
             return header(args, load) + "\n\n" + py_spy_tables(samples, load, args.top)
     with tempfile.TemporaryDirectory(prefix="routerweb-profile-") as directory:
         output = Path(directory) / "routerweb.pstats"
-        command = profiled_server_command(output)
+        command = routerweb_command_through("bench.profiled_server", "--output", str(output))
         with BenchStack(database_url=args.database_url, redis_url=args.redis_url, routerweb_argv=command) as stack:
             if args.budgets:
                 budgets_create(stack.env)

@@ -1,9 +1,10 @@
-"""routerweb under cProfile, with the production uvicorn options, profiling only between two signals.
+"""routerweb under cProfile, served with the production uvicorn arguments, profiling only between two signals.
 
-`python -m bench.profiled_server --port N --output FILE`: SIGUSR1 starts profiling the event-loop
+`python -m bench.profiled_server --output FILE <uvicorn arguments>`: SIGUSR1 starts profiling the event-loop
 thread (where the per-request work runs), SIGUSR2 stops it and writes the pstats dump to FILE, so that
 start-up and warm-up stay out of the profile. Used by `python -m bench.profile_gateway --profiler
-cprofile`; needs the same environment as `uvicorn routerweb.asgi:application`.
+cprofile` (through bench.harness.routerweb_command_through); needs the same environment as
+`uvicorn routerweb.asgi:application`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import cProfile
 import signal
 from pathlib import Path
 
-import uvicorn
+import uvicorn.main
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--output", type=Path, required=True, help="where SIGUSR2 writes the pstats dump")
+    parser.add_argument("uvicorn_args", nargs=argparse.REMAINDER, help="uvicorn's arguments, the application first")
     args = parser.parse_args(argv)
     profiler = cProfile.Profile()
 
@@ -33,15 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
-    uvicorn.run(
-        "routerweb.asgi:application",
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        workers=1,
-    )
+    uvicorn.main.main(args.uvicorn_args, prog_name="uvicorn")
 
 
 if __name__ == "__main__":

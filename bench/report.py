@@ -248,7 +248,8 @@ def section_markdown(info: RunInfo, results: list[Measurement], check: BillingCh
 
 
 def markers(key: str) -> tuple[str, str]:
-    return f"<!-- bench:gateway:{key}:start -->", f"<!-- bench:gateway:{key}:end -->"
+    """The comments around a bench's section of docs/benchmarks.md: `<!-- bench:KEY:start -->`, `…:end -->`."""
+    return f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
 
 
 def docs_update(text: str, key: str, section: str) -> str:
@@ -272,12 +273,18 @@ def docs_write(key: str, section: str, path: Path = DOCS_PATH) -> None:
 
 def machine_description() -> str:
     """CPUs, CPU model, kernel, Python and the server stack's versions, plus the shared-CPU caveat."""
-    versions = ", ".join(f"{name} {_version(name)}" for name in ("Django", "uvicorn", "uvloop", "httptools"))
     return (
-        f"{os.cpu_count()} CPUs ({_cpu_model()}), Linux {platform.release()}, Python {platform.python_version()},"
-        f" {versions}, {_wrk_version()}. wrk (or the streaming client), the fake upstream and routerweb share"
-        " these CPUs; nothing is pinned, so the servers compete with the load generator."
+        f"{machine_summary(('Django', 'uvicorn', 'uvloop', 'httptools'))}, {_wrk_version()}. wrk (or the"
+        " streaming client), the fake upstream and routerweb share these CPUs; nothing is pinned, so the servers"
+        " compete with the load generator."
     )
+
+
+def machine_summary(packages: tuple[str, ...]) -> str:
+    """CPUs, CPU model, kernel, Python and the installed versions of `packages`."""
+    versions = ", ".join(f"{name} {_version(name)}" for name in packages)
+    system = f"Linux {platform.release()}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} CPUs ({_cpu_model()}), {system}, {versions}"
 
 
 def _version(package: str) -> str:

@@ -7,7 +7,6 @@ processes start them with `gateway_worker_process`.
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
 from billing.recorder import call_recorder
+from routerweb.serve import server_command
 from routing.fake_upstream import FakeUpstream
 from routing.registry import registry_cache
 from routing.services import api_key_create
@@ -146,7 +146,7 @@ def recorded_calls():
 
 @pytest.fixture
 def gateway_worker_process(transactional_db):
-    """Start routerweb worker processes (real uvicorn subprocesses) on the test database and a shared Redis."""
+    """Start routerweb worker processes (the production command, quieter) on the test database and a shared Redis."""
     processes: list[subprocess.Popen] = []
     prefix = f"routerweb-test-workers-{os.getpid()}-{time.time_ns()}"
 
@@ -166,19 +166,7 @@ def gateway_worker_process(transactional_db):
             "ROUTERWEB_SPOOL_DIR": str(settings.ROUTERWEB_SPOOL_DIR / f"worker-{port}"),
             **extra_env,
         }
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "routerweb.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
+        command = [*server_command(host="127.0.0.1", port=port), "--log-level", "warning"]
         processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env))
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
