@@ -30,9 +30,8 @@ from routing.services import api_key_hash
 
 from .budgets import period_start_for
 from .models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Budget, Call, CallRollup
-from .rollups import COUNTERS
+from .rollups import COUNTERS, PICO
 
-PICO = Decimal(10**12)
 HOURLY_UP_TO = timedelta(days=2)  # ranges up to this long are charted per hour, longer ones per day
 TOP_USERS = 10
 BUDGETS_SHOWN = 7
@@ -697,19 +696,63 @@ def usd_str(value: Decimal) -> str:
     return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
 
-def dashboard_data(*, filters: CallFilters, staff: bool) -> dict[str, Any]:
-    """Everything the dashboard charts show, JSON-ready (money as exact decimal strings).
+@dataclass(frozen=True, slots=True)
+class DashboardSummary:
+    """What the dashboard shows besides the recent calls, read once per request.
 
-    This is the documented `/dashboard/data.json` document; `spend_by_user` is present for staff only.
+    The page renders `totals` and `budgets` and embeds `dashboard_document(summary)`, the very document
+    `/dashboard/data.json` answers: one set of aggregation queries per page view, the same numbers.
     """
+
+    filters: CallFilters
+    totals: Totals
+    requested: list[RequestedStats]
+    series: SpendSeries
+    models: list[ModelStats]
+    votes: dict[int, int]
+    users: list[UserSpend] | None  # for staff only
+    budgets: list[BudgetUse]
+    budget_count: int
+    model_names: dict[int, str]
+    user_names: dict[int, str]
+
+
+def dashboard_summary(*, filters: CallFilters, staff: bool) -> DashboardSummary:
+    """Every aggregate of the dashboard, in a fixed number of queries whatever the number of calls;
+    the spend by user only for `staff`."""
     slices = call_slices(filters=filters)
-    totals = totals_of(slices)
     series = spend_series(filters=filters)
     models = model_stats(filters=filters)
     votes = vote_counts(filters=filters)
     users = user_spend_of(slices) if staff else None
     budgets, budget_count = budget_uses(filters=filters)
-    names = model_names([*series.by_model, *(m.model_id for m in models), *votes])
+    return DashboardSummary(
+        filters=filters,
+        totals=totals_of(slices),
+        requested=requested_stats_of(slices),
+        series=series,
+        models=models,
+        votes=votes,
+        users=users,
+        budgets=budgets,
+        budget_count=budget_count,
+        model_names=model_names([*series.by_model, *(m.model_id for m in models), *votes]),
+        user_names={} if users is None else user_names(u.user_id for u in users if not u.others),
+    )
+
+
+def dashboard_data(*, filters: CallFilters, staff: bool) -> dict[str, Any]:
+    """The `/dashboard/data.json` document of `filters` (see `dashboard_document`)."""
+    return dashboard_document(dashboard_summary(filters=filters, staff=staff))
+
+
+def dashboard_document(summary: DashboardSummary) -> dict[str, Any]:
+    """Everything the dashboard charts show, JSON-ready (money as exact decimal strings).
+
+    This is the documented `/dashboard/data.json` document, also embedded in the page;
+    `spend_by_user` is present for staff only.
+    """
+    filters, totals, series, names = summary.filters, summary.totals, summary.series, summary.model_names
     data: dict[str, Any] = {
         "range": {
             "start": filters.start.isoformat(),
@@ -755,7 +798,7 @@ def dashboard_data(*, filters: CallFilters, staff: bool) -> dict[str, Any]:
                 "ttft_p50_ms": m.ttft_p50_ms,
                 "ttft_calls": m.ttft_calls,
             }
-            for m in models
+            for m in summary.models
         ],
         "requested": [
             {
@@ -766,9 +809,9 @@ def dashboard_data(*, filters: CallFilters, staff: bool) -> dict[str, Any]:
                 "fallback_calls": r.fallback_calls,
                 "fallback_rate": r.fallback_rate,
             }
-            for r in requested_stats_of(slices)
+            for r in summary.requested
         ],
-        "votes": [{"model": names[model_id], "votes": n} for model_id, n in votes.items()],
+        "votes": [{"model": names[model_id], "votes": n} for model_id, n in summary.votes.items()],
         "budgets": [
             {
                 "label": b.label,
@@ -779,19 +822,18 @@ def dashboard_data(*, filters: CallFilters, staff: bool) -> dict[str, Any]:
                 "used_pct": b.used_pct,
                 "state": b.state,
             }
-            for b in budgets
+            for b in summary.budgets
         ],
-        "budgets_total": budget_count,
+        "budgets_total": summary.budget_count,
         "histogram_bounds_ms": list(HISTOGRAM_BOUNDS_MS),
     }
-    if users is not None:
-        user_labels = user_names(u.user_id for u in users if not u.others)
+    if summary.users is not None:
         data["spend_by_user"] = [
             {
-                "user": f"{u.others} other users" if u.others else user_labels[u.user_id],
+                "user": f"{u.others} other users" if u.others else summary.user_names[u.user_id],
                 "calls": u.calls,
                 "spend_usd": usd_str(u.cost_usd),
             }
-            for u in users
+            for u in summary.users
         ]
     return data

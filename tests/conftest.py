@@ -29,6 +29,8 @@ from tests.live import LiveServer, free_port, redis_delete_prefix, serve_asgi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.billing_fixtures"]  # the dashboard tests' data set: `world`, `calls`
+
 
 def pytest_configure(config):
     settings.ROUTERWEB_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="routerweb-test-spool-"))

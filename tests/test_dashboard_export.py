@@ -15,12 +15,11 @@ import httpx
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
+from billing.calls import call_rows_store
 from billing.models import Call
 from billing.views import CSV_ROWS_PER_CHUNK
 from routing.services import api_key_create
-from tests.test_dashboard import calls, make_filters, matching, world
-
-__all__ = ["calls", "world"]  # fixtures shared with tests/test_dashboard.py
+from tests.billing_fixtures import call_row, client_for, make_filters, matching
 
 URL = "/dashboard/export.csv"
 COLUMNS = [
@@ -72,12 +71,6 @@ def expected_row(call: Call) -> dict:
     }
 
 
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def download(client: Client, params: dict | None = None) -> bytes:
     response = client.get(URL, params or {})
     assert response.status_code == 200
@@ -88,9 +81,9 @@ def download(client: Client, params: dict | None = None) -> bytes:
 
 
 def test_every_column_of_every_call_oldest_first(world, calls):
-    body = download(logged_in(world["root"]), {"range": "custom", "start": "2000-01-01", "end": "2000-12-31"})
+    body = download(client_for(world["root"]), {"range": "custom", "start": "2000-01-01", "end": "2000-12-31"})
     assert rows_of(body) == []
-    rows = rows_of(download(logged_in(world["root"])))
+    rows = rows_of(download(client_for(world["root"])))
     for row in rows:
         row["attempts"] = json.loads(row["attempts"])
     wanted = sorted(matching(calls, make_filters()), key=lambda c: (c.created_at, c.id))
@@ -102,7 +95,7 @@ def test_every_column_of_every_call_oldest_first(world, calls):
 
 def test_the_filters_and_the_access_rules_are_the_pages(world, calls):
     m = world["models"]
-    root = logged_in(world["root"])
+    root = client_for(world["root"])
     cases = [
         ({"range": "7d"}, make_filters(days=(6, 7))),
         ({"model": "mini"}, make_filters(model_id=m["mini"].id)),
@@ -113,7 +106,7 @@ def test_the_filters_and_the_access_rules_are_the_pages(world, calls):
         ids = [r["request_id"] for r in rows_of(download(root, params))]
         assert ids == [c.request_id for c in sorted(matching(calls, f), key=lambda c: (c.created_at, c.id))], params
         assert ids, params
-    alice = logged_in(world["alice"])
+    alice = client_for(world["alice"])
     ids = {r["request_id"] for r in rows_of(download(alice))}
     assert ids == {c.request_id for c in matching(calls, make_filters(user_id=world["alice"].id))}
     assert alice.get(URL, {"user": "bob"}).status_code == 403
@@ -124,11 +117,8 @@ def test_the_filters_and_the_access_rules_are_the_pages(world, calls):
 
 
 def test_cells_a_spreadsheet_would_run_as_formulas_are_neutralised(world):
-    from billing.calls import call_rows_store
-    from tests.test_dashboard import call_row
-
     call_rows_store([call_row(at=datetime.now(UTC), request_id="evil", requested="=HYPERLINK(1)")])
-    (row,) = rows_of(download(logged_in(world["root"]), {"range": "today"}))
+    (row,) = rows_of(download(client_for(world["root"]), {"range": "today"}))
     assert row["requested"] == "'=HYPERLINK(1)"
 
 

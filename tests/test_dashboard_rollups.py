@@ -16,10 +16,8 @@ from billing.models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, C
 from billing.rollups import answered_by_fallback, cost_pusd, histogram_bucket, hour_start, rollups_rebuild
 from billing.selectors import CallFilters, call_totals
 from routing.models import ApiKey, PreferenceVote
+from tests.billing_fixtures import attempt, call_row, cost_of, is_fallback, make_filters, matching
 from tests.factories import route_create
-from tests.test_dashboard import attempt, call_row, calls, cost_of, is_fallback, make_filters, matching, world
-
-__all__ = ["calls", "world"]  # fixtures shared with tests/test_dashboard.py
 
 
 def rollup_rows(**filters) -> list[tuple]:

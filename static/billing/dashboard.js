@@ -1,13 +1,14 @@
-/* The spend dashboard: filters that apply themselves, and charts drawn from the JSON document of the
-   current filters (/dashboard/data.json?<same query>). No numbers are computed here: the document's
-   exact decimal strings are only turned into chart coordinates. */
+/* The spend dashboard: filters that apply themselves (the page reloads with the new query), and charts
+   drawn from the JSON document of the current filters that the page embeds (the one
+   /dashboard/data.json?<same query> answers). No numbers are computed here: the document's exact
+   decimal strings are only turned into chart coordinates. */
 (function () {
   "use strict";
 
   document.documentElement.classList.add("js");
   const form = document.getElementById("filters");
-  const configNode = document.getElementById("dashboard-config");
-  const state = { charts: {}, data: null, error: null };
+  const dataNode = document.getElementById("dashboard-data");
+  const state = { charts: {}, data: null };
   window.routerwebDashboard = state;
 
   // ------------------------------------------------------------------ filters
@@ -37,15 +38,14 @@
     const custom = form.elements.range.value === "custom";
     for (const [name, value] of new FormData(form)) {
       if (!value || ((name === "start" || name === "end") && !custom)) continue;
-      if (name === "range" && value === "30d") continue; // the default
+      if (name === "range" && value === form.dataset.defaultRange) continue;
       params.append(name, value);
     }
     const query = params.toString();
     window.location.assign(form.action + (query ? "?" + query : ""));
   }
 
-  if (!configNode || typeof Chart === "undefined") return;
-  const config = JSON.parse(configNode.textContent);
+  if (!dataNode || typeof Chart === "undefined") return;
 
   // ------------------------------------------------------------------ look
   const css = getComputedStyle(document.documentElement);
@@ -231,18 +231,7 @@
     }), votes.length > 0, "No votes in this range");
   }
 
-  function fail(message) {
-    state.error = message;
-    document.querySelectorAll("canvas[data-chart]").forEach((canvas) => empty(canvas, message));
-  }
-
-  fetch(config.dataUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
-    .then((response) => response.json().then((body) => ({ ok: response.ok, body })))
-    .then(({ ok, body }) => {
-      if (!ok) throw new Error((body.error && body.error.message) || "Could not load the charts.");
-      state.data = body;
-      render(body);
-      document.body.dataset.chartsReady = "1";
-    })
-    .catch((error) => fail(error.message || "Could not load the charts."));
+  state.data = JSON.parse(dataNode.textContent);
+  render(state.data);
+  document.body.dataset.chartsReady = "1";
 })();

@@ -47,8 +47,15 @@ def orm_beside_playwright(monkeypatch):
 
 
 @pytest.fixture
-def page(browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=DESKTOP, device_scale_factor=1)
+def viewport() -> dict[str, int]:
+    """The `page` fixture's viewport: a test module overrides this fixture for another size."""
+    return DESKTOP
+
+
+@pytest.fixture
+def page(browser, viewport) -> Iterator[Page]:
+    """A page in a fresh browser context; the test fails on any JavaScript error it raised."""
+    context = browser.new_context(viewport=viewport, device_scale_factor=1)
     page = context.new_page()
     page.set_default_timeout(10_000)
     errors: list[str] = []
@@ -94,16 +101,28 @@ def registry(fake_upstream, provider_secret, monkeypatch, transactional_db) -> d
 
 
 @pytest.fixture
-def log_in(gateway, user) -> Callable[[Page], Page]:
-    """`log_in(page)`: open the playground, get sent to the real login form, log in, land on the playground."""
+def log_in_as(gateway) -> Callable[[Page, str, str, str], Page]:
+    """`log_in_as(page, "/dashboard/", username, password)`: open the page, get sent to the real login
+    form, log in, land on the page."""
+
+    def log_in_page(page: Page, path: str, username: str, password: str) -> Page:
+        page.goto(f"{gateway.url}{path}")
+        page.wait_for_url(f"**/accounts/login/?next={path}")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"**{path}")
+        return page
+
+    return log_in_page
+
+
+@pytest.fixture
+def log_in(log_in_as, user) -> Callable[[Page], Page]:
+    """`log_in(page)`: log in as `user` through the playground, and wait for its list of models."""
 
     def log_in_page(page: Page) -> Page:
-        page.goto(f"{gateway.url}/playground/")
-        page.wait_for_url("**/accounts/login/?next=/playground/")
-        page.get_by_label("Username").fill(user.get_username())
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url("**/playground/")
+        log_in_as(page, "/playground/", user.get_username(), PASSWORD)
         page.wait_for_selector("#target option", state="attached")
         return page
 
