@@ -87,39 +87,43 @@ def call_cost(model: ModelSnap | None, tokens: Tokens, at: datetime) -> Decimal 
     )
 
 
-def call_outcome_record(outcome: CallOutcome) -> None:
+def call_row(outcome: CallOutcome) -> dict[str, Any]:
+    """The call row of `outcome`: the dict the recorder spools (Call attnames as keys, plus `reservations`)."""
     tokens = call_tokens(outcome)
     cost = call_cost(outcome.model, tokens, outcome.created_at)
     model = outcome.model
-    call_recorder().record(
-        {
-            "created_at": outcome.created_at,
-            "request_id": outcome.request_id,
-            "user_id": outcome.user_id,
-            "api_key_id": outcome.api_key_id,
-            "requested": outcome.requested,
-            "model_id": model.id if model else None,
-            "provider_id": model.provider.id if model else None,
-            "status": outcome.status,
-            "http_status": outcome.http_status,
-            "error_code": outcome.error_code,
-            "stream": outcome.stream,
-            "prompt_tokens": tokens.prompt,
-            "cached_tokens": tokens.cached,
-            "completion_tokens": tokens.completion,
-            "usage_estimated": tokens.estimated,
-            "cost_usd": cost,
-            "unpriced": cost is None,
-            "latency_ms": outcome.latency_ms,
-            "ttft_ms": outcome.ttft_ms,
-            "overhead_ms": round(outcome.overhead_ms, 3),
-            "attempt_count": sum(1 for a in outcome.attempts if a["outcome"] != "skipped"),
-            "attempts": outcome.attempts,
-            "client_disconnected": outcome.client_disconnected,
-            "source": outcome.source,
-            "reservations": [r.as_list() for r in outcome.reservations],
-        }
-    )
+    return {
+        "created_at": outcome.created_at,
+        "request_id": outcome.request_id,
+        "user_id": outcome.user_id,
+        "api_key_id": outcome.api_key_id,
+        "requested": outcome.requested,
+        "model_id": model.id if model else None,
+        "provider_id": model.provider.id if model else None,
+        "status": outcome.status,
+        "http_status": outcome.http_status,
+        "error_code": outcome.error_code,
+        "stream": outcome.stream,
+        "prompt_tokens": tokens.prompt,
+        "cached_tokens": tokens.cached,
+        "completion_tokens": tokens.completion,
+        "usage_estimated": tokens.estimated,
+        "cost_usd": cost,
+        "unpriced": cost is None,
+        "latency_ms": outcome.latency_ms,
+        "ttft_ms": outcome.ttft_ms,
+        "overhead_ms": round(outcome.overhead_ms, 3),
+        "attempt_count": sum(1 for a in outcome.attempts if a["outcome"] != "skipped"),
+        "attempts": outcome.attempts,
+        "client_disconnected": outcome.client_disconnected,
+        "source": outcome.source,
+        "reservations": [r.as_list() for r in outcome.reservations],
+    }
+
+
+def call_outcome_record(outcome: CallOutcome) -> None:
+    row = call_row(outcome)
+    call_recorder().record(row)
 
 
 FOREIGN_KEYS = ("user_id", "api_key_id", "model_id", "provider_id")

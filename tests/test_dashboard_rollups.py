@@ -11,11 +11,13 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, Sum
 from django.forms.models import model_to_dict
 
-from billing.calls import call_rows_store
-from billing.models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, CallRollup
+from billing.calls import Tokens, call_cost, call_rows_store
+from billing.models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, CallRollup, Price
 from billing.rollups import answered_by_fallback, cost_pusd, histogram_bucket, hour_start, rollups_rebuild
 from billing.selectors import CallFilters, call_totals
-from routing.models import ApiKey, PreferenceVote
+from billing.services import price_set
+from routing.models import ApiKey, ModelEndpoint, PreferenceVote
+from routing.registry import registry_load
 from tests.billing_fixtures import attempt, call_row, cost_of, is_fallback, make_filters, matching
 from tests.factories import route_create
 
@@ -178,8 +180,10 @@ def test_generate_calls_fills_a_realistic_database_with_matching_rollups(db):
     assert min(c.created_at for c in calls) >= until - timedelta(days=30)
     assert max(c.created_at for c in calls) <= until
     statuses = dict(Call.objects.values_list("status").annotate(n=Count("id")))
-    assert set(statuses) == {"ok", "error", "rejected", "cache_hit"}
+    assert set(statuses) == {"ok", "error", "rejected"}  # the gateway never records a cache_hit
     assert statuses["ok"] > 2500
+    # The demo registry, seeded now, prices a model from the first synthetic day on.
+    assert sum(c.cost_usd > 0 for c in calls if c.cost_usd is not None) > 2500
     assert sum(is_fallback(c) for c in calls) > 5
     assert any(c.unpriced for c in calls) and any(c.ttft_ms for c in calls)
     assert len({c.api_key_id for c in calls}) > 8
@@ -194,6 +198,30 @@ def test_generate_calls_fills_a_realistic_database_with_matching_rollups(db):
     Call.objects.all().delete()
     call_rows_store(rows)  # the same calls, stored the way the gateway stores them
     assert rollup_rows() == built
+
+
+def test_generate_calls_prices_each_call_as_the_gateway_does(db):
+    """cost = call_cost(tokens) with the registry's price in force at the call's time, price changes included."""
+    until = datetime(2025, 6, 18, 15, 30, tzinfo=UTC)
+    change = datetime(2025, 6, 1, tzinfo=UTC)
+    call_command("seed_demo", stdout=io.StringIO())
+    Price.objects.update(effective_from=datetime(2025, 1, 1, tzinfo=UTC))
+    mini = ModelEndpoint.objects.get(name="gpt-4o-mini")
+    price_set(model=mini, input_per_mtok=Decimal("0.3"), output_per_mtok=Decimal("1.1"), effective_from=change)
+    call_command(
+        "generate_calls", rows=2000, users=6, days=30, seed=5, until=until, no_progress=True, stdout=io.StringIO()
+    )
+    models = {model.id: model for model in registry_load().models.values()}
+    calls = list(Call.objects.all())
+    for c in calls:
+        tokens = Tokens(c.prompt_tokens, c.cached_tokens, c.completion_tokens, c.usage_estimated)
+        cost = call_cost(models.get(c.model_id), tokens, c.created_at)
+        assert c.cost_usd == (None if cost is None else cost.quantize(Decimal("1e-12"))), c.request_id
+        assert c.unpriced == (cost is None)
+    by_mini = [c.created_at for c in calls if c.model_id == mini.id and c.prompt_tokens]
+    assert min(by_mini) < change < max(by_mini)
+    assert any(c.usage_estimated and c.cost_usd for c in calls)
+    assert not any(c.status == "cache_hit" for c in calls)
 
 
 def call_row_of(call: Call) -> dict:
