@@ -4,16 +4,17 @@ Usage: `.venv/bin/python -m bench.costs [--database-url URL] [--redis-url URL] [
 (the issue's figure is on PostgreSQL + Redis: `--database-url postgres://postgres@127.0.0.1:5432/routerweb_bench
 --redis-url redis://127.0.0.1:6379/3`).
 
-Three modes, each in a fresh environment (bench.harness.BenchStack) and each under the same two
-loads (wrk, non-streaming, one routerweb worker): an upstream that answers at once at concurrency 8,
-where routerweb's CPU is the limit, and one that answers in 50 ms at concurrency 32:
+Three modes, each in a fresh environment of its own (bench.harness.BenchStack, all three started
+side by side), each under the same two loads (wrk, non-streaming, one routerweb worker): an upstream
+that answers at once at concurrency 8, where routerweb's CPU is the limit, and one that answers in
+50 ms at concurrency 32. The modes take turns, for `--rounds` rounds:
 
 - `no cost rows`: routerweb started through `bench.server_without_rows`, whose recorder drops every
   row: the gateway as if it tracked nothing (the reference);
 - `cost rows`: the production server, one priced row per request (spool, batched insert, rollups);
 - `cost rows + budgets`: the same with a monthly budget on the bench user and one on its API key,
-  so every request also reserves its worst case on both (on PostgreSQL one statement from the
-  event loop, in the request path) and settles them when its row is stored.
+  so every request also reserves its worst case on both (drawn from the worker's allowances,
+  billing/budgets.py) and settles them when its row is stored.
 
 Target (issue 4): cost writing cuts throughput by at most 15% against the reference.
 """
@@ -21,12 +22,15 @@ Target (issue 4): cost writing cuts throughput by at most 15% against the refere
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from statistics import median
+from urllib.parse import urlsplit, urlunsplit
 
 from . import report
-from .gateway import SCENARIOS, WARMUP_S, Runner
+from .gateway import SCENARIOS, WARMUP_S, Runner, wait_quiet
 from .harness import BenchStack, budgets_create, redact_url, routerweb_command, routerweb_command_through
 
 TARGET_DROP_PCT = 15.0
@@ -66,6 +70,7 @@ MODES = (
 class Result:
     load: Load
     mode: Mode
+    round: int
     rps: float
     p50_ms: float
     p99_ms: float
@@ -73,27 +78,52 @@ class Result:
     rows: int
 
 
-def run_mode(mode: Mode, args: argparse.Namespace) -> list[Result]:
-    """Every load against one fresh stack in this mode, measured as the gateway bench measures."""
-    command = routerweb_command_through("bench.server_without_rows") if mode.without_rows else routerweb_command
-    results = []
-    with BenchStack(database_url=args.database_url, redis_url=args.redis_url, routerweb_argv=command) as stack:
-        if mode.budgets:
-            budgets_create(stack.env)
-        runner = Runner(stack, args.duration)
-        for load in LOADS:
-            scenario = next(s for s in SCENARIOS if s.name == load.model)
-            runner.measure(scenario, "routerweb", load.concurrency, WARMUP_S)
-            m = runner.measure(scenario, "routerweb", load.concurrency, args.duration)
-            results.append(Result(load, mode, m.rps, m.p50_ms, m.p99_ms, m.cpu_ms_per_request, m.rows or 0))
-            print(f"{load.model} c{load.concurrency}, {mode.label}: {m.rps:.0f} req/s", file=sys.stderr)
+def mode_database_url(url: str | None, mode: Mode) -> str | None:
+    """Each mode's stack gets a database of its own (all three run side by side): `<name>_<mode>`."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{mode.key}"))
+
+
+def measure_rounds(args: argparse.Namespace) -> list[Result]:
+    """The three modes' stacks run side by side (idle but for the one measured), and each round
+    measures every load in every mode, in an order that rotates from round to round: a machine that
+    gets slower or faster during the bench (a shared VM does) shifts all modes alike."""
+    with contextlib.ExitStack() as stacks:
+        runners = {}
+        for mode in MODES:
+            command = routerweb_command_through("bench.server_without_rows") if mode.without_rows else routerweb_command
+            database_url = mode_database_url(args.database_url, mode)
+            stack = stacks.enter_context(
+                BenchStack(database_url=database_url, redis_url=args.redis_url, routerweb_argv=command)
+            )
+            if mode.budgets:
+                budgets_create(stack.env)
+            runners[mode] = Runner(stack, args.duration)
+        results = []
+        for number in range(args.rounds):
+            for load in LOADS:
+                scenario = next(s for s in SCENARIOS if s.name == load.model)
+                for mode in MODES[number % len(MODES) :] + MODES[: number % len(MODES)]:
+                    runner = runners[mode]
+                    wait_quiet(runner.stack)
+                    runner.measure(scenario, "routerweb", load.concurrency, WARMUP_S)
+                    m = runner.measure(scenario, "routerweb", load.concurrency, args.duration)
+                    result = Result(load, mode, number, m.rps, m.p50_ms, m.p99_ms, m.cpu_ms_per_request, m.rows or 0)
+                    results.append(result)
+                    where = f"round {number + 1}, {load.model} c{load.concurrency}, {mode.label}"
+                    print(f"{where}: {m.rps:.0f} req/s", file=sys.stderr)
     return results
 
 
-def drop_pct(result: Result, results: list[Result]) -> float:
-    """How much lower `result`'s throughput is than the reference's under the same load, in percent."""
-    reference = next(r for r in results if r.load == result.load and r.mode.without_rows)
-    return (1 - result.rps / reference.rps) * 100
+def drops_pct(load: Load, mode: Mode, results: list[Result]) -> list[float]:
+    """Per round, how much lower `mode`'s throughput is than the reference's in the same round, in percent."""
+    drops = []
+    for number in sorted({r.round for r in results}):
+        same = {r.mode: r for r in results if r.load == load and r.round == number}
+        drops.append((1 - same[mode].rps / same[MODES[0]].rps) * 100)
+    return drops
 
 
 def section(results: list[Result], args: argparse.Namespace, argv: list[str]) -> str:
@@ -103,29 +133,39 @@ def section(results: list[Result], args: argparse.Namespace, argv: list[str]) ->
         "",
         f"- Command: `.venv/bin/python -m bench.costs {' '.join(argv)}`",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {report.machine_description()}",
-        f"- Database: {database}; shared state: {redact_url(args.redis_url) if args.redis_url else 'local memory'}",
-        f"- Load: wrk `-t2`, {args.duration:g} s per run after {WARMUP_S:g} s of warm-up, non-streaming, one worker."
-        " Call rows counted per run: all of its answered requests plus the few in flight when wrk stopped.",
+        f"- Database: {database} (one per mode, `_<mode>` appended to the name); shared state: "
+        f"{redact_url(args.redis_url) if args.redis_url else 'local memory'}",
+        f"- Load: wrk `-t2`, {args.rounds} rounds of {args.duration:g} s per load and mode, each after"
+        f" {WARMUP_S:g} s of warm-up, non-streaming, one worker per mode. Figures are medians over the rounds;"
+        " the drop is the median of each round's drop against the same round's reference. Call rows: summed over"
+        " the rounds, every answered request plus the few in flight when wrk stopped.",
         "",
         "| load | mode | req/s | vs no cost rows | p50 ms | p99 ms | server CPU ms/req | call rows |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        rows = "–" if r.mode.without_rows else f"{r.rows}"
-        cells = [f"{r.load.label}, c{r.load.concurrency}", r.mode.label, f"{r.rps:.0f}"]
-        change = "reference" if r.mode.without_rows else f"{-drop_pct(r, results):+.1f}%"
-        cells += [change, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.cpu_ms:.3f}", rows]
-        lines.append("| " + " | ".join(cells) + " |")
+    for load in LOADS:
+        for mode in MODES:
+            runs = [r for r in results if r.load == load and r.mode == mode]
+            cells = [f"{load.label}, c{load.concurrency}", mode.label, f"{median(r.rps for r in runs):.0f}"]
+            change = "reference" if mode.without_rows else f"{-median(drops_pct(load, mode, results)):+.1f}%"
+            rows = "–" if mode.without_rows else f"{sum(r.rows for r in runs)}"
+            cells += [change] + [f"{median(getattr(r, name) for r in runs):.{digits}f}" for name, digits in MEDIANS]
+            lines.append("| " + " | ".join(cells + [rows]) + " |")
     lines.append("")
     for load in LOADS:
-        measured = [r for r in results if r.load == load and not r.mode.without_rows]
-        for r in measured:
-            verdict = "met" if drop_pct(r, results) <= TARGET_DROP_PCT else "not met"
+        for mode in MODES[1:]:
+            drops = drops_pct(load, mode, results)
+            drop = median(drops)
+            verdict = "met" if drop <= TARGET_DROP_PCT else "not met"
+            each = ", ".join(f"{d:.1f}%" for d in drops)
             lines.append(
-                f"- {load.label}, c{load.concurrency}, {r.mode.label}: throughput drop **{drop_pct(r, results):.1f}%**"
-                f" (target ≤ {TARGET_DROP_PCT:g}%: **{verdict}**)."
+                f"- {load.label}, c{load.concurrency}, {mode.label}: throughput drop **{drop:.1f}%**, the median of"
+                f" {each} (target ≤ {TARGET_DROP_PCT:g}%: **{verdict}**)."
             )
     return "\n".join(lines)
+
+
+MEDIANS = (("p50_ms", 2), ("p99_ms", 2), ("cpu_ms", 3))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
-    results = [result for mode in MODES for result in run_mode(mode, args)]
-    results.sort(key=lambda r: (LOADS.index(r.load), MODES.index(r.mode)))
+    results = measure_rounds(args)
     text = section(results, args, [a for a in argv if a != "--write-docs"])
     print(text)
     if args.write_docs:

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Budget, Call, Price
+from .models import Budget, BudgetAllowance, Call, Price
 
 
 @admin.register(Price)
@@ -44,9 +44,23 @@ class CallAdmin(admin.ModelAdmin):
         return False
 
 
+class BudgetAllowanceInline(admin.TabularInline):
+    """What workers hold of the budget right now (part of `reserved_usd`); billing/budgets.py manages them."""
+
+    model = BudgetAllowance
+    fields = readonly_fields = ["id", "amount_usd", "period_start", "expires_at"]
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "allowances held by workers (counted in reserved)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):
     list_display = ["__str__", "limit_usd", "soft_threshold_pct", "spent_usd", "reserved_usd", "period_start"]
     autocomplete_fields = ["user", "api_key"]
     readonly_fields = ["period_start", "spent_usd", "reserved_usd"]
     fields = ["user", "api_key", "limit_usd", "soft_threshold_pct", "period_start", "spent_usd", "reserved_usd"]
+    inlines = [BudgetAllowanceInline]

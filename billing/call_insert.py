@@ -9,8 +9,8 @@ Decimals, replayed ones their JSON forms), and missing keys take the field's def
 
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -27,8 +27,7 @@ def calls_insert(rows: list[dict[str, Any]]) -> None:
         return
     table = connection.ops.quote_name(Call._meta.db_table)
     names = ", ".join(connection.ops.quote_name(field.column) for field in COLUMNS)
-    columns = _column_converters(connection.vendor)
-    values = [[convert(row.get(name, default)) for name, default, convert in columns] for row in rows]
+    values = _column_values(rows, connection.vendor)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
@@ -39,23 +38,48 @@ def calls_insert(rows: list[dict[str, Any]]) -> None:
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", values)
 
 
+def _column_values(rows: list[dict[str, Any]], vendor: str) -> list[list[Any]]:
+    """Each row's values in COLUMNS order, converted where the database needs it."""
+    get_all, defaults, conversions = _column_plan(vendor)
+    values = []
+    for row in rows:
+        try:
+            value = list(get_all(row))
+        except KeyError:  # a row spooled by an older version, without a newer column
+            value = [row.get(name, default) for name, default in defaults]
+        for index, convert in conversions:
+            value[index] = convert(value[index])
+        values.append(value)
+    return values
+
+
 @cache
-def _column_converters(vendor: str) -> list[tuple[str, Any, Callable[[Any], Any]]]:
-    """(attname, default, to-database function) for each column, decided once per database vendor."""
-    return [(field.attname, field.get_default(), _converter(field, vendor)) for field in COLUMNS]
+def _column_plan(
+    vendor: str,
+) -> tuple[Callable[[dict], tuple], list[tuple[str, Any]], list[tuple[int, Callable[[Any], Any]]]]:
+    """How to read a row: all its values at once, the (attname, default) pairs for a row that lacks
+    some, and (index, function) for the columns whose values need converting, decided once per vendor."""
+    names = [field.attname for field in COLUMNS]
+    defaults = [(field.attname, field.get_default()) for field in COLUMNS]
+    conversions = []
+    for index, field in enumerate(COLUMNS):
+        convert = _converter(field, vendor)
+        if convert is not None:
+            conversions.append((index, convert))
+    return itemgetter(*names), defaults, conversions
 
 
-def _converter(field: models.Field, vendor: str) -> Callable[[Any], Any]:
+def _converter(field: models.Field, vendor: str) -> Callable[[Any], Any] | None:
+    """None when the value goes to the database as it is."""
     if isinstance(field, models.JSONField):
         return lambda value: None if value is None else orjson.dumps(value).decode()
+    if vendor == "postgresql":
+        # COPY takes datetimes and Decimals as they are, and their text forms from the spool too.
+        return None
     if isinstance(field, models.DateTimeField):
-        if vendor == "postgresql":
-            return lambda value: datetime.fromisoformat(value) if isinstance(value, str) else value
         return lambda value: connection.ops.adapt_datetimefield_value(
             datetime.fromisoformat(value) if isinstance(value, str) else value
         )
     if isinstance(field, models.DecimalField):
-        if vendor == "postgresql":
-            return lambda value: None if value is None else Decimal(value)
         return lambda value: None if value is None else str(value)
-    return lambda value: value
+    return None

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 
 from routing.registry import ModelSnap
 
-from .budgets import Reservation, budgets_settle
+from .budgets import Reservation, budgets_call_ended, budgets_settle
 from .call_insert import calls_insert
 from .models import Call
 from .pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
@@ -123,6 +123,7 @@ def call_row(outcome: CallOutcome) -> dict[str, Any]:
 
 def call_outcome_record(outcome: CallOutcome) -> None:
     row = call_row(outcome)
+    budgets_call_ended(outcome.reservations, row["cost_usd"])
     call_recorder().record(row)
 
 

@@ -154,6 +154,24 @@ class Budget(models.Model):
         return f"user {self.user}" if self.user_id else f"API key {self.api_key}"
 
 
+class BudgetAllowance(models.Model):
+    """A share of a budget that one worker process reserved in one write and spends call by call.
+
+    Its `amount_usd` is counted in the budget's `reserved_usd` until the calls drawn from it settle
+    (their costs move to `spent_usd`), or until its worker hands back what is left (idle, or at
+    shutdown) or another worker reclaims it after `expires_at` (its worker died): billing/budgets.py.
+    """
+
+    id = models.UUIDField(primary_key=True)
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="allowances")
+    period_start = models.DateField()
+    amount_usd = models.DecimalField(max_digits=COST_MAX_DIGITS, decimal_places=COST_DECIMAL_PLACES)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"${self.amount_usd} of budget {self.budget_id} until {self.expires_at:%H:%M:%S}"
+
+
 # ------------------------------------------------------------------------------ rollups
 #
 # Upper bounds (ms, inclusive) of the latency and TTFT histogram buckets kept in each rollup row; a

@@ -41,10 +41,12 @@ class CallRecorder:
         *,
         flush_interval_s: float = 0.2,
         insert: Callable[..., None] | None = None,
+        upkeep: Callable[[], None] | None = None,
     ):
         self.spool_dir = spool_dir
         self.flush_interval_s = flush_interval_s
         self.insert = insert or _call_rows_store
+        self.upkeep = upkeep  # run after each flush, on the writer thread (the budgets' allowances)
         self._lock = threading.Lock()
         self._queue: list[Row] = []
         # Rows put back after a failed insert may have been stored anyway (a commit whose answer was
@@ -87,8 +89,8 @@ class CallRecorder:
         with self._lock:
             self._thread, self._stopping = None, False
             if self._fd is not None and not self._queue:
-                os.close(self._fd)
                 self._spool_path.unlink(missing_ok=True)
+                os.close(self._fd)
                 self._fd = self._spool_path = None
 
     # ------------------------------------------------------------------ writer side
@@ -119,6 +121,7 @@ class CallRecorder:
                 self._wake.wait(self.flush_interval_s)
                 self._wake.clear()
                 self._flush_once()
+                self._run_upkeep()
                 if self._stopping:
                     self._flush_once()
                     return
@@ -150,12 +153,22 @@ class CallRecorder:
                     self._retry_spools[:0] = spools
                 return
             for fd, path in spools:
-                os.close(fd)
+                # Removed while still locked: once closed, another process's replay could take it.
                 path.unlink(missing_ok=True)
+                os.close(fd)
             with self._lock:
                 self._unwritten -= len(batch)
         with self._flushed:
             self._flushed.notify_all()
+
+    def _run_upkeep(self) -> None:
+        if self.upkeep is None:
+            return
+        try:
+            self.upkeep()
+        except Exception:
+            logger.exception("budget upkeep failed; will retry")
+            connection.close()
 
     def replay_orphans(self) -> int:
         """Insert the rows of spool files whose process has died; returns how many rows were replayed."""
@@ -212,7 +225,9 @@ def call_recorder() -> CallRecorder:
     if _recorder is None:
         from django.conf import settings
 
+        from .budgets import budget_upkeep
+
         with _recorder_lock:
             if _recorder is None:
-                _recorder = CallRecorder(settings.ROUTERWEB_SPOOL_DIR)
+                _recorder = CallRecorder(settings.ROUTERWEB_SPOOL_DIR, upkeep=budget_upkeep)
     return _recorder

@@ -40,7 +40,7 @@ from django.db.models.functions import Cast, Coalesce, Round, TruncDay, TruncHou
 
 from .models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, CallRollup
 
-PICO = 10**12
+PICO = 10**12  # picodollars per dollar: the unit of the rollups' money counters
 DIMENSIONS = ("period", "bucket_start", "user_id", "api_key_id", "model_id", "requested", "status")
 COUNTERS = (
     "calls",
@@ -81,7 +81,9 @@ def cost_pusd(cost_usd: Decimal | str | float | None) -> int:
     """A call's cost in picodollars (rounded as the 12-decimal column stores it); 0 when unpriced."""
     if cost_usd is None:
         return 0
-    return int(Decimal(str(cost_usd)).scaleb(12).to_integral_value())
+    if not isinstance(cost_usd, Decimal):
+        cost_usd = Decimal(str(cost_usd))
+    return int(cost_usd.scaleb(12).to_integral_value())
 
 
 def hour_start(created_at: datetime | str) -> datetime:
@@ -100,44 +102,70 @@ def rollups_add(rows: Iterable[Mapping[str, Any]]) -> None:
     """Add freshly inserted call rows (dicts with Call's field names, `*_id` for keys) to the rollups.
 
     Call it inside the transaction that inserted them, so that the rows and their counts commit together.
+    The recorder calls it for every row the gateway records, so the loop is kept lean: rows add up per
+    hour first, and the days are summed from those hours.
     """
-    totals: dict[Key, list[int]] = {}
+    hours: dict[Key, list[int]] = {}
     for row in rows:
-        hour = hour_start(row["created_at"])
-        dims = (
+        key = (
+            "hour",
+            hour_start(row["created_at"]),
             int(row.get("user_id") or 0),
             int(row.get("api_key_id") or 0),
             int(row.get("model_id") or 0),
             row["requested"],
             row["status"],
         )
-        counts = _row_counts(row)
-        for key in (("hour", hour, *dims), ("day", hour.replace(hour=0), *dims)):
-            total = totals.get(key)
-            if total is None:
-                total = totals[key] = [0] * len(COUNTERS)
-            for index, value in counts:
-                total[index] += value
-    if totals:
-        _upsert(totals)
+        total = hours.get(key)
+        if total is None:
+            total = hours[key] = [0] * len(COUNTERS)
+        _count_row(total, row)
+    if not hours:
+        return
+    totals = dict(hours)
+    for (_, hour, *dims), counters in hours.items():
+        day = totals.setdefault(("day", hour.replace(hour=0), *dims), [0] * len(COUNTERS))
+        for index, value in enumerate(counters):
+            day[index] += value
+    _upsert(totals)
 
 
-def _row_counts(row: Mapping[str, Any]) -> list[tuple[int, int]]:
-    """The row's non-zero counters as (index in COUNTERS, value): about ten of the 56."""
-    counts = [
-        (_AT["calls"], 1),
-        (_AT["fallback_calls"], int(answered_by_fallback(row.get("attempts")))),
-        (_AT["unpriced_calls"], int(row["cost_usd"] is None)),
-        (_AT["estimated_calls"], int(bool(row.get("usage_estimated")))),
-        (_AT["prompt_tokens"], int(row.get("prompt_tokens") or 0)),
-        (_AT["cached_tokens"], int(row.get("cached_tokens") or 0)),
-        (_AT["completion_tokens"], int(row.get("completion_tokens") or 0)),
-        (_AT["cost_pusd"], cost_pusd(row["cost_usd"])),
-        (_AT[LATENCY_COLUMNS[histogram_bucket(int(row.get("latency_ms") or 0))]], 1),
-    ]
-    if row.get("ttft_ms") is not None:
-        counts.append((_AT[TTFT_COLUMNS[histogram_bucket(int(row["ttft_ms"]))]], 1))
-    return counts
+_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _COMPLETION, _COST = (
+    _AT[name]
+    for name in (
+        "calls",
+        "fallback_calls",
+        "unpriced_calls",
+        "estimated_calls",
+        "prompt_tokens",
+        "cached_tokens",
+        "completion_tokens",
+        "cost_pusd",
+    )
+)
+_LATENCY_AT = [_AT[column] for column in LATENCY_COLUMNS]
+_TTFT_AT = [_AT[column] for column in TTFT_COLUMNS]
+
+
+def _count_row(total: list[int], row: Mapping[str, Any]) -> None:
+    """Add one call row to the counters of its bucket."""
+    total[_CALLS] += 1
+    if answered_by_fallback(row.get("attempts")):
+        total[_FALLBACK] += 1
+    cost = row["cost_usd"]
+    if cost is None:
+        total[_UNPRICED] += 1
+    else:
+        total[_COST] += cost_pusd(cost)
+    if row.get("usage_estimated"):
+        total[_ESTIMATED] += 1
+    total[_PROMPT] += int(row.get("prompt_tokens") or 0)
+    total[_CACHED] += int(row.get("cached_tokens") or 0)
+    total[_COMPLETION] += int(row.get("completion_tokens") or 0)
+    total[_LATENCY_AT[histogram_bucket(int(row.get("latency_ms") or 0))]] += 1
+    ttft = row.get("ttft_ms")
+    if ttft is not None:
+        total[_TTFT_AT[histogram_bucket(int(ttft))]] += 1
 
 
 def _upsert(totals: dict[Key, list[int]]) -> None:

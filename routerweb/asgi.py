@@ -2,10 +2,11 @@
 everything else (pages, admin, static files) to Django's full stack.
 
 Lifespan: at start-up the call recorder replays spooled rows a previous process left; at shutdown
-it flushes what is queued, and the upstream HTTP client and the database connections (the
-threads' and the event loop's pool) are closed.
+it flushes what is queued, the worker hands back its budget allowances, and the upstream HTTP
+client and the database threads' connections are closed.
 """
 
+import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -14,13 +15,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
 
 django_application = get_asgi_application()
 
-from billing.recorder import call_recorder  # noqa: E402  (needs Django set up)
+from billing.budgets import budget_upkeep  # noqa: E402  (needs Django set up)
+from billing.recorder import call_recorder  # noqa: E402
 from routerweb.db_executor import db_executor  # noqa: E402
-from routerweb.pg_async import pg_pool_close  # noqa: E402
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.fake_upstream import FakeUpstream  # noqa: E402
 from routing.upstream import upstream_transport_close  # noqa: E402
 
+logger = logging.getLogger("routerweb")
 api_application = ApiHandler()
 demo_upstream = FakeUpstream(prefix="/demo/v1")
 
@@ -46,8 +48,11 @@ async def _lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await upstream_transport_close()
-            await pg_pool_close()
             call_recorder().stop()
+            try:
+                await db_executor.run(budget_upkeep.return_all)
+            except Exception:  # the database is down: the allowances expire and are reclaimed
+                logger.exception("could not hand back this worker's budget allowances")
             db_executor.close_connections()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -213,7 +213,9 @@ async def _reserve_budgets(registry: Registry, context: CallContext, chat: ChatR
         at=context.created_at,
     )
     try:
-        context.reservations = await budgets_reserve(budget_ids=budget_ids, amount=amount, at=context.created_at)
+        context.reservations = await budgets_reserve(
+            budget_ids=budget_ids, amount=amount, at=context.created_at, registry_version=registry.version
+        )
     except BudgetExceeded as exceeded:
         raise ApiError(429, str(exceeded), code="budget_exceeded", type="insufficient_quota") from None
     except BudgetsUnavailable:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
+from billing.budgets import budget_allowances, budget_upkeep
 from billing.recorder import call_recorder
 from routerweb.serve import server_command
 from routing.fake_upstream import FakeUpstream
@@ -61,6 +62,7 @@ def gateway_server(django_db_setup, django_db_blocker) -> LiveServer:
 def clean_shared_state(request):
     """Each test starts with no registry snapshot, no circuit state and fresh fake-upstream stats."""
     registry_cache.clear()
+    budget_allowances().clear()
     if settings.REDIS_URL:
         # Never FLUSHDB: only this run's keys (CACHE_KEY_PREFIX) are removed.
         redis_delete_prefix(settings.REDIS_URL, f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:")
@@ -77,6 +79,7 @@ def gateway(gateway_server, transactional_db) -> LiveServer:
     """routerweb on a live port, with a database whose writes the server sees."""
     yield gateway_server
     calls_settle()  # this test's rows land before its database is emptied
+    budget_upkeep.return_all()  # and its budget allowances go back, as at a worker's shutdown
 
 
 def calls_settle(timeout_s: float = 3.0) -> None:

@@ -340,3 +340,34 @@ def test_revoke_action_revokes_the_selected_keys(admin_client, admin_user):
     assert not first.is_active and not second.is_active
     assert kept.revoked_at is None
     assert already.revoked_at == revoked_before
+
+
+def test_a_budgets_page_lists_the_allowances_workers_hold_and_its_limit_can_be_changed(admin_client, admin_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.models import Budget, BudgetAllowance
+
+    budget = Budget.objects.create(user=admin_user, limit_usd=Decimal("10"))
+    allowance = BudgetAllowance.objects.create(
+        id="5b1f6a64-7c0e-4a4f-9d55-0f4a1c2b3d4e",
+        budget=budget,
+        period_start=timezone.now().date().replace(day=1),
+        amount_usd=Decimal("0.125"),
+        expires_at=timezone.now() + timedelta(seconds=30),
+    )
+    page = admin_client.get(url(Budget, "change", budget.pk))
+    assert page.status_code == 200
+    assert "Allowances held by workers" in page.text and "0.125" in page.text
+    form = {
+        "user": admin_user.pk,
+        "limit_usd": "20",
+        "allowances-TOTAL_FORMS": "1",
+        "allowances-INITIAL_FORMS": "1",
+        "allowances-0-id": str(allowance.pk),
+        "allowances-0-budget": str(budget.pk),
+    }
+    assert admin_client.post(url(Budget, "change", budget.pk), form).status_code == 302
+    budget.refresh_from_db()
+    assert budget.limit_usd == Decimal("20") and budget.allowances.get().amount_usd == Decimal("0.125")

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from billing.budgets import DEFAULT_MAX_OUTPUT_TOKENS, period_start_for
+from billing.budgets import DEFAULT_MAX_OUTPUT_TOKENS, budget_upkeep, period_start_for
 from billing.models import Budget, Call, Price
 from billing.pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
 from billing.recorder import CallRecorder
@@ -242,6 +242,19 @@ def budget_for(*, limit: str, spent: str = "0", **owner) -> Budget:
     return budget
 
 
+def budget_settled(budget: Budget) -> Budget:
+    """The budget once this worker has handed back its allowances (as it does when idle and at shutdown).
+
+    Before that, its reservations are exactly what its allowances still hold.
+    """
+    budget.refresh_from_db()
+    assert budget.reserved_usd == sum(a.amount_usd for a in budget.allowances.all())
+    budget_upkeep.return_all()
+    budget.refresh_from_db()
+    assert not budget.allowances.exists()
+    return budget
+
+
 def test_budget_rejects_with_429_naming_budget_limit_and_spend(http, user, fake_model, recorded_calls):
     fake_model("m", "echo", price=(1000, 1000))
     budget = budget_for(limit="5", spent="4.99", user=user)
@@ -270,7 +283,7 @@ def test_budget_reserves_then_settles_to_the_real_cost(http, user, api_key, fake
     calls = recorded_calls()
     spent = sum(c.cost_usd for c in calls)
     for budget in (user_budget, key_budget):
-        budget.refresh_from_db()
+        budget = budget_settled(budget)
         assert (budget.spent_usd, budget.reserved_usd) == (spent, 0)
 
 
@@ -279,7 +292,7 @@ def test_reservation_is_released_when_every_candidate_fails(http, user, fake_mod
     budget = budget_for(limit="1", user=user)
     assert post(http, "down").status_code == 502
     recorded_calls()
-    budget.refresh_from_db()
+    budget = budget_settled(budget)
     assert (budget.spent_usd, budget.reserved_usd) == (0, 0)
 
 
@@ -294,6 +307,7 @@ def test_a_refusing_budget_leaves_no_reservation_on_the_others(http, user, api_k
     for budget in (user_budget, key_budget):
         budget.refresh_from_db()
         assert (budget.spent_usd, budget.reserved_usd) == (0, 0)
+        assert not budget.allowances.exists()
 
 
 def test_a_budget_from_last_month_starts_the_new_month_empty(http, user, fake_model, recorded_calls):
@@ -304,7 +318,7 @@ def test_a_budget_from_last_month_starts_the_new_month_empty(http, user, fake_mo
     )
     assert post(http, "m").status_code == 200
     (call,) = recorded_calls()
-    budget.refresh_from_db()
+    budget = budget_settled(budget)
     assert budget.period_start == period_start_for(timezone.now())
     assert (budget.spent_usd, budget.reserved_usd) == (call.cost_usd, 0)
 
@@ -319,8 +333,7 @@ def test_a_database_that_cannot_reserve_gets_503_and_a_row(
     def database_down(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(billing.budgets, "_reserve_in_transaction", database_down)
-    monkeypatch.setattr(billing.budgets, "_reserve_postgresql", database_down)
+    monkeypatch.setattr(billing.budgets, "_grant_in_transaction", database_down)
     fake_model("m", "echo", price=(1, 2))
     budget_for(limit="1", user=user)
     response = post(http, "m")
@@ -353,7 +366,7 @@ def test_concurrent_calls_never_overspend_a_nearly_spent_budget(
     worst = (prompt_tokens_estimate(MESSAGES) + 50) * Decimal(1000) / 1_000_000
     limit = Decimal("10")
     budget = budget_for(limit=str(limit), spent=str(limit - worst * Decimal("3.5")), user=user)
-    key_budget = budget_for(limit="1000", api_key=ApiKey.objects.get())  # both reserved in one statement
+    key_budget = budget_for(limit="1000", api_key=ApiKey.objects.get())  # both granted in one transaction
 
     def call(_):
         return post(httpx.Client(base_url=gateway.url, headers=http.headers, timeout=30), "m", max_tokens=50)
@@ -361,13 +374,13 @@ def test_concurrent_calls_never_overspend_a_nearly_spent_budget(
     with ThreadPoolExecutor(max_workers=50) as pool:
         statuses = [r.status_code for r in pool.map(call, range(50))]
     recorded_calls()
-    budget.refresh_from_db()
+    budget = budget_settled(budget)
     assert statuses.count(200) >= 3 and statuses.count(429) >= 40 and set(statuses) == {200, 429}
     assert budget.reserved_usd == 0
     assert budget.spent_usd <= limit + worst
     spent_by_calls = sum(c.cost_usd for c in Call.objects.filter(status="ok"))
     assert budget.spent_usd == limit - worst * Decimal("3.5") + spent_by_calls
-    key_budget.refresh_from_db()
+    key_budget = budget_settled(key_budget)
     assert (key_budget.spent_usd, key_budget.reserved_usd) == (spent_by_calls, 0)
 
 
