@@ -42,7 +42,7 @@ from .models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, Ca
 
 PICO = 10**12  # picodollars per dollar: the unit of the rollups' money counters
 DIMENSIONS = ("period", "bucket_start", "user_id", "api_key_id", "model_id", "requested", "status")
-COUNTERS = (
+SCALAR_COUNTERS = (
     "calls",
     "fallback_calls",
     "unpriced_calls",
@@ -51,9 +51,8 @@ COUNTERS = (
     "cached_tokens",
     "completion_tokens",
     "cost_pusd",
-    *LATENCY_COLUMNS,
-    *TTFT_COLUMNS,
 )
+COUNTERS = (*SCALAR_COUNTERS, *LATENCY_COLUMNS, *TTFT_COLUMNS)
 _AT = {name: index for index, name in enumerate(COUNTERS)}
 
 Key = tuple[str, datetime, int, int, int, str, str]
@@ -130,19 +129,7 @@ def rollups_add(rows: Iterable[Mapping[str, Any]]) -> None:
     _upsert(totals)
 
 
-_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _COMPLETION, _COST = (
-    _AT[name]
-    for name in (
-        "calls",
-        "fallback_calls",
-        "unpriced_calls",
-        "estimated_calls",
-        "prompt_tokens",
-        "cached_tokens",
-        "completion_tokens",
-        "cost_pusd",
-    )
-)
+_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _COMPLETION, _COST = range(len(SCALAR_COUNTERS))
 _LATENCY_AT = [_AT[column] for column in LATENCY_COLUMNS]
 _TTFT_AT = [_AT[column] for column in TTFT_COLUMNS]
 
