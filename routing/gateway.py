@@ -123,18 +123,20 @@ async def chat_completion_run(*, raw_body: bytes, caller: Caller) -> GatewayResp
     anything happened: no upstream call, no reservation, no row.
     """
     registry = registry_cache.snapshot()
+    missed = False
     for _ in range(UNCHECKED_TRIES):
         if registry is None:
             break
         try:
             context = caller(registry)
         except ApiError:
-            break  # perhaps a key created since the snapshot: decide on the checked registry
+            missed = True  # perhaps a key created since the snapshot: decide on the checked registry
+            break
         try:
             return await _run(raw_body, registry, context, registry_checked=False)
         except RegistryChanged as changed:
             registry = changed.registry
-    registry = await registry_cache.get()
+    registry = await (registry_cache.get_after_miss() if missed else registry_cache.get())
     try:
         context = caller(registry)
     except ApiError as error:
@@ -156,9 +158,10 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             if context.key is not None:
                 _check_allowed(context.key, chat)
             candidates = candidates_for(registry, chat.model, chat.fallback_models)
-        except ApiError:
-            if not registry_checked:
-                _confirm(registry, await registry_cache.get())
+        except ApiError as refused:
+            if not registry_checked:  # a model created since the snapshot gets its chance
+                missed = refused.status == 404
+                _confirm(registry, await (registry_cache.get_after_miss() if missed else registry_cache.get()))
             raise
         breaker = circuit_breaker()
         if registry_checked:

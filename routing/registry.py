@@ -7,12 +7,14 @@ new token on its next request, so a revoked key is refused at once everywhere.
 """
 
 import asyncio
+import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from routerweb.db_executor import db_executor
@@ -20,6 +22,9 @@ from routerweb.db_executor import db_executor
 from .shared_state import shared_state
 
 VERSION_KEY = "registry:version"
+# Without a shared state (no REDIS_URL), how often a miss (a key or model not in the snapshot) may
+# reload the registry from the database: other processes cannot announce their changes.
+MISS_RELOAD_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,7 @@ class RegistryCache:
 
     def __init__(self) -> None:
         self._registry: Registry | None = None
+        self._loaded_at = 0.0
         # One reload at a time per event loop: a burst of requests after a change waits for one load.
         self._reload_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -189,6 +195,19 @@ class RegistryCache:
     async def get(self) -> Registry:
         (version,) = await shared_state().get_many([VERSION_KEY])
         return await self.for_version(version)
+
+    async def get_after_miss(self) -> Registry:
+        """`get()`, for a request that named a key or model the snapshot does not have.
+
+        With Redis every process announces its changes there. Without it (one worker, local memory)
+        a key created by `manage.py createapikey` or a registry imported while the server runs
+        leaves no trace in this process's memory: the snapshot is reloaded from the database, at
+        most once per MISS_RELOAD_S, so that a scanner's made-up keys cannot make it reload more.
+        """
+        if not settings.REDIS_URL and time.monotonic() - self._loaded_at >= MISS_RELOAD_S:
+            self._loaded_at = time.monotonic()
+            registry_version_bump()
+        return await self.get()
 
     async def for_version(self, version: str | None) -> Registry:
         """The registry at `version`, a published version token just read (None: nothing published yet)."""
@@ -210,7 +229,7 @@ class RegistryCache:
                 (version,) = await shared_state().get_many([VERSION_KEY])
                 version = version or uuid.uuid4().hex
         registry = await db_executor.run(registry_load, version)
-        self._registry = registry
+        self._registry, self._loaded_at = registry, time.monotonic()
         return registry
 
     def clear(self) -> None:

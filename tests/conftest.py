@@ -149,6 +149,14 @@ def recorded_calls():
     return fetch
 
 
+def database_url_for_tests() -> str:
+    """The test database as a DATABASE_URL, for processes the tests start (workers, management commands)."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 @pytest.fixture
 def gateway_worker_process(transactional_db):
     """Start routerweb worker processes (the production command, quieter) on the test database and a shared Redis."""
@@ -157,14 +165,9 @@ def gateway_worker_process(transactional_db):
 
     def start(**extra_env: str) -> str:
         port = free_port()
-        db = settings.DATABASES["default"]
-        if db["ENGINE"].endswith("sqlite3"):
-            database_url = f"sqlite:///{db['NAME']}"
-        else:
-            database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
         env = {
             **os.environ,
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": database_url_for_tests(),
             "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             "CACHE_KEY_PREFIX": prefix,
             "SECRET_KEY": "test-secret-key",

@@ -1,16 +1,21 @@
 """The gateway through its real parts: live ASGI server, official openai SDK, fake upstream with faults."""
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
 import httpx
 import openai
 import orjson
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint
 from routing.services import api_key_create
+from tests.conftest import REPO_ROOT, database_url_for_tests
 from tests.factories import model_create, provider_create, route_create
 from tests.live import free_port
 
@@ -397,6 +402,45 @@ def test_missing_invalid_and_revoked_keys_get_401(gateway, user, fake_model, rec
     key.save()  # the admin's save: bumps the registry version
     assert httpx.post(url, json=body, headers=headers).status_code == 401
     assert len(recorded_calls()) == 1  # failed authentication writes nothing
+
+
+def test_a_key_created_by_another_process_works_while_the_server_runs(gateway, user, fake_model, monkeypatch):
+    """`manage.py createapikey` in a shell beside `make run`: without Redis nothing tells the server,
+    so an unknown key makes it reload its registry from the database (at most once per second)."""
+    import routing.registry
+
+    fake_model("echo-model")
+    url = f"{gateway.url}/v1/chat/completions"
+    body = {"model": "echo-model", "messages": HELLO}
+    assert httpx.post(url, json=body, headers={"Authorization": "Bearer rw-scanner-0"}).status_code == 401
+    env = {**os.environ, "DATABASE_URL": database_url_for_tests(), "SECRET_KEY": "test-secret-key"}
+    if settings.REDIS_URL:
+        env["CACHE_KEY_PREFIX"] = settings.CACHES["default"]["KEY_PREFIX"]
+    created = subprocess.run(
+        [sys.executable, "manage.py", "createapikey", user.username, "--name", "from a shell"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    headers = {"Authorization": f"Bearer {created.stdout.splitlines()[-1]}"}
+    monkeypatch.setattr(routing.registry, "MISS_RELOAD_S", 0.0)
+    assert httpx.post(url, json=body, headers=headers).status_code == 200
+    assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
+
+
+def test_made_up_keys_reload_the_registry_at_most_once_a_second(gateway, fake_model, monkeypatch):
+    import routing.registry
+
+    loads = []
+    registry_load = routing.registry.registry_load
+    monkeypatch.setattr(routing.registry, "registry_load", lambda *a: loads.append(a) or registry_load(*a))
+    url = f"{gateway.url}/v1/chat/completions"
+    for n in range(20):
+        headers = {"Authorization": f"Bearer rw-scanner-{n}"}
+        assert httpx.post(url, json={"model": "m", "messages": HELLO}, headers=headers).status_code == 401
+    assert len(loads) <= 2  # the first load, and perhaps one reload for a miss
 
 
 def test_changes_count_at_once_although_requests_start_from_the_worker_snapshot(

@@ -63,11 +63,16 @@ async def _models_for_key(request: HttpRequest) -> dict[str, dict] | HttpRespons
     """The model objects the request's key may see, or the error response (405, 401)."""
     if request.method != "GET":
         return error_response(ApiError(405, f"Use GET for {request.path}.", code="method_not_allowed"))
+    authorization = request.headers.get("Authorization", "")
     registry = await registry_cache.get()
     try:
-        key = api_key_authenticate(registry, request.headers.get("Authorization", ""))
-    except ApiError as error:
-        return error_response(error)
+        key = api_key_authenticate(registry, authorization)
+    except ApiError:
+        registry = await registry_cache.get_after_miss()  # perhaps a key created by another process
+        try:
+            key = api_key_authenticate(registry, authorization)
+        except ApiError as error:
+            return error_response(error)
     return _model_objects(registry, key)
 
 
