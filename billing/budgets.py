@@ -20,7 +20,8 @@ under the budget row's lock, and draws each call's worst case from it in memory
   the allowance row is deleted and what it still held leaves `reserved_usd`. A call row settled
   after that adds its cost to `spent_usd` only, as its share left with the allowance.
 - **Dead workers**: a worker renews its allowances every `ALLOWANCE_RENEW_S`. One that died stops
-  renewing; after `ALLOWANCE_TTL_S` any worker reclaims its allowances, which is the same hand-back.
+  renewing; after `ALLOWANCE_TTL_S` its allowances are reclaimed (the same hand-back) by the next
+  grant on their budget, and by the sweep of any worker that holds allowances itself.
   Its spooled rows, replayed later, settle as above. A live worker only draws from an allowance it
   confirmed less than `ALLOWANCE_USABLE_S` ago, so never from one that may have been reclaimed.
 
@@ -213,6 +214,7 @@ def _grant_in_transaction(requests: list[GrantRequest], period: date) -> list[Gr
     expires_at = timezone.now() + timedelta(seconds=ALLOWANCE_TTL_S)
     with transaction.atomic():
         budgets = _budgets_locked([request.budget_id for request in requests])
+        _reclaim_expired_locked(budgets, expires_at - timedelta(seconds=ALLOWANCE_TTL_S))
         grants = []
         for request in sorted(requests, key=lambda r: r.budget_id):
             budget = budgets.get(request.budget_id)
@@ -230,6 +232,20 @@ def _grant_in_transaction(requests: list[GrantRequest], period: date) -> list[Gr
             )
             grants.append(_allowance_add(request, amount, period, expires_at))
         return grants
+
+
+def _reclaim_expired_locked(budgets: dict[int, Budget], now: datetime) -> None:
+    """Release the expired allowances (of dead workers) of these locked budgets, in memory and in the database."""
+    expired = BudgetAllowance.objects.select_for_update().filter(budget_id__in=budgets, expires_at__lt=now)
+    held = list(expired.values_list("id", "budget_id", "period_start", "amount_usd"))
+    if not held:
+        return
+    BudgetAllowance.objects.filter(id__in=[allowance_id for allowance_id, *_ in held]).delete()
+    for _, budget_id, period, amount in held:
+        budget = budgets[budget_id]
+        if budget.period_start == period:
+            budget.reserved_usd = max(budget.reserved_usd - amount, Decimal(0))
+            Budget.objects.filter(id=budget_id).update(reserved_usd=budget.reserved_usd)
 
 
 def _budgets_locked(budget_ids: Iterable[int]) -> dict[int, Budget]:
@@ -330,9 +346,9 @@ class BudgetUpkeep:
             if now >= self._renew_due:
                 self._renew_due = now + ALLOWANCE_RENEW_S
                 held = self.ledger.held_ids()
-                if held:
+                if held:  # a worker spending budgets also sweeps dead workers' allowances (grants do too)
                     self.ledger.confirm(allowances_renew(held), held, confirmed_at=now)
-                allowances_release(BudgetAllowance.objects.filter(expires_at__lt=timezone.now()))
+                    allowances_release(BudgetAllowance.objects.filter(expires_at__lt=timezone.now()))
 
     def return_all(self) -> int:
         """Hand back every allowance with no call in flight (at shutdown); returns how many."""

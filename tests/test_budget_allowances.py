@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -268,12 +269,31 @@ def test_a_dead_workers_allowance_is_reclaimed_after_it_expires_and_its_rows_sti
         id=uuid.uuid4(), budget=budget, period_start=PERIOD, amount_usd=Decimal("2"), expires_at=alive
     )
     Budget.objects.filter(pk=budget.pk).update(reserved_usd=Decimal("5"))
-    BudgetUpkeep(budget_allowances())()  # what every worker's recorder thread runs after a flush
-    assert amounts(budget) == (0, Decimal("2"), [Decimal("2")])
+    reserve(budget, "0.01")  # the grant reclaims the expired allowance first, then grants 100 worst cases
+    spent, reserved, held = amounts(budget)
+    assert (spent, reserved, sorted(held)) == (0, Decimal("3"), [Decimal("1"), Decimal("2")])
+    assert not BudgetAllowance.objects.filter(id=dead_worker).exists()
     # The dead worker's spool is replayed later: its call's cost is spent, its share left with the reclaim.
     with transaction.atomic():
         budgets_settle([(billing.budgets.Reservation(budget.id, Decimal("0.5"), PERIOD, dead_worker), Decimal("0.2"))])
-    assert amounts(budget) == (Decimal("0.2"), Decimal("2"), [Decimal("2")])
+    assert amounts(budget)[:2] == (Decimal("0.2"), Decimal("3"))
+
+
+def test_a_worker_holding_allowances_sweeps_dead_workers_ones(transactional_db, user):
+    budget = budget_for(user, limit="100")
+    other = budget_for(get_user_model().objects.create_user("bob"), limit="100")
+    reserve(budget, "0.01")  # this worker now holds an allowance, so its upkeep sweeps
+    BudgetAllowance.objects.create(
+        id=uuid.uuid4(), budget=other, period_start=PERIOD, amount_usd=Decimal("3"), expires_at=timezone.now()
+    )
+    Budget.objects.filter(pk=other.pk).update(reserved_usd=Decimal("3"))
+    budget_allowances().idle_s = 60
+    try:
+        BudgetUpkeep(budget_allowances())()  # what the recorder thread runs after a flush
+    finally:
+        budget_allowances().idle_s = billing.budgets.ALLOWANCE_IDLE_S
+    assert amounts(other) == (0, 0, [])
+    assert amounts(budget) == (0, Decimal("1"), [Decimal("1")])
 
 
 def test_a_worker_renews_its_allowances_and_drops_one_that_was_reclaimed(transactional_db, user, grants_asked):

@@ -80,10 +80,11 @@ def chart_ids(page: Page) -> list[str]:
     return page.eval_on_selector_all("canvas[data-chart]", "nodes => nodes.map(n => n.id)")
 
 
-def assert_all_drawn(page: Page) -> None:
+def assert_all_drawn(page: Page, *, sparse: tuple[str, ...] = ()) -> None:
+    """Every chart has data, and paints more than its axes (`sparse` ones may hold a thin bar or two)."""
     for chart in chart_ids(page):
         painted = page.evaluate(PAINTED, chart)
-        assert painted > 0.02, (chart, painted)  # bars, not just axes
+        assert painted > (0.002 if chart in sparse else 0.02), (chart, painted)  # bars, not just axes
         points = page.evaluate(f"window.routerwebDashboard.charts[{chart!r}].data.datasets[0].data.length")
         assert points > 0, chart
 
@@ -113,7 +114,7 @@ def test_staff_see_every_chart_drawn_and_filters_redraw_them(dashboard, screensh
     page.select_option("#id_model", "gpt-4o")
     page.wait_for_url("**/dashboard/?range=7d&model=gpt-4o")
     wait_for_charts(page)
-    assert_all_drawn(page)
+    assert_all_drawn(page, sparse=("chart-votes",))  # one model's votes in 7 days: a few, maybe one bar
     assert spend_series(page) == [["gpt-4o", 7]]
     labels = page.evaluate("window.routerwebDashboard.charts['chart-spend-model'].data.labels")
     assert labels == ["gpt-4o"]
