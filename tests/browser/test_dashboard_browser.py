@@ -16,7 +16,7 @@ from django.db.models import Count
 from playwright.sync_api import Page
 
 from billing.models import Call
-from routing.models import PreferenceVote
+from routing.models import ModelEndpoint, PreferenceVote
 from tests.factories import user_create
 
 pytestmark = pytest.mark.browser
@@ -96,7 +96,16 @@ def spend_series(page: Page) -> list[tuple[str, int]]:
 
 
 def test_staff_see_every_chart_drawn_and_filters_redraw_them(dashboard, screenshot):
-    user_create("root", is_staff=True)
+    root = user_create("root", is_staff=True)
+    # The generated votes are random: make sure the one-model week below has one.
+    PreferenceVote.objects.create(
+        user=root,
+        compared=["gpt-4o", "gpt-4o-mini"],
+        chosen="gpt-4o",
+        chosen_model=ModelEndpoint.objects.get(name="gpt-4o"),
+        request_ids=["vote-a", "vote-b"],
+        comparison_key="vote-a,vote-b",
+    )
     page = dashboard("root")
     assert chart_ids(page) == STAFF_CHARTS
     assert_all_drawn(page)
