@@ -126,6 +126,9 @@ def drops_pct(load: Load, mode: Mode, results: list[Result]) -> list[float]:
     return drops
 
 
+MEDIANS = (("p50_ms", 2), ("p99_ms", 2), ("cpu_ms", 3))  # columns shown as the median over the rounds
+
+
 def section(results: list[Result], args: argparse.Namespace, argv: list[str]) -> str:
     database = redact_url(args.database_url) if args.database_url else "SQLite (fresh file)"
     lines = [
@@ -163,9 +166,6 @@ def section(results: list[Result], args: argparse.Namespace, argv: list[str]) ->
                 f" {each} (target ≤ {TARGET_DROP_PCT:g}%: **{verdict}**)."
             )
     return "\n".join(lines)
-
-
-MEDIANS = (("p50_ms", 2), ("p99_ms", 2), ("cpu_ms", 3))
 
 
 def main(argv: list[str] | None = None) -> int:

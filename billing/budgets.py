@@ -51,8 +51,6 @@ from .allowances import AllowanceLedger, Grant, Reservation
 from .models import COST_DECIMAL_PLACES, Budget, BudgetAllowance
 from .pricing import cost_for_usage
 
-__all__ = ["Reservation", "budgets_reserve", "budgets_settle", "budgets_call_ended", "worst_case_cost"]
-
 logger = logging.getLogger("routerweb.budgets")
 
 # Output cap assumed for the worst case when neither the request nor the model sets one.
@@ -212,9 +210,11 @@ async def _budgets_read(func, *args):
 def _grant_in_transaction(requests: list[GrantRequest], period: date) -> list[Grant]:
     """Grant on every requested budget or raise _Refused (nothing granted) for the first that lacks `need`."""
     expires_at = timezone.now() + timedelta(seconds=ALLOWANCE_TTL_S)
+    budget_ids = [request.budget_id for request in requests]
     with transaction.atomic():
-        budgets = _budgets_locked([request.budget_id for request in requests])
-        _reclaim_expired_locked(budgets, expires_at - timedelta(seconds=ALLOWANCE_TTL_S))
+        # Dead workers' expired allowances on these budgets go back first (this locks the budgets).
+        allowances_release(BudgetAllowance.objects.filter(budget_id__in=budget_ids, expires_at__lt=timezone.now()))
+        budgets = _budgets_locked(budget_ids)
         grants = []
         for request in sorted(requests, key=lambda r: r.budget_id):
             budget = budgets.get(request.budget_id)
@@ -232,20 +232,6 @@ def _grant_in_transaction(requests: list[GrantRequest], period: date) -> list[Gr
             )
             grants.append(_allowance_add(request, amount, period, expires_at))
         return grants
-
-
-def _reclaim_expired_locked(budgets: dict[int, Budget], now: datetime) -> None:
-    """Release the expired allowances (of dead workers) of these locked budgets, in memory and in the database."""
-    expired = BudgetAllowance.objects.select_for_update().filter(budget_id__in=budgets, expires_at__lt=now)
-    held = list(expired.values_list("id", "budget_id", "period_start", "amount_usd"))
-    if not held:
-        return
-    BudgetAllowance.objects.filter(id__in=[allowance_id for allowance_id, *_ in held]).delete()
-    for _, budget_id, period, amount in held:
-        budget = budgets[budget_id]
-        if budget.period_start == period:
-            budget.reserved_usd = max(budget.reserved_usd - amount, Decimal(0))
-            Budget.objects.filter(id=budget_id).update(reserved_usd=budget.reserved_usd)
 
 
 def _budgets_locked(budget_ids: Iterable[int]) -> dict[int, Budget]:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from routerweb.db_executor import db_executor
@@ -204,7 +203,7 @@ class RegistryCache:
         leaves no trace in this process's memory: the snapshot is reloaded from the database, at
         most once per MISS_RELOAD_S, so that a scanner's made-up keys cannot make it reload more.
         """
-        if not settings.REDIS_URL and time.monotonic() - self._loaded_at >= MISS_RELOAD_S:
+        if not shared_state().shared_between_processes and time.monotonic() - self._loaded_at >= MISS_RELOAD_S:
             self._loaded_at = time.monotonic()
             registry_version_bump()
         return await self.get()

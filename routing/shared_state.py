@@ -17,6 +17,9 @@ from django.conf import settings
 
 
 class SharedState(Protocol):
+    # Whether other processes (workers, management commands) read and write the same state.
+    shared_between_processes: bool
+
     async def get_many(self, keys: list[str]) -> list[str | None]:
         """Values for `keys`, in order; None where missing. Values come back as strings."""
         raise NotImplementedError
@@ -46,6 +49,8 @@ class LocalMemoryState:
     Without REDIS_URL there is one worker process, and its local memory is what Django's local-memory
     cache would hold too; a plain dict does the same without pickling, at a few microseconds a call.
     """
+
+    shared_between_processes = False
 
     def __init__(self) -> None:
         self._values: dict[str, tuple[str, float]] = {}
@@ -105,6 +110,8 @@ class RedisState:
     library's `Redis` client and pool do the same with a lock, a health check and observability
     hooks around every command: about a third more CPU, paid twice on every request.
     """
+
+    shared_between_processes = True
 
     def __init__(self, url: str, prefix: str):
         self.url = url
