@@ -10,7 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+import orjson
+from django.db import models, transaction
 
 from routing.registry import ModelSnap
 
@@ -88,7 +89,11 @@ def call_cost(model: ModelSnap | None, tokens: Tokens, at: datetime) -> Decimal 
 
 
 def call_row(outcome: CallOutcome) -> dict[str, Any]:
-    """The call row of `outcome`: the dict the recorder spools (Call attnames as keys, plus `reservations`)."""
+    """The call row of `outcome`: the dict the recorder spools (Call attnames as keys, plus `reservations`).
+
+    Values stay Python objects (datetimes, Decimals, `Reservation`s): the recorder writes their JSON
+    forms to its spool, and stores these rows as they are, so a fresh row is never parsed back.
+    """
     tokens = call_tokens(outcome)
     cost = call_cost(outcome.model, tokens, outcome.created_at)
     model = outcome.model
@@ -117,7 +122,7 @@ def call_row(outcome: CallOutcome) -> dict[str, Any]:
         "attempts": outcome.attempts,
         "client_disconnected": outcome.client_disconnected,
         "source": outcome.source,
-        "reservations": [r.as_list() for r in outcome.reservations],
+        "reservations": outcome.reservations,
     }
 
 
@@ -127,8 +132,13 @@ def call_outcome_record(outcome: CallOutcome) -> None:
     call_recorder().record(row)
 
 
-FOREIGN_KEYS = ("user_id", "api_key_id", "model_id", "provider_id")
+LINKS = [field for field in Call._meta.concrete_fields if field.is_relation]  # user, api_key, model, provider
 STORE_CHUNK = 1000
+
+
+def spooled_lines_store(lines: list[bytes], *, may_be_stored: bool = True) -> None:
+    """Store rows given as the JSON lines of a spool (what the row writer process receives)."""
+    call_rows_store([orjson.loads(line) for line in lines if line], may_be_stored=may_be_stored)
 
 
 def call_rows_store(rows: list[dict[str, Any]], *, may_be_stored: bool = True) -> None:
@@ -138,33 +148,61 @@ def call_rows_store(rows: list[dict[str, Any]], *, may_be_stored: bool = True) -
     of request ids that are stored already.
 
     In one transaction per chunk: insert the rows not stored yet and settle their budget
-    reservations, so that a replayed row neither doubles nor settles twice. If a chunk breaks a
-    foreign key (a key or model deleted since the call), its rows go in one by one, and a row that
-    still fails keeps its numbers with those links cleared rather than blocking every later row.
+    reservations, so that a replayed row neither doubles nor settles twice. A row that names a
+    user, key, model or provider deleted since the call keeps its numbers with that link cleared.
     """
     for start in range(0, len(rows), STORE_CHUNK):
-        chunk = rows[start : start + STORE_CHUNK]
-        try:
-            _store_chunk(chunk, may_be_stored)
-        except IntegrityError:
-            for row in chunk:
-                try:
-                    _store_chunk([row], may_be_stored=True)
-                except IntegrityError:
-                    _store_chunk([{**row, **dict.fromkeys(FOREIGN_KEYS)}], may_be_stored=True)
+        _store_chunk(rows[start : start + STORE_CHUNK], may_be_stored)
 
 
 def _store_chunk(rows: list[dict[str, Any]], may_be_stored: bool) -> None:
     with transaction.atomic():
         stored = _stored_request_ids([row["request_id"] for row in rows]) if may_be_stored else set()
         fresh = list({row["request_id"]: row for row in rows if row["request_id"] not in stored}.values())
+        fresh = _deleted_links_cleared(fresh)
         calls_insert(fresh)
         rollups_add(fresh)
-        budgets_settle(
-            (Reservation.from_list(r), None if row["cost_usd"] is None else Decimal(str(row["cost_usd"])))
-            for row in fresh
-            for r in row.get("reservations") or ()
-        )
+        budgets_settle(_settlements(fresh))
+
+
+def _deleted_links_cleared(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows`, with links to rows that no longer exist set to None: one query per link and batch, where
+    foreign key constraints would check every row (Call's links have none)."""
+    gone: dict[str, set[int]] = {}
+    for link in LINKS:
+        ids = {row.get(link.attname) for row in rows} - {None}
+        missing = ids - _existing_ids(link, ids) if ids else set()
+        if missing:
+            gone[link.attname] = missing
+    if not gone:
+        return rows
+    return [_links_cleared(row, gone) for row in rows]
+
+
+def _links_cleared(row: dict[str, Any], gone: dict[str, set[int]]) -> dict[str, Any]:
+    cleared = {name: None for name, ids in gone.items() if row.get(name) in ids}
+    return {**row, **cleared} if cleared else row
+
+
+def _existing_ids(link: models.ForeignKey, ids: set[int]) -> set[int]:
+    return set(link.related_model._base_manager.filter(pk__in=ids).values_list("pk", flat=True))
+
+
+def _settlements(rows: list[dict[str, Any]]) -> list[tuple[Reservation, Decimal | None]]:
+    """(reservation, cost) of every budget reservation of `rows`. Fresh rows hold `Reservation`s and
+    Decimals; rows replayed from a spool hold their JSON forms (lists and strings)."""
+    settlements = []
+    for row in rows:
+        if not row.get("reservations"):
+            continue
+        cost = row["cost_usd"]
+        if cost is not None and not isinstance(cost, Decimal):
+            cost = Decimal(cost)
+        for reservation in row["reservations"]:
+            if not isinstance(reservation, Reservation):
+                reservation = Reservation.from_list(reservation)
+            settlements.append((reservation, cost))
+    return settlements
 
 
 def _stored_request_ids(request_ids: list[str]) -> set[str]:

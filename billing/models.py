@@ -62,14 +62,43 @@ class Call(models.Model):
         CACHE_HIT = "cache_hit"
 
     created_at = models.DateTimeField(default=timezone.now)
-    request_id = models.CharField(max_length=40, unique=True)
+    request_id = models.CharField(max_length=40)  # unique: see Meta.constraints
+    # A call outlives what it names, and the recorder inserts every request's row: the links are not
+    # foreign key constraints, whose per-row checks doubled the database's work per call (measured in
+    # docs/benchmarks.md). The recorder clears links to deleted rows once per batch instead
+    # (billing/calls.py), and deleting a user, key, model or provider still sets its calls' link to
+    # NULL. The composite indexes below serve these columns too, so they get no index of their own.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
-    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    api_key = models.ForeignKey(
+        ApiKey,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="calls",
+        db_constraint=False,
+        db_index=False,
+    )
     requested = models.CharField(max_length=100, help_text="The model or route name the client asked for.")
-    model = models.ForeignKey(ModelEndpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
-    provider = models.ForeignKey(Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    model = models.ForeignKey(
+        ModelEndpoint,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="calls",
+        db_constraint=False,
+        db_index=False,
+    )
+    provider = models.ForeignKey(
+        Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls", db_constraint=False
+    )
     status = models.CharField(max_length=10, choices=Status.choices)
     http_status = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=40, blank=True)
@@ -98,6 +127,9 @@ class Call(models.Model):
             models.Index(fields=["api_key", "created_at"], name="call_key_created_idx"),
             models.Index(fields=["model", "created_at"], name="call_model_created_idx"),
         ]
+        # A constraint rather than `unique=True`, which on PostgreSQL adds a second index for LIKE
+        # queries that nothing runs: every index is paid for by every call's insert.
+        constraints = [models.UniqueConstraint(fields=["request_id"], name="call_request_id_unique")]
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.requested} → {self.model_id} {self.status}"

@@ -31,6 +31,8 @@ Row = dict[str, Any]
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, tuple):  # a NamedTuple (a budget Reservation): spooled as a list
+        return list(value)
     raise TypeError(f"cannot spool {type(value).__name__}")
 
 

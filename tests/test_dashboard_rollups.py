@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.db.models import Count, Sum
 from django.forms.models import model_to_dict
 
@@ -16,10 +17,11 @@ from billing.models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, C
 from billing.rollups import answered_by_fallback, cost_pusd, histogram_bucket, hour_start, rollups_rebuild
 from billing.selectors import CallFilters, call_totals
 from billing.services import price_set
-from routing.models import ApiKey, ModelEndpoint, PreferenceVote
+from routing.models import ModelEndpoint, PreferenceVote
 from routing.registry import registry_load
+from routing.services import api_key_create
 from tests.billing_fixtures import attempt, call_row, cost_of, is_fallback, make_filters, matching
-from tests.factories import route_create
+from tests.factories import model_create, route_create, user_create
 
 
 def rollup_rows(**filters) -> list[tuple]:
@@ -120,17 +122,66 @@ def test_a_replayed_batch_is_not_counted_twice(world):
     assert (totals.calls, totals.cost_usd) == (3, Decimal("1.5"))
 
 
-def test_a_row_whose_key_was_deleted_is_counted_without_it(world, transactional_db):
-    # transactional_db: the broken foreign key is only noticed when the insert commits.
-    doomed = ApiKey.objects.create(user=world["alice"], name="doomed", prefix="rw-x", key_hash="0" * 64)
-    row = call_row(at=datetime.now(UTC), request_id="orphan", requested="gpt-4o", api_key_id=doomed.id)
-    doomed.delete()
-    call_rows_store([row])
-    assert Call.objects.get(request_id="orphan").api_key_id is None
-    assert CallRollup.objects.get(period="hour", requested="gpt-4o").api_key_id == 0
+def test_a_row_naming_deleted_rows_is_counted_without_those_links(world):
+    # A spool replayed after its user, key and model (and the model's provider) were deleted.
+    doomed_user = user_create("doomed")
+    doomed_key = api_key_create(user=doomed_user, name="doomed")[0]
+    doomed_model = model_create(name="doomed-model", price=(1, 2))
+    row = call_row(
+        at=datetime.now(UTC),
+        request_id="orphan",
+        requested="doomed-model",
+        user_id=doomed_user.id,
+        api_key_id=doomed_key.id,
+        model=doomed_model,
+        cost=Decimal("0.5"),
+    )
+    kept = call_row(
+        at=datetime.now(UTC), request_id="kept", requested="gpt-4o", api_key_id=world["bob_key"].id, model=None
+    )
+    doomed_model.delete()
+    doomed_model.provider.delete()
+    doomed_key.delete()
+    doomed_user.delete()
+    call_rows_store([row, kept])
+    orphan = Call.objects.get(request_id="orphan")
+    assert (orphan.user_id, orphan.api_key_id, orphan.model_id, orphan.provider_id) == (None, None, None, None)
+    assert orphan.cost_usd == Decimal("0.5")
+    assert Call.objects.get(request_id="kept").api_key_id == world["bob_key"].id
+    rollup = CallRollup.objects.get(period="hour", requested="doomed-model")
+    assert (rollup.user_id, rollup.api_key_id, rollup.model_id, rollup.calls) == (0, 0, 0, 1)
     maintained = rollup_rows()
     rollups_rebuild()
     assert rollup_rows() == maintained
+
+
+def test_deleting_a_key_or_model_clears_the_link_of_its_stored_calls(world):
+    key, model = world["bob_key"], world["models"]["local"]
+    call_rows_store(
+        [call_row(at=datetime.now(UTC), request_id="r1", requested="local", api_key_id=key.id, model=model)]
+    )
+    key.delete()
+    model.delete()
+    call = Call.objects.get(request_id="r1")
+    assert (call.api_key_id, call.model_id, call.provider_id) == (None, None, model.provider_id)
+
+
+def test_the_call_table_has_no_foreign_key_constraints_and_no_redundant_index(db):
+    """Each constraint and index is paid for by every call's insert (docs/benchmarks.md)."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Call._meta.db_table)
+    assert not [name for name, c in constraints.items() if c["foreign_key"]]
+    indexed = sorted(
+        tuple(c["columns"]) for c in constraints.values() if (c["index"] or c["unique"]) and not c["primary_key"]
+    )
+    assert indexed == [
+        ("api_key_id", "created_at"),
+        ("created_at", "id"),
+        ("model_id", "created_at"),
+        ("provider_id",),
+        ("request_id",),
+        ("user_id", "created_at"),
+    ]
 
 
 def test_calls_through_the_live_gateway_are_rolled_up(http, fake_model, recorded_calls):
