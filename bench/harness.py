@@ -309,8 +309,9 @@ class Server:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system, all threads) the process has used so far, from /proc/PID/stat."""
-        return process_cpu_seconds(self.process.pid)
+        """CPU time (user + system, all threads) the process and its children (routerweb's row writer)
+        have used so far, from /proc."""
+        return process_tree_cpu_seconds(self.process.pid)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -330,11 +331,28 @@ class Server:
             self.process.wait()
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of process `pid` in seconds (Linux; the fields after the command name, which may hold spaces)."""
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid`, of its children that ended, and of its live descendants."""
+    try:
+        fields = _stat_fields(pid)
+    except FileNotFoundError:
+        return 0.0
+    own = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime, stime, cutime, cstime
+    return own + sum(process_tree_cpu_seconds(child) for child in _children(pid))
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return children
 
 
 def machine_cpu_jiffies() -> tuple[int, int]:

@@ -1,12 +1,13 @@
 """Writing call rows off the request path: a durable local spool, then batched inserts.
 
-`CallRecorder.record(row)` appends the row to this process's spool file (one `write()`: once it
-returns, the row survives the process dying) and queues it. A background thread inserts the queue
-in batches (billing/calls.py: COPY on PostgreSQL) every `flush_interval_s`, well inside the
-one-second promise, then deletes the batch's spool file. If the database is down, the batch is
-retried with its spool file kept. At start-up, spool files left by dead processes (no lock held on
-them) are replayed; `request_id` is unique and rows already stored are skipped, so a row is never
-written twice.
+`CallRecorder.record(row)` appends the row to this process's spool file as a JSON line (one
+`write()`: once it returns, the row survives the process dying) and queues the line. A background
+thread hands the queue over in batches every `flush_interval_s`, well inside the one-second
+promise, to the worker's row writer process (billing/row_writer.py), which stores them
+(billing/calls.py: COPY on PostgreSQL), then deletes the batch's spool file. If the database is
+down, the batch is retried with its spool file kept. At start-up, spool files left by dead
+processes (no lock held on them) are replayed; `request_id` is unique and rows already stored are
+skipped, so a row is never written twice.
 """
 
 import atexit
@@ -23,9 +24,16 @@ from typing import Any
 import orjson
 from django.db import connection
 
+from .row_writer import RowWriter
+
 logger = logging.getLogger("routerweb.recorder")
 
 Row = dict[str, Any]
+
+# Rows wait this long at most before their batch is inserted (plus the insert itself): inside the
+# one-second promise, with batches large enough that their fixed costs (a transaction, a new spool
+# file, the budgets' settling statements) are shared by many rows.
+FLUSH_INTERVAL_S = 0.5
 
 
 def _json_default(value: Any) -> Any:
@@ -41,16 +49,18 @@ class CallRecorder:
         self,
         spool_dir: Path,
         *,
-        flush_interval_s: float = 0.2,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
         insert: Callable[..., None] | None = None,
         upkeep: Callable[[], None] | None = None,
     ):
         self.spool_dir = spool_dir
         self.flush_interval_s = flush_interval_s
-        self.insert = insert or _call_rows_store
+        self._row_writer = RowWriter() if insert is None else None
+        # insert(lines, may_be_stored=...): store these spooled JSON lines, or raise (they are retried)
+        self.insert = insert or self._row_writer.store
         self.upkeep = upkeep  # run after each flush, on the writer thread (the budgets' allowances)
         self._lock = threading.Lock()
-        self._queue: list[Row] = []
+        self._queue: list[bytes] = []  # the spooled lines of rows not handed over yet
         # Rows put back after a failed insert may have been stored anyway (a commit whose answer was
         # lost): their next insert must skip what is there. Fresh rows have new request ids.
         self._queue_has_retries = False
@@ -71,7 +81,7 @@ class CallRecorder:
             if self._thread is None:
                 self._start_locked()
             os.write(self._fd, line)
-            self._queue.append(row)
+            self._queue.append(line)
             self._unwritten += 1
 
     def flush(self, timeout_s: float = 10.0) -> None:
@@ -84,6 +94,7 @@ class CallRecorder:
         """Flush and stop the writer thread; a later record() starts a new one."""
         thread = self._thread
         if thread is None:
+            self._close_row_writer()
             return
         self._stopping = True
         self._wake.set()
@@ -94,6 +105,11 @@ class CallRecorder:
                 self._spool_path.unlink(missing_ok=True)
                 os.close(self._fd)
                 self._fd = self._spool_path = None
+        self._close_row_writer()
+
+    def _close_row_writer(self) -> None:
+        if self._row_writer is not None:
+            self._row_writer.close()
 
     # ------------------------------------------------------------------ writer side
 
@@ -118,6 +134,8 @@ class CallRecorder:
 
     def _run(self) -> None:
         try:
+            if self._row_writer is not None:
+                self._row_writer.start()
             self.replay_orphans()
             while True:
                 self._wake.wait(self.flush_interval_s)
@@ -188,10 +206,10 @@ class CallRecorder:
                 os.close(fd)  # a live process owns it
                 continue
             try:
-                rows = _spool_rows(path)
-                if rows:
-                    self.insert(rows, may_be_stored=True)
-                    replayed += len(rows)
+                lines = _spool_lines(path)
+                if lines:
+                    self.insert(lines, may_be_stored=True)
+                    replayed += len(lines)
                 path.unlink(missing_ok=True)
             finally:
                 os.close(fd)
@@ -200,21 +218,17 @@ class CallRecorder:
         return replayed
 
 
-def _call_rows_store(rows: list[Row], *, may_be_stored: bool) -> None:
-    from .calls import call_rows_store
-
-    call_rows_store(rows, may_be_stored=may_be_stored)
-
-
-def _spool_rows(path: Path) -> list[Row]:
-    rows = []
+def _spool_lines(path: Path) -> list[bytes]:
+    lines = []
     for line in path.read_bytes().splitlines():
         try:
-            rows.append(orjson.loads(line))
+            orjson.loads(line)
         except orjson.JSONDecodeError:
             # Only the last line can be torn, by a crash in the middle of its write.
             logger.warning("skipping a torn line in %s", path.name)
-    return rows
+            continue
+        lines.append(line)
+    return lines
 
 
 _recorder: CallRecorder | None = None

@@ -2,6 +2,7 @@
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import httpx
+import orjson
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
@@ -420,31 +422,51 @@ def test_rows_spooled_by_a_crashed_process_are_replayed_once(transactional_db, t
     )
     assert recorder.replay_orphans() == 1  # the torn last line is skipped, the stored row not doubled
     assert Call.objects.count() == 5
+    recorder.stop()  # stops its row writer process
+
+
+def spool_row(request_id: str) -> dict:
+    return {
+        "created_at": timezone.now(),
+        "request_id": request_id,
+        "requested": "m",
+        "status": "ok",
+        "http_status": 200,
+        "cost_usd": None,
+        "attempts": [],
+    }
 
 
 def test_a_live_process_spool_is_not_replayed(transactional_db, tmp_path):
     owner = CallRecorder(tmp_path, flush_interval_s=3600, insert=lambda rows, **_: None)
-    owner.record(
-        {
-            "created_at": timezone.now(),
-            "request_id": "req_live",
-            "requested": "m",
-            "status": "ok",
-            "http_status": 200,
-            "cost_usd": None,
-            "attempts": [],
-        }
-    )
+    owner.record(spool_row("req_live"))
     assert CallRecorder(tmp_path).replay_orphans() == 0
     assert not Call.objects.exists()
+
+
+def test_rows_are_stored_by_the_row_writer_process_and_survive_its_death(transactional_db, tmp_path):
+    recorder = CallRecorder(tmp_path, flush_interval_s=0.05)
+    recorder.record(spool_row("req_a"))
+    recorder.flush()
+    first_writer = recorder._row_writer.pid
+    assert first_writer not in (None, os.getpid())
+    assert list(Call.objects.values_list("request_id", flat=True)) == ["req_a"]
+
+    os.kill(first_writer, signal.SIGKILL)
+    recorder.record(spool_row("req_b"))
+    recorder.flush()  # the dead writer fails the batch; it is retried with a new one
+    recorder.stop()
+    assert sorted(Call.objects.values_list("request_id", flat=True)) == ["req_a", "req_b"]
+    assert recorder._row_writer.pid is None  # stopped with the recorder
+    assert not list(tmp_path.glob("calls-*.jsonl"))
 
 
 def test_a_batch_that_failed_is_retried_with_a_lookup_of_what_got_stored(tmp_path):
     """A failed insert may have committed all the same (its answer lost): the retry must check."""
     attempts = []
 
-    def flaky_insert(rows, *, may_be_stored):
-        attempts.append(([row["request_id"] for row in rows], may_be_stored))
+    def flaky_insert(lines, *, may_be_stored):
+        attempts.append(([orjson.loads(line)["request_id"] for line in lines], may_be_stored))
         if len(attempts) == 1:
             raise RuntimeError("database unavailable")
 
