@@ -146,9 +146,10 @@ async def budgets_reserve(
     raise BudgetExceeded(await _budgets_read(_refusing_budget, next(iter(drawn)), period), amount)
 
 
-def budgets_call_ended(reservations: Iterable[Reservation], cost: Decimal | None) -> None:
+def budgets_call_ended(reservations: list[Reservation], cost: Decimal | None) -> None:
     """A call is over and cost `cost`: what it reserved and did not spend can be drawn again."""
-    _ledger.settle(reservations, cost)
+    if reservations:
+        _ledger.settle(reservations, cost)
 
 
 @dataclass(frozen=True, slots=True)
