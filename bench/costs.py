@@ -1,6 +1,6 @@
 """What cost tracking costs the gateway: throughput with cost rows and budgets on and off.
 
-Usage: `.venv/bin/python -m bench.costs [--database-url URL] [--redis-url URL] [--duration 10] [--write-docs]`
+Usage: `.venv/bin/python -m bench.costs [--database-url URL] [--redis-url URL] [--duration 6] [--rounds 9] [--write-docs]`
 (the issue's figure is on PostgreSQL + Redis: `--database-url postgres://postgres@127.0.0.1:5432/routerweb_bench
 --redis-url redis://127.0.0.1:6379/3`).
 
@@ -11,7 +11,8 @@ that answers at once at concurrency 8, where routerweb's CPU is the limit, and o
 
 - `no cost rows`: routerweb started through `bench.server_without_rows`, whose recorder drops every
   row: the gateway as if it tracked nothing (the reference);
-- `cost rows`: the production server, one priced row per request (spool, batched insert, rollups);
+- `cost rows`: the production server, one priced row per request (spool, then batches stored by the
+  worker's row writer process: COPY, rollups);
 - `cost rows + budgets`: the same with a monthly budget on the bench user and one on its API key,
   so every request also reserves its worst case on both (drawn from the worker's allowances,
   billing/budgets.py) and settles them when its row is stored.
@@ -173,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    # Many short rounds: this VM's speed drifts within minutes, and only the median of many rounds holds.
+    parser.add_argument("--duration", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     results = measure_rounds(args)

@@ -91,8 +91,8 @@ def call_cost(model: ModelSnap | None, tokens: Tokens, at: datetime) -> Decimal 
 def call_row(outcome: CallOutcome) -> dict[str, Any]:
     """The call row of `outcome`: the dict the recorder spools (Call attnames as keys, plus `reservations`).
 
-    Values stay Python objects (datetimes, Decimals, `Reservation`s): the recorder writes their JSON
-    forms to its spool, and stores these rows as they are, so a fresh row is never parsed back.
+    Values stay Python objects (datetimes, Decimals, `Reservation`s): the recorder writes the row's
+    JSON form to its spool, and the row writer process stores it from that line.
     """
     tokens = call_tokens(outcome)
     cost = call_cost(outcome.model, tokens, outcome.created_at)
@@ -189,8 +189,8 @@ def _existing_ids(link: models.ForeignKey, ids: set[int]) -> set[int]:
 
 
 def _settlements(rows: list[dict[str, Any]]) -> list[tuple[Reservation, Decimal | None]]:
-    """(reservation, cost) of every budget reservation of `rows`. Fresh rows hold `Reservation`s and
-    Decimals; rows replayed from a spool hold their JSON forms (lists and strings)."""
+    """(reservation, cost) of every budget reservation of `rows`. Rows read from a spool hold their JSON
+    forms (lists and strings), rows built in this process `Reservation`s and Decimals."""
     settlements = []
     for row in rows:
         if not row.get("reservations"):

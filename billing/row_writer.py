@@ -76,10 +76,13 @@ class RowWriter:
 
     def _running(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
+            from django.conf import settings
+
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "billing.row_writer"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                cwd=settings.BASE_DIR,  # the project, whatever directory the server was started from
                 env={**os.environ, **_child_environment()},
             )
         return self._process
