@@ -48,6 +48,12 @@ class Price(models.Model):
         )
 
 
+def _call_link(to: type[models.Model] | str, **options) -> models.ForeignKey:
+    """A link from a call row: cleared when its target is deleted, and no database constraint."""
+    options.setdefault("related_name", "calls")
+    return models.ForeignKey(to, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False, **options)
+
+
 class Call(models.Model):
     """One row per request to the gateway or the playground, written once its outcome is known.
 
@@ -67,38 +73,13 @@ class Call(models.Model):
     # foreign key constraints, whose per-row checks doubled the database's work per call (measured in
     # docs/benchmarks.md). The recorder clears links to deleted rows once per batch instead
     # (billing/calls.py), and deleting a user, key, model or provider still sets its calls' link to
-    # NULL. The composite indexes below serve these columns too, so they get no index of their own.
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        db_constraint=False,
-        db_index=False,
-    )
-    api_key = models.ForeignKey(
-        ApiKey,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="calls",
-        db_constraint=False,
-        db_index=False,
-    )
+    # NULL. The user, key and model need no index of their own: composite indexes below lead with
+    # them. The provider keeps one, for that SET NULL when a provider is deleted.
+    user = _call_link(settings.AUTH_USER_MODEL, related_name="+", db_index=False)
+    api_key = _call_link(ApiKey, db_index=False)
     requested = models.CharField(max_length=100, help_text="The model or route name the client asked for.")
-    model = models.ForeignKey(
-        ModelEndpoint,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="calls",
-        db_constraint=False,
-        db_index=False,
-    )
-    provider = models.ForeignKey(
-        Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls", db_constraint=False
-    )
+    model = _call_link(ModelEndpoint, db_index=False)
+    provider = _call_link(Provider)
     status = models.CharField(max_length=10, choices=Status.choices)
     http_status = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=40, blank=True)
