@@ -1,6 +1,7 @@
 """What cost tracking costs the gateway: throughput with cost rows and budgets on and off.
 
-Usage: `.venv/bin/python -m bench.costs [--database-url URL] [--redis-url URL] [--duration 6] [--rounds 9] [--write-docs]`
+Usage: `.venv/bin/python -m bench.costs [--database-url URL] [--redis-url URL] [--duration 6] [--rounds 9]
+[--write-docs]`
 (the issue's figure is on PostgreSQL + Redis: `--database-url postgres://postgres@127.0.0.1:5432/routerweb_bench
 --redis-url redis://127.0.0.1:6379/3`).
 
