@@ -136,7 +136,11 @@ class CallRecorder:
         try:
             if self._row_writer is not None:
                 self._row_writer.start()
-            self.replay_orphans()
+            try:
+                self.replay_orphans()
+            except Exception:  # the database is down, say: the orphans wait for the next start-up
+                logger.exception("could not replay orphaned spool files")
+                connection.close()
             while True:
                 self._wake.wait(self.flush_interval_s)
                 self._wake.clear()
@@ -206,7 +210,10 @@ class CallRecorder:
                 os.close(fd)  # a live process owns it
                 continue
             try:
-                lines = _spool_lines(path)
+                if os.fstat(fd).st_nlink == 0:
+                    # Its owner stored its rows and removed it between our open and our lock.
+                    continue
+                lines = _spool_lines(fd, path.name)
                 if lines:
                     self.insert(lines, may_be_stored=True)
                     replayed += len(lines)
@@ -218,14 +225,16 @@ class CallRecorder:
         return replayed
 
 
-def _spool_lines(path: Path) -> list[bytes]:
+def _spool_lines(fd: int, name: str) -> list[bytes]:
+    with open(fd, "rb", closefd=False) as spool:
+        data = spool.read()
     lines = []
-    for line in path.read_bytes().splitlines():
+    for line in data.splitlines():
         try:
             orjson.loads(line)
         except orjson.JSONDecodeError:
             # Only the last line can be torn, by a crash in the middle of its write.
-            logger.warning("skipping a torn line in %s", path.name)
+            logger.warning("skipping a torn line in %s", name)
             continue
         lines.append(line)
     return lines

@@ -461,6 +461,28 @@ def test_rows_are_stored_by_the_row_writer_process_and_survive_its_death(transac
     assert not list(tmp_path.glob("calls-*.jsonl"))
 
 
+def test_a_spool_removed_by_its_owner_while_being_opened_is_skipped(tmp_path, monkeypatch):
+    """Another process's replay can open a spool just before its live owner stores the rows, unlinks
+    the file and unlocks it: the lock is then free, but the rows are stored already."""
+    import billing.recorder
+
+    spool = tmp_path / "calls-1-stored.jsonl"
+    spool.write_bytes(orjson.dumps(spool_row("req_stored"), default=str) + b"\n")
+    real_open = os.open
+
+    def open_then_owner_finishes(path, *args):
+        fd = real_open(path, *args)
+        if path == spool:
+            spool.unlink()  # what the owner does once the batch is committed
+        return fd
+
+    monkeypatch.setattr(billing.recorder.os, "open", open_then_owner_finishes)
+    inserted = []
+    recorder = CallRecorder(tmp_path, insert=lambda lines, **_: inserted.extend(lines))
+    assert recorder.replay_orphans() == 0
+    assert inserted == []
+
+
 def test_a_batch_that_failed_is_retried_with_a_lookup_of_what_got_stored(tmp_path):
     """A failed insert may have committed all the same (its answer lost): the retry must check."""
     attempts = []
