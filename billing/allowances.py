@@ -31,16 +31,15 @@ class Reservation(NamedTuple):
     """A call's worst case set aside on one budget, from one of this worker's allowances.
 
     `allowance_id` is None for reservations made on the budget row directly (rows spooled by
-    earlier versions, which settle the same way as before). A tuple: made for every budgeted call.
+    earlier versions, which settle the same way as before). A tuple: made for every budgeted call,
+    and spooled as a JSON list (`[budget_id, "amount", "period_start", allowance_id]`), which
+    `from_list` reads back.
     """
 
     budget_id: int
     amount: Decimal
     period_start: date
     allowance_id: str | None = None
-
-    def as_list(self) -> list:
-        return [self.budget_id, str(self.amount), self.period_start.isoformat(), self.allowance_id]
 
     @classmethod
     def from_list(cls, value: list) -> "Reservation":
