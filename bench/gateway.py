@@ -5,10 +5,11 @@ Usage: `.venv/bin/python -m bench.gateway [--database-url URL] [--redis-url URL]
 
 Everything runs in a throwaway environment (bench.harness.BenchStack). Per concurrency and scenario
 the load goes once straight to the fake upstream and once through routerweb. The target server's CPU
-time is read from /proc before the run and after a settle pause (so that the call recorder's batched
-inserts of the run are counted too) and divided by the requests completed. The target's scenario (50 ms
-upstream, concurrency 8) runs `--target-runs` times and is judged on the median. Exit status: 0, or 2 when
-the call rows do not account for the requests sent (see `BillingCheck`), 1 when the set-up failed.
+time (with its child processes: routerweb's row writer) is read from /proc before the run and after a
+settle pause (so that storing the run's call rows is counted too) and divided by the requests
+completed. The target's scenario (50 ms upstream, concurrency 8) runs `--target-runs` times and is
+judged on the median. Exit status: 0, or 2 when the call rows do not account for the requests sent
+(see `BillingCheck`), 1 when the set-up failed.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ SCENARIOS = (
 )
 CONCURRENCIES = (8, 32)
 TARGETS = ("direct", "routerweb")
-SETTLE_S = 1.5  # after a run: the recorder flushes every 0.2 s, so its inserts land before CPU is read
+SETTLE_S = 1.5  # after a run: the recorder hands rows over every 0.5 s, so they are stored before CPU is read
 FINAL_WAIT_S = 2.0
 WARMUP_S = 2.0
 QUIET_PCT = 5.0  # before each run, wait until other processes use less than this share of the CPUs ...

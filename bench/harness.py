@@ -349,9 +349,10 @@ def _stat_fields(pid: int) -> list[str]:
 
 def _children(pid: int) -> list[int]:
     children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            children += [int(child) for child in (task / "children").read_text().split()]
+    with contextlib.suppress(OSError):  # the process may end while it is read
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                children += [int(child) for child in (task / "children").read_text().split()]
     return children
 
 

@@ -97,7 +97,7 @@ def py_spy_path() -> str:
 def profile_py_spy(stack: BenchStack, args: argparse.Namespace) -> tuple[LoadRun, list[Sample]]:
     """Record routerweb with py-spy (all threads, idle excluded) while wrk runs; returns the samples."""
     output = stack.tmp / "py-spy.txt"
-    argv = [py_spy_path(), "record", "--pid", str(stack.routerweb.pid), "--rate", str(SAMPLE_RATE_HZ)]
+    argv = [py_spy_path(), "record", "--pid", str(stack.routerweb.pid), "--subprocesses", "--rate", str(SAMPLE_RATE_HZ)]
     argv += ["--duration", str(round(args.duration)), "--format", "raw", "--threads", "--output", str(output)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -258,7 +258,7 @@ def _refusing_budget(budget_id: int, period: date) -> Budget:
     return budget
 
 
-# ---------------------------------------------------------------------------- settling (the recorder)
+# ---------------------------------------------------------------------------- settling (the row writer)
 
 
 def budgets_settle(settlements: Iterable[tuple[Reservation, Decimal | None]]) -> None:
@@ -278,7 +278,7 @@ def budgets_settle(settlements: Iterable[tuple[Reservation, Decimal | None]]) ->
         total[1] += spent
     if not totals:
         return
-    # Plain SQL: the recorder settles every batch of calls, and the ORM's statement building cost
+    # Plain SQL: the row writer settles every batch of calls, and the ORM's statement building cost
     # more than the statements (2.7 ms against 0.5 ms a batch).
     ops = connection.ops
     with connection.cursor() as cursor:
@@ -299,7 +299,7 @@ def budgets_settle(settlements: Iterable[tuple[Reservation, Decimal | None]]) ->
             cursor.execute(SETTLE_BUDGET, [released, released, spent, budget_id, ops.adapt_datefield_value(period)])
 
 
-# Portable SQL (SQLite has no GREATEST): an amount never goes below zero.
+# Portable SQL (GREATEST is PostgreSQL's; SQLite spells it MAX): an amount never goes below zero.
 SETTLE_ALLOWANCE = """
 UPDATE billing_budgetallowance
 SET amount_usd = CASE WHEN amount_usd > %s THEN amount_usd - %s ELSE 0 END

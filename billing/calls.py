@@ -138,7 +138,7 @@ STORE_CHUNK = 1000
 
 def spooled_lines_store(lines: list[bytes], *, may_be_stored: bool = True) -> None:
     """Store rows given as the JSON lines of a spool (what the row writer process receives)."""
-    call_rows_store([orjson.loads(line) for line in lines if line], may_be_stored=may_be_stored)
+    call_rows_store([orjson.loads(line) for line in lines], may_be_stored=may_be_stored)
 
 
 def call_rows_store(rows: list[dict[str, Any]], *, may_be_stored: bool = True) -> None:

@@ -71,7 +71,7 @@ class Call(models.Model):
     request_id = models.CharField(max_length=40)  # unique: see Meta.constraints
     # A call outlives what it names, and the recorder inserts every request's row: the links are not
     # foreign key constraints, whose per-row checks doubled the database's work per call (measured in
-    # docs/benchmarks.md). The recorder clears links to deleted rows once per batch instead
+    # docs/benchmarks.md). Storing a batch clears links to deleted rows with one query per link instead
     # (billing/calls.py), and deleting a user, key, model or provider still sets its calls' link to
     # NULL. The user, key and model need no index of their own: composite indexes below lead with
     # them. The provider keeps one, for that SET NULL when a provider is deleted.

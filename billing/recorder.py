@@ -134,12 +134,12 @@ class CallRecorder:
 
     def _run(self) -> None:
         try:
-            if self._row_writer is not None:
-                self._row_writer.start()
             try:
+                if self._row_writer is not None:
+                    self._row_writer.start()
                 self.replay_orphans()
             except Exception:  # the database is down, say: the orphans wait for the next start-up
-                logger.exception("could not replay orphaned spool files")
+                logger.exception("could not start the row writer or replay orphaned spool files")
                 connection.close()
             while True:
                 self._wake.wait(self.flush_interval_s)
@@ -166,11 +166,9 @@ class CallRecorder:
             try:
                 self.insert(batch, may_be_stored=may_be_stored)
             except Exception:
-                # The database is unavailable: put the rows back. Their spool files stay open, so still
-                # locked: no other process replays them while this one retries.
-                # The writer keeps one connection while all is well; a failed one is dropped for a new one.
+                # The database or the row writer failed: put the rows back. Their spool files stay open,
+                # so still locked: no other process replays them while this one retries.
                 logger.exception("could not write %d call rows; will retry", len(batch))
-                connection.close()
                 with self._lock:
                     self._queue[:0] = batch
                     self._queue_has_retries = True

@@ -101,7 +101,7 @@ def rollups_add(rows: Iterable[Mapping[str, Any]]) -> None:
     """Add freshly inserted call rows (dicts with Call's field names, `*_id` for keys) to the rollups.
 
     Call it inside the transaction that inserted them, so that the rows and their counts commit together.
-    The recorder calls it for every row the gateway records, so the loop is kept lean: rows add up per
+    The row writer calls it for every row the gateway records, so the loop is kept lean: rows add up per
     hour first, and the days are summed from those hours.
     """
     hours: dict[Key, list[int]] = {}

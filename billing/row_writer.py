@@ -31,6 +31,7 @@ logger = logging.getLogger("routerweb.recorder")
 HEADER = struct.Struct("!I?")
 ANSWER = struct.Struct("!I")
 DATABASE_NAME_ENV = "ROUTERWEB_ROW_WRITER_DATABASE_NAME"
+CLOSE_TIMEOUT_S = 15.0
 
 
 class RowWriterError(Exception):
@@ -45,6 +46,7 @@ class RowWriter:
         self._lock = threading.Lock()
 
     def store(self, lines: list[bytes], *, may_be_stored: bool) -> None:
+        """`lines`: JSON lines, with or without their newline (empty lines are skipped)."""
         payload = b"\n".join(lines)
         with self._lock:
             process = self._running()
@@ -57,6 +59,10 @@ class RowWriter:
             except (OSError, EOFError) as exc:  # the child died: its last batch may or may not be in
                 self._close_locked()
                 raise RowWriterError(f"the row writer process stopped ({exc or type(exc).__name__})") from exc
+            except BaseException:
+                # Interrupted mid-exchange: a later answer could be taken for another batch's.
+                self._close_locked()
+                raise
         if error:
             raise RowWriterError(error)
 
@@ -66,9 +72,19 @@ class RowWriter:
             self._running()
 
     def close(self) -> None:
-        """Stop the child (it finishes the batch it holds, if any); the next `store()` starts another."""
-        with self._lock:
+        """Stop the child (it finishes the batch it holds, if any); the next `store()` starts another.
+
+        A child stuck on a batch (a database lock, a dead connection) is killed instead: its batch
+        stays in the spool and is replayed at the next start."""
+        if not self._lock.acquire(timeout=CLOSE_TIMEOUT_S):
+            process = self._process
+            if process is not None:
+                process.kill()
+            return
+        try:
             self._close_locked()
+        finally:
+            self._lock.release()
 
     @property
     def pid(self) -> int | None:
@@ -84,6 +100,9 @@ class RowWriter:
                 stdout=subprocess.PIPE,
                 cwd=settings.BASE_DIR,  # the project, whatever directory the server was started from
                 env={**os.environ, **_child_environment()},
+                # Its own session: a Ctrl-C or a signal to the server's group must not stop it before
+                # the worker's last batch; it exits when the worker closes the pipe (or dies).
+                start_new_session=True,
             )
         return self._process
 
@@ -129,8 +148,10 @@ def main() -> None:
     import django
     from django.conf import settings
 
+    database = settings.DATABASES["default"]
     if os.environ.get(DATABASE_NAME_ENV):
-        settings.DATABASES["default"]["NAME"] = os.environ[DATABASE_NAME_ENV]
+        database["NAME"] = os.environ[DATABASE_NAME_ENV]
+    database.get("OPTIONS", {}).pop("pool", None)  # one thread, one connection
     django.setup()
     from django.db import connection
 
@@ -143,11 +164,12 @@ def main() -> None:
             payload = _read_exactly(requests, size)
         except EOFError:
             return  # the worker closed the pipe, or died
+        lines = [line for line in payload.split(b"\n") if line]
         try:
-            spooled_lines_store(payload.split(b"\n"), may_be_stored=may_be_stored)
+            spooled_lines_store(lines, may_be_stored=may_be_stored)
             error = b""
         except Exception as exc:
-            logger.exception("could not store %d call rows", payload.count(b"\n") + 1)
+            logger.exception("could not store %d call rows", len(lines))
             connection.close()  # a broken connection is replaced on the next batch
             error = f"{type(exc).__name__}: {exc}".encode()
         answers.write(ANSWER.pack(len(error)) + error)

@@ -16,8 +16,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from billing.budgets import period_start_for
 from billing.calls import call_rows_store
-from billing.models import Call
+from billing.models import Budget, Call
 from billing.selectors import CallFilters
 from routing.models import PreferenceVote
 from routing.services import api_key_create
@@ -73,6 +74,13 @@ def call_row(
         "source": "api" if api_key_id else "playground",
         "reservations": [],
     }
+
+
+def budget_for(*, limit: str, spent: str = "0", **owner) -> Budget:
+    """A monthly budget of `limit` USD on `owner` (user= or api_key=), `spent` already spent this month."""
+    budget = Budget.objects.create(limit_usd=Decimal(limit), **owner)
+    Budget.objects.filter(pk=budget.pk).update(spent_usd=Decimal(spent), period_start=period_start_for(timezone.now()))
+    return budget
 
 
 def attempt(model: str, outcome: str, latency_ms: int = 10) -> dict:

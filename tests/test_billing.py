@@ -22,6 +22,7 @@ from billing.pricing import cost_for_usage, prompt_tokens_estimate, tokens_estim
 from billing.recorder import CallRecorder
 from billing.services import price_set
 from routing.models import ApiKey
+from tests.billing_fixtures import budget_for
 from tests.conftest import REPO_ROOT
 from tests.factories import model_create, provider_create
 
@@ -236,12 +237,6 @@ def test_sync_prices_adds_a_new_row_when_a_synced_price_changed(transactional_db
 
 
 # ---------------------------------------------------------------------------- budgets
-
-
-def budget_for(*, limit: str, spent: str = "0", **owner) -> Budget:
-    budget = Budget.objects.create(limit_usd=Decimal(limit), **owner)
-    Budget.objects.filter(pk=budget.pk).update(spent_usd=Decimal(spent), period_start=period_start_for(timezone.now()))
-    return budget
 
 
 def budget_settled(budget: Budget) -> Budget:

@@ -33,6 +33,7 @@ from billing.budgets import (
 )
 from billing.models import Budget, BudgetAllowance, Call
 from billing.pricing import prompt_tokens_estimate
+from tests.billing_fixtures import budget_for
 
 PERIOD = period_start_for(timezone.now())
 VERSION = "v1"
@@ -163,12 +164,6 @@ def test_an_allowance_being_topped_up_is_not_handed_back_meanwhile(ledger, clock
 # ---------------------------------------------------------------------------- against the database
 
 
-def budget_for(user, limit: str, spent: str = "0") -> Budget:
-    budget = Budget.objects.create(user=user, limit_usd=Decimal(limit))
-    Budget.objects.filter(pk=budget.pk).update(spent_usd=Decimal(spent), period_start=PERIOD)
-    return budget
-
-
 def reserve(budget: Budget, amount: str):
     return asyncio.run(
         budgets_reserve(budget_ids=[budget.id], amount=Decimal(amount), at=timezone.now(), registry_version=VERSION)
@@ -202,7 +197,7 @@ def grants_asked(monkeypatch):
 
 
 def test_one_grant_covers_many_calls(transactional_db, user, grants_asked):
-    budget = budget_for(user, limit="100")
+    budget = budget_for(user=user, limit="100")
     calls = [reserve(budget, "0.01") for _ in range(ALLOWANCE_CALLS)]
     assert len(grants_asked) == 1
     assert amounts(budget) == (0, Decimal("1"), [Decimal("1")])  # 100 worst cases, under a tenth of the room
@@ -214,7 +209,7 @@ def test_one_grant_covers_many_calls(transactional_db, user, grants_asked):
 
 
 def test_a_busy_worker_asks_for_twice_its_last_grant(transactional_db, user, grants_asked):
-    budget = budget_for(user, limit="1000")
+    budget = budget_for(user=user, limit="1000")
     for _ in range(ALLOWANCE_CALLS + 1):  # the first grant used up well within ALLOWANCE_GROWTH_S
         reserve(budget, "0.01")
     assert [want for ((need, want),) in grants_asked] == [Decimal("1"), Decimal("2")]
@@ -222,13 +217,13 @@ def test_a_busy_worker_asks_for_twice_its_last_grant(transactional_db, user, gra
 
 
 def test_a_grant_takes_at_most_a_tenth_of_what_is_left(transactional_db, user):
-    budget = budget_for(user, limit="10", spent="9")
+    budget = budget_for(user=user, limit="10", spent="9")
     reserve(budget, "0.001")
     assert amounts(budget) == (Decimal("9"), Decimal("0.1"), [Decimal("0.1")])
 
 
 def test_near_the_limit_a_grant_is_one_worst_case_as_exact_as_reserving_each_call(transactional_db, user):
-    budget = budget_for(user, limit="1", spent="0.9")
+    budget = budget_for(user=user, limit="1", spent="0.9")
     reserve(budget, "0.05")
     assert amounts(budget) == (Decimal("0.9"), Decimal("0.05"), [Decimal("0.05")])
     reserve(budget, "0.05")
@@ -237,7 +232,7 @@ def test_near_the_limit_a_grant_is_one_worst_case_as_exact_as_reserving_each_cal
 
 
 def test_a_workers_own_unused_share_never_refuses_a_call_the_budget_has_room_for(transactional_db, user):
-    budget = budget_for(user, limit="1")
+    budget = budget_for(user=user, limit="1")
     settle(reserve(budget, "0.6"), "0.1")  # 0.5 of the 0.6 granted is free again
     assert amounts(budget) == (Decimal("0.1"), Decimal("0.5"), [Decimal("0.5")])
     reserve(budget, "0.6")  # 0.1 + 0.6 <= 1: granted what was missing, 0.1
@@ -247,7 +242,7 @@ def test_a_workers_own_unused_share_never_refuses_a_call_the_budget_has_room_for
 
 
 def test_rows_settled_after_the_allowance_went_back_add_their_cost_only(transactional_db, user):
-    budget = budget_for(user, limit="100")
+    budget = budget_for(user=user, limit="100")
     reservations = reserve(budget, "0.01")
     budgets_call_ended(reservations, Decimal("0.004"))
     assert budget_upkeep.return_all() == 1  # idle: back to the budget before its call's row was stored
@@ -258,7 +253,7 @@ def test_rows_settled_after_the_allowance_went_back_add_their_cost_only(transact
 
 
 def test_a_dead_workers_allowance_is_reclaimed_after_it_expires_and_its_rows_still_count(transactional_db, user):
-    budget = budget_for(user, limit="100")
+    budget = budget_for(user=user, limit="100")
     dead_worker = str(uuid.uuid4())
     expired = timezone.now() - timedelta(seconds=1)
     BudgetAllowance.objects.create(
@@ -280,8 +275,8 @@ def test_a_dead_workers_allowance_is_reclaimed_after_it_expires_and_its_rows_sti
 
 
 def test_a_worker_holding_allowances_sweeps_dead_workers_ones(transactional_db, user):
-    budget = budget_for(user, limit="100")
-    other = budget_for(get_user_model().objects.create_user("bob"), limit="100")
+    budget = budget_for(user=user, limit="100")
+    other = budget_for(user=get_user_model().objects.create_user("bob"), limit="100")
     reserve(budget, "0.01")  # this worker now holds an allowance, so its upkeep sweeps
     BudgetAllowance.objects.create(
         id=uuid.uuid4(), budget=other, period_start=PERIOD, amount_usd=Decimal("3"), expires_at=timezone.now()
@@ -297,7 +292,7 @@ def test_a_worker_holding_allowances_sweeps_dead_workers_ones(transactional_db, 
 
 
 def test_a_worker_renews_its_allowances_and_drops_one_that_was_reclaimed(transactional_db, user, grants_asked):
-    budget = budget_for(user, limit="100")
+    budget = budget_for(user=user, limit="100")
     settle(reserve(budget, "0.01"), "0.01")
     (allowance,) = budget.allowances.all()
     BudgetAllowance.objects.filter(pk=allowance.pk).update(expires_at=timezone.now())
@@ -324,7 +319,7 @@ def test_a_worker_renews_its_allowances_and_drops_one_that_was_reclaimed(transac
 
 def test_budgeted_calls_through_the_gateway_ask_the_database_once(http, user, fake_model, recorded_calls, grants_asked):
     fake_model("m", "echo", price=(1, 2))
-    budget = budget_for(user, limit="100")
+    budget = budget_for(user=user, limit="100")
     body = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10}
     assert [http.post("/v1/chat/completions", json=body).status_code for _ in range(20)] == [200] * 20
     calls = recorded_calls()
@@ -338,7 +333,7 @@ def test_two_workers_spending_one_budget_never_pass_its_limit(gateway_worker_pro
     messages = [{"role": "user", "content": "spend it"}]
     worst = (prompt_tokens_estimate(messages) + 50) * Decimal(1000) / 1_000_000
     limit = worst * 12
-    budget = budget_for(user, limit=str(limit))
+    budget = budget_for(user=user, limit=str(limit))
     workers = [gateway_worker_process(), gateway_worker_process()]
     body = {"model": "m", "messages": messages, "max_tokens": 50}
 

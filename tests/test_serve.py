@@ -1,10 +1,8 @@
 """The production command line is defined in routerweb/serve.py; the Makefile's `run` target spells it out in shell."""
 
-from pathlib import Path
-
 from routerweb.serve import uvicorn_args
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # The Makefile's defaults for the variables its uvicorn line uses.
 MAKE_DEFAULTS = {"$(HOST)": "127.0.0.1", "$(PORT)": "8000", "$(WORKERS)": "1"}
 

@@ -375,11 +375,6 @@ def _bulk_load() -> Iterator[None]:
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
             cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
-            cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-            if cursor.fetchone()[0]:
-                # The rows only reference users, keys, models and providers that exist: skip the four
-                # per-row foreign-key triggers, as pg_restore --disable-triggers does (superusers only).
-                cursor.execute("SET LOCAL session_replication_role = replica")
             deferred_indexes = []
             if not Call.objects.exists():
                 cursor.execute(
