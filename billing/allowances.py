@@ -56,6 +56,18 @@ class Grant:
     amount: Decimal
     period_start: date
     topped_up: bool  # False: a new allowance (the worker's previous one, if any, was gone or stale)
+    capped: bool = False  # less than asked for: the budget is getting near its limit
+
+
+@dataclass(frozen=True, slots=True)
+class Refill:
+    """A top-up of one allowance asked for ahead of need (by the recorder's thread, not by a call)."""
+
+    budget_id: int
+    allowance_id: str
+    period_start: date
+    registry_version: str
+    want: Decimal
 
 
 @dataclass(slots=True, eq=False)
@@ -69,6 +81,7 @@ class _Allowance:
     last_draw: float
     last_grant: Decimal = Decimal(0)
     granted_at: float = 0.0
+    capped: bool = False  # its last grant was cut short by the budget's headroom: no refill ahead of need
     in_flight: int = 0
     topping_up: int = 0  # grants being asked for it: it must not be handed back meanwhile
     retired: bool = False  # replaced: its free share is no longer spent, it waits for its calls to end
@@ -106,18 +119,9 @@ class AllowanceLedger:
         registry_version: str,
     ) -> list[Reservation] | dict[int, Decimal]:
         """Add what the database granted (confirmed at `confirmed_at`), then draw the call's share."""
-        now = self.clock()
         with self._lock:
             for grant in grants:
-                allowance = self._held.get(grant.allowance_id) if grant.topped_up else None
-                if allowance is None:
-                    allowance = _Allowance(
-                        grant.allowance_id, grant.budget_id, grant.period_start, registry_version, Decimal(0), 0.0, now
-                    )
-                    self._replace_locked(allowance)
-                allowance.free += grant.amount
-                allowance.last_grant, allowance.granted_at = grant.amount, now
-                allowance.usable_until = max(allowance.usable_until, confirmed_at + self.usable_s)
+                self._add_grant_locked(grant, confirmed_at, registry_version)
             return self._draw_all_locked(budget_ids, amount, period_start, registry_version)
 
     def settle(self, reservations: Iterable[Reservation], cost: Decimal | None) -> None:
@@ -149,6 +153,34 @@ class AllowanceLedger:
             for allowance_id in ids:
                 self._forget_locked(self._held[allowance_id])
             return ids
+
+    def refills_due(self, *, below_share: Decimal, growth_s: float) -> list[Refill]:
+        """The allowances to top up ahead of need: those whose free share fell under `below_share` of
+        their last grant, unless that grant was capped (near the limit, grants stay on demand, one
+        call's worst case at a time). Each is marked as being topped up until `refill_ended`."""
+        now = self.clock()
+        refills = []
+        with self._lock:
+            for allowance in self._current.values():
+                if allowance.capped or allowance.topping_up or allowance.free >= allowance.last_grant * below_share:
+                    continue
+                allowance.topping_up += 1
+                want = self._next_grant_locked(allowance, now, growth_s)
+                refills.append(
+                    Refill(allowance.budget_id, allowance.id, allowance.period_start, allowance.registry_version, want)
+                )
+        return refills
+
+    def refill_ended(self, refills: list[Refill], grants: Iterable[Grant], *, confirmed_at: float) -> None:
+        """The refills are over, with what the database granted for them (confirmed at `confirmed_at`)."""
+        versions = {refill.budget_id: refill.registry_version for refill in refills}
+        with self._lock:
+            for grant in grants:
+                self._add_grant_locked(grant, confirmed_at, versions[grant.budget_id])
+            for refill in refills:
+                allowance = self._held.get(refill.allowance_id)
+                if allowance is not None:
+                    allowance.topping_up -= 1
 
     def held_ids(self) -> list[str]:
         with self._lock:
@@ -213,8 +245,7 @@ class AllowanceLedger:
             allowance = self._held.get(allowance_id)
             if allowance is None:
                 return Decimal(0)
-            fast = self.clock() - allowance.granted_at < growth_s
-            return allowance.last_grant * 2 if fast else allowance.last_grant
+            return self._next_grant_locked(allowance, self.clock(), growth_s)
 
     def grant_ended(self, future: asyncio.Future, topping_up: dict[int, str | None]) -> None:
         with self._lock:
@@ -228,36 +259,51 @@ class AllowanceLedger:
 
     # ------------------------------------------------------------------ internals, with the lock held
 
-    def _usable(self, budget_id: int, period_start: date, registry_version: str, now: float) -> _Allowance | None:
-        allowance = self._current.get(budget_id)
-        if (
-            allowance is None
-            or allowance.period_start != period_start
-            or allowance.registry_version != registry_version
-            or now >= allowance.usable_until
-        ):
-            return None
-        return allowance
+    def _add_grant_locked(self, grant: Grant, confirmed_at: float, registry_version: str) -> None:
+        now = self.clock()
+        allowance = self._held.get(grant.allowance_id) if grant.topped_up else None
+        if allowance is None:
+            allowance = _Allowance(
+                grant.allowance_id, grant.budget_id, grant.period_start, registry_version, Decimal(0), 0.0, now
+            )
+            self._replace_locked(allowance)
+        allowance.free += grant.amount
+        allowance.last_grant, allowance.granted_at, allowance.capped = grant.amount, now, grant.capped
+        allowance.usable_until = max(allowance.usable_until, confirmed_at + self.usable_s)
+
+    @staticmethod
+    def _next_grant_locked(allowance: _Allowance, now: float, growth_s: float) -> Decimal:
+        fast = now - allowance.granted_at < growth_s
+        return allowance.last_grant * 2 if fast else allowance.last_grant
 
     def _draw_all_locked(
         self, budget_ids: list[int], amount: Decimal, period_start: date, registry_version: str
     ) -> list[Reservation] | dict[int, Decimal]:
+        # Every budgeted request comes through here: one pass to check, one to draw, nothing else called.
         now = self.clock()
+        current = self._current
         short = {}
         for budget_id in budget_ids:
-            allowance = self._usable(budget_id, period_start, registry_version, now)
-            free = allowance.free if allowance is not None else Decimal(0)
-            if allowance is None or free < amount:
-                short[budget_id] = amount - free
+            allowance = current.get(budget_id)
+            if (
+                allowance is None
+                or allowance.period_start != period_start
+                or allowance.registry_version != registry_version
+                or now >= allowance.usable_until
+            ):
+                short[budget_id] = amount
+            elif allowance.free < amount:
+                short[budget_id] = amount - allowance.free
         if short:
             return short
-        return [self._draw_locked(self._current[budget_id], amount, now) for budget_id in budget_ids]
-
-    def _draw_locked(self, allowance: _Allowance, amount: Decimal, now: float) -> Reservation:
-        allowance.free -= amount
-        allowance.in_flight += 1
-        allowance.last_draw = now
-        return Reservation(allowance.budget_id, amount, allowance.period_start, allowance.id)
+        reservations = []
+        for budget_id in budget_ids:
+            allowance = current[budget_id]
+            allowance.free -= amount
+            allowance.in_flight += 1
+            allowance.last_draw = now
+            reservations.append(Reservation(budget_id, amount, period_start, allowance.id))
+        return reservations
 
     def _replace_locked(self, allowance: _Allowance) -> None:
         previous = self._current.get(allowance.budget_id)

@@ -13,6 +13,10 @@ under the budget row's lock, and draws each call's worst case from it in memory
   asks about once a second or less), and at most `ALLOWANCE_HEADROOM_SHARE` of what the budget
   has left. Near the limit a grant is one call's worst case: as exact as reserving every call on
   its own. A refusal is a 429 naming the budget.
+- **Refilling**: a call that finds its allowance short waits for the grant (a transaction, tens of
+  ms on a busy worker). So the recorder's thread tops an allowance up ahead of need once less than
+  `ALLOWANCE_REFILL_BELOW` of its last grant is left, sized as above, unless that grant was capped
+  by the headroom share: near the limit grants stay on demand.
 - **Settling** happens with the call row's insert (billing/calls.py), in the same transaction, so it
   happens once whatever the call's outcome: the row's cost (up to its worst case) leaves the
   allowance and the budget's `reserved_usd`, and the cost is added to `spent_usd`.
@@ -26,7 +30,8 @@ under the budget row's lock, and draws each call's worst case from it in memory
   confirmed less than `ALLOWANCE_USABLE_S` ago, so never from one that may have been reclaimed.
 
 What a worker holds unused counts as reserved for the others: at most a tenth of the headroom per
-grant, for at most `ALLOWANCE_IDLE_S` after its last call (or `ALLOWANCE_TTL_S` if it died).
+grant (with a refill, what was left of the last grant too), for at most `ALLOWANCE_IDLE_S` after its
+last call (or `ALLOWANCE_TTL_S` if it died).
 
 Rows the database locks, always in this order: the budgets (by id), then their allowances.
 """
@@ -63,6 +68,7 @@ ALLOWANCE_TTL_S = 30.0  # an allowance not renewed for this long belongs to a de
 ALLOWANCE_USABLE_S = 20.0  # a worker draws only this long after confirming its allowance
 ALLOWANCE_RENEW_S = 5.0  # how often a worker renews its allowances and reclaims dead workers' ones
 ALLOWANCE_IDLE_S = 2.0  # an allowance with no call for this long goes back to its budget
+ALLOWANCE_REFILL_BELOW = Decimal("0.5")  # topped up ahead of need once this share of its last grant is left
 GRANT_TRIES = 4
 
 COST_QUANTUM = Decimal(1).scaleb(-COST_DECIMAL_PLACES)
@@ -119,13 +125,13 @@ def budget_allowances() -> AllowanceLedger:
 async def budgets_reserve(
     *, budget_ids: list[int], amount: Decimal, at: datetime, registry_version: str
 ) -> list[Reservation]:
-    """Reserve `amount` on every budget, or on none: raises BudgetExceeded naming a budget that refuses.
+    """Reserve `amount` on every budget (distinct ids), or on none: raises BudgetExceeded naming one that refuses.
 
     Drawn from this worker's allowances when they have room (no I/O); otherwise a grant is asked
     for in a database thread first (one at a time per budget: calls that find one in flight wait
     for it and draw from what it brings).
     """
-    ids = sorted(set(budget_ids))
+    ids = budget_ids  # narrowed below to the budgets that still exist
     period = period_start_for(at)
     grants_asked = 0
     while True:
@@ -231,7 +237,7 @@ def _grant_in_transaction(requests: list[GrantRequest], period: date) -> list[Gr
             Budget.objects.filter(id=budget.id).update(
                 period_start=period, spent_usd=budget.spent_usd, reserved_usd=budget.reserved_usd + amount
             )
-            grants.append(_allowance_add(request, amount, period, expires_at))
+            grants.append(_allowance_add(request, amount, period, expires_at, capped=amount < request.want))
         return grants
 
 
@@ -240,15 +246,17 @@ def _budgets_locked(budget_ids: Iterable[int]) -> dict[int, Budget]:
     return {budget.id: budget for budget in budgets}
 
 
-def _allowance_add(request: GrantRequest, amount: Decimal, period: date, expires_at: datetime) -> Grant:
+def _allowance_add(
+    request: GrantRequest, amount: Decimal, period: date, expires_at: datetime, *, capped: bool
+) -> Grant:
     if request.allowance_id is not None and BudgetAllowance.objects.filter(
         id=request.allowance_id, budget_id=request.budget_id, period_start=period
     ).update(amount_usd=F("amount_usd") + amount, expires_at=expires_at):
-        return Grant(request.budget_id, request.allowance_id, amount, period, topped_up=True)
+        return Grant(request.budget_id, request.allowance_id, amount, period, topped_up=True, capped=capped)
     allowance = BudgetAllowance.objects.create(
         id=uuid.uuid4(), budget_id=request.budget_id, period_start=period, amount_usd=amount, expires_at=expires_at
     )
-    return Grant(request.budget_id, str(allowance.id), amount, period, topped_up=False)
+    return Grant(request.budget_id, str(allowance.id), amount, period, topped_up=False, capped=capped)
 
 
 def _refusing_budget(budget_id: int, period: date) -> Budget:
@@ -316,8 +324,8 @@ WHERE id = %s AND period_start = %s
 
 
 class BudgetUpkeep:
-    """Run after each flush of the call recorder: hands back idle allowances; every `ALLOWANCE_RENEW_S`
-    renews this worker's allowances and reclaims those of dead workers."""
+    """Run after each flush of the call recorder: hands back idle allowances, refills those running low;
+    every `ALLOWANCE_RENEW_S` renews this worker's allowances and reclaims those of dead workers."""
 
     def __init__(self, ledger: AllowanceLedger):
         self.ledger = ledger
@@ -329,6 +337,7 @@ class BudgetUpkeep:
             returnable = self.ledger.take_returnable()
             if returnable:
                 allowances_release(BudgetAllowance.objects.filter(id__in=returnable))
+            self._refill()
             now = self.ledger.clock()
             if now >= self._renew_due:
                 self._renew_due = now + ALLOWANCE_RENEW_S
@@ -336,6 +345,28 @@ class BudgetUpkeep:
                 if held:  # a worker spending budgets also sweeps dead workers' allowances (grants do too)
                     self.ledger.confirm(allowances_renew(held), held, confirmed_at=now)
                     allowances_release(BudgetAllowance.objects.filter(expires_at__lt=timezone.now()))
+
+    def _refill(self) -> None:
+        """Top up the allowances running low, in one transaction, before calls find them short and wait."""
+        refills = self.ledger.refills_due(below_share=ALLOWANCE_REFILL_BELOW, growth_s=ALLOWANCE_GROWTH_S)
+        grants: list[Grant] = []
+        confirmed_at = self.ledger.clock()
+        try:
+            period = period_start_for(timezone.now())
+            # Nothing is needed (no call waits for a refill), so only a budget already over its limit refuses.
+            # An allowance of last month is not refilled: this month's calls start a new one.
+            requests = {
+                refill.budget_id: GrantRequest(refill.budget_id, refill.allowance_id, need=Decimal(0), want=refill.want)
+                for refill in refills
+                if refill.period_start == period
+            }
+            while requests and not grants:
+                try:
+                    grants = _grant_in_transaction(list(requests.values()), period)
+                except _Refused as refused:
+                    del requests[refused.budget_id]
+        finally:
+            self.ledger.refill_ended(refills, grants, confirmed_at=confirmed_at)
 
     def return_all(self) -> int:
         """Hand back every allowance with no call in flight (at shutdown); returns how many."""

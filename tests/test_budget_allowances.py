@@ -161,6 +161,33 @@ def test_an_allowance_being_topped_up_is_not_handed_back_meanwhile(ledger, clock
     assert ledger.take_returnable() == ["a1"]
 
 
+def test_an_allowance_running_low_is_refilled_ahead_of_need_once_at_a_time(ledger, clock):
+    grant(ledger, 1, "1", draw="0.5")  # exactly half of the grant left: not low yet
+    assert ledger.refills_due(below_share=Decimal("0.5"), growth_s=1) == []
+    ledger.draw([1], Decimal("0.1"), PERIOD, VERSION)
+    clock.now += 0.5  # the grant went under half within growth_s: the refill asks for twice as much
+    (refill,) = ledger.refills_due(below_share=Decimal("0.5"), growth_s=1)
+    assert (refill.budget_id, refill.allowance_id, refill.want) == (1, "a1", Decimal("2"))
+    assert ledger.refills_due(below_share=Decimal("0.5"), growth_s=1) == []  # already asked for
+    clock.now += 5
+    assert ledger.take_returnable() == []  # idle, but a refill adds to it: not handed back meanwhile
+    ledger.refill_ended([refill], [Grant(1, "a1", Decimal("2"), PERIOD, topped_up=True)], confirmed_at=clock.now)
+    assert ledger.draw([1], Decimal("2.5"), PERIOD, VERSION) == {1: Decimal("0.1")}  # 0.4 + 2 free
+    assert len(ledger.draw([1], Decimal("2.4"), PERIOD, VERSION)) == 1
+
+
+def test_near_the_limit_allowances_are_not_refilled_ahead(ledger):
+    ledger.add_grants_and_draw(
+        [Grant(1, "a1", Decimal("0.1"), PERIOD, topped_up=False, capped=True)],
+        confirmed_at=ledger.clock(),
+        budget_ids=[1],
+        amount=Decimal("0.1"),
+        period_start=PERIOD,
+        registry_version=VERSION,
+    )
+    assert ledger.refills_due(below_share=Decimal("0.5"), growth_s=1) == []
+
+
 # ---------------------------------------------------------------------------- against the database
 
 
@@ -312,6 +339,41 @@ def test_a_worker_renews_its_allowances_and_drops_one_that_was_reclaimed(transac
     (new,) = budget.allowances.all()
     assert new.pk != allowance.pk
     assert amounts(budget) == (Decimal("0.01"), Decimal("1"), [Decimal("1")])
+
+
+def test_the_upkeep_refills_a_busy_allowance_so_that_calls_never_wait_for_a_grant(transactional_db, user, grants_asked):
+    budget = budget_for(user=user, limit="1000")
+    for _ in range(ALLOWANCE_CALLS // 2 + 1):  # under half of the first grant left, within ALLOWANCE_GROWTH_S
+        reserve(budget, "0.01")
+    assert len(grants_asked) == 1
+    BudgetUpkeep(budget_allowances())()  # what the recorder thread runs after each flush
+    assert grants_asked[1] == [(0, Decimal("2"))]  # nothing needed now, twice the last grant wanted
+    assert amounts(budget) == (0, Decimal("3"), [Decimal("3")])
+    for _ in range(ALLOWANCE_CALLS + 50):  # what was left plus the refill: no call asks for a grant
+        reserve(budget, "0.01")
+    assert len(grants_asked) == 2
+
+
+def test_near_its_limit_a_budget_is_not_refilled_ahead(transactional_db, user, grants_asked):
+    budget = budget_for(user=user, limit="1", spent="0.9")
+    reserve(budget, "0.05")  # granted one worst case (a tenth of the room would be less): capped
+    BudgetUpkeep(budget_allowances())()
+    assert len(grants_asked) == 1
+    assert amounts(budget) == (Decimal("0.9"), Decimal("0.05"), [Decimal("0.05")])
+
+
+def test_a_refill_on_a_budget_over_its_limit_is_refused_and_the_others_still_refilled(
+    transactional_db, user, grants_asked
+):
+    budget = budget_for(user=user, limit="1000")
+    lowered = budget_for(user=get_user_model().objects.create_user("bob"), limit="1000")
+    for _ in range(ALLOWANCE_CALLS // 2 + 1):
+        reserve(budget, "0.01")
+        reserve(lowered, "0.01")
+    Budget.objects.filter(pk=lowered.pk).update(limit_usd=Decimal("0.5"))  # an admin lowers it below its reserve
+    BudgetUpkeep(budget_allowances())()
+    assert amounts(budget)[1] == Decimal("3")
+    assert amounts(lowered)[1] == Decimal("1")
 
 
 # ---------------------------------------------------------------------------- through the gateway
