@@ -90,7 +90,7 @@ class BudgetsUnavailable(Exception):
 
 
 def period_start_for(at: datetime) -> date:
-    return at.date().replace(day=1)
+    return date(at.year, at.month, 1)
 
 
 def worst_case_cost(
