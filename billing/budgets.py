@@ -360,9 +360,10 @@ class BudgetUpkeep:
                 for refill in refills
                 if refill.period_start == period
             }
-            while requests and not grants:
+            while requests:
                 try:
-                    grants = _grant_in_transaction(list(requests.values()), period)
+                    grants = _grant_in_transaction(list(requests.values()), period)  # deleted budgets: no grant
+                    break
                 except _Refused as refused:
                     del requests[refused.budget_id]
         finally:

@@ -376,6 +376,15 @@ def test_a_refill_on_a_budget_over_its_limit_is_refused_and_the_others_still_ref
     assert amounts(lowered)[1] == Decimal("1")
 
 
+def test_a_refill_for_a_budget_deleted_meanwhile_grants_nothing(transactional_db, user, grants_asked):
+    budget = budget_for(user=user, limit="1000")
+    for _ in range(ALLOWANCE_CALLS // 2 + 1):
+        reserve(budget, "0.01")
+    Budget.objects.filter(pk=budget.pk).delete()
+    BudgetUpkeep(budget_allowances())()
+    assert len(grants_asked) == 2 and not BudgetAllowance.objects.exists()
+
+
 # ---------------------------------------------------------------------------- through the gateway
 
 
