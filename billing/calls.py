@@ -189,19 +189,13 @@ def _existing_ids(link: models.ForeignKey, ids: set[int]) -> set[int]:
 
 
 def _settlements(rows: list[dict[str, Any]]) -> list[tuple[Reservation, Decimal | None]]:
-    """(reservation, cost) of every budget reservation of `rows`. Rows read from a spool hold their JSON
-    forms (lists and strings), rows built in this process `Reservation`s and Decimals."""
+    """(reservation, cost) of every budget reservation of `rows`, whose reservations are in their spooled
+    list form (the cost may be a string, as spooled, or a Decimal)."""
     settlements = []
     for row in rows:
-        if not row.get("reservations"):
-            continue
-        cost = row["cost_usd"]
-        if cost is not None and not isinstance(cost, Decimal):
-            cost = Decimal(cost)
-        for reservation in row["reservations"]:
-            if not isinstance(reservation, Reservation):
-                reservation = Reservation.from_list(reservation)
-            settlements.append((reservation, cost))
+        if row.get("reservations"):
+            cost = None if row["cost_usd"] is None else Decimal(row["cost_usd"])
+            settlements += [(Reservation.from_list(reservation), cost) for reservation in row["reservations"]]
     return settlements
 
 

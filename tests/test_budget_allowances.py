@@ -341,10 +341,16 @@ def test_a_worker_renews_its_allowances_and_drops_one_that_was_reclaimed(transac
     assert amounts(budget) == (Decimal("0.01"), Decimal("1"), [Decimal("1")])
 
 
+def spend_past_half_of_a_first_grant(*budgets: Budget) -> None:
+    """Reserve calls of 0.01 until under half of each budget's first grant (1) is left, within ALLOWANCE_GROWTH_S."""
+    for _ in range(ALLOWANCE_CALLS // 2 + 1):
+        for budget in budgets:
+            reserve(budget, "0.01")
+
+
 def test_the_upkeep_refills_a_busy_allowance_so_that_calls_never_wait_for_a_grant(transactional_db, user, grants_asked):
     budget = budget_for(user=user, limit="1000")
-    for _ in range(ALLOWANCE_CALLS // 2 + 1):  # under half of the first grant left, within ALLOWANCE_GROWTH_S
-        reserve(budget, "0.01")
+    spend_past_half_of_a_first_grant(budget)
     assert len(grants_asked) == 1
     BudgetUpkeep(budget_allowances())()  # what the recorder thread runs after each flush
     assert grants_asked[1] == [(0, Decimal("2"))]  # nothing needed now, twice the last grant wanted
@@ -367,9 +373,7 @@ def test_a_refill_on_a_budget_over_its_limit_is_refused_and_the_others_still_ref
 ):
     budget = budget_for(user=user, limit="1000")
     lowered = budget_for(user=get_user_model().objects.create_user("bob"), limit="1000")
-    for _ in range(ALLOWANCE_CALLS // 2 + 1):
-        reserve(budget, "0.01")
-        reserve(lowered, "0.01")
+    spend_past_half_of_a_first_grant(budget, lowered)
     Budget.objects.filter(pk=lowered.pk).update(limit_usd=Decimal("0.5"))  # an admin lowers it below its reserve
     BudgetUpkeep(budget_allowances())()
     assert amounts(budget)[1] == Decimal("3")
@@ -378,8 +382,7 @@ def test_a_refill_on_a_budget_over_its_limit_is_refused_and_the_others_still_ref
 
 def test_a_refill_for_a_budget_deleted_meanwhile_grants_nothing(transactional_db, user, grants_asked):
     budget = budget_for(user=user, limit="1000")
-    for _ in range(ALLOWANCE_CALLS // 2 + 1):
-        reserve(budget, "0.01")
+    spend_past_half_of_a_first_grant(budget)
     Budget.objects.filter(pk=budget.pk).delete()
     BudgetUpkeep(budget_allowances())()
     assert len(grants_asked) == 2 and not BudgetAllowance.objects.exists()
