@@ -33,10 +33,19 @@ from billing.budgets import (
 )
 from billing.models import Budget, BudgetAllowance, Call
 from billing.pricing import prompt_tokens_estimate
+from billing.recorder import call_recorder
 from tests.billing_fixtures import budget_for
 
 PERIOD = period_start_for(timezone.now())
 VERSION = "v1"
+
+
+@pytest.fixture(autouse=True)
+def no_upkeep_in_the_background():
+    """The recorder's thread (left running by earlier gateway tests) runs the budgets' upkeep on this
+    process's ledger after every flush, refills among it. These tests drive that ledger and its upkeep
+    step by step, so the thread is stopped first (a test that records a call starts it again)."""
+    call_recorder().stop()
 
 
 class FakeClock:
