@@ -5,22 +5,28 @@ known. Usage from the provider wins; without it (a stream that ended without a u
 client that disconnected, an upstream that broke off) the tokens are estimated and flagged.
 """
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from django.db import models, transaction
+from django.db import InterfaceError, OperationalError, models, transaction
 
 from routing.registry import ModelSnap
+from routing.text import text_bounded
+from routing.usage import TOKENS_MAX, Usage, UsageProblem
 
 from .budgets import Reservation, budgets_call_ended, budgets_settle
 from .call_insert import calls_insert
-from .models import Call
-from .pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
+from .models import Call, QuarantinedRow
+from .pricing import cost_for_usage, prompt_tokens_estimate, tokens_for_chars
 from .recorder import call_recorder
 from .rollups import rollups_add
+
+logger = logging.getLogger("routerweb.calls")
 
 
 @dataclass(slots=True)
@@ -37,8 +43,8 @@ class CallOutcome:
     error_code: str = ""
     stream: bool = False
     messages: list[Any] = field(default_factory=list)
-    usage: dict | None = None
-    streamed_text: str | None = None  # for streams: what reached the client
+    usage: Usage | UsageProblem | None = None  # None: no answer came back
+    completion_chars: int = 0  # for streams: characters of content that reached the client
     latency_ms: int = 0
     ttft_ms: int | None = None
     overhead_ms: float = 0.0
@@ -53,26 +59,26 @@ class Tokens:
     cached: int
     completion: int
     estimated: bool
+    estimate_reason: str = ""  # why the tokens are estimated: what was wrong with the provider's usage
 
 
 def call_tokens(outcome: CallOutcome) -> Tokens:
-    """The provider's usage when it sent one; else an estimate from the request and the streamed text."""
+    """The provider's usage when it sent a valid one; else an estimate from the request and the streamed
+    text, with the reason (`no_usage`, `client_disconnected`, `invalid_usage:<field>`)."""
     usage = outcome.usage
-    if usage and isinstance(usage.get("prompt_tokens"), int):
-        details = usage.get("prompt_tokens_details") or {}
-        return Tokens(
-            prompt=usage["prompt_tokens"],
-            cached=int(details.get("cached_tokens") or 0),
-            completion=int(usage.get("completion_tokens") or 0),
-            estimated=False,
-        )
+    if isinstance(usage, Usage):
+        return Tokens(prompt=usage.prompt, cached=usage.cached, completion=usage.completion, estimated=False)
     if outcome.model is None:
         return Tokens(0, 0, 0, False)
+    reason = usage.reason if usage is not None else "no_usage"
+    if outcome.client_disconnected and reason == "no_usage":
+        reason = "client_disconnected"
     return Tokens(
-        prompt=prompt_tokens_estimate(outcome.messages),
+        prompt=min(prompt_tokens_estimate(outcome.messages), TOKENS_MAX),
         cached=0,
-        completion=tokens_estimate(outcome.streamed_text or ""),
+        completion=min(tokens_for_chars(outcome.completion_chars), TOKENS_MAX),
         estimated=True,
+        estimate_reason=reason,
     )
 
 
@@ -86,6 +92,10 @@ def call_cost(model: ModelSnap | None, tokens: Tokens, at: datetime) -> Decimal 
     return cost_for_usage(
         price, prompt_tokens=tokens.prompt, cached_tokens=tokens.cached, completion_tokens=tokens.completion
     )
+
+
+REQUESTED_MAX = Call._meta.get_field("requested").max_length
+ERROR_CODE_MAX = Call._meta.get_field("error_code").max_length
 
 
 def call_row(outcome: CallOutcome) -> dict[str, Any]:
@@ -102,17 +112,18 @@ def call_row(outcome: CallOutcome) -> dict[str, Any]:
         "request_id": outcome.request_id,
         "user_id": outcome.user_id,
         "api_key_id": outcome.api_key_id,
-        "requested": outcome.requested,
+        "requested": text_bounded(outcome.requested, REQUESTED_MAX),
         "model_id": model.id if model else None,
         "provider_id": model.provider.id if model else None,
         "status": outcome.status,
         "http_status": outcome.http_status,
-        "error_code": outcome.error_code,
+        "error_code": text_bounded(outcome.error_code, ERROR_CODE_MAX),
         "stream": outcome.stream,
         "prompt_tokens": tokens.prompt,
         "cached_tokens": tokens.cached,
         "completion_tokens": tokens.completion,
         "usage_estimated": tokens.estimated,
+        "estimate_reason": tokens.estimate_reason,
         "cost_usd": cost,
         "unpriced": cost is None,
         "latency_ms": outcome.latency_ms,
@@ -127,18 +138,67 @@ def call_row(outcome: CallOutcome) -> dict[str, Any]:
 
 
 def call_outcome_record(outcome: CallOutcome) -> None:
-    row = call_row(outcome)
-    budgets_call_ended(outcome.reservations, row["cost_usd"])
-    call_recorder().record(row)
+    """Record the call's row and release what its reservations did not spend; never raises (a row that
+    cannot be built is recorded with what is certain about the call, and the error logged)."""
+    try:
+        row = call_row(outcome)
+    except Exception:
+        logger.exception("could not build the call row of %s; recording it without tokens", outcome.request_id)
+        row = _call_row_fallback(outcome)
+    try:
+        budgets_call_ended(outcome.reservations, row["cost_usd"])
+    finally:
+        call_recorder().record(row)
+
+
+def _call_row_fallback(outcome: CallOutcome) -> dict[str, Any]:
+    """A row from what routerweb itself set (ids, status, timing), for a call whose row failed to build."""
+    model = outcome.model
+    return {
+        "created_at": outcome.created_at,
+        "request_id": outcome.request_id,
+        "user_id": outcome.user_id,
+        "api_key_id": outcome.api_key_id,
+        "model_id": model.id if model else None,
+        "provider_id": model.provider.id if model else None,
+        "status": outcome.status,
+        "http_status": outcome.http_status,
+        "usage_estimated": model is not None,
+        "estimate_reason": "row_error",
+        "cost_usd": None,
+        "unpriced": model is not None,
+        "latency_ms": outcome.latency_ms,
+        "source": outcome.source,
+        "reservations": outcome.reservations,
+    }
 
 
 LINKS = [field for field in Call._meta.concrete_fields if field.is_relation]  # user, api_key, model, provider
 STORE_CHUNK = 1000
 
 
-def spooled_lines_store(lines: list[bytes], *, may_be_stored: bool = True) -> None:
-    """Store rows given as the JSON lines of a spool (what the row writer process receives)."""
-    call_rows_store([orjson.loads(line) for line in lines], may_be_stored=may_be_stored)
+def spooled_lines_store(lines: list[bytes], *, may_be_stored: bool = True) -> int:
+    """Store rows given as the JSON lines of a spool (what the row writer process receives).
+
+    One bad row never blocks the others: a chunk that fails is split until the rows that fail are
+    alone, and those are quarantined (`QuarantinedRow`) while the rest are stored. Only a failure of
+    the database itself (a lost connection, a lock timeout) raises, for the caller to retry the batch.
+    Returns how many rows were quarantined.
+    """
+    rows: list[tuple[bytes, dict[str, Any]]] = []
+    unreadable = []
+    for line in lines:
+        row = _row_from_line(line)
+        if row is None:
+            unreadable.append((line, None))
+        else:
+            rows.append((line, row))
+    if unreadable:
+        rows_quarantine(unreadable, NOT_A_ROW)
+    quarantined = len(unreadable)
+    for start in range(0, len(rows), STORE_CHUNK):
+        quarantined += _store_isolating(rows[start : start + STORE_CHUNK], may_be_stored)
+    return quarantined
 
 
 def call_rows_store(rows: list[dict[str, Any]], *, may_be_stored: bool = True) -> None:
@@ -153,6 +213,78 @@ def call_rows_store(rows: list[dict[str, Any]], *, may_be_stored: bool = True) -
     """
     for start in range(0, len(rows), STORE_CHUNK):
         _store_chunk(rows[start : start + STORE_CHUNK], may_be_stored)
+
+
+# The database itself failed (connection lost, locked, timed out): the same rows may store on a retry.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+NOT_A_ROW = "not a call row (invalid JSON, or no request_id)"
+
+
+def _store_isolating(rows: list[tuple[bytes, dict[str, Any]]], may_be_stored: bool) -> int:
+    """Store `rows` ((line, row) pairs), halving on a failure caused by the rows; returns how many were
+    quarantined. A failed transaction stored nothing, so each half is tried as it was."""
+    try:
+        _store_chunk([row for _, row in rows], may_be_stored)
+        return 0
+    except DATABASE_UNAVAILABLE:
+        raise
+    except Exception as exc:
+        if len(rows) == 1:
+            logger.warning("quarantined call row %s: %s", rows[0][1].get("request_id"), exc)
+            rows_quarantine(rows, f"{type(exc).__name__}: {exc}")
+            return 1
+    middle = len(rows) // 2
+    return _store_isolating(rows[:middle], may_be_stored) + _store_isolating(rows[middle:], may_be_stored)
+
+
+def _row_from_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("request_id"), str):
+        return None
+    return row
+
+
+QUARANTINE_ERROR_MAX = 2000
+QUARANTINE_REQUEST_ID_MAX = QuarantinedRow._meta.get_field("request_id").max_length
+
+
+def rows_quarantine(rows: list[tuple[bytes, dict[str, Any] | None]], error: str) -> None:
+    """Keep rows that cannot be stored, with the error: one entry per request id (a row quarantined
+    again, from a replayed spool or a retry, updates its entry)."""
+    error = text_bounded(error, QUARANTINE_ERROR_MAX)
+    with transaction.atomic():
+        for line, row in rows:
+            request_id = text_bounded((row or {}).get("request_id"), QUARANTINE_REQUEST_ID_MAX)
+            text = text_bounded(line.decode("utf-8", "replace"), len(line))
+            updated = request_id and QuarantinedRow.objects.filter(request_id=request_id).update(
+                error=error, line=text, tries=models.F("tries") + 1
+            )
+            if not updated:
+                QuarantinedRow.objects.create(request_id=request_id, line=text, error=error)
+
+
+def quarantined_rows_retry(entries: Iterable[QuarantinedRow]) -> int:
+    """Try to store quarantined rows again: each one stored leaves the quarantine (in the same
+    transaction), the others keep their entry with the new error. Returns how many were stored."""
+    stored = 0
+    for entry in entries:
+        line = entry.line.encode()
+        row = _row_from_line(line)
+        try:
+            if row is None:
+                raise ValueError(NOT_A_ROW)
+            with transaction.atomic():
+                _store_chunk([row], may_be_stored=True)
+                entry.delete()
+            stored += 1
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception as exc:
+            rows_quarantine([(line, row)], f"{type(exc).__name__}: {exc}")
+    return stored
 
 
 def _store_chunk(rows: list[dict[str, Any]], may_be_stored: bool) -> None:

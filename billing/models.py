@@ -88,6 +88,9 @@ class Call(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)
+    estimate_reason = models.CharField(
+        max_length=40, blank=True, help_text="Why the tokens are estimated, e.g. no_usage or invalid_usage:<field>."
+    )
     cost_usd = models.DecimalField(
         max_digits=COST_MAX_DIGITS, decimal_places=COST_DECIMAL_PLACES, null=True, blank=True
     )
@@ -114,6 +117,28 @@ class Call(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.requested} → {self.model_id} {self.status}"
+
+
+class QuarantinedRow(models.Model):
+    """A call row the row writer could not store, kept with the error so that nothing is lost silently.
+
+    A batch that fails is split until the rows that fail are isolated; those come here and the rest
+    of the batch is stored. `line` is the row as it was spooled (JSON); an admin can retry it once
+    the cause is fixed (billing/admin.py), which stores it and deletes this entry.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now)
+    request_id = models.CharField(max_length=40, blank=True, db_index=True)
+    line = models.TextField(help_text="The row as spooled, in JSON.")
+    error = models.TextField()
+    tries = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "quarantined call row"
+
+    def __str__(self) -> str:
+        return f"{self.request_id or '(no request id)'}: {self.error[:80]}"
 
 
 class Budget(models.Model):

@@ -38,7 +38,12 @@ def cost_for_usage(price: PriceLike, *, prompt_tokens: int, cached_tokens: int, 
 
 def tokens_estimate(text: str) -> int:
     """Tokens in `text` when the provider did not say: one per 4 characters, rounded up (OpenAI's rule of thumb)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    """Tokens in a text of `chars` characters, by the same rule as `tokens_estimate`."""
+    return math.ceil(chars / CHARS_PER_TOKEN)
 
 
 def prompt_tokens_estimate(messages: list[Any]) -> int:

@@ -20,6 +20,7 @@ the rows are stored.
 import contextlib
 import logging
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -32,6 +33,7 @@ HEADER = struct.Struct("!I?")
 ANSWER = struct.Struct("!I")
 DATABASE_NAME_ENV = "ROUTERWEB_ROW_WRITER_DATABASE_NAME"
 CLOSE_TIMEOUT_S = 15.0
+ANSWER_TIMEOUT_S = 120.0  # a batch not committed by then is given up and retried with a new child
 
 
 class RowWriterError(Exception):
@@ -54,6 +56,9 @@ class RowWriter:
                 process.stdin.write(HEADER.pack(len(payload), may_be_stored))
                 process.stdin.write(payload)
                 process.stdin.flush()
+                if not select.select([process.stdout], [], [], ANSWER_TIMEOUT_S)[0]:
+                    process.kill()  # stuck (a database that stopped answering): its batch is retried
+                    raise EOFError(f"no answer within {ANSWER_TIMEOUT_S:g} s")
                 (size,) = ANSWER.unpack(_read_exactly(process.stdout, ANSWER.size))
                 error = _read_exactly(process.stdout, size).decode() if size else ""
             except (OSError, EOFError) as exc:  # the child died: its last batch may or may not be in

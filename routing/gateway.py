@@ -26,6 +26,7 @@ from .registry import VERSION_KEY, KeySnap, ModelSnap, Registry, registry_cache
 from .router import RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
+from .usage import Usage, UsageProblem, usage_parse
 
 # nginx's "client closed request": recorded, never sent (nobody is listening any more).
 CLIENT_GONE = ApiError(499, "The client closed the request.", code="client_disconnected")
@@ -195,7 +196,8 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
     response = GatewayResponse(200, context.headers(result.model.name), body=result.raw)
     # Recorded on the event loop's next turn: by then the answer is in the client's socket, so the
     # client (and the requests queued behind this one) never wait for the bookkeeping.
-    asyncio.get_running_loop().call_soon(partial(_record, context, chat, result, usage=result.parsed.get("usage")))
+    usage = usage_parse(result.parsed.get("usage"))
+    asyncio.get_running_loop().call_soon(partial(_record, context, chat, result, usage=usage))
     return response
 
 
@@ -283,8 +285,8 @@ class RecordedStream:
                 self.context,
                 self.chat,
                 self.result,
-                usage=self.relay.usage,
-                streamed_text=self.relay.text,
+                usage=usage_parse(self.relay.usage),
+                completion_chars=self.relay.text_chars,
                 first_content_at=self.relay.first_content_at,
                 failed=self.relay.failure is not None,
                 client_disconnected=not self._completed,
@@ -297,8 +299,8 @@ def _record(
     chat: ChatRequest,
     result: RouteResult,
     *,
-    usage: dict | None,
-    streamed_text: str | None = None,
+    usage: Usage | UsageProblem,
+    completion_chars: int = 0,
     first_content_at: float | None = None,
     failed: bool = False,
     client_disconnected: bool = False,
@@ -314,7 +316,7 @@ def _record(
             stream=chat.stream,
             messages=chat.body.get("messages") or [],
             usage=usage,
-            streamed_text=streamed_text,
+            completion_chars=completion_chars,
             latency_ms=round((now - context.started) * 1000),
             ttft_ms=round((first_content_at - context.started) * 1000) if first_content_at else None,
             client_disconnected=client_disconnected,
@@ -333,7 +335,7 @@ def _record_failure(
     status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
     _record_outcome(
         context.outcome(
-            requested=(chat.model if chat else "")[:100],
+            requested=chat.model if chat else "",
             model=model,
             messages=(chat.body.get("messages") or []) if chat else [],
             status=status,

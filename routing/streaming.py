@@ -15,6 +15,9 @@ from .registry import ProviderSnap
 from .upstream import UpstreamFailure, transport_failure
 
 DONE_EVENT = b"data: [DONE]\n\n"
+# Of a streamed answer's text, this many characters are kept (all of them are counted): enough for
+# any record of the answer, while an endless stream cannot fill the worker's memory.
+TEXT_KEPT_CHARS = 1 << 20
 
 
 class SseParser:
@@ -48,6 +51,7 @@ class StreamRelay:
         self.client_wants_usage = client_wants_usage
         self.usage: dict | None = None
         self.text_parts: list[str] = []
+        self.text_chars = 0  # every content character relayed, kept in `text_parts` or not
         self.started = False  # a content chunk has been seen
         self.first_content_at: float | None = None
         self.finished = False  # [DONE] (or a clean end) was seen
@@ -118,15 +122,12 @@ class StreamRelay:
             return b"data: " + payload + b"\n\n"
         if not isinstance(event, dict):
             return b"data: " + payload + b"\n\n"
-        choices = event.get("choices") or []
+        choices = event.get("choices")
+        if not isinstance(choices, list):
+            choices = []
         for choice in choices:
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if content:
-                self.text_parts.append(content)
-            if not self.started and (content or delta.get("tool_calls") or choice.get("finish_reason")):
-                self.started = True
-                self.first_content_at = time.perf_counter()
+            if isinstance(choice, dict):
+                self._note_choice(choice)
         if event.get("usage"):
             self.usage = event["usage"]
             if not self.client_wants_usage:
@@ -135,3 +136,19 @@ class StreamRelay:
                 del event["usage"]
                 return b"data: " + orjson.dumps(event) + b"\n\n"
         return b"data: " + payload + b"\n\n"
+
+    def _note_choice(self, choice: dict) -> None:
+        """Keep the text of one streamed choice and note the first content; odd shapes carry no text."""
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
+        content = delta.get("content")
+        if not isinstance(content, str):
+            content = ""
+        if content:
+            if self.text_chars < TEXT_KEPT_CHARS:
+                self.text_parts.append(content[: TEXT_KEPT_CHARS - self.text_chars])
+            self.text_chars += len(content)
+        if not self.started and (content or delta.get("tool_calls") or choice.get("finish_reason")):
+            self.started = True
+            self.first_content_at = time.perf_counter()

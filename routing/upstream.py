@@ -18,6 +18,7 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from .registry import ProviderSnap
+from .text import text_bounded
 
 RETRYABLE_4XX = frozenset({401, 403, 408, 409, 425, 429})
 MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -143,6 +144,8 @@ async def _status_failure(response: httpx.Response) -> UpstreamFailure:
     except httpx.HTTPError:
         raw = b""
     error = _openai_error(raw[:MAX_ERROR_BODY_BYTES], status)
+    if status < 400:  # a redirect: the provider's address is wrong or moved, which another candidate may not be
+        return UpstreamFailure(f"{status} from upstream (redirect)", retryable=True, status=status)
     if status in RETRYABLE_4XX or status >= 500:
         return UpstreamFailure(
             f"{status} from upstream",
@@ -161,9 +164,23 @@ def _openai_error(raw: bytes, status: int) -> dict:
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         error = parsed["error"]
-        return {k: error.get(k) for k in ("message", "type", "param", "code")}
-    text = raw.decode("utf-8", "replace").strip()[:500] or f"upstream answered {status}"
+        message = _error_text(error.get("message"), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
+        return {"message": message, **{name: _error_text(error.get(name), ERROR_FIELD_MAX) for name in ERROR_FIELDS}}
+    text = _error_text(raw.decode("utf-8", "replace").strip(), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
     return {"message": text, "type": "invalid_request_error", "param": None, "code": None}
+
+
+# An upstream's error fields reach the client, the call row (`code`) and the logs: strings only, bounded.
+ERROR_FIELDS = ("type", "param", "code")
+ERROR_MESSAGE_MAX = 500
+ERROR_FIELD_MAX = 40
+
+
+def _error_text(value: object, max_length: int) -> str | None:
+    """A string field of an upstream error: numbers as their text, anything else None; no NUL, cut to length."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return text_bounded(value, max_length) or None
 
 
 def _retry_after_s(value: str | None) -> float | None:

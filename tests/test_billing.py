@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from billing.budgets import DEFAULT_MAX_OUTPUT_TOKENS, budget_upkeep, period_start_for
-from billing.models import Budget, Call, Price
+from billing.models import Budget, Call, Price, QuarantinedRow
 from billing.pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
 from billing.recorder import CallRecorder
 from billing.services import price_set
@@ -415,8 +415,9 @@ def test_rows_spooled_by_a_crashed_process_are_replayed_once(transactional_db, t
         b' "requested": "m", "status": "ok", "http_status": 200,'
         b' "cost_usd": null, "attempts": []}\n{"torn": '
     )
-    assert recorder.replay_orphans() == 1  # the torn last line is skipped, the stored row not doubled
+    assert recorder.replay_orphans() == 2  # the stored row is not doubled; the torn last line is quarantined
     assert Call.objects.count() == 5
+    assert list(QuarantinedRow.objects.values_list("request_id", "line")) == [("", '{"torn": ')]
     recorder.stop()  # stops its row writer process
 
 
@@ -489,11 +490,11 @@ def test_a_batch_that_failed_is_retried_with_a_lookup_of_what_got_stored(tmp_pat
 
     recorder = CallRecorder(tmp_path, flush_interval_s=3600, insert=flaky_insert)
     recorder.record({"request_id": "req_1"})
-    recorder._flush_once()  # fails: the row goes back to the queue, still spooled
+    assert not recorder.store_pending()  # fails: the row waits in its spool file, now the backlog
     recorder.record({"request_id": "req_2"})
-    recorder._flush_once()
+    assert recorder.store_pending()
     recorder.record({"request_id": "req_3"})
-    recorder._flush_once()
+    assert recorder.store_pending()
     recorder.stop()
     assert attempts == [(["req_1"], False), (["req_1", "req_2"], True), (["req_3"], False)]
     assert not list(tmp_path.glob("calls-*.jsonl"))  # every spool file removed once its rows were stored

@@ -198,7 +198,7 @@ def test_a_stream_django_stops_iterating_is_closed_from_its_sync_close(monkeypat
     closed_on, recorded = [], []
 
     class Relay:  # the StreamRelay interface RecordedStream uses
-        usage, text, first_content_at, failure = None, "", None, None
+        usage, text_chars, first_content_at, failure = None, 0, None, None
 
         async def __aiter__(self):
             while True:

@@ -48,6 +48,7 @@ from billing.rollups import rollups_rebuild
 from routing.models import ApiKey, ModelEndpoint, PreferenceVote, Provider
 from routing.registry import ModelSnap, registry_load
 from routing.services import api_key_create
+from routing.usage import usage_parse
 
 SHAPES_PER_NAME = 3000
 SAMPLE_TABLE = 1 << 16
@@ -330,8 +331,8 @@ class CallGenerator:
             error_code=error_code,
             stream=stream,
             messages=[{"role": "user", "content": "x" * (prompt * CHARS_PER_TOKEN)}] if estimated else [],
-            usage=usage,
-            streamed_text="x" * (completion * CHARS_PER_TOKEN) if estimated else None,
+            usage=usage_parse(usage),
+            completion_chars=completion * CHARS_PER_TOKEN if estimated else 0,
             latency_ms=latency,
             ttft_ms=int(latency * rng.uniform(0.12, 0.35)) if stream and model else None,
             overhead_ms=rng.uniform(0.3, 2.5),

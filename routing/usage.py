@@ -1,0 +1,63 @@
+"""Token usage as an upstream reports it, checked where it enters routerweb.
+
+An upstream's `usage` object is untrusted input that ends up in a call row, a budget and the
+rollups. `usage_parse` turns it into a `Usage` only when every count is an integer the call table
+can hold (0 to 2**31 - 1, PostgreSQL's `integer`); anything else (a string, a float, a negative or
+enormous count, a non-object) makes the usage count as missing, with the reason, so the call is
+recorded with estimated tokens instead of failing to store.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+TOKENS_MAX = 2**31 - 1  # the largest count a token column holds
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one call: `cached` is the part of `prompt` read from the provider's cache."""
+
+    prompt: int
+    cached: int
+    completion: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageProblem:
+    """Why an upstream's usage was not taken: a short reason fit for a call row (at most 40 characters)."""
+
+    reason: str
+
+
+def usage_parse(raw: Any) -> Usage | UsageProblem:
+    """The usage in an upstream's `usage` object (OpenAI's shape), or why it cannot be used.
+
+    `prompt_tokens` is required; `completion_tokens` and `prompt_tokens_details.cached_tokens` count
+    as 0 when absent or null. Cached tokens beyond the prompt are capped at the prompt.
+    """
+    if raw is None:
+        return UsageProblem("no_usage")
+    if not isinstance(raw, dict):
+        return UsageProblem("invalid_usage")
+    prompt = _count(raw.get("prompt_tokens"), required=True)
+    if prompt is None:
+        return UsageProblem("invalid_usage:prompt_tokens")
+    completion = _count(raw.get("completion_tokens"))
+    if completion is None:
+        return UsageProblem("invalid_usage:completion_tokens")
+    details = raw.get("prompt_tokens_details")
+    if details is not None and not isinstance(details, dict):
+        return UsageProblem("invalid_usage:prompt_tokens_details")
+    cached = _count((details or {}).get("cached_tokens"))
+    if cached is None:
+        return UsageProblem("invalid_usage:cached_tokens")
+    return Usage(prompt=prompt, cached=min(cached, prompt), completion=completion)
+
+
+def _count(value: Any, *, required: bool = False) -> int | None:
+    """`value` as a token count, 0 when absent (unless required); None when it is not a valid count."""
+    if value is None:
+        return None if required else 0
+    if type(value) is not int or not 0 <= value <= TOKENS_MAX:  # bool is an int subclass: refused too
+        return None
+    return value
