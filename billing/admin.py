@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import DatabaseError
 
-from .models import Budget, BudgetAllowance, Call, Price
+from .calls import quarantined_rows_retry
+from .models import Budget, BudgetAllowance, Call, Price, QuarantinedRow
 
 
 @admin.register(Price)
@@ -41,6 +43,37 @@ class CallAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         # Calls are the record the rollups, budgets and exports are built from.
+        return False
+
+
+@admin.register(QuarantinedRow)
+class QuarantinedRowAdmin(admin.ModelAdmin):
+    """Call rows the row writer could not store (billing/calls.py): read them, fix the cause, retry."""
+
+    list_display = ["created_at", "request_id", "short_error", "tries"]
+    search_fields = ["request_id"]
+    readonly_fields = ["created_at", "request_id", "error", "tries", "line"]
+    actions = ["retry"]
+
+    @admin.display(description="error")
+    def short_error(self, obj: QuarantinedRow) -> str:
+        return obj.error[:120]
+
+    @admin.action(description="Retry storing the selected rows", permissions=["delete"])
+    def retry(self, request, queryset):
+        try:
+            stored = quarantined_rows_retry(list(queryset))
+        except DatabaseError as exc:
+            self.message_user(request, f"The database is unavailable ({exc}); nothing was retried.", messages.ERROR)
+            return
+        left = queryset.count()
+        level = messages.SUCCESS if not left else messages.WARNING
+        self.message_user(request, f"{stored} stored; {left} still in quarantine (see their error).", level)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
 

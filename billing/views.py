@@ -27,6 +27,7 @@ from routing.errors import ApiError
 from routing.views.api import error_response
 
 from .forms import DEFAULT_RANGE, RANGE_CHOICES, DashboardFilterForm
+from .models import QuarantinedRow
 from .selectors import (
     EXPORT_COLUMNS,
     CallFilters,
@@ -99,6 +100,7 @@ class DashboardView(LoginRequiredMixin, View):
             query=query,
             older_query=_query(form, before=page.next_cursor.encode()) if page.next_cursor else "",
             unpriced_url=_unpriced_url(form),
+            quarantined=QuarantinedRow.objects.count() if request.user.is_staff else 0,
         )
         return render(request, self.template_name, context)
 
