@@ -192,6 +192,8 @@ LOGGING = {
 # Largest accepted request body on /v1/ (bytes); larger bodies get 413.
 ROUTERWEB_MAX_BODY_BYTES = env.int("ROUTERWEB_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 # Circuit breaker: consecutive retryable failures before a model's circuit opens, and for how long.
+# Extra provider API formats: dotted paths to routing.providers.base.ProviderAdapter subclasses.
+ROUTERWEB_PROVIDER_ADAPTERS = env.list("ROUTERWEB_PROVIDER_ADAPTERS", default=[])
 ROUTERWEB_CIRCUIT_FAILURES = env.int("ROUTERWEB_CIRCUIT_FAILURES", default=3)
 ROUTERWEB_CIRCUIT_OPEN_S = env.float("ROUTERWEB_CIRCUIT_OPEN_S", default=30.0)
 # Where cost rows are spooled before their batched insert (survives a crash, replayed at start-up).

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Exists, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -6,14 +7,22 @@ from django.template.response import TemplateResponse
 from billing.models import Call, Price
 
 from .models import ApiKey, ModelEndpoint, PreferenceVote, Provider, Route, RouteTarget
+from .providers.registry import api_format_choices
 from .services import api_key_create, api_key_revoke
 
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
-    list_display = ["name", "base_url", "api_key_env", "key_is_set", "read_timeout_s", "enabled"]
-    list_filter = ["enabled"]
+    list_display = ["name", "api_format", "base_url", "api_key_env", "key_is_set", "read_timeout_s", "enabled"]
+    list_filter = ["enabled", "api_format"]
     search_fields = ["name", "base_url"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "api_format":  # the formats the adapters serve (routing/providers/registry.py)
+            return forms.TypedChoiceField(
+                choices=api_format_choices(), label=db_field.verbose_name, required=False, empty_value="openai"
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="key set", boolean=True)
     def key_is_set(self, provider: Provider) -> bool:

@@ -26,7 +26,7 @@ from .registry import VERSION_KEY, KeySnap, ModelSnap, Registry, registry_cache
 from .router import RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
-from .usage import Usage, UsageProblem, usage_parse
+from .usage import Usage, UsageProblem
 
 # nginx's "client closed request": recorded, never sent (nobody is listening any more).
 CLIENT_GONE = ApiError(499, "The client closed the request.", code="client_disconnected")
@@ -193,11 +193,10 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
     if result.stream is not None:
         headers = context.headers(result.model.name)
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
-    response = GatewayResponse(200, context.headers(result.model.name), body=result.raw)
+    response = GatewayResponse(200, context.headers(result.model.name), body=result.body)
     # Recorded on the event loop's next turn: by then the answer is in the client's socket, so the
     # client (and the requests queued behind this one) never wait for the bookkeeping.
-    usage = usage_parse(result.parsed.get("usage"))
-    asyncio.get_running_loop().call_soon(partial(_record, context, chat, result, usage=usage))
+    asyncio.get_running_loop().call_soon(partial(_record, context, chat, result, usage=result.usage))
     return response
 
 
@@ -285,7 +284,7 @@ class RecordedStream:
                 self.context,
                 self.chat,
                 self.result,
-                usage=usage_parse(self.relay.usage),
+                usage=self.relay.usage,
                 completion_chars=self.relay.text_chars,
                 first_content_at=self.relay.first_content_at,
                 failed=self.relay.failure is not None,

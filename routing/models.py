@@ -30,10 +30,24 @@ class TimestampedModel(models.Model):
         abstract = True
 
 
+def validate_api_format(value: str) -> None:
+    from .providers.registry import adapters
+
+    if value not in adapters():
+        raise ValidationError(f"Unknown API format {value!r}; known: {', '.join(adapters())}.")
+
+
 class Provider(TimestampedModel):
-    """An upstream that speaks OpenAI's chat completions API at `base_url`."""
+    """An upstream at `base_url` that speaks the API format `api_format` (routing/providers/)."""
 
     name = models.CharField(max_length=100, unique=True, validators=[NAME_VALIDATOR])
+    api_format = models.CharField(
+        "API format",
+        max_length=32,
+        default="openai",
+        validators=[validate_api_format],
+        help_text="How routerweb talks to it: openai (OpenAI-compatible chat completions).",
+    )
     base_url = models.CharField(
         max_length=500,
         validators=[HTTP_URL_VALIDATOR],

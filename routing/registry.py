@@ -30,11 +30,12 @@ MISS_RELOAD_S = 1.0
 class ProviderSnap:
     id: int
     name: str
-    chat_url: str
+    base_url: str
     api_key_env: str
     connect_timeout_s: float
     read_timeout_s: float
     enabled: bool
+    api_format: str = "openai"  # which adapter speaks to it (routing/providers/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,8 @@ def registry_load(version: str = "") -> Registry:
         p.id: ProviderSnap(
             id=p.id,
             name=p.name,
-            chat_url=p.base_url.rstrip("/") + "/chat/completions",
+            base_url=p.base_url.rstrip("/"),
+            api_format=p.api_format,
             api_key_env=p.api_key_env,
             connect_timeout_s=p.connect_timeout_s,
             read_timeout_s=p.read_timeout_s,

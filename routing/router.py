@@ -11,13 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from .circuit import CircuitBreaker, CircuitView
 from .errors import ApiError
-from .registry import ModelSnap, Registry, RouteSnap
+from .providers.registry import adapter_for
+from .registry import ModelSnap, Registry
+from .strategies import route_order
 from .streaming import StreamRelay
-from .upstream import UpstreamFailure, upstream_read_json, upstream_send
+from .upstream import UpstreamFailure, upstream_read, upstream_send
+from .usage import Usage, UsageProblem
 
 logger = logging.getLogger("routerweb.router")
 
@@ -49,11 +50,12 @@ class Attempt:
 
 @dataclass(slots=True)
 class RouteResult:
-    """What the attempts produced: a JSON answer or an open stream, from `model`."""
+    """What the attempts produced, from `model`: an OpenAI chat completion (`body`, with its `usage`)
+    or an open stream of OpenAI chunks."""
 
     model: ModelSnap
-    raw: bytes | None = None
-    parsed: dict | None = None
+    body: bytes = b""
+    usage: Usage | UsageProblem | None = None
     stream: StreamRelay | None = None
 
 
@@ -98,15 +100,6 @@ def candidates_for(
     return ordered
 
 
-def route_order(route: RouteSnap, rng: random.Random) -> list[ModelSnap]:
-    """`ordered`: the targets as listed. `weighted`: first target drawn by weight, the others follow in order."""
-    models = [model for model, _ in route.targets]
-    if route.strategy == "weighted" and len(models) > 1:
-        first = rng.choices(range(len(models)), weights=[w for _, w in route.targets])[0]
-        models.insert(0, models.pop(first))
-    return models
-
-
 def skip_reason(model: ModelSnap) -> str | None:
     """Why `model` cannot be called at all right now (before its circuit is asked), or None."""
     if not model.enabled:
@@ -115,15 +108,6 @@ def skip_reason(model: ModelSnap) -> str | None:
     if env_name and not os.environ.get(env_name):
         return f"{env_name} not set"
     return None
-
-
-def upstream_body(request: dict[str, Any], model: ModelSnap) -> bytes:
-    """The client's body for this candidate: `model` rewritten, our own fields removed, usage always asked for."""
-    body = {k: v for k, v in request.items() if k != "fallback_models"}
-    body["model"] = model.upstream_model
-    if body.get("stream"):
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    return orjson.dumps(body)
 
 
 async def route_request(
@@ -152,7 +136,7 @@ async def route_request(
         started = time.perf_counter()
         trace.in_flight = model
         try:
-            result = await _try(model, upstream_body(request, model), stream, client_wants_usage)
+            result = await _try(model, request, stream, client_wants_usage)
         except UpstreamFailure as failure:
             trace.in_flight = None
             elapsed = time.perf_counter() - started
@@ -176,13 +160,15 @@ async def route_request(
     )
 
 
-async def _try(model: ModelSnap, body: bytes, stream: bool, client_wants_usage: bool) -> RouteResult:
+async def _try(model: ModelSnap, request: dict[str, Any], stream: bool, client_wants_usage: bool) -> RouteResult:
+    adapter = adapter_for(model.provider.api_format)
     api_key = os.environ.get(model.provider.api_key_env) if model.provider.api_key_env else None
-    response = await upstream_send(model.provider, body=body, api_key=api_key, stream=stream)
+    body = adapter.request_body(request, model)
+    response = await upstream_send(model.provider, adapter, body=body, api_key=api_key, stream=stream)
     if not stream:
-        raw, parsed = await upstream_read_json(response, model.provider)
-        return RouteResult(model, raw=raw, parsed=parsed)
-    relay = StreamRelay(response, model.provider, client_wants_usage=client_wants_usage)
+        answer = adapter.answer(await upstream_read(response, model.provider))
+        return RouteResult(model, body=answer.body, usage=answer.usage)
+    relay = adapter.stream_relay(response, model.provider, client_wants_usage=client_wants_usage)
     try:
         await relay.prime()
     except BaseException:

@@ -2,17 +2,20 @@
 
 The relay reads ahead only until the first content chunk (`prime`), so that a stream that fails or
 ends before any content can still fall back to the next candidate; from then on each upstream read
-is forwarded as soon as it arrives. On the way it notes the usage chunk and the streamed text, which
-the cost row needs, and drops the usage chunk when the client did not ask for it.
+is forwarded as soon as it arrives. What each event means is the API format's business: a provider
+adapter subclasses `StreamRelay` with `relay_event`, which turns one upstream event into OpenAI
+chunks for the client and notes the call's usage and text on the way.
 """
 
 import time
+from abc import ABC, abstractmethod
 
 import httpx
 import orjson
 
 from .registry import ProviderSnap
 from .upstream import UpstreamFailure, transport_failure
+from .usage import Usage, UsageProblem
 
 DONE_EVENT = b"data: [DONE]\n\n"
 # Of a streamed answer's text, this many characters are kept (all of them are counted): enough for
@@ -44,12 +47,15 @@ def sse_error_event(message: str, code: str = "upstream_error") -> bytes:
     return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
 
 
-class StreamRelay:
+class StreamRelay(ABC):
+    """The client's side of one upstream stream. `usage` is the call's usage once the stream has given
+    it (until then, and if it never does, a UsageProblem); `text_chars` counts the content relayed."""
+
     def __init__(self, response: httpx.Response, provider: ProviderSnap, *, client_wants_usage: bool):
         self.response = response
         self.provider = provider
         self.client_wants_usage = client_wants_usage
-        self.usage: dict | None = None
+        self.usage: Usage | UsageProblem = UsageProblem("no_usage")
         self.text_parts: list[str] = []
         self.text_chars = 0  # every content character relayed, kept in `text_parts` or not
         self.started = False  # a content chunk has been seen
@@ -107,48 +113,24 @@ class StreamRelay:
             return None
         except httpx.HTTPError as exc:
             raise transport_failure(exc, self.provider) from None
-        out = [self._relay_event(payload) for payload in self._parser.feed(chunk)]
+        out = [self.relay_event(payload) for payload in self._parser.feed(chunk)]
         return b"".join(event for event in out if event)
 
-    def _relay_event(self, payload: bytes) -> bytes | None:
-        if payload == b"[DONE]":
-            self.finished = True
-            return DONE_EVENT if self.started else None
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            if not self.started:
-                raise UpstreamFailure("invalid JSON in stream", retryable=True) from None
-            return b"data: " + payload + b"\n\n"
-        if not isinstance(event, dict):
-            return b"data: " + payload + b"\n\n"
-        choices = event.get("choices")
-        if not isinstance(choices, list):
-            choices = []
-        for choice in choices:
-            if isinstance(choice, dict):
-                self._note_choice(choice)
-        if event.get("usage"):
-            self.usage = event["usage"]
-            if not self.client_wants_usage:
-                if not choices:
-                    return None
-                del event["usage"]
-                return b"data: " + orjson.dumps(event) + b"\n\n"
-        return b"data: " + payload + b"\n\n"
+    @abstractmethod
+    def relay_event(self, payload: bytes) -> bytes | None:
+        """The client bytes (complete SSE events) for one upstream event's data, or None to send nothing.
 
-    def _note_choice(self, choice: dict) -> None:
-        """Keep the text of one streamed choice and note the first content; odd shapes carry no text."""
-        delta = choice.get("delta")
-        if not isinstance(delta, dict):
-            delta = {}
-        content = delta.get("content")
-        if not isinstance(content, str):
-            content = ""
-        if content:
-            if self.text_chars < TEXT_KEPT_CHARS:
-                self.text_parts.append(content[: TEXT_KEPT_CHARS - self.text_chars])
-            self.text_chars += len(content)
-        if not self.started and (content or delta.get("tool_calls") or choice.get("finish_reason")):
+        Calls `note_text` for content and `note_started` at the first content; sets `finished` at the
+        stream's end and `usage` when the event carries it. Raises UpstreamFailure only before the
+        first content (`started` false), when falling back is still possible.
+        """
+
+    def note_text(self, content: str) -> None:
+        if self.text_chars < TEXT_KEPT_CHARS:
+            self.text_parts.append(content[: TEXT_KEPT_CHARS - self.text_chars])
+        self.text_chars += len(content)
+
+    def note_started(self) -> None:
+        if not self.started:
             self.started = True
             self.first_content_at = time.perf_counter()

@@ -1,9 +1,8 @@
-"""Calling an OpenAI-compatible upstream: one pooled HTTP client per event loop, and typed failures.
+"""Sending a request upstream: one pooled HTTP transport per event loop, and typed failures.
 
 Every way a try can fail becomes an `UpstreamFailure` whose `retryable` flag is the fallback rule:
-connection errors, timeouts, 408/409/425/429, 5xx, 401/403 and bodies that are not JSON move on to
-the next candidate; other 4xx (400, 404, 422, …) mean the request itself is wrong and are returned
-to the client as they are. Messages never contain the API key or request headers.
+connection errors and timeouts here; what an HTTP error status or a body means is decided by the
+provider's adapter (routing/providers/). Messages never contain the API key or request headers.
 """
 
 import asyncio
@@ -11,23 +10,23 @@ import email.utils
 import time
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
-import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from .registry import ProviderSnap
-from .text import text_bounded
+
+if TYPE_CHECKING:
+    from .providers.base import ProviderAdapter
 
 RETRYABLE_4XX = frozenset({401, 403, 408, 409, 425, 429})
 MAX_ERROR_BODY_BYTES = 64 * 1024
+MAX_ANSWER_BYTES = 32 << 20  # a non-streamed answer; a stream is relayed chunk by chunk, never held
 
 _transports: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _targets: dict[ProviderSnap, tuple[httpx.URL, dict]] = {}
-
-JSON_HEADERS = [(b"content-type", b"application/json"), (b"accept-encoding", b"identity")]
-SSE_HEADERS = [*JSON_HEADERS, (b"accept", b"text/event-stream")]
 
 
 @dataclass(slots=True)
@@ -65,15 +64,15 @@ async def upstream_transport_close() -> None:
         await transport.aclose()
 
 
-async def upstream_send(provider: ProviderSnap, *, body: bytes, api_key: str | None, stream: bool) -> httpx.Response:
-    """POST `body` to the provider's chat endpoint; returns a 2xx response whose body is not read yet.
+async def upstream_send(
+    provider: ProviderSnap, adapter: "ProviderAdapter", *, body: bytes, api_key: str | None, stream: bool
+) -> httpx.Response:
+    """POST `body` to the provider's endpoint; returns a 2xx response whose body is not read yet.
 
     The caller must `aclose()` the response. Raises UpstreamFailure for every failure.
     """
-    url, timeout = _target(provider)
-    headers = SSE_HEADERS if stream else JSON_HEADERS
-    if api_key:
-        headers = [*headers, (b"authorization", f"Bearer {api_key}".encode())]
+    url, timeout = _target(provider, adapter)
+    headers = adapter.headers(api_key, stream=stream)
     request = httpx.Request("POST", url, content=body, headers=headers, extensions={"timeout": timeout})
     try:
         response = await upstream_transport().handle_async_request(request)
@@ -81,13 +80,17 @@ async def upstream_send(provider: ProviderSnap, *, body: bytes, api_key: str | N
         raise transport_failure(exc, provider) from None
     if response.status_code >= 300:
         try:
-            raise await _status_failure(response)
+            try:
+                raw = await _read_at_most(response, MAX_ERROR_BODY_BYTES)
+            except httpx.HTTPError:
+                raw = b""
+            raise adapter.failure(response.status_code, raw, response.headers)
         finally:
             await response.aclose()
     return response
 
 
-def _target(provider: ProviderSnap) -> tuple[httpx.URL, dict]:
+def _target(provider: ProviderSnap, adapter: "ProviderAdapter") -> tuple[httpx.URL, dict]:
     """The parsed URL and timeouts of a provider, computed once per registry snapshot."""
     target = _targets.get(provider)
     if target is None:
@@ -96,25 +99,32 @@ def _target(provider: ProviderSnap) -> tuple[httpx.URL, dict]:
         timeout = httpx.Timeout(
             provider.read_timeout_s, connect=provider.connect_timeout_s, pool=provider.connect_timeout_s
         )
-        target = _targets[provider] = (httpx.URL(provider.chat_url), timeout.as_dict())
+        target = _targets[provider] = (httpx.URL(adapter.url(provider.base_url)), timeout.as_dict())
     return target
 
 
-async def upstream_read_json(response: httpx.Response, provider: ProviderSnap) -> tuple[bytes, dict]:
-    """The whole body of a non-streaming answer, raw and parsed; a body that is not a JSON object fails."""
+async def upstream_read(response: httpx.Response, provider: ProviderSnap) -> bytes:
+    """The whole body of a non-streaming answer (a body over MAX_ANSWER_BYTES fails: retryable)."""
     try:
-        raw = await response.aread()
+        raw = await _read_at_most(response, MAX_ANSWER_BYTES + 1)
     except httpx.HTTPError as exc:
         raise transport_failure(exc, provider) from None
     finally:
         await response.aclose()
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure("invalid JSON from upstream", retryable=True, status=response.status_code) from None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
-        raise UpstreamFailure("upstream answer is not a chat completion", retryable=True, status=response.status_code)
-    return raw, parsed
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise UpstreamFailure(f"answer larger than {MAX_ANSWER_BYTES} bytes", retryable=True)
+    return raw
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The body's first `limit` bytes (all of it when shorter), without reading the rest into memory."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
 
 
 def transport_failure(exc: BaseException, provider: ProviderSnap) -> UpstreamFailure:
@@ -137,53 +147,7 @@ def transport_failure(exc: BaseException, provider: ProviderSnap) -> UpstreamFai
     return UpstreamFailure(reason, retryable=True)
 
 
-async def _status_failure(response: httpx.Response) -> UpstreamFailure:
-    status = response.status_code
-    try:
-        raw = await response.aread()
-    except httpx.HTTPError:
-        raw = b""
-    error = _openai_error(raw[:MAX_ERROR_BODY_BYTES], status)
-    if status < 400:  # a redirect: the provider's address is wrong or moved, which another candidate may not be
-        return UpstreamFailure(f"{status} from upstream (redirect)", retryable=True, status=status)
-    if status in RETRYABLE_4XX or status >= 500:
-        return UpstreamFailure(
-            f"{status} from upstream",
-            retryable=True,
-            status=status,
-            retry_after_s=_retry_after_s(response.headers.get("retry-after")) if status == 429 else None,
-            key_rejected=status in (401, 403),
-        )
-    return UpstreamFailure(f"{status} from upstream", retryable=False, status=status, error=error)
-
-
-def _openai_error(raw: bytes, status: int) -> dict:
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-        error = parsed["error"]
-        message = _error_text(error.get("message"), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
-        return {"message": message, **{name: _error_text(error.get(name), ERROR_FIELD_MAX) for name in ERROR_FIELDS}}
-    text = _error_text(raw.decode("utf-8", "replace").strip(), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
-    return {"message": text, "type": "invalid_request_error", "param": None, "code": None}
-
-
-# An upstream's error fields reach the client, the call row (`code`) and the logs: strings only, bounded.
-ERROR_FIELDS = ("type", "param", "code")
-ERROR_MESSAGE_MAX = 500
-ERROR_FIELD_MAX = 40
-
-
-def _error_text(value: object, max_length: int) -> str | None:
-    """A string field of an upstream error: numbers as their text, anything else None; no NUL, cut to length."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    return text_bounded(value, max_length) or None
-
-
-def _retry_after_s(value: str | None) -> float | None:
+def retry_after_s(value: str | None) -> float | None:
     """Retry-After as seconds: either a number of seconds or an HTTP date."""
     if not value:
         return None

@@ -152,6 +152,7 @@ def test_admin_adds_a_provider(admin_client):
         url(Provider, "add"),
         {
             "name": "groq",
+            "api_format": "openai",
             "base_url": "https://api.groq.com/openai/v1/",
             "api_key_env": "GROQ_API_KEY",
             "connect_timeout_s": "3",

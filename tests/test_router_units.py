@@ -10,15 +10,17 @@ import pytest
 
 from routing.circuit import CircuitBreaker, CircuitView
 from routing.errors import ApiError
+from routing.providers.openai_compat import OpenAICompatAdapter
 from routing.registry import ModelSnap, ProviderSnap, Registry, RouteSnap
-from routing.router import candidates_for, route_order, skip_reason, upstream_body
+from routing.router import candidates_for, skip_reason
 from routing.shared_state import LocalMemoryState, RedisState
+from routing.strategies import route_order
 from routing.streaming import SseParser
-from routing.upstream import _retry_after_s
+from routing.upstream import retry_after_s
 
 
 def provider(name="p", api_key_env=""):
-    return ProviderSnap(1, name, "http://x/v1/chat/completions", api_key_env, 1.0, 5.0, True)
+    return ProviderSnap(1, name, "http://x/v1", api_key_env, 1.0, 5.0, True)
 
 
 def model(name, *, enabled=True, api_key_env="", upstream=None):
@@ -73,7 +75,7 @@ def test_skip_reasons(monkeypatch):
 
 def test_upstream_body_rewrites_model_drops_our_fields_and_always_asks_for_usage():
     body = {"model": "route", "messages": [], "fallback_models": ["x"], "stream": True, "temperature": 0.2}
-    sent = orjson.loads(upstream_body(body, model("m", upstream="vendor/m-2024")))
+    sent = orjson.loads(OpenAICompatAdapter().request_body(body, model("m", upstream="vendor/m-2024")))
     assert sent == {
         "model": "vendor/m-2024",
         "messages": [],
@@ -81,7 +83,9 @@ def test_upstream_body_rewrites_model_drops_our_fields_and_always_asks_for_usage
         "temperature": 0.2,
         "stream_options": {"include_usage": True},
     }
-    assert "stream_options" not in orjson.loads(upstream_body({"model": "m", "messages": []}, model("m")))
+    assert "stream_options" not in orjson.loads(
+        OpenAICompatAdapter().request_body({"model": "m", "messages": []}, model("m"))
+    )
 
 
 def test_sse_parser_joins_events_split_across_reads_and_handles_crlf():
@@ -92,10 +96,10 @@ def test_sse_parser_joins_events_split_across_reads_and_handles_crlf():
 
 
 def test_retry_after_in_seconds_or_as_an_http_date():
-    assert _retry_after_s("2") == 2.0
-    assert _retry_after_s("0") is None
-    assert _retry_after_s("soon") is None
-    assert _retry_after_s("Wed, 21 Oct 2099 07:28:00 GMT") / (3600 * 24 * 365) > 50
+    assert retry_after_s("2") == 2.0
+    assert retry_after_s("0") is None
+    assert retry_after_s("soon") is None
+    assert retry_after_s("Wed, 21 Oct 2099 07:28:00 GMT") / (3600 * 24 * 365) > 50
 
 
 # ---------------------------------------------------------------------------- circuit breaker states

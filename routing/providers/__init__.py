@@ -1,0 +1,1 @@
+"""Provider adapters: one module per upstream API format (see base.py for the contract)."""

@@ -1,0 +1,117 @@
+"""The adapter for upstreams that speak OpenAI's chat completions API (OpenAI, DeepSeek, Groq,
+Ollama, vLLM, Together, ...): requests and answers pass through nearly as they are."""
+
+from typing import Any
+
+import httpx
+import orjson
+
+from ..registry import ModelSnap, ProviderSnap
+from ..streaming import DONE_EVENT, StreamRelay
+from ..text import text_bounded
+from ..upstream import UpstreamFailure
+from ..usage import usage_parse
+from .base import JSON_HEADERS, SSE_HEADERS, Answer, ProviderAdapter
+
+# An upstream's error fields reach the client, the call row (`code`) and the logs: strings only, bounded.
+ERROR_FIELDS = ("type", "param", "code")
+ERROR_MESSAGE_MAX = 500
+ERROR_FIELD_MAX = 40
+OUR_FIELDS = frozenset({"fallback_models"})  # request fields routerweb reads and the upstream must not see
+
+
+class OpenAICompatAdapter(ProviderAdapter):
+    api_format = "openai"
+    label = "OpenAI-compatible chat completions"
+
+    def url(self, base_url: str) -> str:
+        return base_url + "/chat/completions"
+
+    def headers(self, api_key: str | None, *, stream: bool) -> list[tuple[bytes, bytes]]:
+        headers = SSE_HEADERS if stream else JSON_HEADERS
+        if api_key:
+            headers = [*headers, (b"authorization", f"Bearer {api_key}".encode())]
+        return headers
+
+    def request_body(self, request: dict[str, Any], model: ModelSnap) -> bytes:
+        body = {k: v for k, v in request.items() if k not in OUR_FIELDS}
+        body["model"] = model.upstream_model
+        if body.get("stream"):
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    def answer(self, raw: bytes) -> Answer:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailure("invalid JSON from upstream", retryable=True) from None
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+            raise UpstreamFailure("upstream answer is not a chat completion", retryable=True)
+        return Answer(raw, usage_parse(parsed.get("usage")))
+
+    def stream_relay(
+        self, response: httpx.Response, provider: ProviderSnap, *, client_wants_usage: bool
+    ) -> StreamRelay:
+        return OpenAIStreamRelay(response, provider, client_wants_usage=client_wants_usage)
+
+    def error_fields(self, raw: bytes, status: int) -> dict[str, str | None]:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            error = parsed["error"]
+            message = error_text(error.get("message"), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
+            return {"message": message, **{name: error_text(error.get(name), ERROR_FIELD_MAX) for name in ERROR_FIELDS}}
+        text = error_text(raw.decode("utf-8", "replace").strip(), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
+        return {"message": text, "type": "invalid_request_error", "param": None, "code": None}
+
+
+def error_text(value: object, max_length: int) -> str | None:
+    """A string field of an upstream error: numbers as their text, anything else None; no NUL, cut to length."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return text_bounded(value, max_length) or None
+
+
+class OpenAIStreamRelay(StreamRelay):
+    """Chat completion chunks pass through; the usage chunk is dropped when the client did not ask for it."""
+
+    def relay_event(self, payload: bytes) -> bytes | None:
+        if payload == b"[DONE]":
+            self.finished = True
+            return DONE_EVENT if self.started else None
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            if not self.started:
+                raise UpstreamFailure("invalid JSON in stream", retryable=True) from None
+            return b"data: " + payload + b"\n\n"
+        if not isinstance(event, dict):
+            return b"data: " + payload + b"\n\n"
+        choices = event.get("choices")
+        if not isinstance(choices, list):
+            choices = []
+        for choice in choices:
+            if isinstance(choice, dict):
+                self._note_choice(choice)
+        if event.get("usage"):
+            self.usage = usage_parse(event["usage"])
+            if not self.client_wants_usage:
+                if not choices:
+                    return None
+                del event["usage"]
+                return b"data: " + orjson.dumps(event) + b"\n\n"
+        return b"data: " + payload + b"\n\n"
+
+    def _note_choice(self, choice: dict) -> None:
+        """Note the text of one streamed choice and the first content; odd shapes carry no text."""
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            self.note_text(content)
+            self.note_started()
+        elif delta.get("tool_calls") or choice.get("finish_reason"):
+            self.note_started()
