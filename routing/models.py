@@ -151,6 +151,11 @@ class ApiKey(models.Model):
         ModelEndpoint, blank=True, related_name="+", help_text="Empty (with no routes either): every model and route."
     )
     allowed_routes = models.ManyToManyField(Route, blank=True, related_name="+")
+    reads_dashboard = models.BooleanField(
+        "read scope",
+        default=False,
+        help_text="Also accepted by the dashboard's JSON and CSV (its owner's spend and calls). Off: /v1 only.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.contrib.auth import get_user_model
-
 from routerweb.db_executor import db_executor
 
 from .shared_state import shared_state
@@ -80,6 +78,7 @@ class KeySnap:
     prefix: str
     key_hash: str
     allowed: frozenset[str] | None  # model and route names; None means everything
+    reads_dashboard: bool = False  # the read scope: the dashboard's JSON and CSV accept this key
 
     def allows(self, name: str) -> bool:
         return self.allowed is None or name in self.allowed
@@ -104,7 +103,7 @@ def registry_load(version: str = "") -> Registry:
     """Read the whole registry from the database (synchronous; a handful of queries)."""
     from billing.models import Budget, Price
 
-    from .models import ApiKey, ModelEndpoint, Provider, Route
+    from .models import ModelEndpoint, Provider, Route
 
     providers = {
         p.id: ProviderSnap(
@@ -145,19 +144,7 @@ def registry_load(version: str = "") -> Registry:
         )
         for r in Route.objects.prefetch_related("targets")
     }
-    usernames = dict(get_user_model().objects.filter(api_keys__isnull=False).values_list("id", "username").distinct())
-    keys = {}
-    for key in ApiKey.objects.filter(revoked_at__isnull=True).prefetch_related("allowed_models", "allowed_routes"):
-        allowed = {m.name for m in key.allowed_models.all()} | {r.name for r in key.allowed_routes.all()}
-        keys[key.key_hash] = KeySnap(
-            id=key.id,
-            user_id=key.user_id,
-            username=usernames.get(key.user_id, ""),
-            name=key.name,
-            prefix=key.prefix,
-            key_hash=key.key_hash,
-            allowed=frozenset(allowed) or None,
-        )
+    keys = api_keys_load()
     budget_by_user, budget_by_key = {}, {}
     for budget_id, user_id, key_id in Budget.objects.values_list("id", "user_id", "api_key_id"):
         if user_id is not None:
@@ -172,6 +159,31 @@ def registry_load(version: str = "") -> Registry:
         budget_by_user=budget_by_user,
         budget_by_key=budget_by_key,
     )
+
+
+def api_keys_load(*, key_hash: str | None = None) -> dict[str, KeySnap]:
+    """The keys that authenticate, by hash (only `key_hash`'s when given): not revoked, and owned by a
+    user who exists and is active. The one rule for which keys are usable, wherever a key is accepted.
+    """
+    from .models import ApiKey
+
+    rows = ApiKey.objects.filter(revoked_at__isnull=True, user__is_active=True)
+    if key_hash is not None:
+        rows = rows.filter(key_hash=key_hash)
+    keys = {}
+    for key in rows.select_related("user").prefetch_related("allowed_models", "allowed_routes"):
+        allowed = {m.name for m in key.allowed_models.all()} | {r.name for r in key.allowed_routes.all()}
+        keys[key.key_hash] = KeySnap(
+            id=key.id,
+            user_id=key.user_id,
+            username=key.user.get_username(),
+            name=key.name,
+            prefix=key.prefix,
+            key_hash=key.key_hash,
+            allowed=frozenset(allowed) or None,
+            reads_dashboard=key.reads_dashboard,
+        )
+    return keys
 
 
 class RegistryCache:

@@ -405,6 +405,28 @@ def test_missing_invalid_and_revoked_keys_get_401(gateway, user, fake_model, rec
     assert len(recorded_calls()) == 1  # failed authentication writes nothing
 
 
+def test_a_deactivated_or_deleted_users_keys_stop_at_once_on_v1_and_the_dashboard(gateway, user, fake_model):
+    fake_model("echo-model")
+    _, raw = api_key_create(user=user, name="script", reads_dashboard=True)
+    headers = {"Authorization": f"Bearer {raw}"}
+    chat_body = {"model": "echo-model", "messages": HELLO}
+    urls = ("/v1/models", "/dashboard/data.json")
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=chat_body, headers=headers).status_code == 200
+    assert [httpx.get(f"{gateway.url}{url}", headers=headers).status_code for url in urls] == [200, 200]
+
+    user.is_active = False
+    user.save()  # the admin's save: bumps the registry version, as a key change does
+    refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=chat_body, headers=headers)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert [httpx.get(f"{gateway.url}{url}", headers=headers).status_code for url in urls] == [401, 401]
+
+    user.is_active = True
+    user.save()
+    assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
+    user.delete()
+    assert [httpx.get(f"{gateway.url}{url}", headers=headers).status_code for url in urls] == [401, 401]
+
+
 def test_a_key_created_by_another_process_works_while_the_server_runs(gateway, user, fake_model, monkeypatch):
     """`manage.py createapikey` in a shell beside `make run`: without Redis nothing tells the server,
     so an unknown key makes it reload its registry from the database (at most once per second)."""
