@@ -196,5 +196,7 @@ ROUTERWEB_CIRCUIT_FAILURES = env.int("ROUTERWEB_CIRCUIT_FAILURES", default=3)
 ROUTERWEB_CIRCUIT_OPEN_S = env.float("ROUTERWEB_CIRCUIT_OPEN_S", default=30.0)
 # Where cost rows are spooled before their batched insert (survives a crash, replayed at start-up).
 ROUTERWEB_SPOOL_DIR = Path(env.str("ROUTERWEB_SPOOL_DIR", default=str(VAR_DIR / "spool")))
+# Variables a provider's api_key_env may name besides *_API_KEY and *_TOKEN (routing/secrets.py).
+ROUTERWEB_KEY_VARIABLES = frozenset(env.list("ROUTERWEB_KEY_VARIABLES", default=[]))
 # Base URL the app is reachable at, used by the built-in demo provider.
 ROUTERWEB_PUBLIC_URL = env.str("ROUTERWEB_PUBLIC_URL", default="http://127.0.0.1:8000")

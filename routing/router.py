@@ -5,7 +5,6 @@ state in circuit.py, and what is recorded in gateway.py.
 """
 
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import orjson
 from .circuit import CircuitBreaker, CircuitView
 from .errors import ApiError
 from .registry import ModelSnap, Registry, RouteSnap
+from .secrets import api_key_env_refusal, provider_api_key
 from .streaming import StreamRelay
 from .upstream import UpstreamFailure, upstream_read_json, upstream_send
 
@@ -112,8 +112,12 @@ def skip_reason(model: ModelSnap) -> str | None:
     if not model.enabled:
         return "disabled"
     env_name = model.provider.api_key_env
-    if env_name and not os.environ.get(env_name):
-        return f"{env_name} not set"
+    if env_name:
+        refusal = api_key_env_refusal(env_name)
+        if refusal is not None:
+            return refusal
+        if provider_api_key(env_name) is None:
+            return f"{env_name} not set"
     return None
 
 
@@ -177,7 +181,7 @@ async def route_request(
 
 
 async def _try(model: ModelSnap, body: bytes, stream: bool, client_wants_usage: bool) -> RouteResult:
-    api_key = os.environ.get(model.provider.api_key_env) if model.provider.api_key_env else None
+    api_key = provider_api_key(model.provider.api_key_env)
     response = await upstream_send(model.provider, body=body, api_key=api_key, stream=stream)
     if not stream:
         raw, parsed = await upstream_read_json(response, model.provider)

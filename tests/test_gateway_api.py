@@ -123,10 +123,10 @@ def test_fields_pass_through_and_model_is_rewritten(http, fake_model, fake_upstr
 def test_provider_key_is_read_from_its_variable_at_call_time(
     http, fake_model, fake_provider, fake_upstream, monkeypatch
 ):
-    fake_provider.api_key_env = "FAKE_PROVIDER_KEY"
+    fake_provider.api_key_env = "FAKE_PROVIDER_API_KEY"
     fake_provider.save()
     fake_model("keyed", "echo")
-    monkeypatch.setenv("FAKE_PROVIDER_KEY", "sk-provider-canary")
+    monkeypatch.setenv("FAKE_PROVIDER_API_KEY", "sk-provider-canary")
     assert chat(http, "keyed").status_code == 200
     assert fake_upstream.app.stats()["last_headers"]["authorization"] == "Bearer sk-provider-canary"
 
@@ -238,15 +238,15 @@ def test_no_fallback_when_the_request_itself_is_wrong(status, http, fake_model, 
 
 
 def test_all_candidates_failed_lists_every_attempt(http, fake_model, fake_provider, monkeypatch):
-    monkeypatch.delenv("MISSING_KEY_VAR", raising=False)
-    keyed = provider_create(name="keyed", base_url=fake_provider.base_url, api_key_env="MISSING_KEY_VAR")
+    monkeypatch.delenv("MISSING_API_KEY", raising=False)
+    keyed = provider_create(name="keyed", base_url=fake_provider.base_url, api_key_env="MISSING_API_KEY")
     _model(keyed, "needs-key", "echo")
     fake_model("broken", "echo+status=503")
     route_create("r", ["needs-key", "broken"])
     response = chat(http, "r")
     assert response.status_code == 502
     assert response.json()["error"]["message"] == (
-        "All candidates failed: needs-key: skipped, MISSING_KEY_VAR not set; broken: 503 from upstream."
+        "All candidates failed: needs-key: skipped, MISSING_API_KEY not set; broken: 503 from upstream."
     )
     assert response.json()["error"]["code"] == "all_candidates_failed"
     assert response.headers["X-Router-Attempts"] == "1"
