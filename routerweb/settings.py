@@ -60,7 +60,8 @@ INSTALLED_APPS = DJANGO_APPS + LOCAL_APPS
 # ------------------------------------------------------------------------------
 # MIDDLEWARE
 # The pages and the admin use the full stack below. The /v1/ API is dispatched in
-# routerweb/asgi.py to a handler with its own lean stack (see API_MIDDLEWARE).
+# routerweb/asgi.py to a lean handler without middleware (routing/asgi_api.py), which does itself what
+# matters to an API: the Host check against ALLOWED_HOSTS and `X-Content-Type-Options: nosniff`.
 # ------------------------------------------------------------------------------
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -72,7 +73,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
-API_MIDDLEWARE: list[str] = []
 
 TEMPLATES = [
     {

@@ -606,3 +606,34 @@ def test_unknown_paths_and_methods_answer_json(http):
     assert http.get("/v1/chat/completions").status_code == 405
     missing = http.get("/v1/embeddings")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+# ---------------------------------------------------------------------------- the page stack's protections
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/chat/completions", "/v1/no-such-path"])
+def test_a_host_outside_allowed_hosts_gets_an_openai_400(http, path):
+    response = http.request(
+        "GET" if "models" in path else "POST", path, headers={"Host": "evil.example"}, json={"model": "x"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "Invalid Host header.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_host",
+    }
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_every_api_response_says_nosniff(gateway, http, fake_model):
+    fake_model("echo-model")
+    answers = [
+        http.get("/v1/models"),
+        http.get("/v1/models/nope"),
+        httpx.get(f"{gateway.url}/v1/models"),
+        chat(http, "echo-model"),
+        http.post("/v1/chat/completions", json={"model": "echo-model", "messages": HELLO, "stream": True}),
+    ]
+    assert [a.status_code for a in answers] == [200, 404, 401, 200, 200]
+    assert {a.headers["X-Content-Type-Options"] for a in answers} == {"nosniff"}
