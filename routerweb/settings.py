@@ -170,10 +170,17 @@ STORAGES = {
 }
 
 # ------------------------------------------------------------------------------
-# SECURITY (only meaningful behind HTTPS; off by default for local use)
+# SECURITY (only meaningful behind HTTPS; off by default for local use). With the README's production
+# variables `manage.py check --deploy` reports nothing.
+# https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
 # ------------------------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_HTTPS_PROXY", False) else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
+# Pages redirect plain HTTP to HTTPS; /v1/ never redirects (a client's POST would lose its body).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
 # ------------------------------------------------------------------------------
 # LOGGING: the gateway logs each fallback hop at INFO; secrets are never logged.
