@@ -144,6 +144,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Failed logins for one username from one address before that pair is refused, and for how long
+# (routerweb/login_throttle.py; the admin's login and the site's).
+ROUTERWEB_LOGIN_FAILURES = env.int("ROUTERWEB_LOGIN_FAILURES", default=5)
+ROUTERWEB_LOGIN_LOCKOUT_S = env.int("ROUTERWEB_LOGIN_LOCKOUT_S", default=900)
 LOGIN_REDIRECT_URL = "/playground/"
 LOGOUT_REDIRECT_URL = "login"
 # The playground's JSON endpoints answer CSRF failures in OpenAI's error shape; pages get Django's page.
