@@ -15,12 +15,15 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
-# A local .env with a generated SECRET_KEY, so `make run` works with DEBUG off and no setup.
+# A local .env with a generated SECRET_KEY, so `make run` works with DEBUG off and no setup, and the
+# offline demo provider on (it is off unless a .env or the environment turns it on).
 .env:
 	@echo "SECRET_KEY=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
-	@echo "created .env with a generated SECRET_KEY"
+	@echo "ROUTERWEB_DEMO_PROVIDER=1" >> .env
+	@echo "created .env with a generated SECRET_KEY and the demo provider on"
 
 setup: $(VENV)/.installed .env
+	@grep -q '^ROUTERWEB_DEMO_PROVIDER=' .env || echo "ROUTERWEB_DEMO_PROVIDER=1" >> .env
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py collectstatic --no-input --verbosity 0
 	$(PY) manage.py seed_demo

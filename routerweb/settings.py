@@ -209,5 +209,8 @@ ROUTERWEB_CIRCUIT_OPEN_S = env.float("ROUTERWEB_CIRCUIT_OPEN_S", default=30.0)
 ROUTERWEB_SPOOL_DIR = Path(env.str("ROUTERWEB_SPOOL_DIR", default=str(VAR_DIR / "spool")))
 # Variables a provider's api_key_env may name besides *_API_KEY and *_TOKEN (routing/secrets.py).
 ROUTERWEB_KEY_VARIABLES = frozenset(env.list("ROUTERWEB_KEY_VARIABLES", default=[]))
+# Serve the offline demo provider (an echo model, routing/demo_provider.py) under /demo/v1/. `make run`
+# turns it on in .env; off otherwise.
+ROUTERWEB_DEMO_PROVIDER = env.bool("ROUTERWEB_DEMO_PROVIDER", default=False)
 # Base URL the app is reachable at, used by the built-in demo provider.
 ROUTERWEB_PUBLIC_URL = env.str("ROUTERWEB_PUBLIC_URL", default="http://127.0.0.1:8000")
