@@ -17,11 +17,7 @@ from .services import api_key_hash
 
 def api_key_authenticate(keys_by_hash: Mapping[str, KeySnap], authorization: str) -> KeySnap:
     """The usable key named by an `Authorization: Bearer rw-…` header among `keys_by_hash`, or ApiError 401."""
-    scheme, _, raw_key = authorization.partition(" ")
-    raw_key = raw_key.strip()
-    if scheme.lower() != "bearer" or not raw_key:
-        raise ApiError(401, "Missing API key: send 'Authorization: Bearer rw-…'.", code="missing_api_key")
-    digest = api_key_hash(raw_key)
+    digest = api_key_hash(_bearer_token(authorization))
     key = keys_by_hash.get(digest)
     # The dict lookup finds the candidate; compare_digest keeps the final check constant-time.
     if key is None or not hmac.compare_digest(digest, key.key_hash):
@@ -31,5 +27,13 @@ def api_key_authenticate(keys_by_hash: Mapping[str, KeySnap], authorization: str
 
 def api_key_authenticate_now(authorization: str) -> KeySnap:
     """`api_key_authenticate` against the database as it is now (one query; for synchronous views)."""
-    _, _, raw_key = authorization.partition(" ")
-    return api_key_authenticate(api_keys_load(key_hash=api_key_hash(raw_key.strip())), authorization)
+    keys = api_keys_load(key_hash=api_key_hash(_bearer_token(authorization)))
+    return api_key_authenticate(keys, authorization)
+
+
+def _bearer_token(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "Missing API key: send 'Authorization: Bearer rw-…'.", code="missing_api_key")
+    return token
