@@ -18,7 +18,7 @@ from routing.services import api_key_create
 from routing.shared_state import shared_state
 from tests.conftest import REPO_ROOT, database_url_for_tests
 from tests.factories import model_create, provider_create, route_create
-from tests.live import free_port
+from tests.live import free_port, redis_delete_prefix
 
 HELLO = [{"role": "user", "content": "hello router"}]
 
@@ -346,6 +346,34 @@ def test_two_workers_share_circuit_state(gateway_worker_process, fake_model, api
     on_b = httpx.post(f"{worker_b}/v1/chat/completions", json=body, headers=headers)
     assert on_b.headers["X-Router-Model"] == "backup"
     assert on_b.headers["X-Router-Attempts"] == "1"  # worker B skipped flaky: it saw A's open circuit
+
+
+def test_a_user_deactivated_in_another_process_is_refused_by_every_worker_within_a_second(
+    gateway_worker_process, fake_model, api_key, user
+):
+    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    prefix = f"routerweb-test-deactivate-{os.getpid()}-{time.time_ns()}"
+    workers = [gateway_worker_process(CACHE_KEY_PREFIX=prefix) for _ in range(2)]
+    headers = {"Authorization": f"Bearer {api_key}"}
+    assert [httpx.get(f"{url}/v1/models", headers=headers).status_code for url in workers] == [200, 200]
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": redis_url,
+        "CACHE_KEY_PREFIX": prefix,
+        "SECRET_KEY": "test-secret-key",
+    }
+    deactivate = "from django.contrib.auth.models import User; u = User.objects.get(username='alice'); "
+    deactivate += "u.is_active = False; u.save()"
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", deactivate], env=env, cwd=REPO_ROOT, check=True)
+    deadline = time.monotonic() + 1.0
+    while True:
+        statuses = [httpx.get(f"{url}/v1/models", headers=headers).status_code for url in workers]
+        if statuses == [401, 401] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    redis_delete_prefix(redis_url, prefix)
+    assert statuses == [401, 401]
 
 
 # ---------------------------------------------------------------------------- streaming edge cases
