@@ -1,9 +1,10 @@
-"""An in-process snapshot of the registry (providers, models, routes, prices, API keys).
+"""An in-process snapshot of the registry (providers, models, routes, prices, usable API keys).
 
 The gateway reads the registry on every request, so it must not touch the database: each worker
 holds an immutable snapshot, and a version token in the shared state says when to reload it. Any
-write to a registry table bumps the token (routing/signals.py), on commit; every worker sees the
-new token on its next request, so a revoked key is refused at once everywhere.
+write to a registry table or to a user bumps the token (routing/signals.py), on commit; every worker
+sees the new token on its next request, so a revoked key, or a key of a user deactivated or deleted,
+is refused at once everywhere.
 """
 
 import asyncio
