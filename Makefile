@@ -15,12 +15,18 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
-# A local .env with a generated SECRET_KEY, so `make run` works with DEBUG off and no setup.
+# A local .env with a generated SECRET_KEY, so `make run` works with DEBUG off and no setup, and the
+# offline demo provider on (it is off unless a .env or the environment turns it on).
 .env:
 	@echo "SECRET_KEY=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
-	@echo "created .env with a generated SECRET_KEY"
+	@echo "ROUTERWEB_DEMO_PROVIDER=1" >> .env
+	@echo "created .env with a generated SECRET_KEY and the demo provider on"
 
+# .env keeps the address of the last `make run`, so that `manage.py seed_demo` run by hand points the
+# demo provider at the port the server really uses.
 setup: $(VENV)/.installed .env
+	@grep -q '^ROUTERWEB_DEMO_PROVIDER=' .env || echo "ROUTERWEB_DEMO_PROVIDER=1" >> .env
+	@sed -i '/^ROUTERWEB_PUBLIC_URL=/d' .env && echo "ROUTERWEB_PUBLIC_URL=$(ROUTERWEB_PUBLIC_URL)" >> .env
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py collectstatic --no-input --verbosity 0
 	$(PY) manage.py seed_demo

@@ -6,7 +6,7 @@ process of the run; `serve` starts a server in it. On exit (also on Ctrl-C or er
 servers, drops the PostgreSQL database it created, deletes its Redis keys and the temp dir.
 
 `BenchStack`, the gateway benchmarks' sandbox, also migrates the database, imports a registry whose
-provider `fake` points at a fake upstream it starts (`python -m routing.fake_upstream`), creates a user
+provider `fake` points at a fake upstream it starts (`python -m tests.fake_upstream`), creates a user
 and an API key, and starts routerweb under uvicorn.
 
 Nothing else on the machine is touched: the settings come from the environment the sandbox builds, never
@@ -59,6 +59,8 @@ PINNED_SETTINGS = {
     "ROUTERWEB_CIRCUIT_OPEN_S": "30",
     "BEHIND_HTTPS_PROXY": "0",
     "SECURE_COOKIES": "0",
+    "SECURE_SSL_REDIRECT": "0",
+    "ROUTERWEB_DEMO_PROVIDER": "0",
 }
 
 # A command line for routerweb: (port) -> argv. The default is the production command.
@@ -288,7 +290,7 @@ def routerweb_command_through(*wrapper: str) -> ServerCommand:
 
 
 def upstream_command(port: int) -> list[str]:
-    return [PYTHON, "-m", "routing.fake_upstream", "--host", HOST, "--port", str(port)]
+    return [PYTHON, "-m", "tests.fake_upstream", "--host", HOST, "--port", str(port)]
 
 
 @dataclass

@@ -10,11 +10,12 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint, Route
 
-from .selectors import CallCursor
+from .selectors import CallCursor, viewer_sees_everyone
 
 RANGE_PRESETS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "month": "This month"}
 RANGE_CHOICES = [*RANGE_PRESETS.items(), ("custom", "Custom")]
@@ -35,6 +36,14 @@ class DashboardFilterForm(forms.Form):
     )
     key = forms.ModelChoiceField(ApiKey.objects.all(), required=False)
     before = forms.CharField(required=False, max_length=200)
+
+    def __init__(self, *args, viewer: AbstractBaseUser, **kwargs) -> None:
+        """`viewer` sees only the users and keys they may filter on: one they may not see is answered
+        exactly like one that does not exist, so the answer never tells whether an account exists."""
+        super().__init__(*args, **kwargs)
+        if not viewer_sees_everyone(viewer):
+            self.fields["user"].queryset = get_user_model().objects.filter(pk=viewer.pk)
+            self.fields["key"].queryset = ApiKey.objects.filter(user_id=viewer.pk)
 
     def clean_before(self) -> CallCursor | None:
         value = self.cleaned_data.get("before")

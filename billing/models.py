@@ -114,6 +114,8 @@ class Call(models.Model):
         # A constraint rather than `unique=True`, which on PostgreSQL adds a second index for LIKE
         # queries that nothing runs: every index is paid for by every call's insert.
         constraints = [models.UniqueConstraint(fields=["request_id"], name="call_request_id_unique")]
+        # The dashboard shows everyone's spend, calls and CSV only with this permission (not the staff flag).
+        permissions = [("view_all_spend", "Can see every user's spend, calls and CSV on the dashboard")]
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.requested} → {self.model_id} {self.status}"

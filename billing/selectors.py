@@ -26,7 +26,6 @@ from django.db.models import Case, Count, DecimalField, F, Q, QuerySet, Sum, Val
 from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint, PreferenceVote, Route
-from routing.services import api_key_hash
 
 from .budgets import period_start_for
 from .models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Budget, Call, CallRollup
@@ -80,14 +79,13 @@ class ForbiddenFilter(PermissionDenied):
         self.param = param
 
 
-def viewer_for_api_key(*, raw_key: str) -> AbstractBaseUser | None:
-    """The active user owning the active API key `raw_key`, or None."""
-    key = (
-        ApiKey.objects.select_related("user")
-        .filter(key_hash=api_key_hash(raw_key), revoked_at__isnull=True, user__is_active=True)
-        .first()
-    )
-    return key.user if key else None
+SPEND_PERMISSION = "billing.view_all_spend"
+
+
+def viewer_sees_everyone(viewer: AbstractBaseUser) -> bool:
+    """Whether `viewer` may read every user's spend, calls and CSV: the permission (from a group an admin
+    manages, or superuser), never the staff flag alone."""
+    return viewer.has_perm(SPEND_PERMISSION)
 
 
 def call_filters_for(
@@ -100,11 +98,11 @@ def call_filters_for(
     model: ModelEndpoint | None = None,
     route: Route | None = None,
 ) -> CallFilters:
-    """The filters `viewer` may read. Staff read everyone's calls; anyone else only their own, and
-    asking for another user's calls or key raises ForbiddenFilter (a PermissionDenied) rather than
-    quietly narrowing."""
+    """The filters `viewer` may read. With the spend permission everyone's calls; without it only their
+    own, and asking for another user's calls or key raises ForbiddenFilter (a PermissionDenied) rather
+    than quietly narrowing."""
     user_id = user.pk if user else None
-    if not viewer.is_staff:
+    if not viewer_sees_everyone(viewer):
         if user is not None and user.pk != viewer.pk:
             raise ForbiddenFilter("user", "You can only see your own calls.")
         if api_key is not None and api_key.user_id != viewer.pk:
@@ -498,8 +496,8 @@ class BudgetUse:
 
 
 def budget_uses(*, filters: CallFilters, limit: int = BUDGETS_SHOWN) -> tuple[list[BudgetUse], int]:
-    """The budgets that apply to the filtered calls (all, for staff without a user or key filter),
-    most spent first, at most `limit`; and how many there are in all."""
+    """The budgets that apply to the filtered calls (all, for a viewer of everyone's spend without a user or
+    key filter), most spent first, at most `limit`; and how many there are in all."""
     budgets = Budget.objects.select_related("user", "api_key")
     if filters.api_key_id is not None:
         owner = ApiKey.objects.filter(pk=filters.api_key_id).values("user_id")
@@ -555,14 +553,15 @@ def filter_choices(*, viewer: AbstractBaseUser, user_id: int | None = None) -> F
     routes = list(Route.objects.order_by("name").values_list("name", flat=True))
     users: list[str] = []
     keys = ApiKey.objects.select_related("user").order_by("user__username", "name", "id")
-    if viewer.is_staff:
+    everyone = viewer_sees_everyone(viewer)
+    if everyone:
         User = get_user_model()
         users = list(User.objects.order_by(User.USERNAME_FIELD).values_list(User.USERNAME_FIELD, flat=True))
         if user_id is not None:
             keys = keys.filter(user_id=user_id)
     else:
         keys = keys.filter(user_id=viewer.pk)
-    key_choices = [(k.pk, _key_label(k, with_owner=viewer.is_staff and user_id is None)) for k in keys]
+    key_choices = [(k.pk, _key_label(k, with_owner=everyone and user_id is None)) for k in keys]
     return FilterChoices(models=models, routes=routes, users=users, keys=key_choices)
 
 
@@ -710,21 +709,21 @@ class DashboardSummary:
     series: SpendSeries
     models: list[ModelStats]
     votes: dict[int, int]
-    users: list[UserSpend] | None  # for staff only
+    users: list[UserSpend] | None  # only for a viewer of everyone's spend
     budgets: list[BudgetUse]
     budget_count: int
     model_names: dict[int, str]
     user_names: dict[int, str]
 
 
-def dashboard_summary(*, filters: CallFilters, staff: bool) -> DashboardSummary:
+def dashboard_summary(*, filters: CallFilters, all_users: bool) -> DashboardSummary:
     """Every aggregate of the dashboard, in a fixed number of queries whatever the number of calls;
-    the spend by user only for `staff`."""
+    the spend by user only with `all_users` (a viewer of everyone's spend)."""
     slices = call_slices(filters=filters)
     series = spend_series(filters=filters)
     models = model_stats(filters=filters)
     votes = vote_counts(filters=filters)
-    users = user_spend_of(slices) if staff else None
+    users = user_spend_of(slices) if all_users else None
     budgets, budget_count = budget_uses(filters=filters)
     return DashboardSummary(
         filters=filters,
@@ -741,16 +740,16 @@ def dashboard_summary(*, filters: CallFilters, staff: bool) -> DashboardSummary:
     )
 
 
-def dashboard_data(*, filters: CallFilters, staff: bool) -> dict[str, Any]:
+def dashboard_data(*, filters: CallFilters, all_users: bool) -> dict[str, Any]:
     """The `/dashboard/data.json` document of `filters` (see `dashboard_document`)."""
-    return dashboard_document(dashboard_summary(filters=filters, staff=staff))
+    return dashboard_document(dashboard_summary(filters=filters, all_users=all_users))
 
 
 def dashboard_document(summary: DashboardSummary) -> dict[str, Any]:
     """Everything the dashboard charts show, JSON-ready (money as exact decimal strings).
 
     This is the documented `/dashboard/data.json` document, also embedded in the page;
-    `spend_by_user` is present for staff only.
+    `spend_by_user` is present only for a viewer of everyone's spend.
     """
     filters, totals, series, names = summary.filters, summary.totals, summary.series, summary.model_names
     data: dict[str, Any] = {

@@ -2,8 +2,8 @@
 
 The page needs a session login. It embeds the charts' JSON document (the one `data.json` answers),
 so it draws without a second request and reads every aggregate once. The JSON and CSV endpoints also
-accept `Authorization: Bearer <API key>` (the key's user is the viewer), so teams can pull their
-numbers from scripts; they answer errors in the OpenAI error shape.
+accept `Authorization: Bearer <API key>` for a key created with the read scope (the key's user is the
+viewer), so teams can pull their numbers from scripts; they answer errors in the OpenAI error shape.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from urllib.parse import urlencode
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views import View
 
+from routing.auth import api_key_authenticate_now
 from routing.errors import ApiError
 from routing.views.api import error_response
 
@@ -39,7 +42,7 @@ from .selectors import (
     dashboard_summary,
     filter_choices,
     recent_calls,
-    viewer_for_api_key,
+    viewer_sees_everyone,
 )
 
 CSV_ROWS_PER_CHUNK = 1000
@@ -69,11 +72,13 @@ class DashboardView(LoginRequiredMixin, View):
     template_name = "billing/dashboard.html"
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        form = DashboardFilterForm(request.GET)
+        form = DashboardFilterForm(request.GET, viewer=request.user)
+        all_users = viewer_sees_everyone(request.user)
         valid = form.is_valid()
         selected_user = form.cleaned_data.get("user") if valid else None
         context: dict[str, Any] = {
             "nav": "dashboard",
+            "all_users": all_users,
             "form": form,
             "range_choices": RANGE_CHOICES,
             "default_range": DEFAULT_RANGE,
@@ -83,7 +88,7 @@ class DashboardView(LoginRequiredMixin, View):
             return render(request, self.template_name, context, status=400)
         filters = _filters(request.user, form)
         page = recent_calls(filters=filters, before=form.cleaned_data["before"])
-        summary = dashboard_summary(filters=filters, staff=request.user.is_staff)
+        summary = dashboard_summary(filters=filters, all_users=all_users)
         query = _query(form)
         totals = summary.totals
         context.update(
@@ -140,14 +145,11 @@ class _ApiView(View):
     """Resolves the viewer (session or Bearer API key) and the filters, or answers the error."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        viewer = request.user if request.user.is_authenticated else None
-        authorization = request.headers.get("Authorization", "")
-        if viewer is None and authorization.lower().startswith("bearer "):
-            viewer = viewer_for_api_key(raw_key=authorization[7:].strip())
-        if viewer is None:
-            message = "Log in, or send an API key as 'Authorization: Bearer <key>'."
-            return error_response(ApiError(401, message, code="unauthorized"))
-        form = DashboardFilterForm(request.GET)
+        try:
+            viewer = _api_viewer(request)
+        except ApiError as error:
+            return error_response(error)
+        form = DashboardFilterForm(request.GET, viewer=viewer)
         if not form.is_valid():
             return _form_error(form)
         try:
@@ -160,9 +162,28 @@ class _ApiView(View):
         raise NotImplementedError
 
 
+def _api_viewer(request: HttpRequest) -> AbstractBaseUser:
+    """The session's user, else the owner of the request's API key if that key has the read scope;
+    raises ApiError 401 (no or unusable key) or 403 (a key without the read scope)."""
+    if request.user.is_authenticated:
+        return request.user
+    authorization = request.headers.get("Authorization", "")
+    if not authorization:
+        message = "Log in, or send an API key with the read scope as 'Authorization: Bearer <key>'."
+        raise ApiError(401, message, code="unauthorized")
+    key = api_key_authenticate_now(authorization)
+    if not key.reads_dashboard:
+        message = "This API key has no read scope: create one with it (admin, or createapikey --read-dashboard)."
+        raise ApiError(403, message, code="key_without_read_scope")
+    viewer = get_user_model().objects.filter(pk=key.user_id, is_active=True).first()
+    if viewer is None:  # deleted or deactivated since the key was read
+        raise ApiError(401, "Invalid or revoked API key, or its user is inactive.", code="invalid_api_key")
+    return viewer
+
+
 class DashboardDataView(_ApiView):
     def respond(self, request, viewer, form, filters) -> HttpResponse:
-        return JsonResponse(dashboard_data(filters=filters, staff=viewer.is_staff))
+        return JsonResponse(dashboard_data(filters=filters, all_users=viewer_sees_everyone(viewer)))
 
 
 class DashboardExportView(_ApiView):

@@ -1,5 +1,5 @@
-"""ASGI entry point: /v1/ goes to the lean API handler, /demo/v1/ to the built-in demo upstream,
-everything else (pages, admin, static files) to Django's full stack.
+"""ASGI entry point: /v1/ goes to the lean API handler, /demo/v1/ to the offline demo provider when
+ROUTERWEB_DEMO_PROVIDER is on, everything else (pages, admin, static files) to Django's full stack.
 
 Lifespan: at start-up the call recorder replays spooled rows a previous process left; at shutdown
 it flushes what is queued, the worker hands back its budget allowances, and the upstream HTTP
@@ -9,6 +9,7 @@ client and the database threads' connections are closed.
 import logging
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
@@ -19,12 +20,13 @@ from billing.budgets import budget_upkeep  # noqa: E402  (needs Django set up)
 from billing.recorder import call_recorder  # noqa: E402
 from routerweb.db_executor import db_executor  # noqa: E402
 from routing.asgi_api import ApiHandler  # noqa: E402
-from routing.fake_upstream import FakeUpstream  # noqa: E402
+from routing.demo_provider import PREFIX as DEMO_PREFIX  # noqa: E402
+from routing.demo_provider import DemoProvider  # noqa: E402
 from routing.upstream import upstream_transport_close  # noqa: E402
 
 logger = logging.getLogger("routerweb")
 api_application = ApiHandler()
-demo_upstream = FakeUpstream(prefix="/demo/v1")
+demo_provider = DemoProvider()
 
 
 async def application(scope, receive, send):
@@ -32,8 +34,8 @@ async def application(scope, receive, send):
         path = scope["path"]
         if path.startswith("/v1/"):
             return await api_application(scope, receive, send)
-        if path.startswith("/demo/v1/") and not path.startswith("/demo/v1/_fake/"):
-            return await demo_upstream(scope, receive, send)
+        if path.startswith(f"{DEMO_PREFIX}/") and settings.ROUTERWEB_DEMO_PROVIDER:
+            return await demo_provider(scope, receive, send)
         return await django_application(scope, receive, send)
     if scope["type"] == "lifespan":
         return await _lifespan(receive, send)

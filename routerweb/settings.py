@@ -60,7 +60,8 @@ INSTALLED_APPS = DJANGO_APPS + LOCAL_APPS
 # ------------------------------------------------------------------------------
 # MIDDLEWARE
 # The pages and the admin use the full stack below. The /v1/ API is dispatched in
-# routerweb/asgi.py to a handler with its own lean stack (see API_MIDDLEWARE).
+# routerweb/asgi.py to a lean handler without middleware (routing/asgi_api.py), which does itself what
+# matters to an API: the Host check against ALLOWED_HOSTS and `X-Content-Type-Options: nosniff`.
 # ------------------------------------------------------------------------------
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -72,7 +73,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
-API_MIDDLEWARE: list[str] = []
 
 TEMPLATES = [
     {
@@ -144,6 +144,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Failed logins for one username from one address before that pair is refused, and for how long
+# (routerweb/login_throttle.py; the admin's login and the site's).
+ROUTERWEB_LOGIN_FAILURES = env.int("ROUTERWEB_LOGIN_FAILURES", default=5)
+ROUTERWEB_LOGIN_LOCKOUT_S = env.int("ROUTERWEB_LOGIN_LOCKOUT_S", default=900)
 LOGIN_REDIRECT_URL = "/playground/"
 LOGOUT_REDIRECT_URL = "login"
 # The playground's JSON endpoints answer CSRF failures in OpenAI's error shape; pages get Django's page.
@@ -170,10 +174,17 @@ STORAGES = {
 }
 
 # ------------------------------------------------------------------------------
-# SECURITY (only meaningful behind HTTPS; off by default for local use)
+# SECURITY (only meaningful behind HTTPS; off by default for local use). With the README's production
+# variables `manage.py check --deploy` reports nothing.
+# https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
 # ------------------------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_HTTPS_PROXY", False) else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
+# Pages redirect plain HTTP to HTTPS; /v1/ never redirects (a client's POST would lose its body).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
 # ------------------------------------------------------------------------------
 # LOGGING: the gateway logs each fallback hop at INFO; secrets are never logged.
@@ -198,5 +209,10 @@ ROUTERWEB_CIRCUIT_FAILURES = env.int("ROUTERWEB_CIRCUIT_FAILURES", default=3)
 ROUTERWEB_CIRCUIT_OPEN_S = env.float("ROUTERWEB_CIRCUIT_OPEN_S", default=30.0)
 # Where cost rows are spooled before their batched insert (survives a crash, replayed at start-up).
 ROUTERWEB_SPOOL_DIR = Path(env.str("ROUTERWEB_SPOOL_DIR", default=str(VAR_DIR / "spool")))
+# Variables a provider's api_key_env may name besides *_API_KEY and *_TOKEN (routing/secrets.py).
+ROUTERWEB_KEY_VARIABLES = frozenset(env.list("ROUTERWEB_KEY_VARIABLES", default=[]))
+# Serve the offline demo provider (an echo model, routing/demo_provider.py) under /demo/v1/. `make run`
+# turns it on in .env; off otherwise.
+ROUTERWEB_DEMO_PROVIDER = env.bool("ROUTERWEB_DEMO_PROVIDER", default=False)
 # Base URL the app is reachable at, used by the built-in demo provider.
 ROUTERWEB_PUBLIC_URL = env.str("ROUTERWEB_PUBLIC_URL", default="http://127.0.0.1:8000")

@@ -3,14 +3,19 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from .login_throttle import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
+
 admin.site.site_header = "routerweb"
 admin.site.site_title = "routerweb admin"
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/playground/", permanent=False)),
     path("admin/", admin.site.urls),
     path("dashboard/", include("billing.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path(
+        "accounts/login/", auth_views.LoginView.as_view(authentication_form=ThrottledAuthenticationForm), name="login"
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("playground/", include("routing.playground_urls")),
 ]

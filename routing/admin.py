@@ -111,8 +111,8 @@ class RouteAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "user", "created_at", "revoked_at", "calls_total"]
-    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_display = ["prefix", "name", "user", "reads_dashboard", "created_at", "revoked_at", "calls_total"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "reads_dashboard"]
     search_fields = ["name", "prefix", "user__username"]
     autocomplete_fields = ["user"]
     filter_horizontal = ["allowed_models", "allowed_routes"]
@@ -128,13 +128,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["user", "name", "allowed_models", "allowed_routes"]
-        return ["prefix", "user", "name", "allowed_models", "allowed_routes", "created_at", "revoked_at"]
+            return ["user", "name", "reads_dashboard", "allowed_models", "allowed_routes"]
+        return [
+            "prefix",
+            "user",
+            "name",
+            "reads_dashboard",
+            "allowed_models",
+            "allowed_routes",
+            "created_at",
+            "revoked_at",
+        ]
 
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        created, raw_key = api_key_create(user=obj.user, name=obj.name)
+        created, raw_key = api_key_create(user=obj.user, name=obj.name, reads_dashboard=obj.reads_dashboard)
         obj.pk, obj.prefix, obj.key_hash, obj.created_at = (
             created.pk,
             created.prefix,

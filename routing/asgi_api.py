@@ -6,6 +6,11 @@ chain (sessions, CSRF, messages, auth), a spooled temp file for the body, and `r
 needs: the body read into memory with a size limit (413 early), an `ASGIRequest`, URL resolving
 against `routing.api_urls`, the async view, and cancellation of the view when the client goes
 away (which closes the upstream request). Any error still answers in OpenAI's JSON shape.
+
+Of the page stack's protections, the two that matter to a JSON API are kept here: the `Host` header
+is checked against ALLOWED_HOSTS (400, as CommonMiddleware does for pages) and every response carries
+`X-Content-Type-Options: nosniff` (as SecurityMiddleware does). The others concern browsers and
+cookies (CSRF, sessions, frames), which the API does not use.
 """
 
 import asyncio
@@ -13,6 +18,7 @@ import io
 import logging
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from django.urls import Resolver404, resolve
@@ -82,6 +88,10 @@ class ApiHandler:
     async def _view_response(self, scope, body: bytes) -> HttpResponse:
         request = ASGIRequest(scope, io.BytesIO(body))
         try:
+            request.get_host()  # validated against ALLOWED_HOSTS
+        except DisallowedHost:
+            return _error_response(ApiError(400, "Invalid Host header.", code="invalid_host"))
+        try:
             match = resolve(request.path_info, urlconf=API_URLCONF)
         except Resolver404:
             return _error_response(ApiError(404, f"Unknown API path {request.path_info}.", code="not_found"))
@@ -107,6 +117,7 @@ def _error_response(error: ApiError) -> HttpResponse:
 
 async def _send_response(send, response: HttpResponse) -> None:
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
+    headers.append((b"x-content-type-options", b"nosniff"))
     if not response.streaming:
         body = response.content
         headers.append((b"content-length", str(len(body)).encode()))

@@ -4,13 +4,14 @@ Secrets never live here: a provider holds only the *name* of the environment var
 contains its key (`api_key_env`), and an API key is stored as a SHA-256 hash.
 """
 
-import os
 import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator, URLValidator
 from django.db import models
+
+from .secrets import api_key_env_refusal, provider_api_key
 
 NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$",
@@ -58,8 +59,9 @@ class Provider(TimestampedModel):
         max_length=100,
         blank=True,
         validators=[ENV_VAR_VALIDATOR],
-        help_text="Name of the environment variable holding the key (never the key itself). "
-        "Empty for servers that need no key, such as a local Ollama.",
+        help_text="Name of the environment variable holding the key (never the key itself): it must end in "
+        "_API_KEY or _TOKEN, or be listed in ROUTERWEB_KEY_VARIABLES. Empty for servers that need no key, "
+        "such as a local Ollama.",
     )
     connect_timeout_s = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
     read_timeout_s = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
@@ -75,10 +77,15 @@ class Provider(TimestampedModel):
         self.base_url = self.base_url.rstrip("/")
         super().save(*args, **kwargs)
 
+    def clean(self) -> None:
+        refusal = self.api_key_env and api_key_env_refusal(self.api_key_env)
+        if refusal:
+            raise ValidationError({"api_key_env": f"{refusal}."})
+
     @property
     def api_key_is_set(self) -> bool:
-        """Whether the key variable is present in this process's environment (the value is never exposed)."""
-        return not self.api_key_env or bool(os.environ.get(self.api_key_env))
+        """Whether the key variable is usable and set in this process's environment (the value is never exposed)."""
+        return not self.api_key_env or provider_api_key(self.api_key_env) is not None
 
 
 class ModelEndpoint(TimestampedModel):
@@ -165,6 +172,11 @@ class ApiKey(models.Model):
         ModelEndpoint, blank=True, related_name="+", help_text="Empty (with no routes either): every model and route."
     )
     allowed_routes = models.ManyToManyField(Route, blank=True, related_name="+")
+    reads_dashboard = models.BooleanField(
+        "read scope",
+        default=False,
+        help_text="Also accepted by the dashboard's JSON and CSV (its owner's spend and calls). Off: /v1 only.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 

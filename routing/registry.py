@@ -1,9 +1,10 @@
-"""An in-process snapshot of the registry (providers, models, routes, prices, API keys).
+"""An in-process snapshot of the registry (providers, models, routes, prices, usable API keys).
 
 The gateway reads the registry on every request, so it must not touch the database: each worker
 holds an immutable snapshot, and a version token in the shared state says when to reload it. Any
-write to a registry table bumps the token (routing/signals.py), on commit; every worker sees the
-new token on its next request, so a revoked key is refused at once everywhere.
+write to a registry table or to a user bumps the token (routing/signals.py), on commit; every worker
+sees the new token on its next request, so a revoked key, or a key of a user deactivated or deleted,
+is refused at once everywhere.
 """
 
 import asyncio
@@ -13,8 +14,6 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-
-from django.contrib.auth import get_user_model
 
 from routerweb.db_executor import db_executor
 
@@ -81,6 +80,7 @@ class KeySnap:
     prefix: str
     key_hash: str
     allowed: frozenset[str] | None  # model and route names; None means everything
+    reads_dashboard: bool = False  # the read scope: the dashboard's JSON and CSV accept this key
 
     def allows(self, name: str) -> bool:
         return self.allowed is None or name in self.allowed
@@ -105,7 +105,7 @@ def registry_load(version: str = "") -> Registry:
     """Read the whole registry from the database (synchronous; a handful of queries)."""
     from billing.models import Budget, Price
 
-    from .models import ApiKey, ModelEndpoint, Provider, Route
+    from .models import ModelEndpoint, Provider, Route
 
     providers = {
         p.id: ProviderSnap(
@@ -147,19 +147,7 @@ def registry_load(version: str = "") -> Registry:
         )
         for r in Route.objects.prefetch_related("targets")
     }
-    usernames = dict(get_user_model().objects.filter(api_keys__isnull=False).values_list("id", "username").distinct())
-    keys = {}
-    for key in ApiKey.objects.filter(revoked_at__isnull=True).prefetch_related("allowed_models", "allowed_routes"):
-        allowed = {m.name for m in key.allowed_models.all()} | {r.name for r in key.allowed_routes.all()}
-        keys[key.key_hash] = KeySnap(
-            id=key.id,
-            user_id=key.user_id,
-            username=usernames.get(key.user_id, ""),
-            name=key.name,
-            prefix=key.prefix,
-            key_hash=key.key_hash,
-            allowed=frozenset(allowed) or None,
-        )
+    keys = api_keys_load()
     budget_by_user, budget_by_key = {}, {}
     for budget_id, user_id, key_id in Budget.objects.values_list("id", "user_id", "api_key_id"):
         if user_id is not None:
@@ -174,6 +162,31 @@ def registry_load(version: str = "") -> Registry:
         budget_by_user=budget_by_user,
         budget_by_key=budget_by_key,
     )
+
+
+def api_keys_load(*, key_hash: str | None = None) -> dict[str, KeySnap]:
+    """The keys that authenticate, by hash (only `key_hash`'s when given): not revoked, and owned by a
+    user who exists and is active. The one rule for which keys are usable, wherever a key is accepted.
+    """
+    from .models import ApiKey
+
+    rows = ApiKey.objects.filter(revoked_at__isnull=True, user__is_active=True)
+    if key_hash is not None:
+        rows = rows.filter(key_hash=key_hash)
+    keys = {}
+    for key in rows.select_related("user").prefetch_related("allowed_models", "allowed_routes"):
+        allowed = {m.name for m in key.allowed_models.all()} | {r.name for r in key.allowed_routes.all()}
+        keys[key.key_hash] = KeySnap(
+            id=key.id,
+            user_id=key.user_id,
+            username=key.user.get_username(),
+            name=key.name,
+            prefix=key.prefix,
+            key_hash=key.key_hash,
+            allowed=frozenset(allowed) or None,
+            reads_dashboard=key.reads_dashboard,
+        )
+    return keys
 
 
 class RegistryCache:

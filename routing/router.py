@@ -5,7 +5,6 @@ state in circuit.py, and what is recorded in gateway.py.
 """
 
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from .circuit import CircuitBreaker, CircuitView
 from .errors import ApiError
 from .providers.registry import adapter_for
 from .registry import ModelSnap, Registry
+from .secrets import api_key_env_refusal, provider_api_key
 from .strategies import route_order
 from .streaming import StreamRelay
 from .upstream import UpstreamFailure, upstream_read, upstream_send
@@ -105,8 +105,12 @@ def skip_reason(model: ModelSnap) -> str | None:
     if not model.enabled:
         return "disabled"
     env_name = model.provider.api_key_env
-    if env_name and not os.environ.get(env_name):
-        return f"{env_name} not set"
+    if env_name:
+        refusal = api_key_env_refusal(env_name)
+        if refusal is not None:
+            return refusal
+        if provider_api_key(env_name) is None:
+            return f"{env_name} not set"
     return None
 
 
@@ -162,7 +166,7 @@ async def route_request(
 
 async def _try(model: ModelSnap, request: dict[str, Any], stream: bool, client_wants_usage: bool) -> RouteResult:
     adapter = adapter_for(model.provider.api_format)
-    api_key = os.environ.get(model.provider.api_key_env) if model.provider.api_key_env else None
+    api_key = provider_api_key(model.provider.api_key_env)
     body = adapter.request_body(request, model)
     response = await upstream_send(model.provider, adapter, body=body, api_key=api_key, stream=stream)
     if not stream:

@@ -13,10 +13,17 @@ def api_key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def api_key_create(*, user: AbstractBaseUser, name: str = "default") -> tuple[ApiKey, str]:
-    """Create a key for `user`; returns the row and the raw key, which is never stored and cannot be shown again."""
+def api_key_create(
+    *, user: AbstractBaseUser, name: str = "default", reads_dashboard: bool = False
+) -> tuple[ApiKey, str]:
+    """Create a key for `user`; returns the row and the raw key, which is never stored and cannot be shown again.
+
+    `reads_dashboard` is the read scope: without it the key works on /v1 only.
+    """
     raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(user=user, name=name, prefix=raw_key[:10], key_hash=api_key_hash(raw_key))
+    key = ApiKey.objects.create(
+        user=user, name=name, prefix=raw_key[:10], key_hash=api_key_hash(raw_key), reads_dashboard=reads_dashboard
+    )
     return key, raw_key
 
 

@@ -22,7 +22,7 @@ from billing.models import Budget, Call
 from billing.selectors import CallFilters
 from routing.models import PreferenceVote
 from routing.services import api_key_create
-from tests.factories import model_create, route_create, user_create
+from tests.factories import model_create, route_create, spend_viewers_group, user_create
 
 # ---------------------------------------------------------------------------- the data set
 
@@ -175,8 +175,9 @@ def random_rows(world: dict, rng: random.Random, count: int, now: datetime, star
 
 @pytest.fixture
 def world(db):
-    """Users (one staff), keys, models, a route; no calls yet."""
+    """Users (one staff with the spend permission), keys, models, a route; no calls yet."""
     root = user_create("root", is_staff=True)
+    root.groups.add(spend_viewers_group())
     alice, bob, carol = user_create("alice"), user_create("bob"), user_create("carol")
     models = {
         "gpt-4o": model_create(name="gpt-4o", price=(2.5, 10)),

@@ -21,11 +21,11 @@ from django.core.cache import cache
 from billing.budgets import budget_allowances, budget_upkeep
 from billing.recorder import call_recorder
 from routerweb.serve import server_command
-from routing.fake_upstream import FakeUpstream
 from routing.registry import registry_cache
 from routing.services import api_key_create
 from routing.shared_state import shared_state
 from tests.factories import model_create, provider_create
+from tests.fake_upstream import FakeUpstream
 from tests.live import LiveServer, free_port, redis_delete_prefix, serve_asgi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

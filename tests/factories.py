@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 
 from billing.models import Price
 from billing.services import price_set
@@ -93,3 +93,10 @@ def user_create(
     return get_user_model().objects.create_user(
         username=username, password=password, is_staff=is_staff, is_superuser=is_superuser, **fields
     )
+
+
+def spend_viewers_group() -> Group:
+    """The group an admin would make for seeing everyone's spend: `billing.view_all_spend`."""
+    group, _ = Group.objects.get_or_create(name="spend viewers")
+    group.permissions.add(Permission.objects.get(content_type__app_label="billing", codename="view_all_spend"))
+    return group

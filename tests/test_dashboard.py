@@ -39,6 +39,7 @@ from billing.selectors import (
 from routing.models import PreferenceVote
 from routing.services import api_key_create, api_key_revoke
 from tests.billing_fixtures import call_row, client_for, cost_of, is_fallback, make_filters, matching
+from tests.factories import spend_viewers_group, user_create
 
 DATA_URL = "/dashboard/data.json"
 PAGE_URL = "/dashboard/"
@@ -216,7 +217,7 @@ def test_every_chart_and_total_of_the_json_document_equals_the_raw_rows(world, c
     for name, case in filter_cases(world):
         for staff in (True, False):
             f = make_filters(**case)
-            document = dashboard_data(filters=f, staff=staff)
+            document = dashboard_data(filters=f, all_users=staff)
             expected = raw_document(calls, votes, f, staff=staff)
             for part, value in expected.items():
                 assert document[part] == value, (name, staff, part)
@@ -350,18 +351,30 @@ def test_a_user_sees_only_their_own_calls(world, calls):
 
 
 @pytest.mark.parametrize("url", [PAGE_URL, DATA_URL, "/dashboard/export.csv"])
-def test_asking_for_another_users_calls_or_key_is_refused_not_filtered(world, calls, url):
+def test_another_users_calls_or_key_are_refused_exactly_like_unknown_ones(world, calls, url):
+    """Refused, never silently narrowed; and the answer does not tell whether the account or key exists."""
     alice = client_for(world["alice"])
-    for params, param in (({"user": "bob"}, "user"), ({"key": world["bob_key"].id}, "key")):
-        response = alice.get(url, params)
-        assert response.status_code == 403, params
+    for forbidden, unknown, param in (
+        ({"user": "bob"}, {"user": "nobody"}, "user"),
+        ({"key": world["bob_key"].id}, {"key": 999_999}, "key"),
+    ):
+        refused, missing = alice.get(url, forbidden), alice.get(url, unknown)
+        assert refused.status_code == missing.status_code == 400, forbidden
         if url != PAGE_URL:
-            error = response.json()["error"]
-            assert (error["type"], error["param"], error["code"]) == ("permission_error", param, "forbidden")
-            assert error["message"].startswith(
-                "You can only see your own calls" if param == "user" else "You can only see the calls"
-            )
+            assert refused.json()["error"]["param"] == param
+            assert refused.json() == missing.json()
     assert alice.get(url, {"user": "alice", "key": world["alice_dev"].id}).status_code == 200
+
+
+def test_staff_without_the_spend_permission_see_only_their_own(world, calls):
+    staff = user_create("staffer", is_staff=True)
+    body = client_for(staff).get(DATA_URL).json()
+    assert body["totals"]["calls"] == 0 and "spend_by_user" not in body
+    assert client_for(staff).get(DATA_URL, {"user": "alice"}).status_code == 400
+    staff.groups.add(spend_viewers_group())
+    staff = type(staff).objects.get(pk=staff.pk)  # permissions are cached on the instance
+    body = client_for(staff).get(DATA_URL).json()
+    assert body["totals"]["calls"] == len(matching(calls, make_filters())) and "spend_by_user" in body
 
 
 def test_staff_see_everyone_and_can_filter_by_user_and_key(world, calls):
@@ -374,15 +387,26 @@ def test_staff_see_everyone_and_can_filter_by_user_and_key(world, calls):
     assert body["totals"]["calls"] == len(matching(calls, f)) > 0
 
 
-def test_the_json_endpoint_takes_an_api_key_as_bearer(world, calls):
-    key, raw_key = api_key_create(user=world["alice"], name="script")
+def test_the_json_endpoint_takes_an_api_key_with_the_read_scope_as_bearer(world, calls):
+    key, raw_key = api_key_create(user=world["alice"], name="script", reads_dashboard=True)
     client = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     body = client.get(DATA_URL, {"range": "7d"}).json()
     assert body["totals"]["calls"] == len(matching(calls, make_filters(days=(6, 7), user_id=world["alice"].id)))
-    assert client.get(DATA_URL, {"user": "bob"}).status_code == 403
+    assert client.get(DATA_URL, {"user": "bob"}).status_code == 400
     api_key_revoke(key=key)
     assert client.get(DATA_URL).status_code == 401
     assert Client(HTTP_AUTHORIZATION="Bearer rw-not-a-key").get(DATA_URL).status_code == 401
+
+
+def test_a_key_without_the_read_scope_or_of_an_inactive_user_reads_nothing(world, calls):
+    _, plain_key = api_key_create(user=world["alice"], name="models only")
+    response = Client(HTTP_AUTHORIZATION=f"Bearer {plain_key}").get(DATA_URL)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "key_without_read_scope"
+    _, read_key = api_key_create(user=world["bob"], name="script", reads_dashboard=True)
+    world["bob"].is_active = False
+    world["bob"].save()
+    response = Client(HTTP_AUTHORIZATION=f"Bearer {read_key}").get(DATA_URL)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -461,7 +485,7 @@ def test_the_page_shows_the_totals_budgets_and_recent_calls(world, calls):
     newest = sorted(rows, key=lambda c: (c.created_at, c.id), reverse=True)[:25]
     assert [c.request_id for c in response.context["page"].calls] == [c.request_id for c in newest]
     assert "list in admin" not in html  # the admin link is for staff
-    # Staff see every budget, most spent this month first: the stale one last, at zero.
+    # The spend permission shows every budget, most spent this month first: the stale one last, at zero.
     response = client_for(world["root"]).get(PAGE_URL)
     assert [(b.label, b.spent_usd) for b in response.context["budgets"]] == [
         ("user alice", Decimal("45.5")),
@@ -547,14 +571,15 @@ def test_a_page_view_reads_each_aggregate_once_in_a_fixed_number_of_queries(worl
     client = client_for(world["root"])
     client.get(PAGE_URL)  # session, content types: warm
     params = {"model": "gpt-4o", "user": "alice"}
-    # The session and the viewer, the form's model and user, four filter lists, two for the recent calls
-    # seven for the charts and, for staff, the quarantine's count, whatever the number of calls: 18
-    # where the page (12) and then its charts' data.json request (11) made 23.
-    with django_assert_num_queries(18) as page_queries:
+    # The session and the viewer, the viewer's permissions (two, read once), the form's model and user,
+    # four filter lists, two for the recent calls, seven for the charts and, for staff, the quarantine's
+    # count, whatever the number of calls: 20 where the page (14) and then its charts' data.json
+    # request (13) made 27.
+    with django_assert_num_queries(20) as page_queries:
         client.get(PAGE_URL, params)
     statements = [query["sql"] for query in page_queries.captured_queries]
     assert len(set(statements)) == len(statements)  # nothing read twice
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(13):
         client.get(DATA_URL, params)
 
 

@@ -109,9 +109,9 @@ def test_the_filters_and_the_access_rules_are_the_pages(world, calls):
     alice = client_for(world["alice"])
     ids = {r["request_id"] for r in rows_of(download(alice))}
     assert ids == {c.request_id for c in matching(calls, make_filters(user_id=world["alice"].id))}
-    assert alice.get(URL, {"user": "bob"}).status_code == 403
-    assert alice.get(URL, {"key": world["bob_key"].id}).status_code == 403
-    _, raw_key = api_key_create(user=world["bob"], name="export")
+    assert alice.get(URL, {"user": "bob"}).status_code == 400
+    assert alice.get(URL, {"key": world["bob_key"].id}).status_code == 400
+    _, raw_key = api_key_create(user=world["bob"], name="export", reads_dashboard=True)
     by_key = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}").get(URL)
     assert {r["user"] for r in rows_of(b"".join(by_key.streaming_content))} == {"bob"}
 
@@ -186,7 +186,7 @@ def test_the_export_streams_in_chunks_with_flat_memory_under_asgi(world):
 
 
 def test_the_export_streams_through_the_live_server(gateway, world, calls):
-    _, raw_key = api_key_create(user=world["root"], name="export")
+    _, raw_key = api_key_create(user=world["root"], name="export", reads_dashboard=True)
     with (
         httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {raw_key}"}) as http,
         http.stream("GET", URL, params={"model": "gpt-4o"}) as response,

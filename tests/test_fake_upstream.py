@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from routing.fake_upstream import FakeUpstream, answer_words, parse_model, prompt_tokens
+from tests.fake_upstream import FakeUpstream, answer_words, parse_model, prompt_tokens
 from tests.live import LiveServer, free_port, serve_asgi
 
 MESSAGES = [

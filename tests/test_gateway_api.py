@@ -18,7 +18,7 @@ from routing.services import api_key_create
 from routing.shared_state import shared_state
 from tests.conftest import REPO_ROOT, database_url_for_tests
 from tests.factories import model_create, provider_create, route_create
-from tests.live import free_port
+from tests.live import free_port, redis_delete_prefix
 
 HELLO = [{"role": "user", "content": "hello router"}]
 
@@ -123,10 +123,10 @@ def test_fields_pass_through_and_model_is_rewritten(http, fake_model, fake_upstr
 def test_provider_key_is_read_from_its_variable_at_call_time(
     http, fake_model, fake_provider, fake_upstream, monkeypatch
 ):
-    fake_provider.api_key_env = "FAKE_PROVIDER_KEY"
+    fake_provider.api_key_env = "FAKE_PROVIDER_API_KEY"
     fake_provider.save()
     fake_model("keyed", "echo")
-    monkeypatch.setenv("FAKE_PROVIDER_KEY", "sk-provider-canary")
+    monkeypatch.setenv("FAKE_PROVIDER_API_KEY", "sk-provider-canary")
     assert chat(http, "keyed").status_code == 200
     assert fake_upstream.app.stats()["last_headers"]["authorization"] == "Bearer sk-provider-canary"
 
@@ -238,15 +238,15 @@ def test_no_fallback_when_the_request_itself_is_wrong(status, http, fake_model, 
 
 
 def test_all_candidates_failed_lists_every_attempt(http, fake_model, fake_provider, monkeypatch):
-    monkeypatch.delenv("MISSING_KEY_VAR", raising=False)
-    keyed = provider_create(name="keyed", base_url=fake_provider.base_url, api_key_env="MISSING_KEY_VAR")
+    monkeypatch.delenv("MISSING_API_KEY", raising=False)
+    keyed = provider_create(name="keyed", base_url=fake_provider.base_url, api_key_env="MISSING_API_KEY")
     _model(keyed, "needs-key", "echo")
     fake_model("broken", "echo+status=503")
     route_create("r", ["needs-key", "broken"])
     response = chat(http, "r")
     assert response.status_code == 502
     assert response.json()["error"]["message"] == (
-        "All candidates failed: needs-key: skipped, MISSING_KEY_VAR not set; broken: 503 from upstream."
+        "All candidates failed: needs-key: skipped, MISSING_API_KEY not set; broken: 503 from upstream."
     )
     assert response.json()["error"]["code"] == "all_candidates_failed"
     assert response.headers["X-Router-Attempts"] == "1"
@@ -348,6 +348,34 @@ def test_two_workers_share_circuit_state(gateway_worker_process, fake_model, api
     assert on_b.headers["X-Router-Attempts"] == "1"  # worker B skipped flaky: it saw A's open circuit
 
 
+def test_a_user_deactivated_in_another_process_is_refused_by_every_worker_within_a_second(
+    gateway_worker_process, fake_model, api_key, user
+):
+    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    prefix = f"routerweb-test-deactivate-{os.getpid()}-{time.time_ns()}"
+    workers = [gateway_worker_process(CACHE_KEY_PREFIX=prefix) for _ in range(2)]
+    headers = {"Authorization": f"Bearer {api_key}"}
+    assert [httpx.get(f"{url}/v1/models", headers=headers).status_code for url in workers] == [200, 200]
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": redis_url,
+        "CACHE_KEY_PREFIX": prefix,
+        "SECRET_KEY": "test-secret-key",
+    }
+    deactivate = "from django.contrib.auth.models import User; u = User.objects.get(username='alice'); "
+    deactivate += "u.is_active = False; u.save()"
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", deactivate], env=env, cwd=REPO_ROOT, check=True)
+    deadline = time.monotonic() + 1.0
+    while True:
+        statuses = [httpx.get(f"{url}/v1/models", headers=headers).status_code for url in workers]
+        if statuses == [401, 401] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    redis_delete_prefix(redis_url, prefix)
+    assert statuses == [401, 401]
+
+
 # ---------------------------------------------------------------------------- streaming edge cases
 
 
@@ -403,6 +431,28 @@ def test_missing_invalid_and_revoked_keys_get_401(gateway, user, fake_model, rec
     key.save()  # the admin's save: bumps the registry version
     assert httpx.post(url, json=body, headers=headers).status_code == 401
     assert len(recorded_calls()) == 1  # failed authentication writes nothing
+
+
+def test_a_deactivated_or_deleted_users_keys_stop_at_once_on_v1_and_the_dashboard(gateway, user, fake_model):
+    fake_model("echo-model")
+    _, raw = api_key_create(user=user, name="script", reads_dashboard=True)
+    headers = {"Authorization": f"Bearer {raw}"}
+    chat_body = {"model": "echo-model", "messages": HELLO}
+    urls = ("/v1/models", "/dashboard/data.json")
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=chat_body, headers=headers).status_code == 200
+    assert [httpx.get(f"{gateway.url}{url}", headers=headers).status_code for url in urls] == [200, 200]
+
+    user.is_active = False
+    user.save()  # the admin's save: bumps the registry version, as a key change does
+    refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=chat_body, headers=headers)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert [httpx.get(f"{gateway.url}{url}", headers=headers).status_code for url in urls] == [401, 401]
+
+    user.is_active = True
+    user.save()
+    assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
+    user.delete()
+    assert [httpx.get(f"{gateway.url}{url}", headers=headers).status_code for url in urls] == [401, 401]
 
 
 def test_a_key_created_by_another_process_works_while_the_server_runs(gateway, user, fake_model, monkeypatch):
@@ -584,3 +634,34 @@ def test_unknown_paths_and_methods_answer_json(http):
     assert http.get("/v1/chat/completions").status_code == 405
     missing = http.get("/v1/embeddings")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+# ---------------------------------------------------------------------------- the page stack's protections
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/chat/completions", "/v1/no-such-path"])
+def test_a_host_outside_allowed_hosts_gets_an_openai_400(http, path):
+    response = http.request(
+        "GET" if "models" in path else "POST", path, headers={"Host": "evil.example"}, json={"model": "x"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "Invalid Host header.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_host",
+    }
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_every_api_response_says_nosniff(gateway, http, fake_model):
+    fake_model("echo-model")
+    answers = [
+        http.get("/v1/models"),
+        http.get("/v1/models/nope"),
+        httpx.get(f"{gateway.url}/v1/models"),
+        chat(http, "echo-model"),
+        http.post("/v1/chat/completions", json={"model": "echo-model", "messages": HELLO, "stream": True}),
+    ]
+    assert [a.status_code for a in answers] == [200, 404, 401, 200, 200]
+    assert {a.headers["X-Content-Type-Options"] for a in answers} == {"nosniff"}

@@ -45,7 +45,7 @@ def test_provider_base_url_trailing_slash_is_stripped_on_save():
     assert provider.base_url == "https://api.example.test/v1"
 
 
-@pytest.mark.parametrize("api_key_env", ["OPENAI_API_KEY", "_KEY", "key2", ""])
+@pytest.mark.parametrize("api_key_env", ["OPENAI_API_KEY", "HF_TOKEN", "my_API_KEY", ""])
 def test_provider_api_key_env_accepts_variable_names_and_empty(api_key_env):
     Provider(name="p", base_url="https://x.test/v1", api_key_env=api_key_env).full_clean()
 
@@ -58,20 +58,20 @@ def test_provider_api_key_env_rejects_non_variable_names(api_key_env):
 
 
 def test_provider_api_key_is_set_follows_the_environment(monkeypatch):
-    provider = Provider(name="p", base_url="https://x.test/v1", api_key_env="ROUTERWEB_TEST_KEY")
+    provider = Provider(name="p", base_url="https://x.test/v1", api_key_env="TEST_PROVIDER_API_KEY")
 
-    monkeypatch.setenv("ROUTERWEB_TEST_KEY", "sk-test")
+    monkeypatch.setenv("TEST_PROVIDER_API_KEY", "sk-test")
     assert provider.api_key_is_set is True
 
-    monkeypatch.setenv("ROUTERWEB_TEST_KEY", "")
+    monkeypatch.setenv("TEST_PROVIDER_API_KEY", "")
     assert provider.api_key_is_set is False
 
-    monkeypatch.delenv("ROUTERWEB_TEST_KEY")
+    monkeypatch.delenv("TEST_PROVIDER_API_KEY")
     assert provider.api_key_is_set is False
 
 
 def test_provider_without_key_variable_counts_as_key_set(monkeypatch):
-    monkeypatch.delenv("ROUTERWEB_TEST_KEY", raising=False)
+    monkeypatch.delenv("TEST_PROVIDER_API_KEY", raising=False)
 
     assert Provider(name="ollama", base_url="http://127.0.0.1:11434/v1", api_key_env="").api_key_is_set is True
 

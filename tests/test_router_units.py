@@ -66,11 +66,11 @@ def test_weighted_route_draws_the_first_target_by_weight_and_keeps_the_rest_in_o
 
 
 def test_skip_reasons(monkeypatch):
-    monkeypatch.delenv("SOME_KEY", raising=False)
+    monkeypatch.delenv("SOME_API_KEY", raising=False)
     assert skip_reason(model("off", enabled=False)) == "disabled"
-    assert skip_reason(model("keyed", api_key_env="SOME_KEY")) == "SOME_KEY not set"
-    monkeypatch.setenv("SOME_KEY", "sk-1")
-    assert skip_reason(model("keyed", api_key_env="SOME_KEY")) is None
+    assert skip_reason(model("keyed", api_key_env="SOME_API_KEY")) == "SOME_API_KEY not set"
+    monkeypatch.setenv("SOME_API_KEY", "sk-1")
+    assert skip_reason(model("keyed", api_key_env="SOME_API_KEY")) is None
 
 
 def test_upstream_body_rewrites_model_drops_our_fields_and_always_asks_for_usage():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,38 @@ def test_without_redis_url_the_cache_is_local_memory():
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+
+
+def readme_production_variables() -> dict[str, str]:
+    """The variables of the README's "Production" block, with a real random SECRET_KEY."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("### Production", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    variables = dict(line.split("=", 1) for line in block.splitlines() if line.strip())
+    assert variables["SECRET_KEY"].startswith("<")  # a placeholder in the README
+    variables["SECRET_KEY"] = secrets.token_urlsafe(50)
+    return variables
+
+
+def test_check_deploy_is_clean_with_the_readmes_production_variables():
+    variables = readme_production_variables()
+    env = {**os.environ, **BASE_ENV, **variables}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_without_them_check_deploy_names_what_is_missing():
+    env = {**os.environ, **BASE_ENV, "SECRET_KEY": secrets.token_urlsafe(50)}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"], env=env, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in result.stdout + result.stderr

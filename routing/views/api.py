@@ -1,30 +1,14 @@
 """The OpenAI-compatible API: thin views over routing.gateway. Served by routing.asgi_api's lean handler."""
 
-import hmac
-
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from ..auth import api_key_authenticate
 from ..errors import ApiError
 from ..gateway import CallContext, GatewayResponse, chat_completion_run
 from ..registry import KeySnap, Registry, registry_cache
-from ..services import api_key_hash
 
 JSON = "application/json"
-
-
-def api_key_authenticate(registry: Registry, authorization: str) -> KeySnap:
-    """The active key for an `Authorization: Bearer rw-…` header, or ApiError 401."""
-    scheme, _, raw_key = authorization.partition(" ")
-    raw_key = raw_key.strip()
-    if scheme.lower() != "bearer" or not raw_key:
-        raise ApiError(401, "Missing API key: send 'Authorization: Bearer rw-…'.", code="missing_api_key")
-    digest = api_key_hash(raw_key)
-    key = registry.keys_by_hash.get(digest)
-    # The dict lookup finds the candidate; compare_digest keeps the final check constant-time.
-    if key is None or not hmac.compare_digest(digest, key.key_hash):
-        raise ApiError(401, "Invalid or revoked API key.", code="invalid_api_key")
-    return key
 
 
 async def chat_completions(request: HttpRequest) -> HttpResponse:
@@ -33,7 +17,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     authorization = request.headers.get("Authorization", "")
 
     def caller(registry: Registry) -> CallContext:
-        key = api_key_authenticate(registry, authorization)
+        key = api_key_authenticate(registry.keys_by_hash, authorization)
         return CallContext(source="api", key=key, user_id=key.user_id)
 
     return gateway_http_response(await chat_completion_run(raw_body=request.body, caller=caller))
@@ -66,11 +50,11 @@ async def _models_for_key(request: HttpRequest) -> dict[str, dict] | HttpRespons
     authorization = request.headers.get("Authorization", "")
     registry = await registry_cache.get()
     try:
-        key = api_key_authenticate(registry, authorization)
+        key = api_key_authenticate(registry.keys_by_hash, authorization)
     except ApiError:
         registry = await registry_cache.get_after_miss()  # perhaps a key created by another process
         try:
-            key = api_key_authenticate(registry, authorization)
+            key = api_key_authenticate(registry.keys_by_hash, authorization)
         except ApiError as error:
             return error_response(error)
     return _model_objects(registry, key)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0005_call_links_without_constraints'),
+        ('billing', '0006_spend_permission'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routing', '0002_preferencevote'),
+        ('routing', '0003_apikey_read_scope'),
     ]
 
     operations = [

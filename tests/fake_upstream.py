@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible upstream with fault injection, as a pure ASGI application.
 
-One implementation serves three uses: the test suite, the benchmarks (so it must stay cheap per
-request and never be the bottleneck) and the offline "demo provider" that the main ASGI app mounts
-under ``/demo/v1/``. It imports nothing outside the standard library (uvicorn only inside ``main()``).
+A test double, never served by the product: it serves the test suite and the benchmarks (so it
+must stay cheap per request and never be the bottleneck). The product's offline demo model is the
+small, bounded routing/demo_provider.py instead. It imports nothing outside the standard library
+(uvicorn only inside ``main()``).
 
 Routes, relative to ``prefix`` (``scope["root_path"]`` is stripped too when the path carries it):
 
@@ -592,7 +593,7 @@ app = FakeUpstream()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve ``FakeUpstream`` with uvicorn: ``python -m routing.fake_upstream --host H --port P``."""
+    """Serve ``FakeUpstream`` with uvicorn: ``python -m tests.fake_upstream --host H --port P``."""
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible upstream with fault injection.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
