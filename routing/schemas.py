@@ -46,14 +46,14 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
     """Parse and check a chat completions body; raises ApiError(400) naming the bad `param`."""
     body = json_object_parse(raw)
     model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid_param("model", "you must provide a model or route name (a non-empty string)")
+    if not _is_name(model):
+        raise invalid_param("model", "you must provide a model or route name (non-empty, no control characters)")
     _check_messages(body.get("messages"))
     stream = _optional(body, "stream", bool, False)
     stream_options = _optional(body, "stream_options", dict, None)
     fallback_models = _optional(body, "fallback_models", list, [])
-    if not all(isinstance(name, str) and name for name in fallback_models):
-        raise invalid_param("fallback_models", "must be a list of model names")
+    if not all(_is_name(name) for name in fallback_models):
+        raise invalid_param("fallback_models", "must be a list of model names (no control characters)")
     caps = [_positive_int(body, key, MAX_TOKENS_LIMIT) for key in ("max_tokens", "max_completion_tokens")]
     max_tokens = max((cap for cap in caps if cap is not None), default=None)
     choices = _positive_int(body, "n", CHOICES_LIMIT) or 1
@@ -71,6 +71,11 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
         choices=choices,
         body_size=len(raw),
     )
+
+
+def _is_name(value: Any) -> bool:
+    """A model or route name: a non-empty string without control characters (which no registry name has)."""
+    return isinstance(value, str) and value != "" and value.isprintable()
 
 
 def _check_messages(messages: Any) -> None:
