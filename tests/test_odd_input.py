@@ -117,9 +117,10 @@ def test_votes_with_ids_or_names_that_cannot_exist_are_400(player, vote, param):
         ({"model": "gpt\x00"}, "model"),
         ({"model": "a\nb"}, "model"),
         ({"fallback_models": ["m", "x\x00"]}, "fallback_models"),
+        ({"messages": [{"role": ["user"], "content": "a role that is not a string"}]}, "messages[0].role"),
     ],
 )
-def test_chat_model_names_with_control_characters_are_400(http, fields, param):
+def test_chat_names_with_control_characters_or_the_wrong_type_are_400(http, fields, param):
     body = {"model": "m", "messages": [{"role": "user", "content": "a NUL \x00 in a prompt is text"}], **fields}
     response = http.post("/v1/chat/completions", content=orjson.dumps(body))
     assert response.status_code == 400 and response.json()["error"]["param"] == param
