@@ -104,7 +104,8 @@ class AdminLookupErrorsMiddleware:
 
     def _redirect_refused(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if (
-            response.status_code == 302
+            request.method == "GET"
+            and response.status_code == 302
             and response.get("Location") == f"{request.path}?{ERROR_FLAG}=1"
             and _filtered_admin_list(request)
         ):
