@@ -111,7 +111,10 @@ vote_body = st.fixed_dictionaries(
 ).map(orjson.dumps) | st.binary(max_size=40)
 DASHBOARD_FIELDS = ["range", "start", "end", "model", "route", "user", "key", "before"]
 dashboard_value = (
-    st.sampled_from(["today", "7d", "30d", "month", "custom", "2025-01-31", "0000-01-01", "99999-12-31", "fuzz-echo"])
+    st.sampled_from(
+        ["today", "7d", "30d", "month", "custom", "2025-01-31", "0000-01-01", "99999-12-31", "1e999999", "NaN"]
+        + ["gpt-4o", "mini", "alice", "ok", "error", "1", "0", "-1"]
+    )
     | st.integers(min_value=-(2**70), max_value=2**70).map(str)
     | odd_text
 )
@@ -211,7 +214,9 @@ def test_fuzzed_playground_endpoints_never_answer_5xx(session, fuzz_models, reco
     good_call_is_stored_with_its_cost(post, recorded_calls, len(sent))
 
 
-@pytest.mark.django_db
+# Transactional: a value PostgreSQL refuses (DataError) would abort a test-wide transaction, which
+# requests in production (autocommit) never share.
+@pytest.mark.django_db(transaction=True)
 def test_fuzzed_dashboard_and_admin_query_strings_never_answer_5xx(calls):
     staff, viewer = Client(), Client()
     staff.force_login(user_create("fuzz-staff", is_staff=True, is_superuser=True))
