@@ -360,7 +360,9 @@ def test_worst_case_uses_the_default_cap_without_any_cap(http, user, fake_model)
 def test_concurrent_calls_never_overspend_a_nearly_spent_budget(
     http, gateway, api_key, user, fake_model, recorded_calls
 ):
-    fake_model("m", "echo+words=20+latency=30", price=(1000, 1000))
+    # Billed close to its worst case (a token per byte of text, every allowed output token): a call that
+    # settles frees little of what it reserved, so most of the 50 calls must be refused.
+    fake_model("m", "echo+dense+words=50+latency=30", price=(1000, 1000))
     worst = worst_case_usd({"model": "m", "messages": MESSAGES, "max_tokens": 50}, output_tokens=50, usd_per_mtok=1000)
     limit = Decimal("10")
     budget = budget_for(limit=str(limit), spent=str(limit - worst * Decimal("3.5")), user=user)
