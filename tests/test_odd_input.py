@@ -124,3 +124,9 @@ def test_chat_names_with_control_characters_or_the_wrong_type_are_400(http, fiel
     body = {"model": "m", "messages": [{"role": "user", "content": "a NUL \x00 in a prompt is text"}], **fields}
     response = http.post("/v1/chat/completions", content=orjson.dumps(body))
     assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("path", ["/v1/models%00", "/v1/chat/completions%00", "/v1/%00", "/demo/v1/models%00"])
+def test_api_paths_with_a_nul_byte_are_404(http, path):
+    response = http.post(path, content=b"{}") if "completions" in path else http.get(path)
+    assert response.status_code == 404 and "error" in response.json()
