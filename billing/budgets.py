@@ -58,7 +58,8 @@ from .pricing import cost_for_usage
 
 logger = logging.getLogger("routerweb.budgets")
 
-# Output cap assumed for the worst case when neither the request nor the model sets one.
+# Output cap assumed for the worst case when neither the request nor the model sets one. A model
+# that can write more needs its `max_output_tokens` in the registry for its budgets to hold.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 ALLOWANCE_CALLS = 100  # a grant covers up to this many worst cases of the call that asked ...
@@ -94,18 +95,20 @@ def period_start_for(at: datetime) -> date:
 
 
 def worst_case_cost(
-    candidates: Iterable[ModelSnap], *, prompt_tokens: int, max_tokens: int | None, at: datetime
+    candidates: Iterable[ModelSnap], *, prompt_tokens: int, max_tokens: int | None, choices: int = 1, at: datetime
 ) -> Decimal:
     """The most this call can cost: the dearest candidate, with every allowed output token used.
 
-    A candidate without a price adds nothing: its calls are recorded as unpriced, not guessed.
+    `prompt_tokens` must be an upper bound (billing.pricing.prompt_tokens_bound); output is
+    `max_tokens`, else the model's `max_output_tokens`, else `DEFAULT_MAX_OUTPUT_TOKENS`, for each of
+    `choices`. Every candidate must have a price at `at` (an unpriced one would make it a guess).
     """
     worst = Decimal(0)
     for model in candidates:
         price = model.price_at(at)
         if price is None:
-            continue
-        output = max_tokens or model.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
+            raise ValueError(f"{model.name} has no price at {at.isoformat()}: its worst case is unknown")
+        output = (max_tokens or model.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS) * choices
         cost = cost_for_usage(price, prompt_tokens=prompt_tokens, cached_tokens=0, completion_tokens=output)
         worst = max(worst, cost)
     return worst

@@ -17,6 +17,10 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_REQUEST = 3
 
+# What the request body does not show, added to its size by `prompt_tokens_bound`:
+MEDIA_PART_TOKENS = 50_000  # per content part that is not text: an image is billed by its pixels, not its URL
+TOOLS_FRAMING_TOKENS = 1024  # once when tools are offered: the tool-use instructions some providers prepend
+
 
 class PriceLike(Protocol):
     input_per_mtok: Decimal
@@ -54,6 +58,38 @@ def prompt_tokens_estimate(messages: list[Any]) -> int:
             continue
         total += TOKENS_PER_MESSAGE + tokens_estimate(_message_text(message.get("content")))
     return total
+
+
+def prompt_tokens_bound(*, body: dict[str, Any], body_size: int) -> int:
+    """At most how many prompt tokens any provider bills for `body`, a request `body_size` bytes of JSON long.
+
+    Sound under one assumption: a token is at least one byte of UTF-8 text, as with byte-level BPE
+    (OpenAI, Llama, Qwen, DeepSeek) and SentencePiece with byte fallback. Every string a provider
+    tokenizes (message text, names, tool definitions, tool calls, schemas) is in the body, at least
+    as long as its UTF-8 encoding once JSON-escaped; the quotes, keys and braces around a message
+    (over 20 bytes) cover the few template tokens a provider adds per message. What the body does not
+    show is added on top: `MEDIA_PART_TOKENS` per content part that is not text (an image is billed
+    by its size, whatever its URL's length: the dearest known, gpt-4o-mini, bills a 2048 × 768 image
+    in high detail as 48,169 tokens; Anthropic at most about 1,600), and `TOOLS_FRAMING_TOKENS` when
+    the request offers tools. Not bounded: a file sent by reference (`file_id`), billed by the pages
+    of a file routerweb never sees.
+
+    Cheap by design (the body's size is known, only content parts are walked): it runs on every
+    budgeted call. The estimate recorded for a call without usage is `prompt_tokens_estimate`.
+    """
+    bound = body_size
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            bound += MEDIA_PART_TOKENS * sum(1 for part in content if _is_media(part))
+    if body.get("tools") or body.get("functions"):
+        bound += TOOLS_FRAMING_TOKENS
+    return bound
+
+
+def _is_media(part: Any) -> bool:
+    return not (isinstance(part, dict) and part.get("type") in ("text", "refusal"))
 
 
 def _message_text(content: Any) -> str:

@@ -18,12 +18,12 @@ from django.conf import settings
 
 from billing.budgets import BudgetExceeded, BudgetsUnavailable, Reservation, budgets_reserve, worst_case_cost
 from billing.calls import CallOutcome, call_outcome_record
-from billing.pricing import prompt_tokens_estimate
+from billing.pricing import prompt_tokens_bound
 
 from .circuit import CircuitBreaker
 from .errors import ApiError
 from .registry import VERSION_KEY, KeySnap, ModelSnap, Registry, registry_cache
-from .router import RouteResult, Trace, candidates_for, route_request
+from .router import Attempt, RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
 from .usage import Usage, UsageProblem
@@ -170,7 +170,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         else:
             views, (version,) = await breaker.read_with(candidates, [VERSION_KEY])
             _confirm(registry, await registry_cache.for_version(version))
-        await _reserve_budgets(registry, context, chat, candidates)
+        candidates = await _reserve_budgets(registry, context, chat, candidates)
         result = await route_request(
             chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
         )
@@ -205,15 +205,25 @@ def _confirm(snapshot: Registry, current: Registry) -> None:
         raise RegistryChanged(current)
 
 
-async def _reserve_budgets(registry: Registry, context: CallContext, chat: ChatRequest, candidates) -> None:
-    """Reserve the call's worst case on the user's and the key's budgets (if any): ApiError 429 when over."""
+UNPRICED_UNDER_BUDGET = "no price, and the call counts against a budget (a price of 0 marks a model free)"
+
+
+async def _reserve_budgets(
+    registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]
+) -> list[ModelSnap]:
+    """Reserve the call's worst case on the user's and the key's budgets (if any); returns the candidates
+    it covers. Under a budget a candidate without a price is skipped, with the reason in the trace (its
+    cost has no bound); ApiError 403 when none is left, 429 when a budget would go over.
+    """
     budget_ids = registry.budget_ids(user_id=context.user_id, key_id=context.key.id if context.key else None)
     if not budget_ids:
-        return
+        return candidates
+    candidates = _priced_candidates(context, chat, candidates)
     amount = worst_case_cost(
         candidates,
-        prompt_tokens=prompt_tokens_estimate(chat.body["messages"]),
+        prompt_tokens=prompt_tokens_bound(body=chat.body, body_size=chat.body_size),
         max_tokens=chat.max_tokens,
+        choices=chat.choices,
         at=context.created_at,
     )
     try:
@@ -226,6 +236,23 @@ async def _reserve_budgets(registry: Registry, context: CallContext, chat: ChatR
         logger.exception("budgets could not be reserved for %s", context.request_id)
         message = "routerweb could not check this call against its budgets (database unavailable); try again."
         raise ApiError(503, message, code="budget_check_unavailable", type="server_error") from None
+    return candidates
+
+
+def _priced_candidates(context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]) -> list[ModelSnap]:
+    priced = []
+    for model in candidates:
+        if model.price_at(context.created_at) is None:
+            context.trace.attempts.append(Attempt(model.name, "skipped", UNPRICED_UNDER_BUDGET))
+        else:
+            priced.append(model)
+    if not priced:
+        message = (
+            f"{chat.model!r} has no priced model to answer, and this call counts against a budget: its cost "
+            "could not be bounded. An admin can set a price (0 marks a model free)."
+        )
+        raise ApiError(403, message, code="model_unpriced", param="model")
+    return priced
 
 
 def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:

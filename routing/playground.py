@@ -4,6 +4,7 @@ The chat itself goes through `routing.gateway.chat_completion_run` like the API;
 an upstream.
 """
 
+import re
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,9 @@ from .router import Attempt, skip_reason
 from .schemas import invalid_param, json_object_parse
 
 COMPARE_MIN_COLUMNS, COMPARE_MAX_COLUMNS = 2, 4
+# A call's request id: routerweb issues "req_" and 32 hex digits; imported rows use letters, digits,
+# "_" and "-" too. At most the 40 characters a call row holds.
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 # ---------------------------------------------------------------------------- the model picker
@@ -87,6 +91,8 @@ def tokens_per_second(*, completion_tokens: int, latency_ms: int, ttft_ms: int |
 
 def call_detail_get(*, user_id: int, request_id: str) -> dict[str, Any] | None:
     """The recorded call `request_id` if it is `user_id`'s, as the page shows it; None otherwise (or not yet)."""
+    if not REQUEST_ID.fullmatch(request_id):
+        return None
     call = Call.objects.select_related("model", "provider").filter(request_id=request_id, user_id=user_id).first()
     if call is None:
         return None
@@ -137,7 +143,7 @@ def vote_request_parse(raw: bytes) -> VoteRequest:
     if (
         not isinstance(compared, list)
         or not COMPARE_MIN_COLUMNS <= len(compared) <= COMPARE_MAX_COLUMNS
-        or not all(isinstance(name, str) and name for name in compared)
+        or not all(isinstance(name, str) and name and name.isprintable() for name in compared)
         or len(set(compared)) != len(compared)
     ):
         raise invalid_param(
@@ -146,7 +152,7 @@ def vote_request_parse(raw: bytes) -> VoteRequest:
     if (
         not isinstance(request_ids, list)
         or len(request_ids) != len(compared)
-        or not all(isinstance(rid, str) and rid for rid in request_ids)
+        or not all(isinstance(rid, str) and REQUEST_ID.fullmatch(rid) for rid in request_ids)
         or len(set(request_ids)) != len(request_ids)
     ):
         raise invalid_param("request_ids", "must give the request id of each compared column, in the same order")

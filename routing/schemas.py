@@ -9,6 +9,9 @@ from .errors import ApiError
 
 KIND_NAMES = {bool: "a boolean", dict: "an object", list: "an array"}
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Largest accepted output cap and choice count: far above any model's, small enough for exact Decimal costs.
+MAX_TOKENS_LIMIT = 100_000_000
+CHOICES_LIMIT = 128  # OpenAI's own limit on `n`
 
 
 @dataclass(slots=True)
@@ -18,7 +21,9 @@ class ChatRequest:
     stream: bool
     client_wants_usage: bool
     fallback_models: list[str]
-    max_tokens: int | None
+    max_tokens: int | None  # the larger of `max_tokens` and `max_completion_tokens`: an upstream may honour either
+    choices: int  # `n`: each choice is billed its own output tokens
+    body_size: int  # bytes of JSON the client sent
 
 
 def json_object_parse(raw: bytes) -> dict[str, Any]:
@@ -41,17 +46,17 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
     """Parse and check a chat completions body; raises ApiError(400) naming the bad `param`."""
     body = json_object_parse(raw)
     model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid_param("model", "you must provide a model or route name (a non-empty string)")
+    if not _is_name(model):
+        raise invalid_param("model", "you must provide a model or route name (non-empty, no control characters)")
     _check_messages(body.get("messages"))
     stream = _optional(body, "stream", bool, False)
     stream_options = _optional(body, "stream_options", dict, None)
     fallback_models = _optional(body, "fallback_models", list, [])
-    if not all(isinstance(name, str) and name for name in fallback_models):
-        raise invalid_param("fallback_models", "must be a list of model names")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise invalid_param("max_tokens", "must be a positive integer")
+    if not all(_is_name(name) for name in fallback_models):
+        raise invalid_param("fallback_models", "must be a list of model names (no control characters)")
+    caps = [_positive_int(body, key, MAX_TOKENS_LIMIT) for key in ("max_tokens", "max_completion_tokens")]
+    max_tokens = max((cap for cap in caps if cap is not None), default=None)
+    choices = _positive_int(body, "n", CHOICES_LIMIT) or 1
     for key in ("temperature", "top_p"):
         value = body.get(key)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
@@ -63,7 +68,14 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
         client_wants_usage=bool(stream_options and stream_options.get("include_usage")),
         fallback_models=fallback_models,
         max_tokens=max_tokens,
+        choices=choices,
+        body_size=len(raw),
     )
+
+
+def _is_name(value: Any) -> bool:
+    """A model or route name: a non-empty string without control characters (which no registry name has)."""
+    return isinstance(value, str) and value != "" and value.isprintable()
 
 
 def _check_messages(messages: Any) -> None:
@@ -74,11 +86,19 @@ def _check_messages(messages: Any) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise invalid_param(f"messages[{i}]", "must be an object with a role")
-        if message.get("role") not in ROLES:
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid_param(f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}")
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise invalid_param(f"messages[{i}].content", "must be a string or an array of content parts")
+
+
+def _positive_int(body: dict[str, Any], key: str, limit: int) -> int | None:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit):
+        raise invalid_param(key, f"must be an integer from 1 to {limit}")
+    return value
 
 
 def _optional(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:

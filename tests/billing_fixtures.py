@@ -12,6 +12,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 from django.test import Client
 from django.utils import timezone
@@ -19,6 +20,7 @@ from django.utils import timezone
 from billing.budgets import period_start_for
 from billing.calls import call_rows_store
 from billing.models import Budget, Call
+from billing.pricing import prompt_tokens_bound
 from billing.selectors import CallFilters
 from routing.models import PreferenceVote
 from routing.services import api_key_create
@@ -81,6 +83,12 @@ def budget_for(*, limit: str, spent: str = "0", **owner) -> Budget:
     budget = Budget.objects.create(limit_usd=Decimal(limit), **owner)
     Budget.objects.filter(pk=budget.pk).update(spent_usd=Decimal(spent), period_start=period_start_for(timezone.now()))
     return budget
+
+
+def worst_case_usd(body: dict, *, output_tokens: int, usd_per_mtok: Decimal | int) -> Decimal:
+    """A budget's worst case for `body` sent as compact JSON (orjson's, httpx's `json=`), one price for all tokens."""
+    prompt = prompt_tokens_bound(body=body, body_size=len(orjson.dumps(body)))
+    return (prompt + output_tokens) * Decimal(usd_per_mtok) / 1_000_000
 
 
 def attempt(model: str, outcome: str, latency_ms: int = 10) -> dict:

@@ -33,6 +33,8 @@ free (``echo``, ``demo-echo``, ``gpt-4o``) and echoed back as ``model``. Directi
 ``empty-stream``   streaming: only ``data: [DONE]``.
 ``nousage``        no ``usage`` anywhere, even when ``stream_options.include_usage`` is set.
 ``cached=C``       ``usage.prompt_tokens_details.cached_tokens`` = C (default 0).
+``dense``          bill a prompt token per UTF-8 byte of text instead of per word (the densest
+                   tokenizer a budget's bound allows for).
 =================  ===============================================================================
 
 Unknown or ill-formed directives get a 400 (``param: "model"``) so that typos in tests show up.
@@ -41,7 +43,8 @@ Precedence: ``hang``, then ``latency``, then ``status``, then ``malformed``, the
 The answer is deterministic: ``Echo:`` followed by the words of the last user message, padded with
 a fixed filler word list, cut to exactly N words, joined by single spaces. Usage rule:
 ``prompt_tokens`` = sum over messages of (whitespace-separated words of the message's text + 3),
-where the text of a message is its string ``content`` or the ``text`` of its content parts;
+or of (UTF-8 bytes of the text + 3) with ``dense``, where the text of a message is its string
+``content`` or the ``text`` of its content parts;
 ``completion_tokens`` = N; ``total_tokens`` = their sum. ``id`` comes from a per-instance counter and
 ``created`` is a constant, so only ``id`` differs between two identical requests.
 """
@@ -123,6 +126,7 @@ class _Plan:
         "empty_stream",
         "usage",
         "cached",
+        "dense",
     )
 
     def __init__(self) -> None:
@@ -138,6 +142,7 @@ class _Plan:
         self.empty_stream = False
         self.usage = True
         self.cached = 0
+        self.dense = False
 
 
 def _non_negative_int(name: str, value: str) -> int:
@@ -165,6 +170,8 @@ def _apply_flag(plan: _Plan, name: str) -> None:
         plan.empty_stream = True
     elif name == "nousage":
         plan.usage = False
+    elif name == "dense":
+        plan.dense = True
     else:
         raise _BadDirective(f"Unknown fake-upstream directive {name!r}.")
 
@@ -217,8 +224,10 @@ def _message_text(message: Any) -> str:
     return ""
 
 
-def prompt_tokens(messages: list[Any]) -> int:
-    """Deterministic prompt size: per message, its whitespace-separated words + 3."""
+def prompt_tokens(messages: list[Any], *, dense: bool = False) -> int:
+    """Deterministic prompt size: per message, its whitespace-separated words (UTF-8 bytes if `dense`) + 3."""
+    if dense:
+        return sum(len(_message_text(message).encode("utf-8", "surrogatepass")) + 3 for message in messages)
     return sum(len(_message_text(message).split()) + 3 for message in messages)
 
 
@@ -238,7 +247,7 @@ def answer_words(messages: list[Any], n: int) -> list[str]:
 
 
 def _usage(messages: list[Any], plan: _Plan) -> dict[str, Any]:
-    prompt = prompt_tokens(messages)
+    prompt = prompt_tokens(messages, dense=plan.dense)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": plan.words,

@@ -22,7 +22,7 @@ from billing.pricing import cost_for_usage, prompt_tokens_estimate, tokens_estim
 from billing.recorder import CallRecorder
 from billing.services import price_set
 from routing.models import ApiKey
-from tests.billing_fixtures import budget_for
+from tests.billing_fixtures import budget_for, worst_case_usd
 from tests.conftest import REPO_ROOT
 from tests.factories import model_create, provider_create
 
@@ -257,7 +257,8 @@ def test_budget_rejects_with_429_naming_budget_limit_and_spend(http, user, fake_
     budget = budget_for(limit="5", spent="4.99", user=user)
     response = post(http, "m", max_tokens=100)
     assert response.status_code == 429
-    worst = (prompt_tokens_estimate(MESSAGES) + 100) * Decimal(1000) / 1_000_000
+    body = {"model": "m", "messages": MESSAGES, "max_tokens": 100}
+    worst = worst_case_usd(body, output_tokens=100, usd_per_mtok=1000)
     assert response.json()["error"] == {
         "message": "Budget exceeded: the monthly budget of user alice is $5.00 and $4.99 is already spent or "
         f"reserved; this call could cost up to ${worst:f}.",
@@ -359,8 +360,10 @@ def test_worst_case_uses_the_default_cap_without_any_cap(http, user, fake_model)
 def test_concurrent_calls_never_overspend_a_nearly_spent_budget(
     http, gateway, api_key, user, fake_model, recorded_calls
 ):
-    fake_model("m", "echo+words=20+latency=30", price=(1000, 1000))
-    worst = (prompt_tokens_estimate(MESSAGES) + 50) * Decimal(1000) / 1_000_000
+    # Billed close to its worst case (a token per byte of text, every allowed output token): a call that
+    # settles frees little of what it reserved, so most of the 50 calls must be refused.
+    fake_model("m", "echo+dense+words=50+latency=30", price=(1000, 1000))
+    worst = worst_case_usd({"model": "m", "messages": MESSAGES, "max_tokens": 50}, output_tokens=50, usd_per_mtok=1000)
     limit = Decimal("10")
     budget = budget_for(limit=str(limit), spent=str(limit - worst * Decimal("3.5")), user=user)
     key_budget = budget_for(limit="1000", api_key=ApiKey.objects.get())  # both granted in one transaction

@@ -32,9 +32,8 @@ from billing.budgets import (
     period_start_for,
 )
 from billing.models import Budget, BudgetAllowance, Call
-from billing.pricing import prompt_tokens_estimate
 from billing.recorder import call_recorder
-from tests.billing_fixtures import budget_for
+from tests.billing_fixtures import budget_for, worst_case_usd
 
 PERIOD = period_start_for(timezone.now())
 VERSION = "v1"
@@ -414,11 +413,11 @@ def test_budgeted_calls_through_the_gateway_ask_the_database_once(http, user, fa
 def test_two_workers_spending_one_budget_never_pass_its_limit(gateway_worker_process, api_key, user, fake_model):
     fake_model("m", "echo+words=20+latency=20", price=(1000, 1000))
     messages = [{"role": "user", "content": "spend it"}]
-    worst = (prompt_tokens_estimate(messages) + 50) * Decimal(1000) / 1_000_000
+    body = {"model": "m", "messages": messages, "max_tokens": 50}
+    worst = worst_case_usd(body, output_tokens=50, usd_per_mtok=1000)
     limit = worst * 12
     budget = budget_for(user=user, limit=str(limit))
     workers = [gateway_worker_process(), gateway_worker_process()]
-    body = {"model": "m", "messages": messages, "max_tokens": 50}
 
     async def calls_on(url: str) -> list[int]:
         async with httpx.AsyncClient(
