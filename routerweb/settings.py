@@ -104,18 +104,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    from psycopg_pool import ConnectionPool
-
     # A connection pool rather than persistent connections: under ASGI, Django runs each page
     # request's sync code in its own thread, and a persistent connection would stay with that thread.
-    # `check` tests a connection before handing it out: after a database restart the pool's idle
-    # connections are dead, and a page must not get one.
+    # With health checks, the pool tests a connection before handing it out: after a database
+    # restart its idle connections are dead, and no request may get one.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
         "timeout": 10,
-        "check": ConnectionPool.check_connection,
     }
 
 # ------------------------------------------------------------------------------

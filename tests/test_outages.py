@@ -25,6 +25,7 @@ from django.db import connection
 from billing.models import Budget, Call, Price
 from billing.pricing import cost_for_usage
 from routing.models import ModelEndpoint
+from routing.services import api_key_create
 from tests.conftest import REPO_ROOT, database_url_for_tests
 from tests.factories import route_create
 from tests.live import free_port
@@ -33,20 +34,20 @@ HELLO = [{"role": "user", "content": "hello router"}]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-def load_run(url: str, api_key: str, body: dict, *, during: Callable[[], None], threads: int = 4) -> Counter:
-    """Send `body` from `threads` clients back to back while `during()` runs; the statuses seen."""
+def load_run(url: str, api_keys: list[str], body: dict, *, during: Callable[[], None]) -> Counter:
+    """Send `body` back to back from one client per key while `during()` runs; the statuses seen."""
     statuses: Counter = Counter()
     lock = threading.Lock()
     stop = threading.Event()
 
-    def client() -> None:
+    def client(api_key: str) -> None:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as http:
             while not stop.is_set():
                 status = http.post("/v1/chat/completions", json=body).status_code
                 with lock:
                     statuses[status] += 1
 
-    workers = [threading.Thread(target=client) for _ in range(threads)]
+    workers = [threading.Thread(target=client, args=(api_key,)) for api_key in api_keys]
     for worker in workers:
         worker.start()
     try:
@@ -126,7 +127,7 @@ def test_redis_stopped_and_restarted_under_load(gateway_worker_process, redis_se
         redis_server.start()
         time.sleep(2.0)  # the worker tries Redis again within a second, and trips flaky's circuit there
 
-    statuses = load_run(url, api_key, {"model": "r", "messages": HELLO}, during=outage)
+    statuses = load_run(url, [api_key] * 4, {"model": "r", "messages": HELLO}, during=outage)
     assert set(statuses) == {200} and statuses[200] >= 20, statuses
     assert rows_stored(statuses[200]) == statuses[200]
     assert redis_server.keys("*:rw:cb:m:flaky:open"), "the circuit should be back in the shared state"
@@ -146,15 +147,21 @@ def backends_terminate() -> int:
 
 
 @pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-    reason="kills the database server's connections: PostgreSQL only (SQLite has no server to restart)",
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or not settings.REDIS_URL,
+    reason="kills the database server's connections: PostgreSQL only (SQLite has no server to restart); "
+    "announces the changes that make the worker use its dead connections through Redis",
 )
-def test_a_database_restart_under_load_answers_no_500_and_no_503(gateway_worker_process, fake_model, api_key, user):
-    """Each kill is followed by a registry change, so the worker reloads its registry and asks for new
-    budget grants on connections that died: both retry on a new connection instead of failing."""
+def test_a_database_restart_under_load_answers_no_500_and_no_503(gateway_worker_process, fake_model, user):
+    """Four clients, each with a key that has its own budget, keep several database threads busy with
+    grants. Each kill is followed by a registry change announced in the worker's Redis: the worker
+    reloads its registry at once and asks for new grants on its connections, which died."""
     model = fake_model("m", "echo", price=(1, 2))
-    Budget.objects.create(user=user, limit_usd=Decimal(1000))
-    url = gateway_worker_process()
+    keys = [api_key_create(user=user, name=f"client {n}") for n in range(4)]
+    for key, _ in keys:
+        Budget.objects.create(api_key=key, limit_usd=Decimal(1000))
+    url = gateway_worker_process(
+        REDIS_URL=settings.REDIS_URL, CACHE_KEY_PREFIX=settings.CACHES["default"]["KEY_PREFIX"]
+    )
     killed = []
 
     def restarts() -> None:
@@ -164,7 +171,7 @@ def test_a_database_restart_under_load_answers_no_500_and_no_503(gateway_worker_
             ModelEndpoint.objects.get(pk=model.pk).save()  # a registry change: reload, and grants anew
         time.sleep(1.5)
 
-    statuses = load_run(url, api_key, {"model": "m", "messages": HELLO}, during=restarts)
+    statuses = load_run(url, [raw for _, raw in keys], {"model": "m", "messages": HELLO}, during=restarts)
     assert all(killed), killed
     assert set(statuses) == {200} and statuses[200] >= 20, statuses
     assert rows_stored(statuses[200]) == statuses[200]
