@@ -245,31 +245,42 @@ class FailoverState:
         await self._call(lambda state: state.delete(*keys))
 
     def set_sync(self, key: str, value: str) -> None:
-        """Set on the primary; if it does not answer, log it and set on the fallback (this process)."""
+        """Set on the primary; while it does not answer, on the fallback (this process only)."""
         from redis.exceptions import RedisError
 
+        if not self._primary_due():
+            self.fallback.set_sync(key, value)
+            return
         try:
             self.primary.set_sync(key, value)
         except (RedisError, OSError) as error:
-            logger.warning("Redis did not take %r (%s); set in this process only", key, error)
+            self._failed(error)
             self.fallback.set_sync(key, value)
+            return
+        self._answered()
 
     async def _call(self, operation: Callable[[SharedState], Awaitable[T]]) -> T:
         from redis.exceptions import RedisError
 
-        if self._down_since is not None:
-            now = self.clock()
-            if now < self._retry_at:
-                return await operation(self.fallback)
-            self._retry_at = now + self.retry_s  # this call tries Redis; the others keep to the fallback meanwhile
+        if not self._primary_due():
+            return await operation(self.fallback)
         try:
             result = await operation(self.primary)
         except (RedisError, OSError) as error:
             self._failed(error)
             return await operation(self.fallback)
-        if self._down_since is not None:
-            self._recovered()
+        self._answered()
         return result
+
+    def _primary_due(self) -> bool:
+        """Whether this call goes to the primary: always while it answers, one call per `retry_s` while not."""
+        if self._down_since is None:
+            return True
+        now = self.clock()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self.retry_s  # this call tries Redis; the others keep to the fallback meanwhile
+        return True
 
     def _failed(self, error: Exception) -> None:
         now = self.clock()
@@ -281,7 +292,9 @@ class FailoverState:
                 error,
             )
 
-    def _recovered(self) -> None:
+    def _answered(self) -> None:
+        if self._down_since is None:
+            return
         logger.warning("Redis answers again after %.1f s: back to the shared state", self.clock() - self._down_since)
         self._down_since = None
         self.fallback.clear()
