@@ -27,7 +27,7 @@ from billing.pricing import cost_for_usage
 from routing.models import ModelEndpoint
 from routing.services import api_key_create
 from tests.conftest import REPO_ROOT, database_url_for_tests
-from tests.factories import route_create
+from tests.factories import model_create, provider_create, route_create
 from tests.live import free_port
 
 HELLO = [{"role": "user", "content": "hello router"}]
@@ -188,13 +188,18 @@ def manage(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def chat_row(url: str, api_key: str, model: str) -> Call:
-    response = httpx.post(
+def chat(url: str, api_key: str, model: str) -> httpx.Response:
+    return httpx.post(
         f"{url}/v1/chat/completions",
         json={"model": model, "messages": HELLO},
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=20,
     )
+
+
+def chat_row(url: str, api_key: str, model: str) -> Call:
+    """The call row of one chat with `model`, once the worker has stored it."""
+    response = chat(url, api_key, model)
     assert response.status_code == 200, response.text
     request_id = response.headers["X-Request-Id"]
     deadline = time.monotonic() + 10
@@ -212,17 +217,24 @@ def priced_at(call: Call, price: Price) -> Decimal:
     )
 
 
-def test_a_price_imported_while_the_server_runs_prices_a_call_1_5_s_later(
-    gateway_worker_process, fake_model, api_key, tmp_path
+def test_a_registry_imported_while_the_server_runs_is_in_force_1_5_s_later(
+    gateway_worker_process, fake_upstream, fake_model, api_key, tmp_path
 ):
+    """Without Redis: a new price prices the next call, a moved provider's new base URL is used."""
     fake_model("priced", "echo", price=(1, 2))
+    moved = provider_create(name="moved", base_url=f"http://127.0.0.1:{free_port()}/v1", connect_timeout_s=1)
+    model_create(name="moved-model", provider=moved, upstream_model="echo")
     url = gateway_worker_process(REDIS_URL="")
     old_price = Price.objects.get(model__name="priced")
     before = chat_row(url, api_key, "priced")
     assert before.cost_usd == priced_at(before, old_price)
+    assert chat(url, api_key, "moved-model").status_code == 502  # nothing listens at its old address
 
     registry = tmp_path / "registry.yaml"
     registry.write_text(
+        "providers:\n"
+        "  - name: moved\n"
+        f"    base_url: {fake_upstream.url}/v1\n"
         "models:\n"
         "  - name: priced\n"
         "    provider: fake\n"
@@ -235,6 +247,7 @@ def test_a_price_imported_while_the_server_runs_prices_a_call_1_5_s_later(
     time.sleep(1.5)
     after = chat_row(url, api_key, "priced")
     assert after.cost_usd == priced_at(after, new_price) != priced_at(after, old_price)
+    assert chat(url, api_key, "moved-model").status_code == 200
 
 
 def test_a_budget_created_by_a_script_is_enforced_within_about_a_second(
@@ -245,10 +258,5 @@ def test_a_budget_created_by_a_script_is_enforced_within_about_a_second(
     chat_row(url, api_key, "priced")
     Budget.objects.create(user=user, limit_usd=Decimal("0.000001"))  # this process is the script
     time.sleep(1.5)
-    refused = httpx.post(
-        f"{url}/v1/chat/completions",
-        json={"model": "priced", "messages": HELLO},
-        headers={"Authorization": f"Bearer {api_key}"},
-        timeout=20,
-    )
+    refused = chat(url, api_key, "priced")
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
