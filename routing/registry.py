@@ -251,6 +251,7 @@ class RegistryCache:
             version = await self._run(self._version_read)
         except DatabaseError as error:
             return self._keep_snapshot(error)
+        self._failure_logged_at = None
         if self._registry is not None and self._registry.version == version:
             return self._registry
         async with self._lock():
@@ -289,7 +290,8 @@ class RegistryCache:
         now = self._clock()
         if self._failure_logged_at is None or now - self._failure_logged_at >= FAILURE_LOG_S:
             self._failure_logged_at = now
-            logger.warning("registry could not be read from the database (%s); serving the snapshot", error)
+            serving = "serving the snapshot" if self._registry is not None else "no snapshot yet"
+            logger.warning("registry could not be read from the database (%s); %s", error, serving)
         if self._registry is None:
             raise RegistryUnavailable(str(error)) from error
         return self._registry

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from billing.models import Budget
 from routerweb.db_executor import DbExecutor
+from routing.errors import ApiError
 from routing.models import RouteTarget
 from routing.registry import Registry, RegistryCache, RegistryUnavailable
 from routing.registry_file import registry_import
@@ -164,10 +165,16 @@ def test_the_database_down_keeps_the_snapshot_logs_once_and_catches_up_when_back
     asyncio.run(scenario())
 
 
-def test_no_snapshot_and_no_database_is_registry_unavailable(cache, database):
+def test_no_snapshot_and_no_database_is_registry_unavailable_a_503_for_the_api(cache, database, monkeypatch):
+    import routing.gateway
+
     database.down = True
     with pytest.raises(RegistryUnavailable):
         asyncio.run(cache.for_token(None))
+    monkeypatch.setattr(routing.gateway, "registry_cache", cache)
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(routing.gateway.registry_checked_get())
+    assert (refused.value.status, refused.value.code) == (503, "registry_unavailable")
 
 
 # ---------------------------------------------------------------------------- Redis down
