@@ -1,21 +1,17 @@
 """The gateway through its real parts: live ASGI server, official openai SDK, fake upstream with faults."""
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 
 import httpx
 import openai
 import orjson
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint
 from routing.services import api_key_create
-from tests.conftest import REPO_ROOT, database_url_for_tests
+from tests.conftest import manage_run
 from tests.factories import model_create, provider_create, route_create
 from tests.live import free_port
 
@@ -411,17 +407,7 @@ def test_a_key_created_by_another_process_works_within_about_a_second(gateway, u
     url = f"{gateway.url}/v1/chat/completions"
     body = {"model": "echo-model", "messages": HELLO}
     assert httpx.post(url, json=body, headers={"Authorization": "Bearer rw-scanner-0"}).status_code == 401
-    env = {**os.environ, "DATABASE_URL": database_url_for_tests(), "SECRET_KEY": "test-secret-key"}
-    if settings.REDIS_URL:
-        env["CACHE_KEY_PREFIX"] = settings.CACHES["default"]["KEY_PREFIX"]
-    created = subprocess.run(
-        [sys.executable, "manage.py", "createapikey", user.username, "--name", "from a shell"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    created = manage_run("createapikey", user.username, "--name", "from a shell")
     headers = {"Authorization": f"Bearer {created.stdout.splitlines()[-1]}"}
     time.sleep(1.5)  # the server's version check runs once a second
     assert httpx.post(url, json=body, headers=headers).status_code == 200

@@ -9,7 +9,6 @@
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,7 +25,7 @@ from billing.models import Budget, Call, Price
 from billing.pricing import cost_for_usage
 from routing.models import ModelEndpoint
 from routing.services import api_key_create
-from tests.conftest import REPO_ROOT, database_url_for_tests
+from tests.conftest import manage_run
 from tests.factories import model_create, provider_create, route_create
 from tests.live import free_port
 
@@ -180,14 +179,6 @@ def test_a_database_restart_under_load_answers_no_500_and_no_503(gateway_worker_
 # ---------------------------------------------------------------------------- changes from other processes
 
 
-def manage(*args: str) -> subprocess.CompletedProcess:
-    """Run `manage.py` in its own process on the test database, without Redis."""
-    env = {**os.environ, "DATABASE_URL": database_url_for_tests(), "SECRET_KEY": "test-secret-key", "REDIS_URL": ""}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True
-    )
-
-
 def chat(url: str, api_key: str, model: str) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/chat/completions",
@@ -241,7 +232,7 @@ def test_a_registry_imported_while_the_server_runs_is_in_force_1_5_s_later(
         "    upstream_model: echo\n"
         "    price: {input_per_mtok: 300, output_per_mtok: 700}\n"
     )
-    manage("import_registry", str(registry))
+    manage_run("import_registry", str(registry), REDIS_URL="")  # a shell without Redis
     new_price = Price.objects.filter(model__name="priced").latest("effective_from")
     assert new_price.input_per_mtok == 300
     time.sleep(1.5)
