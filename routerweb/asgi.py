@@ -1,11 +1,14 @@
 """ASGI entry point: /v1/ goes to the lean API handler, /demo/v1/ to the offline demo provider when
 ROUTERWEB_DEMO_PROVIDER is on, everything else (pages, admin, static files) to Django's full stack.
 
-Lifespan: at start-up the call recorder replays spooled rows a previous process left; at shutdown
-it flushes what is queued, the worker hands back its budget allowances, and the upstream HTTP
-client and the database threads' connections are closed.
+Lifespan: at start-up the call recorder replays spooled rows a previous process left, and the
+registry watch starts (it reads the registry version once a second, routing/registry.py); at
+shutdown the watch stops, the recorder flushes what is queued, the worker hands back its budget
+allowances, and the upstream HTTP client and the database threads' connections are closed.
 """
 
+import asyncio
+import contextlib
 import logging
 import os
 
@@ -22,6 +25,7 @@ from routerweb.db_executor import db_executor  # noqa: E402
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.demo_provider import PREFIX as DEMO_PREFIX  # noqa: E402
 from routing.demo_provider import DemoProvider  # noqa: E402
+from routing.registry import registry_cache  # noqa: E402
 from routing.upstream import upstream_transport_close  # noqa: E402
 
 logger = logging.getLogger("routerweb")
@@ -43,12 +47,18 @@ async def application(scope, receive, send):
 
 
 async def _lifespan(receive, send) -> None:
+    registry_watch = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             call_recorder().start()
+            registry_watch = asyncio.create_task(registry_cache.watch(), name="registry-watch")
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if registry_watch is not None:
+                registry_watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registry_watch
             await upstream_transport_close()
             call_recorder().stop()
             try:

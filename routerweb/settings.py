@@ -108,7 +108,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A connection pool rather than persistent connections: under ASGI, Django runs each page
     # request's sync code in its own thread, and a persistent connection would stay with that thread.
+    # With health checks, the pool tests a connection before handing it out: after a database
+    # restart its idle connections are dead, and no request may get one.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),

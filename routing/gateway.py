@@ -22,7 +22,8 @@ from billing.pricing import prompt_tokens_bound
 
 from .circuit import CircuitBreaker
 from .errors import ApiError
-from .registry import VERSION_KEY, KeySnap, ModelSnap, Registry, registry_cache
+from .registry import KeySnap, ModelSnap, Registry, RegistryUnavailable, registry_cache
+from .registry_version import VERSION_KEY
 from .router import Attempt, RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
@@ -124,25 +125,32 @@ async def chat_completion_run(*, raw_body: bytes, caller: Caller) -> GatewayResp
     anything happened: no upstream call, no reservation, no row.
     """
     registry = registry_cache.snapshot()
-    missed = False
     for _ in range(UNCHECKED_TRIES):
         if registry is None:
             break
         try:
             context = caller(registry)
         except ApiError:
-            missed = True  # perhaps a key created since the snapshot: decide on the checked registry
-            break
+            break  # perhaps a key created since the snapshot: decide on the checked registry
         try:
             return await _run(raw_body, registry, context, registry_checked=False)
         except RegistryChanged as changed:
             registry = changed.registry
-    registry = await (registry_cache.get_after_miss() if missed else registry_cache.get())
     try:
+        registry = await registry_checked_get()
         context = caller(registry)
     except ApiError as error:
         return GatewayResponse(error.status, {}, body=error.body())
     return await _run(raw_body, registry, context, registry_checked=True)
+
+
+async def registry_checked_get() -> Registry:
+    """The current registry, or ApiError 503 when there is none (a new worker whose database is down)."""
+    try:
+        return await registry_cache.get()
+    except RegistryUnavailable:
+        message = "routerweb could not read its registry (database unavailable); try again."
+        raise ApiError(503, message, code="registry_unavailable", type="server_error") from None
 
 
 async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, registry_checked: bool) -> GatewayResponse:
@@ -159,17 +167,16 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             if context.key is not None:
                 _check_allowed(context.key, chat)
             candidates = candidates_for(registry, chat.model, chat.fallback_models)
-        except ApiError as refused:
+        except ApiError:
             if not registry_checked:  # a model created since the snapshot gets its chance
-                missed = refused.status == 404
-                _confirm(registry, await (registry_cache.get_after_miss() if missed else registry_cache.get()))
+                _confirm(registry, await registry_cache.get())
             raise
         breaker = circuit_breaker()
         if registry_checked:
             views = await breaker.read(candidates)
         else:
-            views, (version,) = await breaker.read_with(candidates, [VERSION_KEY])
-            _confirm(registry, await registry_cache.for_version(version))
+            views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
+            _confirm(registry, await registry_cache.for_token(token))
         candidates = await _reserve_budgets(registry, context, chat, candidates)
         result = await route_request(
             chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
@@ -186,7 +193,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         _record_failure(context, chat, CLIENT_GONE, client_disconnected=True, model=context.trace.in_flight)
         raise
     except Exception:
-        # routerweb's own fault or its shared state's (Redis down, say): still one row, and an OpenAI error.
+        # routerweb's own fault: still one row, and an OpenAI error (Redis down is not one: shared_state.py).
         logger.exception("chat completion %s failed inside routerweb", context.request_id)
         _record_failure(context, chat, INTERNAL_ERROR)
         return GatewayResponse(INTERNAL_ERROR.status, context.headers(), body=INTERNAL_ERROR.body())

@@ -219,3 +219,16 @@ class PreferenceVote(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.user} preferred {self.chosen} over {', '.join(n for n in self.compared if n != self.chosen)}"
+
+
+class RegistryVersion(models.Model):
+    """One row (id 1) whose `counter` goes up in the same transaction as every change to the registry.
+
+    Workers compare it with the version of their registry snapshot (routing/registry_version.py): a
+    change made by any process on any machine is seen by reading this row, with or without Redis.
+    """
+
+    counter = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"registry version {self.counter}"

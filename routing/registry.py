@@ -1,28 +1,42 @@
-"""An in-process snapshot of the registry (providers, models, routes, prices, usable API keys).
+"""An in-process snapshot of the registry (providers, models, routes, prices, usable API keys, budgets).
 
 The gateway reads the registry on every request, so it must not touch the database: each worker
-holds an immutable snapshot, and a version token in the shared state says when to reload it. Any
-write to a registry table or to a user bumps the token (routing/signals.py), on commit; every worker
-sees the new token on its next request, so a revoked key, or a key of a user deactivated or deleted,
-is refused at once everywhere.
+holds an immutable snapshot labelled with the registry version it was loaded at, and reloads it
+when the version moves (routing/registry_version.py): at once when a new token appears in the
+shared state, and at most about a second after any committed change (to a registry table, or to a
+user: a key of a user deactivated or deleted stops working) through `RegistryCache.watch`, which
+reads the version in the database once a second, off the request path.
+
+While the database is down the worker keeps serving from its snapshot; a failed reload is logged
+and tried again at the next check.
 """
 
 import asyncio
+import logging
 import time
-import uuid
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from django.db import DatabaseError
+
 from routerweb.db_executor import db_executor
 
+from .registry_version import VERSION_KEY, registry_version_read
 from .shared_state import shared_state
 
-VERSION_KEY = "registry:version"
-# Without a shared state (no REDIS_URL), how often a miss (a key or model not in the snapshot) may
-# reload the registry from the database: other processes cannot announce their changes.
-MISS_RELOAD_S = 1.0
+logger = logging.getLogger("routerweb.registry")
+
+# How often each worker reads the registry version in the database.
+VERSION_CHECK_S = 1.0
+# While reloads fail (the database is down), at most one warning per this many seconds.
+FAILURE_LOG_S = 60.0
+
+
+class RegistryUnavailable(Exception):
+    """There is no snapshot yet and the database cannot be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +115,17 @@ class Registry:
         return [budget_id for budget_id in ids if budget_id is not None]
 
 
-def registry_load(version: str = "") -> Registry:
-    """Read the whole registry from the database (synchronous; a handful of queries)."""
+def registry_load() -> Registry:
+    """Read the whole registry from the database (synchronous; a handful of queries).
+
+    The version is read first: the snapshot holds at least that version's changes, so a version read
+    later that differs means a reload, never a change missed.
+    """
     from billing.models import Budget, Price
 
     from .models import ModelEndpoint, Provider, Route
 
+    version = registry_version_read()
     providers = {
         p.id: ProviderSnap(
             id=p.id,
@@ -192,13 +211,29 @@ def api_keys_load(*, key_hash: str | None = None) -> dict[str, KeySnap]:
 class RegistryCache:
     """The worker's snapshot; `get()` costs one shared-state read unless the registry changed.
 
-    The API's hot path reads the version together with the circuit state instead (one round trip
-    for both): it starts from `snapshot()`, unchecked, and calls `for_version()` with what it read.
+    The API's hot path reads the version token together with the circuit state instead (one round
+    trip for both): it starts from `snapshot()`, unchecked, and calls `for_token()` with what it read.
+    A snapshot is replaced, never changed: a request that holds one sees one version throughout.
+
+    `load` reads the registry and `version_read` its committed version (both synchronous, run in a
+    database thread by `run`); `clock` is monotonic seconds.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        load: Callable[[], Registry] = registry_load,
+        version_read: Callable[[], str] = registry_version_read,
+        run: Callable[..., Awaitable] = db_executor.run,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._version_read = version_read
+        self._run = run
+        self._clock = clock
         self._registry: Registry | None = None
-        self._loaded_at = 0.0
+        self._token: str | None = None  # the shared-state token the snapshot answers to
+        self._failure_logged_at: float | None = None
         # One reload at a time per event loop: a burst of requests after a change waits for one load.
         self._reload_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -207,52 +242,75 @@ class RegistryCache:
         return self._registry
 
     async def get(self) -> Registry:
-        (version,) = await shared_state().get_many([VERSION_KEY])
-        return await self.for_version(version)
+        """The current registry: reloaded first if the shared state announces a change."""
+        (token,) = await shared_state().get_many([VERSION_KEY])
+        return await self.for_token(token)
 
-    async def get_after_miss(self) -> Registry:
-        """`get()`, for a request that named a key or model the snapshot does not have.
+    async def for_token(self, token: str | None) -> Registry:
+        """The registry for `token`, the version token just read from the shared state (None: none there).
 
-        With Redis every process announces its changes there. Without it (one worker, local memory)
-        a key created by `manage.py createapikey` or a registry imported while the server runs
-        leaves no trace in this process's memory: the snapshot is reloaded from the database, at
-        most once per MISS_RELOAD_S, so that a scanner's made-up keys cannot make it reload more.
+        A token other than the one the snapshot answers to means a change: the snapshot is reloaded
+        (raises RegistryUnavailable only when there is no snapshot and the database cannot be read).
         """
-        if not shared_state().shared_between_processes and time.monotonic() - self._loaded_at >= MISS_RELOAD_S:
-            self._loaded_at = time.monotonic()
-            registry_version_bump()
-        return await self.get()
-
-    async def for_version(self, version: str | None) -> Registry:
-        """The registry at `version`, a published version token just read (None: nothing published yet)."""
         registry = self._registry
-        if registry is not None and version is not None and registry.version == version:
+        if registry is not None and token == self._token:
             return registry
-        lock = self._reload_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-        async with lock:
-            registry = self._registry
-            if registry is not None and version is not None and registry.version == version:
-                return registry  # another request reloaded it while this one waited
-            return await self._reload(version)
+        async with self._lock():
+            if self._registry is not None and token == self._token:
+                return self._registry  # another request reloaded it while this one waited
+            self._token = token  # taken even if the reload fails: the version check retries it
+            return await self._reload()
 
-    async def _reload(self, version: str | None) -> Registry:
-        if version is None:
-            # Nothing published yet (fresh cache): publish a token so every worker agrees on it.
-            version = uuid.uuid4().hex
-            if not await shared_state().add(VERSION_KEY, version, ttl=10 * 365 * 86400):
-                (version,) = await shared_state().get_many([VERSION_KEY])
-                version = version or uuid.uuid4().hex
-        registry = await db_executor.run(registry_load, version)
-        self._registry, self._loaded_at = registry, time.monotonic()
-        return registry
+    async def check_version(self) -> Registry:
+        """Read the committed version and reload if the snapshot is at another one (one query when current)."""
+        try:
+            version = await self._run(self._version_read)
+        except DatabaseError as error:
+            return self._keep_snapshot(error)
+        self._failure_logged_at = None
+        if self._registry is not None and self._registry.version == version:
+            return self._registry
+        async with self._lock():
+            if self._registry is not None and self._registry.version == version:
+                return self._registry
+            return await self._reload()
+
+    async def watch(self, *, interval_s: float = VERSION_CHECK_S) -> None:
+        """Check the version every `interval_s`, for ever (run it as a task on the serving event loop)."""
+        while True:
+            try:
+                await self.check_version()
+            except RegistryUnavailable:
+                pass  # logged; the next check tries again
+            except Exception:
+                logger.exception("registry version check failed")
+            await asyncio.sleep(interval_s)
 
     def clear(self) -> None:
         self._registry = None
+        self._token = None
+
+    def _lock(self) -> asyncio.Lock:
+        return self._reload_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+    async def _reload(self) -> Registry:
+        try:
+            registry = await self._run(self._load)
+        except DatabaseError as error:
+            return self._keep_snapshot(error)
+        self._registry, self._failure_logged_at = registry, None
+        return registry
+
+    def _keep_snapshot(self, error: DatabaseError) -> Registry:
+        """The snapshot, when the database could not be read (logged); RegistryUnavailable without one."""
+        now = self._clock()
+        if self._failure_logged_at is None or now - self._failure_logged_at >= FAILURE_LOG_S:
+            self._failure_logged_at = now
+            serving = "serving the snapshot" if self._registry is not None else "no snapshot yet"
+            logger.warning("registry could not be read from the database (%s); %s", error, serving)
+        if self._registry is None:
+            raise RegistryUnavailable(str(error)) from error
+        return self._registry
 
 
 registry_cache = RegistryCache()
-
-
-def registry_version_bump() -> None:
-    """Tell every worker to reload the registry (call after the change is committed)."""
-    shared_state().set_sync(VERSION_KEY, uuid.uuid4().hex)

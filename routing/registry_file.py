@@ -17,6 +17,7 @@ from django.db import transaction
 from billing.services import price_current, price_set
 
 from .models import ModelEndpoint, Provider, Route, RouteTarget
+from .registry_version import registry_version_bump
 
 PROVIDER_KEYS = {"name", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "enabled"}
 MODEL_KEYS = {"name", "provider", "upstream_model", "context_window", "max_output_tokens", "enabled", "price"}
@@ -286,6 +287,7 @@ def _route_upsert(entry: dict[str, Any], summary: ImportSummary) -> None:
         RouteTarget(route=route, model=by_name[name], position=i, weight=weight)
         for i, (name, weight) in enumerate(wanted)
     )
+    registry_version_bump()  # bulk_create sends no signals
     if f"route {route.name}" not in summary.created:
         summary.updated.append(f"route {route.name} targets")
 

@@ -1,25 +1,37 @@
-"""Small shared state for the hot path (registry version, circuit breakers), async and cheap.
+"""Small shared state for the hot path (registry version token, circuit breakers), async and cheap.
 
 With REDIS_URL set (the same Redis as Django's cache), every worker shares it through Redis with a
 native asyncio client, one per event loop. Without it, the state lives in this process's memory,
 like Django's local-memory cache: shared by the threads of one process only, the single-process
 default.
+
+Redis being down is never an error for a request: `FailoverState` answers from this process's
+memory while Redis does not answer (circuits are then kept per worker), logs one warning per
+outage, tries Redis again at most once a second and goes back to it when it answers.
 """
 
 import asyncio
+import logging
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from django.conf import settings
 
+logger = logging.getLogger("routerweb.shared_state")
+
+T = TypeVar("T")
+
+# A Redis that accepts connections but does not answer fails over after this long (connect, or a reply).
+REDIS_TIMEOUT_S = 1.0
+# While Redis is down, how often one call tries it again.
+REDIS_RETRY_S = 1.0
+
 
 class SharedState(Protocol):
-    # Whether other processes (workers, management commands) read and write the same state.
-    shared_between_processes: bool
-
     async def get_many(self, keys: list[str]) -> list[str | None]:
         """Values for `keys`, in order; None where missing. Values come back as strings."""
         raise NotImplementedError
@@ -49,8 +61,6 @@ class LocalMemoryState:
     Without REDIS_URL there is one worker process, and its local memory is what Django's local-memory
     cache would hold too; a plain dict does the same without pickling, at a few microseconds a call.
     """
-
-    shared_between_processes = False
 
     def __init__(self) -> None:
         self._values: dict[str, tuple[str, float]] = {}
@@ -111,8 +121,6 @@ class RedisState:
     hooks around every command: about a third more CPU, paid twice on every request.
     """
 
-    shared_between_processes = True
-
     def __init__(self, url: str, prefix: str):
         self.url = url
         self.prefix = prefix
@@ -139,7 +147,9 @@ class RedisState:
     def set_sync(self, key: str, value: str) -> None:
         import redis
 
-        with redis.Redis.from_url(self.url) as client:
+        with redis.Redis.from_url(
+            self.url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+        ) as client:
             client.set(self.prefix + key, value)
 
     async def _call(self, *commands: tuple):
@@ -181,8 +191,113 @@ class RedisState:
             from redis.asyncio import ConnectionPool
 
             # Only for parsing the URL into a connection class and its arguments (TLS, socket, auth, db).
-            self._factory = ConnectionPool.from_url(self.url, decode_responses=True)
+            self._factory = ConnectionPool.from_url(
+                self.url,
+                decode_responses=True,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
+            )
         return self._factory.make_connection()
+
+
+class FailoverState:
+    """`primary` (Redis) while it answers, `fallback` (this process's memory) while it does not.
+
+    Any error from the primary (connection refused or lost, timeout, Redis loading or refusing
+    writes) sends the call, and every call for the next `retry_s`, to the fallback; the first call
+    after that tries the primary again. The first failure of an outage logs a warning, the first
+    success after it another, and the fallback's values are dropped then: state written during the
+    outage was this worker's own (circuits per worker), and the shared state is the truth again.
+    """
+
+    def __init__(
+        self,
+        primary: SharedState,
+        fallback: LocalMemoryState,
+        *,
+        retry_s: float = REDIS_RETRY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.primary = primary
+        self.fallback = fallback
+        self.retry_s = retry_s
+        self.clock = clock
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    @property
+    def failed_over(self) -> bool:
+        return self._down_since is not None
+
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        return await self._call(lambda state: state.get_many(keys))
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        await self._call(lambda state: state.set(key, value, ttl))
+
+    async def add(self, key: str, value: str, ttl: float) -> bool:
+        return await self._call(lambda state: state.add(key, value, ttl))
+
+    async def incr(self, key: str, ttl: float) -> int:
+        return await self._call(lambda state: state.incr(key, ttl))
+
+    async def delete(self, *keys: str) -> None:
+        await self._call(lambda state: state.delete(*keys))
+
+    def set_sync(self, key: str, value: str) -> None:
+        """Set on the primary; while it does not answer, on the fallback (this process only)."""
+        from redis.exceptions import RedisError
+
+        if not self._primary_due():
+            self.fallback.set_sync(key, value)
+            return
+        try:
+            self.primary.set_sync(key, value)
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            self.fallback.set_sync(key, value)
+            return
+        self._answered()
+
+    async def _call(self, operation: Callable[[SharedState], Awaitable[T]]) -> T:
+        from redis.exceptions import RedisError
+
+        if not self._primary_due():
+            return await operation(self.fallback)
+        try:
+            result = await operation(self.primary)
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            return await operation(self.fallback)
+        self._answered()
+        return result
+
+    def _primary_due(self) -> bool:
+        """Whether this call goes to the primary: always while it answers, one call per `retry_s` while not."""
+        if self._down_since is None:
+            return True
+        now = self.clock()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self.retry_s  # this call tries Redis; the others keep to the fallback meanwhile
+        return True
+
+    def _failed(self, error: Exception) -> None:
+        now = self.clock()
+        self._retry_at = now + self.retry_s
+        if self._down_since is None:
+            self._down_since = now
+            logger.warning(
+                "Redis unavailable (%s): serving from this worker's memory, circuits per worker, until it answers",
+                error,
+            )
+
+    def _answered(self) -> None:
+        if self._down_since is None:
+            return
+        logger.warning("Redis answers again after %.1f s: back to the shared state", self.clock() - self._down_since)
+        self._down_since = None
+        self.fallback.clear()
 
 
 def _ms(seconds: float) -> int:
@@ -192,5 +307,6 @@ def _ms(seconds: float) -> int:
 @cache
 def shared_state() -> SharedState:
     if settings.REDIS_URL:
-        return RedisState(settings.REDIS_URL, f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:rw:")
+        redis_state = RedisState(settings.REDIS_URL, f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:rw:")
+        return FailoverState(redis_state, LocalMemoryState())
     return LocalMemoryState()

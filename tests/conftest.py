@@ -7,6 +7,7 @@ processes start them with `gateway_worker_process`.
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -155,6 +156,16 @@ def database_url_for_tests() -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def manage_run(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    """`manage.py *args` in a process of its own, as from a shell beside the server: on the test database
+    and this run's Redis keys (if any), `extra_env` on top. Raises CalledProcessError if it fails."""
+    env = {**os.environ, "DATABASE_URL": database_url_for_tests(), "SECRET_KEY": "test-secret-key"}
+    if settings.REDIS_URL:
+        env["CACHE_KEY_PREFIX"] = settings.CACHES["default"]["KEY_PREFIX"]
+    command = [sys.executable, "manage.py", *args]
+    return subprocess.run(command, cwd=REPO_ROOT, env={**env, **extra_env}, capture_output=True, text=True, check=True)
 
 
 @pytest.fixture

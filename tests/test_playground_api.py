@@ -362,7 +362,9 @@ def test_votes_are_listed_in_the_admin(admin_user, user, fake_model):
     assert response.status_code == 200 and b"a vs b" in response.content
 
 
-def test_a_nul_model_name_in_the_playground_is_a_400_with_its_row_and_later_calls_work(session, fake_model, recorded_calls):
+def test_a_nul_model_name_in_the_playground_is_a_400_with_its_row_and_later_calls_work(
+    session, fake_model, recorded_calls
+):
     fake_model("echo-1", "echo+words=3", price=(1, 2))
     assert_openai_error(play(session, "bad\u0000name"), 400, "invalid_value", "invalid_request_error")
     assert play(session, "echo-1").status_code == 200

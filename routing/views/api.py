@@ -5,8 +5,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from ..auth import api_key_authenticate
 from ..errors import ApiError
-from ..gateway import CallContext, GatewayResponse, chat_completion_run
-from ..registry import KeySnap, Registry, registry_cache
+from ..gateway import CallContext, GatewayResponse, chat_completion_run, registry_checked_get
+from ..registry import KeySnap, Registry
 
 JSON = "application/json"
 
@@ -48,15 +48,11 @@ async def _models_for_key(request: HttpRequest) -> dict[str, dict] | HttpRespons
     if request.method != "GET":
         return error_response(ApiError(405, f"Use GET for {request.path}.", code="method_not_allowed"))
     authorization = request.headers.get("Authorization", "")
-    registry = await registry_cache.get()
     try:
+        registry = await registry_checked_get()
         key = api_key_authenticate(registry.keys_by_hash, authorization)
-    except ApiError:
-        registry = await registry_cache.get_after_miss()  # perhaps a key created by another process
-        try:
-            key = api_key_authenticate(registry.keys_by_hash, authorization)
-        except ApiError as error:
-            return error_response(error)
+    except ApiError as error:
+        return error_response(error)
     return _model_objects(registry, key)
 
 
