@@ -1,8 +1,74 @@
 from django.contrib import admin, messages
 from django.db import DatabaseError
+from django.db.models import Count, Exists, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+
+from routing.admin import ModelEndpointAdmin
+from routing.models import ModelEndpoint
 
 from .calls import quarantined_rows_retry
 from .models import Budget, BudgetAllowance, Call, Price, QuarantinedRow
+
+
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 0
+    fields = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "effective_from", "source"]
+    readonly_fields = ["source"]
+    ordering = ["-effective_from"]
+
+
+class PricedFilter(admin.SimpleListFilter):
+    title = "price"
+    parameter_name = "priced"
+
+    def lookups(self, request, model_admin):
+        return [("no", "no price (unpriced)"), ("yes", "priced")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(prices__isnull=self.value() == "no").distinct()
+        return queryset
+
+
+# Counted per model with the (model, created_at) index, not by joining every call.
+unpriced_calls_count = (
+    Call.objects.filter(model=OuterRef("pk"), unpriced=True)
+    .order_by()
+    .values("model")
+    .annotate(n=Count("*"))
+    .values("n")
+)
+
+
+admin.site.unregister(ModelEndpoint)
+
+
+@admin.register(ModelEndpoint)
+class PricedModelEndpointAdmin(ModelEndpointAdmin):
+    """The registry's model admin, with the model's prices and its unpriced calls."""
+
+    list_display = [*ModelEndpointAdmin.list_display, "has_price", "unpriced_calls"]
+    list_filter = [PricedFilter, *ModelEndpointAdmin.list_filter]
+    inlines = [*ModelEndpointAdmin.inlines, PriceInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                priced=Exists(Price.objects.filter(model=OuterRef("pk"))),
+                n_unpriced_calls=Coalesce(Subquery(unpriced_calls_count), 0),
+            )
+        )
+
+    @admin.display(description="price", boolean=True, ordering="priced")
+    def has_price(self, model: ModelEndpoint) -> bool:
+        return model.priced
+
+    @admin.display(description="unpriced calls", ordering="n_unpriced_calls")
+    def unpriced_calls(self, model: ModelEndpoint) -> int:
+        return model.n_unpriced_calls
 
 
 @admin.register(Price)

@@ -54,7 +54,7 @@ from routing.registry import ModelSnap
 
 from .allowances import AllowanceLedger, Grant, Reservation
 from .models import COST_DECIMAL_PLACES, Budget, BudgetAllowance
-from .pricing import cost_for_usage
+from .pricing import PriceLike, cost_for_usage
 
 logger = logging.getLogger("routerweb.budgets")
 
@@ -95,19 +95,17 @@ def period_start_for(at: datetime) -> date:
 
 
 def worst_case_cost(
-    candidates: Iterable[ModelSnap], *, prompt_tokens: int, max_tokens: int | None, choices: int = 1, at: datetime
+    priced: Iterable[tuple[ModelSnap, PriceLike]], *, prompt_tokens: int, max_tokens: int | None, choices: int = 1
 ) -> Decimal:
     """The most this call can cost: the dearest candidate, with every allowed output token used.
 
+    `priced` holds each candidate with its price in force (an unpriced one would make it a guess);
     `prompt_tokens` must be an upper bound (billing.pricing.prompt_tokens_bound); output is
     `max_tokens`, else the model's `max_output_tokens`, else `DEFAULT_MAX_OUTPUT_TOKENS`, for each of
-    `choices`. Every candidate must have a price at `at` (an unpriced one would make it a guess).
+    `choices`.
     """
     worst = Decimal(0)
-    for model in candidates:
-        price = model.price_at(at)
-        if price is None:
-            raise ValueError(f"{model.name} has no price at {at.isoformat()}: its worst case is unknown")
+    for model, price in priced:
         output = (max_tokens or model.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS) * choices
         cost = cost_for_usage(price, prompt_tokens=prompt_tokens, cached_tokens=0, completion_tokens=output)
         worst = max(worst, cost)

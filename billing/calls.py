@@ -7,50 +7,25 @@ client that disconnected, an upstream that broke off) the tokens are estimated a
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from django.db import InterfaceError, OperationalError, models, transaction
 
-from routing.registry import ModelSnap
+from routing.metering import CallOutcome
 from routing.text import text_bounded
-from routing.usage import TOKENS_MAX, Usage, UsageProblem
+from routing.usage import TOKENS_MAX, Usage
 
 from .budgets import Reservation, budgets_call_ended, budgets_settle
 from .call_insert import calls_insert
 from .models import Call, QuarantinedRow
-from .pricing import cost_for_usage, prompt_tokens_estimate, tokens_for_chars
+from .pricing import PriceSnap, cost_for_usage, prompt_tokens_estimate, tokens_for_chars
 from .recorder import call_recorder
 from .rollups import rollups_add
 
 logger = logging.getLogger("routerweb.calls")
-
-
-@dataclass(slots=True)
-class CallOutcome:
-    request_id: str
-    created_at: datetime
-    source: str
-    user_id: int | None
-    api_key_id: int | None
-    requested: str
-    model: ModelSnap | None
-    status: str
-    http_status: int
-    error_code: str = ""
-    stream: bool = False
-    messages: list[Any] = field(default_factory=list)
-    usage: Usage | UsageProblem | None = None  # None: no answer came back
-    completion_chars: int = 0  # for streams: characters of content that reached the client
-    latency_ms: int = 0
-    ttft_ms: int | None = None
-    overhead_ms: float = 0.0
-    attempts: list[dict] = field(default_factory=list)
-    client_disconnected: bool = False
-    reservations: list[Reservation] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +57,20 @@ def call_tokens(outcome: CallOutcome) -> Tokens:
     )
 
 
-def call_cost(model: ModelSnap | None, tokens: Tokens, at: datetime) -> Decimal | None:
-    """The cost with the price in force at the call's time; None when the model has no price."""
-    if model is None:
+def call_price(outcome: CallOutcome) -> PriceSnap | None:
+    """The price in force at the call's time for the model that answered, from the registry snapshot
+    the call was routed with."""
+    if outcome.model is None or outcome.snapshot_part is None:
+        return None
+    return outcome.snapshot_part.price_at(outcome.model, outcome.created_at)
+
+
+def call_cost(outcome: CallOutcome, tokens: Tokens) -> Decimal | None:
+    """The cost with the price in force at the call's time; 0 when no model answered, None when the
+    model that did has no price (unpriced, never a made-up zero)."""
+    if outcome.model is None:
         return Decimal(0)
-    price = model.price_at(at)
+    price = call_price(outcome)
     if price is None:
         return None
     return cost_for_usage(
@@ -105,7 +89,7 @@ def call_row(outcome: CallOutcome) -> dict[str, Any]:
     JSON form to its spool, and the row writer process stores it from that line.
     """
     tokens = call_tokens(outcome)
-    cost = call_cost(outcome.model, tokens, outcome.created_at)
+    cost = call_cost(outcome, tokens)
     model = outcome.model
     return {
         "created_at": outcome.created_at,
@@ -133,7 +117,7 @@ def call_row(outcome: CallOutcome) -> dict[str, Any]:
         "attempts": outcome.attempts,
         "client_disconnected": outcome.client_disconnected,
         "source": outcome.source,
-        "reservations": outcome.reservations,
+        "reservations": outcome.metering or [],
     }
 
 
@@ -146,7 +130,7 @@ def call_outcome_record(outcome: CallOutcome) -> None:
         logger.exception("could not build the call row of %s; recording it without tokens", outcome.request_id)
         row = _call_row_fallback(outcome)
     try:
-        budgets_call_ended(outcome.reservations, row["cost_usd"])
+        budgets_call_ended(outcome.metering or [], row["cost_usd"])
     finally:
         call_recorder().record(row)
 
@@ -169,7 +153,7 @@ def _call_row_fallback(outcome: CallOutcome) -> dict[str, Any]:
         "unpriced": model is not None,
         "latency_ms": outcome.latency_ms,
         "source": outcome.source,
-        "reservations": outcome.reservations,
+        "reservations": outcome.metering or [],
     }
 
 

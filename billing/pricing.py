@@ -9,6 +9,8 @@ OpenAI reports it), so the cached part is priced at the cached price and the res
 """
 
 import math
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -20,6 +22,16 @@ TOKENS_PER_REQUEST = 3
 # What the request body does not show, added to its size by `prompt_tokens_bound`:
 MEDIA_PART_TOKENS = 50_000  # per content part that is not text: an image is billed by its pixels, not its URL
 TOOLS_FRAMING_TOKENS = 1024  # once when tools are offered: the tool-use instructions some providers prepend
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSnap:
+    """A price as the registry snapshot holds it (billing/metering.py)."""
+
+    effective_from: datetime
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None
 
 
 class PriceLike(Protocol):

@@ -1,10 +1,10 @@
 """ASGI entry point: /v1/ goes to the lean API handler, /demo/v1/ to the offline demo provider when
 ROUTERWEB_DEMO_PROVIDER is on, everything else (pages, admin, static files) to Django's full stack.
 
-Lifespan: at start-up the call recorder replays spooled rows a previous process left, and the
-registry watch starts (it reads the registry version once a second, routing/registry.py); at
-shutdown the watch stops, the recorder flushes what is queued, the worker hands back its budget
-allowances, and the upstream HTTP client and the database threads' connections are closed.
+Lifespan: at start-up the meter starts (billing's replays the rows a previous process spooled) and
+the registry watch starts (it reads the registry version once a second, routing/registry.py); at
+shutdown the watch stops, the upstream HTTP client closes, the meter stops (billing's stores what is
+queued and hands back the worker's budget allowances) and the database threads' connections close.
 """
 
 import asyncio
@@ -19,12 +19,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
 
 django_application = get_asgi_application()
 
-from billing.budgets import budget_upkeep  # noqa: E402  (needs Django set up)
-from billing.recorder import call_recorder  # noqa: E402
-from routerweb.db_executor import db_executor  # noqa: E402
+from routerweb.db_executor import db_executor  # noqa: E402  (needs Django set up)
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.demo_provider import PREFIX as DEMO_PREFIX  # noqa: E402
 from routing.demo_provider import DemoProvider  # noqa: E402
+from routing.metering import meter  # noqa: E402
 from routing.registry import registry_cache  # noqa: E402
 from routing.upstream import upstream_transport_close  # noqa: E402
 
@@ -51,7 +50,7 @@ async def _lifespan(receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            call_recorder().start()
+            meter().start()
             registry_watch = asyncio.create_task(registry_cache.watch(), name="registry-watch")
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
@@ -60,11 +59,7 @@ async def _lifespan(receive, send) -> None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await registry_watch
             await upstream_transport_close()
-            call_recorder().stop()
-            try:
-                await db_executor.run(budget_upkeep.return_all)
-            except Exception:  # the database is down: the allowances expire and are reclaimed
-                logger.exception("could not hand back this worker's budget allowances")
+            await db_executor.run(meter().stop)
             db_executor.close_connections()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -208,6 +208,8 @@ LOGGING = {
 # Largest accepted request body on /v1/ (bytes); larger bodies get 413.
 ROUTERWEB_MAX_BODY_BYTES = env.int("ROUTERWEB_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 # Circuit breaker: consecutive retryable failures before a model's circuit opens, and for how long.
+# The metering backend (routing/metering.py): prices, budgets and cost rows.
+ROUTERWEB_METER = env.str("ROUTERWEB_METER", default="billing.metering.BillingMeter")
 # Extra provider API formats: dotted paths to routing.providers.base.ProviderAdapter subclasses.
 ROUTERWEB_PROVIDER_ADAPTERS = env.list("ROUTERWEB_PROVIDER_ADAPTERS", default=[])
 ROUTERWEB_CIRCUIT_FAILURES = env.int("ROUTERWEB_CIRCUIT_FAILURES", default=3)

@@ -1,10 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Exists, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count
 from django.template.response import TemplateResponse
-
-from billing.models import Call, Price
 
 from .models import ApiKey, ModelEndpoint, PreferenceVote, Provider, Route, RouteTarget
 from .providers.registry import api_format_choices
@@ -30,62 +27,16 @@ class ProviderAdmin(admin.ModelAdmin):
         return provider.api_key_is_set
 
 
-class PriceInline(admin.TabularInline):
-    model = Price
-    extra = 0
-    fields = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "effective_from", "source"]
-    readonly_fields = ["source"]
-    ordering = ["-effective_from"]
-
-
-class PricedFilter(admin.SimpleListFilter):
-    title = "price"
-    parameter_name = "priced"
-
-    def lookups(self, request, model_admin):
-        return [("no", "no price (unpriced)"), ("yes", "priced")]
-
-    def queryset(self, request, queryset):
-        if self.value() in ("yes", "no"):
-            return queryset.filter(prices__isnull=self.value() == "no").distinct()
-        return queryset
-
-
-# Counted per model with the (model, created_at) index, not by joining every call.
-unpriced_calls_count = (
-    Call.objects.filter(model=OuterRef("pk"), unpriced=True)
-    .order_by()
-    .values("model")
-    .annotate(n=Count("*"))
-    .values("n")
-)
-
-
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(admin.ModelAdmin):
-    list_display = ["name", "provider", "upstream_model", "context_window", "enabled", "has_price", "unpriced_calls"]
-    list_filter = [PricedFilter, "enabled", "provider"]
+    """The registry's view of a model; billing/admin.py extends it with prices and unpriced calls."""
+
+    list_display = ["name", "provider", "upstream_model", "context_window", "enabled"]
+    list_filter = ["enabled", "provider"]
     search_fields = ["name", "upstream_model"]
-    inlines = [PriceInline]
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("provider")
-            .annotate(
-                priced=Exists(Price.objects.filter(model=OuterRef("pk"))),
-                n_unpriced_calls=Coalesce(Subquery(unpriced_calls_count), 0),
-            )
-        )
-
-    @admin.display(description="price", boolean=True, ordering="priced")
-    def has_price(self, model: ModelEndpoint) -> bool:
-        return model.priced
-
-    @admin.display(description="unpriced calls", ordering="n_unpriced_calls")
-    def unpriced_calls(self, model: ModelEndpoint) -> int:
-        return model.n_unpriced_calls
+        return super().get_queryset(request).select_related("provider")
 
 
 class RouteTargetInline(admin.TabularInline):

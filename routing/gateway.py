@@ -13,18 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
+from typing import Any
 
 from django.conf import settings
 
-from billing.budgets import BudgetExceeded, BudgetsUnavailable, Reservation, budgets_reserve, worst_case_cost
-from billing.calls import CallOutcome, call_outcome_record
-from billing.pricing import prompt_tokens_bound
-
 from .circuit import CircuitBreaker
 from .errors import ApiError
+from .metering import CallOutcome, CallPlan, meter
 from .registry import KeySnap, ModelSnap, Registry, RegistryUnavailable, registry_cache
 from .registry_version import VERSION_KEY
-from .router import Attempt, RouteResult, Trace, candidates_for, route_request
+from .router import RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
 from .usage import Usage, UsageProblem
@@ -55,7 +53,8 @@ class CallContext:
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     trace: Trace = field(default_factory=Trace)
-    reservations: list[Reservation] = field(default_factory=list)
+    metering: Any = None  # what the meter reserved for the call (routing/metering.py)
+    snapshot_part: Any = None  # the meter's part of the registry snapshot the call was routed with
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)
@@ -70,7 +69,8 @@ class CallContext:
             api_key_id=self.key.id if self.key else None,
             overhead_ms=self.overhead_ms(),
             attempts=self.trace.as_list(),
-            reservations=self.reservations,
+            metering=self.metering,
+            snapshot_part=self.snapshot_part,
             **fields,
         )
 
@@ -177,7 +177,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         else:
             views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
             _confirm(registry, await registry_cache.for_token(token))
-        candidates = await _reserve_budgets(registry, context, chat, candidates)
+        candidates = await _reserve(registry, context, chat, candidates)
         result = await route_request(
             chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
         )
@@ -212,54 +212,26 @@ def _confirm(snapshot: Registry, current: Registry) -> None:
         raise RegistryChanged(current)
 
 
-UNPRICED_UNDER_BUDGET = "no price, and the call counts against a budget (a price of 0 marks a model free)"
-
-
-async def _reserve_budgets(
+async def _reserve(
     registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]
 ) -> list[ModelSnap]:
-    """Reserve the call's worst case on the user's and the key's budgets (if any); returns the candidates
-    it covers. Under a budget a candidate without a price is skipped, with the reason in the trace (its
-    cost has no bound); ApiError 403 when none is left, 429 when a budget would go over.
-    """
-    budget_ids = registry.budget_ids(user_id=context.user_id, key_id=context.key.id if context.key else None)
-    if not budget_ids:
-        return candidates
-    candidates = _priced_candidates(context, chat, candidates)
-    amount = worst_case_cost(
-        candidates,
-        prompt_tokens=prompt_tokens_bound(body=chat.body, body_size=chat.body_size),
-        max_tokens=chat.max_tokens,
-        choices=chat.choices,
-        at=context.created_at,
+    """Ask the meter to reserve the call (it may refuse with ApiError); returns the candidates it covers."""
+    context.snapshot_part = registry.metering
+    reserved = await meter().reserve(
+        CallPlan(
+            request_id=context.request_id,
+            created_at=context.created_at,
+            user_id=context.user_id,
+            api_key_id=context.key.id if context.key else None,
+            registry_version=registry.version,
+            snapshot_part=registry.metering,
+            chat=chat,
+            candidates=candidates,
+            trace=context.trace,
+        )
     )
-    try:
-        context.reservations = await budgets_reserve(
-            budget_ids=budget_ids, amount=amount, at=context.created_at, registry_version=registry.version
-        )
-    except BudgetExceeded as exceeded:
-        raise ApiError(429, str(exceeded), code="budget_exceeded", type="insufficient_quota") from None
-    except BudgetsUnavailable:
-        logger.exception("budgets could not be reserved for %s", context.request_id)
-        message = "routerweb could not check this call against its budgets (database unavailable); try again."
-        raise ApiError(503, message, code="budget_check_unavailable", type="server_error") from None
-    return candidates
-
-
-def _priced_candidates(context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]) -> list[ModelSnap]:
-    priced = []
-    for model in candidates:
-        if model.price_at(context.created_at) is None:
-            context.trace.attempts.append(Attempt(model.name, "skipped", UNPRICED_UNDER_BUDGET))
-        else:
-            priced.append(model)
-    if not priced:
-        message = (
-            f"{chat.model!r} has no priced model to answer, and this call counts against a budget: its cost "
-            "could not be bounded. An admin can set a price (0 marks a model free)."
-        )
-        raise ApiError(403, message, code="model_unpriced", param="model")
-    return priced
+    context.metering = reserved.metering
+    return reserved.candidates
 
 
 def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:
@@ -384,6 +356,6 @@ def _record_failure(
 def _record_outcome(outcome: CallOutcome) -> None:
     global _in_flight
     try:
-        call_outcome_record(outcome)
+        meter().record(outcome)
     finally:
         _in_flight -= 1

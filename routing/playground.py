@@ -6,14 +6,12 @@ an upstream.
 
 import re
 from dataclasses import dataclass, fields
-from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from billing.models import Call
-
-from .models import PreferenceVote
+from .metering import meter
+from .models import ModelEndpoint, PreferenceVote
 from .registry import Registry
 from .router import Attempt, skip_reason
 from .schemas import invalid_param, json_object_parse
@@ -93,37 +91,36 @@ def call_detail_get(*, user_id: int, request_id: str) -> dict[str, Any] | None:
     """The recorded call `request_id` if it is `user_id`'s, as the page shows it; None otherwise (or not yet)."""
     if not REQUEST_ID.fullmatch(request_id):
         return None
-    call = Call.objects.select_related("model", "provider").filter(request_id=request_id, user_id=user_id).first()
+    call = meter().recorded_calls(user_id=user_id, request_ids=[request_id]).get(request_id)
     if call is None:
         return None
-    return {
-        "request_id": call.request_id,
-        "requested": call.requested,
-        "model": call.model.name if call.model else None,
-        "provider": call.provider.name if call.provider else None,
-        "status": call.status,
-        "http_status": call.http_status,
-        "error_code": call.error_code,
-        "stream": call.stream,
-        "prompt_tokens": call.prompt_tokens,
-        "cached_tokens": call.cached_tokens,
-        "completion_tokens": call.completion_tokens,
-        "usage_estimated": call.usage_estimated,
-        "cost_usd": _decimal_text(call.cost_usd),
-        "unpriced": call.unpriced,
-        "latency_ms": call.latency_ms,
-        "ttft_ms": call.ttft_ms,
-        "tokens_per_second": tokens_per_second(
-            completion_tokens=call.completion_tokens, latency_ms=call.latency_ms, ttft_ms=call.ttft_ms
-        ),
-        "client_disconnected": call.client_disconnected,
-        "attempts": [{**attempt, "text": attempt_text(attempt)} for attempt in call.attempts],
-    }
+    detail = {name: getattr(call, name) for name in CALL_DETAIL_FIELDS}
+    detail["tokens_per_second"] = tokens_per_second(
+        completion_tokens=call.completion_tokens, latency_ms=call.latency_ms, ttft_ms=call.ttft_ms
+    )
+    detail["attempts"] = [{**attempt, "text": attempt_text(attempt)} for attempt in call.attempts]
+    return detail
 
 
-def _decimal_text(value: Decimal | None) -> str | None:
-    # A string keeps the exact amount through JSON; normalize() drops the 12 stored places' trailing zeros.
-    return None if value is None else format(value.normalize(), "f")
+CALL_DETAIL_FIELDS = (
+    "request_id",
+    "requested",
+    "model",
+    "provider",
+    "status",
+    "http_status",
+    "error_code",
+    "stream",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "usage_estimated",
+    "cost_usd",
+    "unpriced",
+    "latency_ms",
+    "ttft_ms",
+    "client_disconnected",
+)
 
 
 # ---------------------------------------------------------------------------- compare-mode votes
@@ -168,15 +165,13 @@ def vote_record(*, user: AbstractBaseUser, vote: VoteRequest) -> tuple[Preferenc
     chosen column must have answered; otherwise ApiError(400). Voting again on the same comparison
     replaces the earlier choice.
     """
-    calls = {
-        c.request_id: c for c in Call.objects.select_related("model").filter(user=user, request_id__in=vote.request_ids)
-    }
+    calls = meter().recorded_calls(user_id=user.pk, request_ids=vote.request_ids)
     for name, request_id in zip(vote.compared, vote.request_ids, strict=True):
         call = calls.get(request_id)
         if call is None or call.requested != name:
             raise invalid_param("request_ids", f"{request_id!r} is not one of your calls to {name!r}")
     chosen_call = calls[vote.request_ids[vote.compared.index(vote.chosen)]]
-    if chosen_call.status != Call.Status.OK or chosen_call.model_id is None:
+    if chosen_call.status != "ok" or chosen_call.model_id is None:
         raise invalid_param("chosen", f"the call to {vote.chosen!r} did not answer, so it cannot be the better answer")
     return PreferenceVote.objects.update_or_create(
         user=user,
@@ -185,7 +180,7 @@ def vote_record(*, user: AbstractBaseUser, vote: VoteRequest) -> tuple[Preferenc
             "compared": vote.compared,
             "request_ids": vote.request_ids,
             "chosen": vote.chosen,
-            "chosen_model": chosen_call.model,
+            "chosen_model": ModelEndpoint.objects.filter(pk=chosen_call.model_id).first(),
         },
     )
 

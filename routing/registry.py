@@ -17,13 +17,13 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
+from typing import Any
 
 from django.db import DatabaseError
 
 from routerweb.db_executor import db_executor
 
+from .metering import meter
 from .registry_version import VERSION_KEY, registry_version_read
 from .shared_state import shared_state
 
@@ -52,14 +52,6 @@ class ProviderSnap:
 
 
 @dataclass(frozen=True, slots=True)
-class PriceSnap:
-    effective_from: datetime
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    cached_input_per_mtok: Decimal | None
-
-
-@dataclass(frozen=True, slots=True)
 class ModelSnap:
     id: int
     name: str
@@ -67,14 +59,6 @@ class ModelSnap:
     provider: ProviderSnap
     enabled: bool
     max_output_tokens: int | None
-    # Oldest first; the price for a call is the last one with effective_from <= the call's time.
-    prices: tuple[PriceSnap, ...] = ()
-
-    def price_at(self, at: datetime) -> PriceSnap | None:
-        for price in reversed(self.prices):
-            if price.effective_from <= at:
-                return price
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +90,7 @@ class Registry:
     models: dict[str, ModelSnap] = field(default_factory=dict)
     routes: dict[str, RouteSnap] = field(default_factory=dict)
     keys_by_hash: dict[str, KeySnap] = field(default_factory=dict)
-    budget_by_user: dict[int, int] = field(default_factory=dict)  # user id -> budget id
-    budget_by_key: dict[int, int] = field(default_factory=dict)  # API key id -> budget id
-
-    def budget_ids(self, *, user_id: int | None, key_id: int | None) -> list[int]:
-        """The budgets a call by this user with this key counts against."""
-        ids = [self.budget_by_user.get(user_id), self.budget_by_key.get(key_id)]
-        return [budget_id for budget_id in ids if budget_id is not None]
+    metering: Any = None  # the metering backend's part (routing/metering.py), e.g. prices and budgets
 
 
 def registry_load() -> Registry:
@@ -121,8 +99,6 @@ def registry_load() -> Registry:
     The version is read first: the snapshot holds at least that version's changes, so a version read
     later that differs means a reload, never a change missed.
     """
-    from billing.models import Budget, Price
-
     from .models import ModelEndpoint, Provider, Route
 
     version = registry_version_read()
@@ -139,11 +115,6 @@ def registry_load() -> Registry:
         )
         for p in Provider.objects.all()
     }
-    prices: dict[int, list[PriceSnap]] = {}
-    for price in Price.objects.order_by("model_id", "effective_from"):
-        prices.setdefault(price.model_id, []).append(
-            PriceSnap(price.effective_from, price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
-        )
     models = {
         m.name: ModelSnap(
             id=m.id,
@@ -152,7 +123,6 @@ def registry_load() -> Registry:
             provider=providers[m.provider_id],
             enabled=m.enabled and providers[m.provider_id].enabled,
             max_output_tokens=m.max_output_tokens,
-            prices=tuple(prices.get(m.id, ())),
         )
         for m in ModelEndpoint.objects.all()
     }
@@ -166,20 +136,12 @@ def registry_load() -> Registry:
         )
         for r in Route.objects.prefetch_related("targets")
     }
-    keys = api_keys_load()
-    budget_by_user, budget_by_key = {}, {}
-    for budget_id, user_id, key_id in Budget.objects.values_list("id", "user_id", "api_key_id"):
-        if user_id is not None:
-            budget_by_user[user_id] = budget_id
-        else:
-            budget_by_key[key_id] = budget_id
     return Registry(
         version=version,
         models=models,
         routes=routes,
-        keys_by_hash=keys,
-        budget_by_user=budget_by_user,
-        budget_by_key=budget_by_key,
+        keys_by_hash=api_keys_load(),
+        metering=meter().snapshot_part(),
     )
 
 

@@ -1,11 +1,14 @@
 """The registry as a YAML file: validate, import (all or nothing, idempotent) and export.
 
 Import upserts the providers, models and routes named in the file; a route's targets become exactly
-the file's list. Entries the database has and the file does not are left alone. A model's `price`
-adds a new manual `Price` row only when it differs from the price in force, so importing the same
-file twice changes nothing.
+the file's list. Entries the database has and the file does not are left alone, so importing the
+same file twice changes nothing.
+
+Another app can own a key of the model entries (billing owns `price`): it registers a
+`ModelFileExtension` (`model_extension_register`), which validates, applies and exports that key.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -14,17 +17,40 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from billing.services import price_current, price_set
-
 from .models import ModelEndpoint, Provider, Route, RouteTarget
 from .registry_version import registry_version_bump
 
-PROVIDER_KEYS = {"name", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "enabled"}
-MODEL_KEYS = {"name", "provider", "upstream_model", "context_window", "max_output_tokens", "enabled", "price"}
-PRICE_KEYS = {"input_per_mtok", "output_per_mtok", "cached_input_per_mtok"}
+PROVIDER_KEYS = {"name", "api_format", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "enabled"}
+MODEL_KEYS = {"name", "provider", "upstream_model", "context_window", "max_output_tokens", "enabled"}
 ROUTE_KEYS = {"name", "strategy", "description", "targets"}
 TARGET_KEYS = {"model", "weight"}
 TOP_KEYS = {"providers", "models", "routes"}
+
+
+class ModelFileExtension(ABC):
+    """One key of the model entries that another app owns (e.g. billing's `price`)."""
+
+    key: str
+
+    @abstractmethod
+    def errors(self, where: str, value: Any) -> list[str]:
+        """What is wrong with the key's value (not None) in the entry at `where`; [] when it is fine."""
+
+    @abstractmethod
+    def apply(self, model: ModelEndpoint, value: Any) -> bool:
+        """Make `model` match the checked value (inside the import's transaction); True when that changed
+        something. Raises ValidationError to refuse it (the whole import is then undone)."""
+
+    @abstractmethod
+    def export(self, model: ModelEndpoint) -> Any:
+        """The key's value for `model` in an exported file, or None to leave the key out."""
+
+
+_model_extensions: dict[str, ModelFileExtension] = {}
+
+
+def model_extension_register(extension: ModelFileExtension) -> None:
+    _model_extensions[extension.key] = extension
 
 
 class RegistryFileError(Exception):
@@ -94,7 +120,7 @@ def _validate_structure(data: dict[str, Any]) -> None:
         errors.append(f"unknown top-level key {key!r} (expected providers, models, routes)")
     for section, keys, required in (
         ("providers", PROVIDER_KEYS, ("name", "base_url")),
-        ("models", MODEL_KEYS, ("name", "provider")),
+        ("models", MODEL_KEYS | set(_model_extensions), ("name", "provider")),
         ("routes", ROUTE_KEYS, ("name", "targets")),
     ):
         entries = data.get(section) or []
@@ -125,8 +151,10 @@ def _entry_errors(section, index, entry, keys, required, seen) -> list[str]:
         if name in seen:
             errors.append(f"{where}: duplicate name {name!r}")
         seen.add(name)
-    if section == "models" and entry.get("price") is not None:
-        errors += _price_errors(where, entry["price"])
+    if section == "models":
+        for key, extension in _model_extensions.items():
+            if entry.get(key) is not None:
+                errors += extension.errors(where, entry[key])
     if section == "routes":
         errors += _targets_errors(where, entry.get("targets"), entry.get("strategy", Route.Strategy.ORDERED))
     for number_key in ("timeout_s", "connect_timeout_s", "context_window", "max_output_tokens"):
@@ -134,21 +162,6 @@ def _entry_errors(section, index, entry, keys, required, seen) -> list[str]:
             errors.append(f"{where}: {number_key} must be a positive number")
     if "enabled" in entry and not isinstance(entry["enabled"], bool):
         errors.append(f"{where}: enabled must be true or false")
-    return errors
-
-
-def _price_errors(where: str, price: Any) -> list[str]:
-    if not isinstance(price, dict):
-        return [f"{where}: price must be a mapping with input_per_mtok and output_per_mtok"]
-    errors = [f"{where}: price: unknown key {k!r}" for k in sorted(set(price) - PRICE_KEYS)]
-    for key in sorted(PRICE_KEYS):
-        if key not in price or price[key] is None:
-            if key != "cached_input_per_mtok":
-                errors.append(f"{where}: price: missing field {key!r}")
-            continue
-        value = _decimal_or_none(price[key])
-        if value is None or value < 0:
-            errors.append(f"{where}: price.{key} must be a number ≥ 0, got {price[key]!r}")
     return errors
 
 
@@ -195,7 +208,7 @@ def _is_positive_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def _decimal_or_none(value: Any) -> Decimal | None:
+def decimal_or_none(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
     try:
@@ -240,6 +253,7 @@ def _upsert(model_cls, name: str, values: dict[str, Any], where: str, summary: I
 
 def _provider_upsert(entry: dict[str, Any], summary: ImportSummary) -> Provider:
     values = {
+        "api_format": entry.get("api_format") or "openai",
         "base_url": str(entry["base_url"]).rstrip("/"),
         "api_key_env": entry.get("api_key_env") or "",
         "read_timeout_s": float(entry.get("timeout_s", 60.0)),
@@ -260,18 +274,15 @@ def _model_upsert(entry: dict[str, Any], providers: dict[str, Provider], summary
     }
     where = f"models ({entry['name']})"
     model = _upsert(ModelEndpoint, entry["name"], values, where, summary, "model")
-    price = entry.get("price")
-    if price is not None:
-        new = tuple(
-            _decimal_or_none(price.get(k)) for k in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
-        )
-        current = price_current(model=model)
-        if current is None or (current.input_per_mtok, current.output_per_mtok, current.cached_input_per_mtok) != new:
-            try:
-                price_set(model=model, input_per_mtok=new[0], output_per_mtok=new[1], cached_input_per_mtok=new[2])
-            except ValidationError as exc:
-                raise _EntryError(f"{where}: {_messages(exc)}") from None
-            summary.updated.append(f"price {model.name}")
+    for key, extension in _model_extensions.items():
+        if entry.get(key) is None:
+            continue
+        try:
+            changed = extension.apply(model, entry[key])
+        except ValidationError as exc:
+            raise _EntryError(f"{where}: {_messages(exc)}") from None
+        if changed:
+            summary.updated.append(f"{key} {model.name}")
 
 
 def _route_upsert(entry: dict[str, Any], summary: ImportSummary) -> None:
@@ -296,7 +307,10 @@ def _route_upsert(entry: dict[str, Any], summary: ImportSummary) -> None:
 
 
 def _provider_export(provider: Provider) -> dict[str, Any]:
-    data: dict[str, Any] = {"name": provider.name, "base_url": provider.base_url}
+    data: dict[str, Any] = {"name": provider.name}
+    if provider.api_format != "openai":
+        data["api_format"] = provider.api_format
+    data["base_url"] = provider.base_url
     if provider.api_key_env:
         data["api_key_env"] = provider.api_key_env
     data["timeout_s"] = provider.read_timeout_s
@@ -315,12 +329,10 @@ def _model_export(model: ModelEndpoint) -> dict[str, Any]:
             data[key] = getattr(model, key)
     if not model.enabled:
         data["enabled"] = False
-    price = price_current(model=model)
-    if price is not None:
-        data["price"] = {"input_per_mtok": _plain_number(price.input_per_mtok)}
-        data["price"]["output_per_mtok"] = _plain_number(price.output_per_mtok)
-        if price.cached_input_per_mtok is not None:
-            data["price"]["cached_input_per_mtok"] = _plain_number(price.cached_input_per_mtok)
+    for key, extension in _model_extensions.items():
+        value = extension.export(model)
+        if value is not None:
+            data[key] = value
     return data
 
 
@@ -334,7 +346,7 @@ def _route_export(route: Route) -> dict[str, Any]:
     return data
 
 
-def _plain_number(value: Decimal) -> int | float | str:
+def plain_number(value: Decimal) -> int | float | str:
     """A YAML-friendly number that reads back as the same Decimal (floats only when they round-trip)."""
     normalized = value.normalize()
     if normalized == normalized.to_integral_value():

@@ -18,6 +18,7 @@ from billing.rollups import answered_by_fallback, cost_pusd, histogram_bucket, h
 from billing.selectors import CallFilters, call_totals
 from billing.services import price_set
 from routing.models import ModelEndpoint, PreferenceVote
+from routing.metering import CallOutcome
 from routing.registry import registry_load
 from routing.services import api_key_create
 from tests.billing_fixtures import attempt, call_row, cost_of, is_fallback, make_filters, matching
@@ -262,11 +263,24 @@ def test_generate_calls_prices_each_call_as_the_gateway_does(db):
     call_command(
         "generate_calls", rows=2000, users=6, days=30, seed=5, until=until, no_progress=True, stdout=io.StringIO()
     )
-    models = {model.id: model for model in registry_load().models.values()}
+    registry = registry_load()
+    models = {model.id: model for model in registry.models.values()}
     calls = list(Call.objects.all())
     for c in calls:
         tokens = Tokens(c.prompt_tokens, c.cached_tokens, c.completion_tokens, c.usage_estimated)
-        cost = call_cost(models.get(c.model_id), tokens, c.created_at)
+        outcome = CallOutcome(
+            request_id=c.request_id,
+            created_at=c.created_at,
+            source=c.source,
+            user_id=None,
+            api_key_id=None,
+            requested=c.requested,
+            model=models.get(c.model_id),
+            status=c.status,
+            http_status=c.http_status,
+            snapshot_part=registry.metering,
+        )
+        cost = call_cost(outcome, tokens)
         assert c.cost_usd == (None if cost is None else cost.quantize(Decimal("1e-12"))), c.request_id
         assert c.unpriced == (cost is None)
     by_mini = [c.created_at for c in calls if c.model_id == mini.id and c.prompt_tokens]

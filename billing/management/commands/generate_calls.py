@@ -41,10 +41,12 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from billing.call_insert import calls_insert
-from billing.calls import CallOutcome, call_row
+from billing.calls import call_row
+from billing.metering import BillingSnapshot
 from billing.models import Budget, Call, CallRollup
-from billing.pricing import CHARS_PER_TOKEN
+from billing.pricing import CHARS_PER_TOKEN, PriceSnap
 from billing.rollups import rollups_rebuild
+from routing.metering import CallOutcome
 from routing.models import ApiKey, ModelEndpoint, PreferenceVote, Provider
 from routing.registry import ModelSnap, registry_load
 from routing.services import api_key_create
@@ -108,9 +110,9 @@ class Command(BaseCommand):
         rng = random.Random(seed)
         now = (until or timezone.now()).astimezone(UTC)
         first_day = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        names = _registry(first_day)
+        names, prices = _registry(first_day)
         keys = _users_and_keys(users)
-        generator = CallGenerator(names, keys, rng, first_day=first_day, now=now)
+        generator = CallGenerator(names, keys, rng, prices=prices, first_day=first_day, now=now)
         offset = (Call.objects.aggregate(Max("id"))["id__max"] or 0) + 1
         progress = tqdm(total=rows, unit="row", unit_scale=True, disable=no_progress, desc="calls")
         started = time.monotonic()
@@ -135,29 +137,29 @@ class Command(BaseCommand):
 # ---------------------------------------------------------------------------- registry, users, keys
 
 
-def _registry(first_day: datetime) -> dict[str, list[ModelSnap]]:
+def _registry(first_day: datetime) -> tuple[dict[str, list[ModelSnap]], BillingSnapshot]:
     """Each requestable name (model or route) with its candidates in order, from the gateway's registry
-    snapshot, each model priced from `first_day` on; seeds the demo registry if empty."""
+    snapshot, and billing's part of it with each model priced from `first_day` on; seeds the demo
+    registry if empty."""
     if not ModelEndpoint.objects.exists():
         call_command("seed_demo", stdout=io.StringIO())
     if not ModelEndpoint.objects.filter(prices__isnull=True).exists():
         provider = Provider.objects.order_by("name").first()
         ModelEndpoint.objects.get_or_create(name=UNPRICED_MODEL, defaults={"provider": provider})
     registry = registry_load()
-    models = {name: _priced_from(model, first_day) for name, model in sorted(registry.models.items())}
-    names = {name: [model] for name, model in models.items()}
+    names = {name: [model] for name, model in sorted(registry.models.items())}
     for name, route in sorted(registry.routes.items()):
         if route.targets:
-            names[name] = [models[model.name] for model, _ in route.targets]
-    return names
+            names[name] = [model for model, _ in route.targets]
+    prices = {model_id: _priced_from(rows, first_day) for model_id, rows in registry.metering.prices.items()}
+    return names, replace(registry.metering, prices=prices)
 
 
-def _priced_from(model: ModelSnap, start: datetime) -> ModelSnap:
-    """`model` with its first price in force from `start` on when it took effect later (and the rest as is)."""
-    if not model.prices or model.prices[0].effective_from <= start:
-        return model
-    first = replace(model.prices[0], effective_from=start)
-    return replace(model, prices=(first, *model.prices[1:]))
+def _priced_from(prices: tuple[PriceSnap, ...], start: datetime) -> tuple[PriceSnap, ...]:
+    """A model's `prices` with the first one in force from `start` on when it took effect later."""
+    if not prices or prices[0].effective_from <= start:
+        return prices
+    return (replace(prices[0], effective_from=start), *prices[1:])
 
 
 def _users_and_keys(count: int) -> list[tuple[int, int | None, float]]:
@@ -189,9 +191,17 @@ def _users_and_keys(count: int) -> list[tuple[int, int | None, float]]:
 
 class CallGenerator:
     def __init__(
-        self, names: dict[str, list[ModelSnap]], keys, rng: random.Random, *, first_day: datetime, now: datetime
+        self,
+        names: dict[str, list[ModelSnap]],
+        keys,
+        rng: random.Random,
+        *,
+        prices: BillingSnapshot,
+        first_day: datetime,
+        now: datetime,
     ):
         self.rng = rng
+        self.prices = prices
         self.keys = keys
         self.first_day = first_day
         self.now = now
@@ -259,7 +269,7 @@ class CallGenerator:
     def _outcome_row(self, outcome: CallOutcome, at: datetime) -> dict[str, Any]:
         """`call_row` of a pooled outcome at time `at`, built once per outcome and price in force: a row
         depends on its time only through that price, and the caller sets who called, when and the id."""
-        price = outcome.model.price_at(at) if outcome.model else None
+        price = self.prices.price_at(outcome.model, at) if outcome.model else None
         key = (id(outcome), id(price))
         row = self.outcome_rows.get(key)
         if row is None:
@@ -319,6 +329,7 @@ class CallGenerator:
                 "prompt_tokens_details": {"cached_tokens": cached},
             }
         return CallOutcome(
+            snapshot_part=self.prices,
             request_id="",
             created_at=self.first_day,
             source="",

@@ -1,0 +1,56 @@
+"""A model's `price` in the registry YAML file (routing/registry_file.py): billing owns that key.
+
+Importing adds a new manual `Price` row only when the file's price differs from the price in force,
+so importing the same file twice changes nothing; exporting writes the price in force.
+"""
+
+from typing import Any
+
+from routing.models import ModelEndpoint
+from routing.registry_file import ModelFileExtension, decimal_or_none, plain_number
+
+from .services import price_current, price_set
+
+PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
+REQUIRED_PRICE_KEYS = ("input_per_mtok", "output_per_mtok")
+
+
+class PriceInRegistryFile(ModelFileExtension):
+    key = "price"
+
+    def errors(self, where: str, value: Any) -> list[str]:
+        if not isinstance(value, dict):
+            return [f"{where}: price must be a mapping with input_per_mtok and output_per_mtok"]
+        errors = [f"{where}: price: unknown key {k!r}" for k in sorted(set(value) - set(PRICE_KEYS))]
+        for key in sorted(PRICE_KEYS):
+            if value.get(key) is None:
+                if key in REQUIRED_PRICE_KEYS:
+                    errors.append(f"{where}: price: missing field {key!r}")
+                continue
+            number = decimal_or_none(value[key])
+            if number is None or number < 0:
+                errors.append(f"{where}: price.{key} must be a number ≥ 0, got {value[key]!r}")
+        return errors
+
+    def apply(self, model: ModelEndpoint, value: Any) -> bool:
+        new = tuple(decimal_or_none(value.get(key)) for key in PRICE_KEYS)
+        current = price_current(model=model)
+        if (
+            current is not None
+            and (current.input_per_mtok, current.output_per_mtok, current.cached_input_per_mtok) == new
+        ):
+            return False
+        price_set(model=model, input_per_mtok=new[0], output_per_mtok=new[1], cached_input_per_mtok=new[2])
+        return True
+
+    def export(self, model: ModelEndpoint) -> dict[str, Any] | None:
+        price = price_current(model=model)
+        if price is None:
+            return None
+        data = {
+            "input_per_mtok": plain_number(price.input_per_mtok),
+            "output_per_mtok": plain_number(price.output_per_mtok),
+        }
+        if price.cached_input_per_mtok is not None:
+            data["cached_input_per_mtok"] = plain_number(price.cached_input_per_mtok)
+        return data

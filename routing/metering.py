@@ -1,0 +1,144 @@
+"""How a call is metered: the contract between the gateway and whatever counts the money.
+
+The gateway asks its meter twice per request: `reserve` before the first upstream call (it may
+refuse the call, or narrow its candidates) and `record` exactly once, when the outcome is known.
+What that means (prices, budgets, cost rows) is the metering backend's business. The setting
+`ROUTERWEB_METER` names the backend by dotted path, the way `SESSION_ENGINE` picks a session
+backend; routing never imports it. routerweb's own backend is `billing.metering.BillingMeter`.
+
+A backend may keep its own part of the registry snapshot (`snapshot_part`, loaded with the rest and
+reloaded with it), so that reserving needs no database read, and reads recorded calls back for the
+playground (`recorded_calls`).
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .usage import Usage, UsageProblem
+
+if TYPE_CHECKING:  # the registry loads the meter's snapshot part: no import back at run time
+    from .registry import ModelSnap
+    from .router import Trace
+    from .schemas import ChatRequest
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    """What happened to one request, as the gateway saw it: what the meter records.
+
+    `metering` is what `reserve` returned for the call (the backend's own, opaque to routing), and
+    `snapshot_part` the backend's part of the registry snapshot the call was routed with.
+    """
+
+    request_id: str
+    created_at: datetime
+    source: str
+    user_id: int | None
+    api_key_id: int | None
+    requested: str
+    model: "ModelSnap | None"
+    status: str
+    http_status: int
+    error_code: str = ""
+    stream: bool = False
+    messages: list[Any] = field(default_factory=list)
+    usage: Usage | UsageProblem | None = None  # None: no answer came back
+    completion_chars: int = 0  # for streams: characters of content that reached the client
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    overhead_ms: float = 0.0
+    attempts: list[dict] = field(default_factory=list)
+    client_disconnected: bool = False
+    metering: Any = None
+    snapshot_part: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """A call about to be routed: who calls, what was asked, which candidates would be tried."""
+
+    request_id: str
+    created_at: datetime
+    user_id: int | None
+    api_key_id: int | None
+    registry_version: str
+    snapshot_part: Any
+    chat: "ChatRequest"
+    candidates: "list[ModelSnap]"
+    trace: "Trace"  # a candidate the meter rules out is noted here as skipped, with the reason
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """What `reserve` decided: the candidates that may be tried, and the backend's note for `record`."""
+
+    candidates: "list[ModelSnap]"
+    metering: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """A recorded call as the playground shows it (money as exact decimal strings)."""
+
+    request_id: str
+    requested: str
+    model: str | None
+    provider: str | None
+    status: str
+    http_status: int
+    error_code: str
+    stream: bool
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    usage_estimated: bool
+    cost_usd: str | None
+    unpriced: bool
+    latency_ms: int
+    ttft_ms: int | None
+    client_disconnected: bool
+    attempts: list[dict]
+    model_id: int | None = None
+
+
+class Meter(ABC):
+    """A metering backend. One instance per process, built on first use (`meter()`)."""
+
+    def snapshot_part(self) -> Any:
+        """The backend's part of the registry snapshot, read from the database (synchronous; runs in a
+        database thread with the rest of the snapshot, and again whenever the registry changes)."""
+        return None
+
+    @abstractmethod
+    async def reserve(self, plan: CallPlan) -> Reserved:
+        """Before the first upstream call: set aside what the call may cost. Raises ApiError to refuse
+        the call (it is then recorded as rejected, with nothing reserved)."""
+
+    @abstractmethod
+    def record(self, outcome: CallOutcome) -> None:
+        """Exactly once per request (reserved or not), when its outcome is known; must not block the
+        event loop, and never raises."""
+
+    def recorded_calls(self, *, user_id: int, request_ids: Iterable[str]) -> dict[str, RecordedCall]:
+        """`user_id`'s recorded calls among `request_ids` (synchronous, for the playground's views)."""
+        return {}
+
+    def start(self) -> None:  # noqa: B027 (optional hook: nothing to start by default)
+        """At the worker's start-up (the ASGI lifespan): start background work, replay what a dead
+        process left."""
+
+    def stop(self) -> None:  # noqa: B027 (optional hook)
+        """At the worker's shutdown: store what is pending and hand back what the worker holds."""
+
+
+@cache
+def meter() -> Meter:
+    """This process's metering backend, the class named by `ROUTERWEB_METER`."""
+    return import_string(settings.ROUTERWEB_METER)()
