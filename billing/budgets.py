@@ -37,7 +37,6 @@ Rows the database locks, always in this order: the budgets (by id), then their a
 """
 
 import logging
-import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from routerweb.db_executor import db_executor
-from routing.registry import ModelSnap
+from routing.snapshot import ModelSnap
 
 from .allowances import AllowanceLedger, Grant, Reservation
 from .models import COST_DECIMAL_PLACES, Budget, BudgetAllowance
@@ -167,7 +166,7 @@ class GrantRequest:
     want: Decimal  # and at most this much
 
 
-class _Refused(Exception):
+class GrantRefused(Exception):
     def __init__(self, budget_id: int):
         self.budget_id = budget_id
 
@@ -183,8 +182,8 @@ async def _grant_and_draw(
     confirmed_at = _ledger.clock()
     try:
         try:
-            grants = await _budgets_read(_grant_in_transaction, requests, period)
-        except _Refused as refused:
+            grants = await _budgets_read(grant_in_transaction, requests, period)
+        except GrantRefused as refused:
             raise BudgetExceeded(await _budgets_read(_refusing_budget, refused.budget_id, period), amount) from None
         # A budget deleted since the registry snapshot was read has nothing left to reserve on.
         granted = {grant.budget_id for grant in grants}
@@ -215,8 +214,8 @@ async def _budgets_read(func, *args):
         raise BudgetsUnavailable(str(exc)) from exc
 
 
-def _grant_in_transaction(requests: list[GrantRequest], period: date) -> list[Grant]:
-    """Grant on every requested budget or raise _Refused (nothing granted) for the first that lacks `need`."""
+def grant_in_transaction(requests: list[GrantRequest], period: date) -> list[Grant]:
+    """Grant on every requested budget or raise GrantRefused (nothing granted) for the first that lacks `need`."""
     expires_at = timezone.now() + timedelta(seconds=ALLOWANCE_TTL_S)
     budget_ids = [request.budget_id for request in requests]
     with transaction.atomic():
@@ -232,7 +231,7 @@ def _grant_in_transaction(requests: list[GrantRequest], period: date) -> list[Gr
                 budget.spent_usd = budget.reserved_usd = Decimal(0)
             headroom = budget.limit_usd - budget.spent_usd - budget.reserved_usd
             if headroom < request.need:
-                raise _Refused(budget.id)
+                raise GrantRefused(budget.id)
             share = (headroom * ALLOWANCE_HEADROOM_SHARE).quantize(COST_QUANTUM, ROUND_DOWN)
             amount = max(request.need, min(request.want, share))
             Budget.objects.filter(id=budget.id).update(
@@ -321,65 +320,7 @@ WHERE id = %s AND period_start = %s
 """
 
 
-# ---------------------------------------------------------------------------- upkeep (the recorder's thread)
-
-
-class BudgetUpkeep:
-    """Run after each flush of the call recorder: hands back idle allowances, refills those running low;
-    every `ALLOWANCE_RENEW_S` renews this worker's allowances and reclaims those of dead workers."""
-
-    def __init__(self, ledger: AllowanceLedger):
-        self.ledger = ledger
-        self._renew_due = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> None:
-        with self._lock:
-            returnable = self.ledger.take_returnable()
-            if returnable:
-                allowances_release(BudgetAllowance.objects.filter(id__in=returnable))
-            self._refill()
-            now = self.ledger.clock()
-            if now >= self._renew_due:
-                self._renew_due = now + ALLOWANCE_RENEW_S
-                held = self.ledger.held_ids()
-                if held:  # a worker spending budgets also sweeps dead workers' allowances (grants do too)
-                    self.ledger.confirm(allowances_renew(held), held, confirmed_at=now)
-                    allowances_release(BudgetAllowance.objects.filter(expires_at__lt=timezone.now()))
-
-    def _refill(self) -> None:
-        """Top up the allowances running low, in one transaction, before calls find them short and wait."""
-        refills = self.ledger.refills_due(below_share=ALLOWANCE_REFILL_BELOW, growth_s=ALLOWANCE_GROWTH_S)
-        grants: list[Grant] = []
-        confirmed_at = self.ledger.clock()
-        try:
-            period = period_start_for(timezone.now())
-            # Nothing is needed (no call waits for a refill), so only a budget already over its limit refuses.
-            # An allowance of last month is not refilled: this month's calls start a new one.
-            requests = {
-                refill.budget_id: GrantRequest(refill.budget_id, refill.allowance_id, need=Decimal(0), want=refill.want)
-                for refill in refills
-                if refill.period_start == period
-            }
-            while requests:
-                try:
-                    grants = _grant_in_transaction(list(requests.values()), period)  # deleted budgets: no grant
-                    break
-                except _Refused as refused:
-                    del requests[refused.budget_id]
-        finally:
-            self.ledger.refill_ended(refills, grants, confirmed_at=confirmed_at)
-
-    def return_all(self) -> int:
-        """Hand back every allowance with no call in flight (at shutdown); returns how many."""
-        with self._lock:
-            returnable = self.ledger.take_returnable(everything=True)
-            if returnable:
-                allowances_release(BudgetAllowance.objects.filter(id__in=returnable))
-            return len(returnable)
-
-
-budget_upkeep = BudgetUpkeep(_ledger)
+# ---------------------------------------------------------------------------- handing back
 
 
 def allowances_release(allowances: QuerySet) -> None:

@@ -15,10 +15,11 @@ from decimal import Decimal
 
 from routing.errors import ApiError
 from routing.metering import CallOutcome, CallPlan, Meter, RecordedCall, Reserved
-from routing.registry import ModelSnap
 from routing.router import Attempt
+from routing.snapshot import ModelSnap
 
-from .budgets import BudgetExceeded, BudgetsUnavailable, budget_upkeep, budgets_reserve, worst_case_cost
+from .budget_upkeep import budget_upkeep
+from .budgets import BudgetExceeded, BudgetsUnavailable, budgets_reserve, worst_case_cost
 from .calls import call_outcome_record
 from .pricing import PriceSnap, prompt_tokens_bound
 from .recorder import call_recorder

@@ -25,15 +25,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from decimal import Decimal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from django.db import connection
 
 from .row_writer import RowWriter
+from .spool import spool_chunks, spool_line, spool_remove
 
 logger = logging.getLogger("routerweb.recorder")
 
@@ -44,19 +43,10 @@ Row = dict[str, Any]
 # file, the budgets' settling statements) are shared by many rows.
 FLUSH_INTERVAL_S = 0.5
 BACKOFF_MAX_S = 30.0  # the longest wait between two tries while the database refuses
-CHUNK_BYTES = 4 << 20  # rows read back from a spool file at a time (backlog and replay)
 ORPHAN_SCAN_S = 60.0  # how often dead processes' spool files are looked for after start-up
 # Rows whose spool write failed (a full disk) wait in memory up to this many; beyond, they are
 # dropped with an error logged for each batch of them.
 UNSPOOLED_MAX = 100_000
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, tuple):  # a NamedTuple (a budget Reservation): spooled as a list
-        return list(value)
-    raise TypeError(f"cannot spool {type(value).__name__}")
 
 
 class CallRecorder:
@@ -96,7 +86,7 @@ class CallRecorder:
     # ------------------------------------------------------------------ producer side (request path)
 
     def record(self, row: Row) -> None:
-        line = orjson.dumps(row, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
+        line = spool_line(row)
         with self._lock:
             if self._thread is None:
                 self._start_locked()
@@ -256,7 +246,7 @@ class CallRecorder:
             self._to_backlog(spool)
             self._note_failure()
             return False
-        _spool_remove(*spool)
+        spool_remove(*spool)
         with self._lock:
             self._unwritten -= len(batch)
         return True
@@ -272,13 +262,13 @@ class CallRecorder:
                 except OSError as exc:
                     self._keep_unspooled(line, exc)
             self._queue = []
-            _spool_remove(self._fd, self._spool_path)
+            spool_remove(self._fd, self._spool_path)
             self._fd, self._spool_path = fd, path
             self._backlog = _Backlog(fd, path)
 
     def _drain_backlog(self) -> bool:
         backlog = self._backlog
-        for lines, end in _chunks(backlog.fd, backlog.offset):
+        for lines, end in spool_chunks(backlog.fd, backlog.offset):
             try:
                 self.insert(lines, may_be_stored=True)  # a chunk tried before may have been stored
             except Exception:
@@ -293,7 +283,7 @@ class CallRecorder:
                 return False  # rows arrived meanwhile: drained on the next turn, without waiting
             self._open_spool()
             self._backlog = None
-        _spool_remove(backlog.fd, backlog.path)
+        spool_remove(backlog.fd, backlog.path)
         logger.warning("the call rows that waited in the spool are stored")
         return True
 
@@ -358,7 +348,7 @@ class CallRecorder:
             if os.fstat(fd).st_nlink == 0:
                 return 0  # its owner stored its rows and removed it between our open and our lock
             replayed = 0
-            for lines, _ in _chunks(fd, 0, final=True):
+            for lines, _ in spool_chunks(fd, 0, final=True):
                 self.insert(lines, may_be_stored=True)
                 replayed += len(lines)
             path.unlink(missing_ok=True)
@@ -374,39 +364,6 @@ class _Backlog:
         self.fd, self.path, self.offset = fd, path, 0
 
 
-def _chunks(fd: int, offset: int, *, final: bool = False) -> Iterator[tuple[list[bytes], int]]:
-    """(lines, end offset) of the whole lines in the file from `offset`, about CHUNK_BYTES at a time.
-
-    A last line without its newline is being written (a live spool: left for a later read) or was
-    torn by a crash (`final`, a dead process's spool: given as it is, for the row writer to quarantine).
-    """
-    size = CHUNK_BYTES
-    while True:
-        data = os.pread(fd, size, offset)
-        if not data:
-            return
-        at_end = len(data) < size
-        cut = len(data) if at_end and final else data.rfind(b"\n") + 1
-        if cut == 0:
-            if at_end:
-                return
-            size *= 2  # a line longer than a chunk
-            continue
-        size = CHUNK_BYTES
-        offset += cut
-        lines = [line for line in data[:cut].split(b"\n") if line.strip()]
-        if lines:
-            yield lines, offset
-        if at_end:
-            return
-
-
-def _spool_remove(fd: int, path: Path) -> None:
-    # Removed while still locked: once closed, another process's replay could take it.
-    path.unlink(missing_ok=True)
-    os.close(fd)
-
-
 _recorder: CallRecorder | None = None
 _recorder_lock = threading.Lock()
 
@@ -417,7 +374,7 @@ def call_recorder() -> CallRecorder:
     if _recorder is None:
         from django.conf import settings
 
-        from .budgets import budget_upkeep
+        from .budget_upkeep import budget_upkeep
 
         with _recorder_lock:
             if _recorder is None:

@@ -59,8 +59,8 @@ class RowWriter:
                 if not select.select([process.stdout], [], [], ANSWER_TIMEOUT_S)[0]:
                     process.kill()  # stuck (a database that stopped answering): its batch is retried
                     raise EOFError(f"no answer within {ANSWER_TIMEOUT_S:g} s")
-                (size,) = ANSWER.unpack(_read_exactly(process.stdout, ANSWER.size))
-                error = _read_exactly(process.stdout, size).decode() if size else ""
+                (size,) = ANSWER.unpack(read_exactly(process.stdout, ANSWER.size))
+                error = read_exactly(process.stdout, size).decode() if size else ""
             except (OSError, EOFError) as exc:  # the child died: its last batch may or may not be in
                 self._close_locked()
                 raise RowWriterError(f"the row writer process stopped ({exc or type(exc).__name__})") from exc
@@ -100,7 +100,7 @@ class RowWriter:
             from django.conf import settings
 
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "billing.row_writer"],
+                [sys.executable, "-m", "billing.row_writer_process"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 cwd=settings.BASE_DIR,  # the project, whatever directory the server was started from
@@ -136,50 +136,8 @@ def _child_environment() -> dict[str, str]:
     }
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+def read_exactly(stream: BinaryIO, size: int) -> bytes:
     data = stream.read(size)
     if len(data) != size:
         raise EOFError("the pipe closed")
     return data
-
-
-# ---------------------------------------------------------------------------- the child
-
-
-def main() -> None:
-    """Store batches from stdin until it closes; answer each on the original stdout."""
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything else printed goes to stderr, never into the answers
-    import django
-    from django.conf import settings
-
-    database = settings.DATABASES["default"]
-    if os.environ.get(DATABASE_NAME_ENV):
-        database["NAME"] = os.environ[DATABASE_NAME_ENV]
-    database.get("OPTIONS", {}).pop("pool", None)  # one thread, one connection
-    django.setup()
-    from django.db import connection
-
-    from .calls import spooled_lines_store
-
-    requests = sys.stdin.buffer
-    while True:
-        try:
-            size, may_be_stored = HEADER.unpack(_read_exactly(requests, HEADER.size))
-            payload = _read_exactly(requests, size)
-        except EOFError:
-            return  # the worker closed the pipe, or died
-        lines = [line for line in payload.split(b"\n") if line]
-        try:
-            spooled_lines_store(lines, may_be_stored=may_be_stored)
-            error = b""
-        except Exception as exc:
-            logger.exception("could not store %d call rows", len(lines))
-            connection.close()  # a broken connection is replaced on the next batch
-            error = f"{type(exc).__name__}: {exc}".encode()
-        answers.write(ANSWER.pack(len(error)) + error)
-        answers.flush()
-
-
-if __name__ == "__main__":
-    main()

@@ -11,8 +11,9 @@ import hmac
 from collections.abc import Mapping
 
 from .errors import ApiError
-from .registry import KeySnap, api_keys_load
+from .registry import api_keys_load
 from .services import api_key_hash
+from .snapshot import KeySnap
 
 
 def api_key_authenticate(keys_by_hash: Mapping[str, KeySnap], authorization: str) -> KeySnap:

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .registry import ModelSnap, ProviderSnap
 from .shared_state import SharedState
+from .snapshot import ModelSnap, ProviderSnap
 
 STATE_TTL_S = 24 * 3600.0
 FAILURE_WINDOW_S = 600.0

@@ -20,11 +20,12 @@ from django.conf import settings
 from .circuit import CircuitBreaker
 from .errors import ApiError
 from .metering import CallOutcome, CallPlan, meter
-from .registry import KeySnap, ModelSnap, Registry, RegistryUnavailable, registry_cache
+from .registry import RegistryUnavailable, registry_cache
 from .registry_version import VERSION_KEY
 from .router import RouteResult, Trace, candidates_for, route_request
 from .schemas import ChatRequest, chat_request_parse
 from .shared_state import shared_state
+from .snapshot import KeySnap, ModelSnap, Registry
 from .usage import Usage, UsageProblem
 
 # nginx's "client closed request": recorded, never sent (nobody is listening any more).

@@ -24,9 +24,9 @@ from django.utils.module_loading import import_string
 from .usage import Usage, UsageProblem
 
 if TYPE_CHECKING:  # the registry loads the meter's snapshot part: no import back at run time
-    from .registry import ModelSnap
     from .router import Trace
     from .schemas import ChatRequest
+    from .snapshot import ModelSnap
 
 
 @dataclass(slots=True)

@@ -12,9 +12,9 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from .metering import meter
 from .models import ModelEndpoint, PreferenceVote
-from .registry import Registry
 from .router import Attempt, skip_reason
 from .schemas import invalid_param, json_object_parse
+from .snapshot import Registry
 
 COMPARE_MIN_COLUMNS, COMPARE_MAX_COLUMNS = 2, 4
 # A call's request id: routerweb issues "req_" and 32 hex digits; imported rows use letters, digits,

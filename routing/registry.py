@@ -16,8 +16,6 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from django.db import DatabaseError
 
@@ -26,6 +24,7 @@ from routerweb.db_executor import db_executor
 from .metering import meter
 from .registry_version import VERSION_KEY, registry_version_read
 from .shared_state import shared_state
+from .snapshot import KeySnap, ModelSnap, ProviderSnap, Registry, RouteSnap
 
 logger = logging.getLogger("routerweb.registry")
 
@@ -37,60 +36,6 @@ FAILURE_LOG_S = 60.0
 
 class RegistryUnavailable(Exception):
     """There is no snapshot yet and the database cannot be read."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderSnap:
-    id: int
-    name: str
-    base_url: str
-    api_key_env: str
-    connect_timeout_s: float
-    read_timeout_s: float
-    enabled: bool
-    api_format: str = "openai"  # which adapter speaks to it (routing/providers/)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSnap:
-    id: int
-    name: str
-    upstream_model: str
-    provider: ProviderSnap
-    enabled: bool
-    max_output_tokens: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class RouteSnap:
-    id: int
-    name: str
-    strategy: str
-    targets: tuple[tuple[ModelSnap, int], ...]  # (model, weight) in position order
-
-
-@dataclass(frozen=True, slots=True)
-class KeySnap:
-    id: int
-    user_id: int
-    username: str
-    name: str
-    prefix: str
-    key_hash: str
-    allowed: frozenset[str] | None  # model and route names; None means everything
-    reads_dashboard: bool = False  # the read scope: the dashboard's JSON and CSV accept this key
-
-    def allows(self, name: str) -> bool:
-        return self.allowed is None or name in self.allowed
-
-
-@dataclass(frozen=True)
-class Registry:
-    version: str
-    models: dict[str, ModelSnap] = field(default_factory=dict)
-    routes: dict[str, RouteSnap] = field(default_factory=dict)
-    keys_by_hash: dict[str, KeySnap] = field(default_factory=dict)
-    metering: Any = None  # the metering backend's part (routing/metering.py), e.g. prices and budgets
 
 
 def registry_load() -> Registry:

@@ -13,8 +13,8 @@ from typing import Any
 from .circuit import CircuitBreaker, CircuitView
 from .errors import ApiError
 from .providers.registry import adapter_for
-from .registry import ModelSnap, Registry
 from .secrets import api_key_env_refusal, provider_api_key
+from .snapshot import ModelSnap, Registry
 from .strategies import route_order
 from .streaming import StreamRelay
 from .upstream import UpstreamFailure, upstream_read, upstream_send

@@ -7,7 +7,7 @@ an entry in the table and a choice on the model.
 import random
 from collections.abc import Callable
 
-from .registry import ModelSnap, RouteSnap
+from .snapshot import ModelSnap, RouteSnap
 
 Strategy = Callable[[RouteSnap, random.Random], list[ModelSnap]]
 

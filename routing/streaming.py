@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 import httpx
 import orjson
 
-from .registry import ProviderSnap
+from .snapshot import ProviderSnap
 from .upstream import UpstreamFailure, transport_failure
 from .usage import Usage, UsageProblem
 

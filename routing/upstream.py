@@ -16,7 +16,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from .registry import ProviderSnap
+from .snapshot import ProviderSnap
 
 if TYPE_CHECKING:
     from .providers.base import ProviderAdapter

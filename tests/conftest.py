@@ -19,7 +19,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
-from billing.budgets import budget_allowances, budget_upkeep
+from billing.budget_upkeep import budget_upkeep
+from billing.budgets import budget_allowances
 from billing.recorder import call_recorder
 from routerweb.serve import server_command
 from routing.registry import registry_cache

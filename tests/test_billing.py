@@ -16,7 +16,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from billing.budgets import DEFAULT_MAX_OUTPUT_TOKENS, budget_upkeep, period_start_for
+from billing.budget_upkeep import budget_upkeep
+from billing.budgets import DEFAULT_MAX_OUTPUT_TOKENS, period_start_for
 from billing.models import Budget, Call, Price, QuarantinedRow
 from billing.pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
 from billing.recorder import CallRecorder
@@ -331,7 +332,7 @@ def test_a_database_that_cannot_reserve_gets_503_and_a_row(
     def database_down(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(billing.budgets, "_grant_in_transaction", database_down)
+    monkeypatch.setattr(billing.budgets, "grant_in_transaction", database_down)
     fake_model("m", "echo", price=(1, 2))
     budget_for(limit="1", user=user)
     response = post(http, "m")

@@ -17,15 +17,15 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+import billing.budget_upkeep
 import billing.budgets
 from billing.allowances import AllowanceLedger, Grant
+from billing.budget_upkeep import BudgetUpkeep, budget_upkeep
 from billing.budgets import (
     ALLOWANCE_CALLS,
     ALLOWANCE_TTL_S,
     BudgetExceeded,
-    BudgetUpkeep,
     budget_allowances,
-    budget_upkeep,
     budgets_call_ended,
     budgets_reserve,
     budgets_settle,
@@ -221,13 +221,14 @@ def amounts(budget: Budget) -> tuple[Decimal, Decimal, list[Decimal]]:
 @pytest.fixture
 def grants_asked(monkeypatch):
     asked = []
-    grant_in_transaction = billing.budgets._grant_in_transaction
+    grant_in_transaction = billing.budgets.grant_in_transaction
 
     def counting(requests, period):
         asked.append([(r.need, r.want) for r in requests])
         return grant_in_transaction(requests, period)
 
-    monkeypatch.setattr(billing.budgets, "_grant_in_transaction", counting)
+    monkeypatch.setattr(billing.budgets, "grant_in_transaction", counting)  # calls' grants
+    monkeypatch.setattr(billing.budget_upkeep, "grant_in_transaction", counting)  # the upkeep's refills
     return asked
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.budgets import budget_upkeep
+from billing.budget_upkeep import budget_upkeep
 from billing.models import Budget, Call
 from billing.pricing import MEDIA_PART_TOKENS, TOOLS_FRAMING_TOKENS, prompt_tokens_bound
 from routing.errors import ApiError

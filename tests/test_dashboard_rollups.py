@@ -17,8 +17,8 @@ from billing.models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, C
 from billing.rollups import answered_by_fallback, cost_pusd, histogram_bucket, hour_start, rollups_rebuild
 from billing.selectors import CallFilters, call_totals
 from billing.services import price_set
-from routing.models import ModelEndpoint, PreferenceVote
 from routing.metering import CallOutcome
+from routing.models import ModelEndpoint, PreferenceVote
 from routing.registry import registry_load
 from routing.services import api_key_create
 from tests.billing_fixtures import attempt, call_row, cost_of, is_fallback, make_filters, matching

@@ -11,9 +11,9 @@ import pytest
 from routing.circuit import CircuitBreaker, CircuitView
 from routing.errors import ApiError
 from routing.providers.openai_compat import OpenAICompatAdapter
-from routing.registry import ModelSnap, ProviderSnap, Registry, RouteSnap
 from routing.router import candidates_for, skip_reason
 from routing.shared_state import LocalMemoryState, RedisState
+from routing.snapshot import ModelSnap, ProviderSnap, Registry, RouteSnap
 from routing.strategies import route_order
 from routing.streaming import SseParser
 from routing.upstream import retry_after_s

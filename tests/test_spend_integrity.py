@@ -17,7 +17,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from billing.budgets import budget_upkeep, period_start_for
+from billing.budget_upkeep import budget_upkeep
+from billing.budgets import period_start_for
 from billing.calls import quarantined_rows_retry, rows_quarantine, spooled_lines_store
 from billing.models import Budget, Call, QuarantinedRow
 from billing.recorder import CallRecorder

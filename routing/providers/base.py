@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ..registry import ModelSnap, ProviderSnap
+from ..snapshot import ModelSnap, ProviderSnap
 from ..streaming import StreamRelay
 from ..upstream import RETRYABLE_4XX, UpstreamFailure, retry_after_s
 from ..usage import Usage, UsageProblem

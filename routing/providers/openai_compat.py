@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ..registry import ModelSnap, ProviderSnap
+from ..snapshot import ModelSnap, ProviderSnap
 from ..streaming import DONE_EVENT, StreamRelay
 from ..text import text_bounded
 from ..upstream import UpstreamFailure

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ..auth import api_key_authenticate
 from ..errors import ApiError
 from ..gateway import CallContext, GatewayResponse, chat_completion_run, registry_checked_get
-from ..registry import KeySnap, Registry
+from ..snapshot import KeySnap, Registry
 
 JSON = "application/json"
 

@@ -1,5 +1,8 @@
 """Fill the database with realistic synthetic call rows, for the dashboard's demo and benchmarks.
 
+Long: one command read from top to bottom (the registry it draws from, the users and keys, the
+call shapes, the insertion); its parts serve nothing else, so they stay together.
+
 90 days (by default) of traffic ending now: weekday and office-hour peaks, a slow growth, a few heavy
 users and many light ones (each key sticks to a few models or routes), ~4% errors and rejections,
 fallbacks on routes, streams with TTFT, cached and estimated tokens, and a model without a price.
@@ -48,8 +51,9 @@ from billing.pricing import CHARS_PER_TOKEN, PriceSnap
 from billing.rollups import rollups_rebuild
 from routing.metering import CallOutcome
 from routing.models import ApiKey, ModelEndpoint, PreferenceVote, Provider
-from routing.registry import ModelSnap, registry_load
+from routing.registry import registry_load
 from routing.services import api_key_create
+from routing.snapshot import ModelSnap
 from routing.usage import usage_parse
 
 SHAPES_PER_NAME = 3000

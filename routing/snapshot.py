@@ -1,0 +1,63 @@
+"""The registry as each worker holds it: immutable snapshots of providers, models, routes and keys.
+
+Plain data with no imports from the rest of routerweb, so that every layer (adapters, the router,
+circuit breakers, the metering backend) can name these types; loading and reloading them is
+routing/registry.py's job.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSnap:
+    id: int
+    name: str
+    base_url: str
+    api_key_env: str
+    connect_timeout_s: float
+    read_timeout_s: float
+    enabled: bool
+    api_format: str = "openai"  # which adapter speaks to it (routing/providers/)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSnap:
+    id: int
+    name: str
+    upstream_model: str
+    provider: ProviderSnap
+    enabled: bool
+    max_output_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSnap:
+    id: int
+    name: str
+    strategy: str
+    targets: tuple[tuple[ModelSnap, int], ...]  # (model, weight) in position order
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnap:
+    id: int
+    user_id: int
+    username: str
+    name: str
+    prefix: str
+    key_hash: str
+    allowed: frozenset[str] | None  # model and route names; None means everything
+    reads_dashboard: bool = False  # the read scope: the dashboard's JSON and CSV accept this key
+
+    def allows(self, name: str) -> bool:
+        return self.allowed is None or name in self.allowed
+
+
+@dataclass(frozen=True)
+class Registry:
+    version: str
+    models: dict[str, ModelSnap] = field(default_factory=dict)
+    routes: dict[str, RouteSnap] = field(default_factory=dict)
+    keys_by_hash: dict[str, KeySnap] = field(default_factory=dict)
+    metering: Any = None  # the metering backend's part (routing/metering.py), e.g. prices and budgets
