@@ -1,7 +1,8 @@
 """Dollar amounts as text: the one place that decides how money reads.
 
 `usd_text` is for people (pages, budget messages; static/billing/dashboard.js `usdText` follows the
-same rules in the browser). `usd_json` is the exact form the JSON documents carry.
+same rules in the browser), `usd_figure` the same without the dollar sign. `usd_json` is the exact
+form the JSON documents carry.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ SIGNIFICANT = 3  # digits shown of an amount under a dollar
 
 
 def usd_text(amount: Decimal | int | str) -> str:
-    """Dollars to read: "$0.00", "$0.000348", "$0.01", "$12.50", "$1,234.56", "$25.00".
+    """Dollars to read: "$0.00", "$0.000348", "$0.01", "$12.50", "$1,234.56", "$25.00" (see `usd_figure`)."""
+    figure = usd_figure(amount)
+    return f"-${figure[1:]}" if figure.startswith("-") else f"${figure}"
+
+
+def usd_figure(amount: Decimal | int | str) -> str:
+    """The figure of `usd_text`, without the dollar sign: "0.000348", "12.50", "1,234.56".
 
     - Cents at least, always: $12.50, never $12.5 or $13.
     - Under a dollar, down to the third significant digit, so small amounts stay apart: $0.000348.
@@ -28,7 +35,7 @@ def usd_text(amount: Decimal | int | str) -> str:
     cut = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
     whole, _, fraction = f"{cut:,.{places}f}".partition(".")
     fraction = fraction.rstrip("0").ljust(2, "0")
-    return f"{sign if cut else ''}${whole}.{fraction}"
+    return f"{sign if cut else ''}{whole}.{fraction}"
 
 
 def usd_json(amount: Decimal) -> str:
