@@ -8,8 +8,6 @@
   document.documentElement.classList.add("js");
   const form = document.getElementById("filters");
   const dataNode = document.getElementById("dashboard-data");
-  const state = { charts: {}, data: null };
-  window.routerwebDashboard = state;
 
   // ------------------------------------------------------------------ filters
   if (form) {
@@ -123,7 +121,7 @@
   function draw(id, build, hasData, emptyMessage) {
     const canvas = document.getElementById(id);
     if (!canvas) return;
-    state.charts[id] = new Chart(canvas, build());
+    new Chart(canvas, build());
     empty(canvas, hasData ? "" : emptyMessage || "No calls in this range");
   }
 
@@ -246,7 +244,5 @@
     }), votes.length > 0, "No votes in this range");
   }
 
-  state.data = JSON.parse(dataNode.textContent);
-  render(state.data);
-  document.body.dataset.chartsReady = "1";
+  render(JSON.parse(dataNode.textContent));
 })();
