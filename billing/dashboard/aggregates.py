@@ -30,6 +30,7 @@ def usd_from_pusd(pusd: int | Decimal | None) -> Decimal:
 
 
 def rate(part: int, whole: int) -> float:
+    """`part` as a fraction of `whole`, to 6 places; 0.0 of nothing."""
     return round(part / whole, 6) if whole else 0.0
 
 

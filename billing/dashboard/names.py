@@ -21,7 +21,7 @@ def model_names(*, ids: Iterable[int]) -> dict[int, str]:
 
 
 def user_names(*, ids: Iterable[int]) -> dict[int, str]:
-    """Each user id's username; 0 is \"no user\", a deleted user's says so."""
+    """Each user id's username; 0 is "no user", a deleted user's says so."""
     ids = set(ids)
     User = get_user_model()
     names = dict(User.objects.filter(pk__in=ids).values_list("pk", User.USERNAME_FIELD))
