@@ -414,5 +414,5 @@ def allowances_renew(allowance_ids: list[str]) -> set[str]:
 
 
 def _usd(value: Decimal) -> str:
-    """Dollars as billing.money writes them, the message puts the sign: 5.00, 4.99 (of 4.999), 0.000125."""
+    """Dollars as billing.money writes them, without the "$" the message puts first: 5.00, 4.99 (of 4.999)."""
     return usd_figure(value)
