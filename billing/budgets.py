@@ -53,6 +53,7 @@ from routing.snapshot import ModelSnap
 
 from .allowances import AllowanceLedger, Grant, Reservation
 from .models import COST_DECIMAL_PLACES, Budget, BudgetAllowance
+from .money import usd_figure
 from .pricing import PriceLike, cost_for_usage
 
 logger = logging.getLogger("routerweb.budgets")
@@ -352,6 +353,5 @@ def allowances_renew(allowance_ids: list[str]) -> set[str]:
 
 
 def _usd(value: Decimal) -> str:
-    """Dollars with at least 2 and at most 6 decimals, never rounded up past a limit: 5.00, 4.9999, 0.000125."""
-    whole, _, fraction = f"{value:.6f}".rstrip("0").partition(".")
-    return f"{whole}.{fraction.ljust(2, '0')}"
+    """Dollars as billing.money writes them, without the "$" the message puts first: 5.00, 4.99 (of 4.999)."""
+    return usd_figure(value)

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint, Route
 
-from .selectors import CallCursor, viewer_sees_everyone
+from .dashboard.access import viewer_sees_everyone
+from .dashboard.recent import CallCursor
 
 RANGE_PRESETS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "month": "This month"}
 RANGE_CHOICES = [*RANGE_PRESETS.items(), ("custom", "Custom")]

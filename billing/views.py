@@ -8,13 +8,10 @@ viewer), so teams can pull their numbers from scripts; they answer errors in the
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
@@ -29,23 +26,14 @@ from routing.auth import api_key_authenticate_now
 from routing.errors import ApiError
 from routing.views.api import error_response
 
+from .dashboard.access import CallFilters, ForbiddenFilter, call_filters_for, viewer_sees_everyone
+from .dashboard.document import dashboard_data, dashboard_document, dashboard_summary
+from .dashboard.export import call_export_csv
+from .dashboard.names import filter_choices
+from .dashboard.presentation import budget_bar, compact_count
+from .dashboard.recent import recent_calls
 from .forms import DEFAULT_RANGE, RANGE_CHOICES, DashboardFilterForm
 from .models import QuarantinedRow
-from .selectors import (
-    EXPORT_COLUMNS,
-    CallFilters,
-    ForbiddenFilter,
-    call_export_rows,
-    call_filters_for,
-    dashboard_data,
-    dashboard_document,
-    dashboard_summary,
-    filter_choices,
-    recent_calls,
-    viewer_sees_everyone,
-)
-
-CSV_ROWS_PER_CHUNK = 1000
 
 
 def _filters(viewer, form: DashboardFilterForm) -> CallFilters:
@@ -97,9 +85,9 @@ class DashboardView(LoginRequiredMixin, View):
             tokens_in=compact_count(totals.prompt_tokens),
             tokens_out=compact_count(totals.completion_tokens),
             tokens_cached=compact_count(totals.cached_tokens),
-            budgets=summary.budgets,
+            budgets=[budget_bar(use=use) for use in summary.budgets],
             budget_count=summary.budget_count,
-            chart_data=dashboard_document(summary),
+            chart_data=dashboard_document(summary=summary),
             page=page,
             paged=form.cleaned_data["before"] is not None,
             query=query,
@@ -108,16 +96,6 @@ class DashboardView(LoginRequiredMixin, View):
             quarantined=QuarantinedRow.objects.count() if request.user.is_staff else 0,
         )
         return render(request, self.template_name, context)
-
-
-def compact_count(n: int) -> str:
-    """A count for a tile: 9,999 as is, then three significant digits: 12.3K, 4.56M, 7.89B."""
-    if n < 10_000:
-        return f"{n:,}"
-    size, suffix = next((s, x) for s, x in ((10**3, "K"), (10**6, "M"), (10**9, "B")) if n / s < 999.5 or x == "B")
-    value = n / size
-    decimals = 2 if value < 9.995 else 1 if value < 99.95 else 0
-    return f"{value:.{decimals}f}{suffix}"
 
 
 def _unpriced_url(form: DashboardFilterForm) -> str:
@@ -188,7 +166,7 @@ class DashboardDataView(_ApiView):
 
 class DashboardExportView(_ApiView):
     def respond(self, request, viewer, form, filters) -> HttpResponse:
-        chunks = csv_chunks(call_export_rows(filters=filters))
+        chunks = call_export_csv(filters=filters)
         # Under ASGI a synchronous iterator would be read to the end into memory first: hand it over
         # chunk by chunk instead. The test client (WSGI) takes the synchronous one as it is.
         content = _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
@@ -197,50 +175,6 @@ class DashboardExportView(_ApiView):
         response["Content-Disposition"] = f'attachment; filename="routerweb-calls-{first}-{last}.csv"'
         response["Cache-Control"] = "no-store"
         return response
-
-
-def csv_chunks(rows: Iterable[tuple[Any, ...]], rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> Iterator[str]:
-    """The header, then the rows as CSV text, `rows_per_chunk` rows per chunk."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
-    for count, row in enumerate(rows, 1):
-        writer.writerow(_csv_cells(row))
-        if count % rows_per_chunk == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
-def _csv_cells(row: tuple[Any, ...]) -> list[Any]:
-    created_at, request_id, user, key, requested, model, provider, status, *numbers = row
-    prompt, cached, completion, estimated, cost, latency, ttft, attempts = numbers
-    return [
-        created_at.isoformat(),
-        request_id,
-        _text(user),
-        _text(key),
-        _text(requested),
-        _text(model),
-        _text(provider),
-        status,
-        prompt,
-        cached,
-        completion,
-        "true" if estimated else "false",
-        "" if cost is None else f"{cost:f}",
-        latency,
-        "" if ttft is None else ttft,
-        orjson.dumps(attempts).decode(),
-    ]
-
-
-def _text(value: str | None) -> str:
-    """A text cell; one that a spreadsheet would run as a formula gets a leading apostrophe."""
-    if not value:
-        return ""
-    return f"'{value}" if value[0] in "=+-@\t\r" else value
 
 
 async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:

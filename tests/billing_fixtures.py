@@ -3,7 +3,7 @@
 `world` holds users (one staff), API keys, models and a route; `calls` stores 700 varied calls through
 the recorder's write path (`call_rows_store`, which maintains the rollups), in several batches and with
 a replayed batch. `matching`, `cost_of` and `is_fallback` read the `Call` rows themselves, never the
-rollups or the selectors' SQL. The fixtures are registered for every test module by tests/conftest.py.
+rollups or billing/dashboard/'s SQL. The fixtures are registered for every test module by tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from billing.budgets import period_start_for
 from billing.calls import call_rows_store
+from billing.dashboard.access import CallFilters
 from billing.models import Budget, Call
 from billing.pricing import prompt_tokens_bound
-from billing.selectors import CallFilters
 from routing.models import PreferenceVote
 from routing.services import api_key_create
 from tests.factories import model_create, route_create, spend_viewers_group, user_create

@@ -355,7 +355,7 @@ def test_worst_case_uses_the_default_cap_without_any_cap(http, user, fake_model)
     budget_for(limit=str(DEFAULT_MAX_OUTPUT_TOKENS - 1), user=user)
     response = post(http, "uncapped")
     assert response.status_code == 429
-    assert f"could cost up to ${DEFAULT_MAX_OUTPUT_TOKENS}.00." in response.json()["error"]["message"]
+    assert f"could cost up to ${DEFAULT_MAX_OUTPUT_TOKENS:,}.00." in response.json()["error"]["message"]
 
 
 def test_concurrent_calls_never_overspend_a_nearly_spent_budget(

@@ -1,7 +1,7 @@
 """The spend dashboard: every number it shows equals a direct computation over the raw call rows.
 
 The data set (`world`, `calls`) is tests/billing_fixtures.py's. The expected numbers are computed
-here in plain Python from the `Call` rows themselves, never from the rollups or the selectors' SQL.
+here in plain Python from the `Call` rows themselves, never from the rollups or billing/dashboard/'s SQL.
 """
 
 from __future__ import annotations
@@ -22,20 +22,22 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from billing.calls import call_rows_store
-from billing.models import HISTOGRAM_BOUNDS_MS, Budget, Call
-from billing.selectors import (
-    CallFilters,
+from billing.dashboard.access import CallFilters
+from billing.dashboard.aggregates import (
+    Totals,
     bucket_starts,
+    call_slices,
     call_totals,
-    dashboard_data,
     model_stats,
-    recent_calls,
     requested_stats,
     spend_series,
-    usd_str,
     user_spend,
-    vote_counts,
 )
+from billing.dashboard.document import dashboard_data
+from billing.dashboard.recent import recent_calls
+from billing.dashboard.votes import vote_counts
+from billing.models import HISTOGRAM_BOUNDS_MS, Budget, Call
+from billing.money import usd_json
 from routing.models import PreferenceVote
 from routing.services import api_key_create, api_key_revoke
 from tests.billing_fixtures import call_row, client_for, cost_of, is_fallback, make_filters, matching
@@ -53,6 +55,11 @@ def nearest_rank_bound(values: list[int], percent: int) -> int | None:
         return None
     value = sorted(values)[math.ceil(Fraction(len(values) * percent, 100)) - 1]
     return next((bound for bound in HISTOGRAM_BOUNDS_MS if value <= bound), None)
+
+
+def totals_for(*, filters: CallFilters) -> Totals:
+    """The totals the dashboard shows for `filters`, read as the dashboard reads them."""
+    return call_totals(slices=call_slices(filters=filters))
 
 
 def rate(part: int, whole: int) -> float:
@@ -95,7 +102,7 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
                 {
                     "model": names[model_id],
                     "calls": len(mc),
-                    "spend_usd": usd_str(cost_of(mc)),
+                    "spend_usd": usd_json(cost_of(mc)),
                     "prompt_tokens": sum(c.prompt_tokens for c in mc),
                     "completion_tokens": sum(c.completion_tokens for c in mc),
                     "error_calls": errors,
@@ -145,7 +152,7 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
     fallbacks = sum(is_fallback(c) for c in rows)
     document = {
         "totals": {
-            "spend_usd": usd_str(cost_of(rows)),
+            "spend_usd": usd_json(cost_of(rows)),
             "calls": len(rows),
             "prompt_tokens": sum(c.prompt_tokens for c in rows),
             "cached_tokens": sum(c.cached_tokens for c in rows),
@@ -162,7 +169,7 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
         "spend_over_time": {
             "bucket": "hour" if step == timedelta(hours=1) else "day",
             "starts": [s.isoformat() for s in starts],
-            "series": [{"model": names[m], "spend_usd": [usd_str(v) for v in values]} for _, m, values in series],
+            "series": [{"model": names[m], "spend_usd": [usd_json(v) for v in values]} for _, m, values in series],
         },
         "models": [entry for *_, entry in models],
         "requested": requested,
@@ -177,13 +184,13 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
         ranked = sorted(by_user.items(), key=lambda item: (-cost_of(item[1]), -len(item[1]), item[0]))
         usernames = {c.user_id: c.user.username for c in rows if c.user_id}
         entries = [
-            {"user": usernames.get(uid, "no user"), "calls": len(uc), "spend_usd": usd_str(cost_of(uc))}
+            {"user": usernames.get(uid, "no user"), "calls": len(uc), "spend_usd": usd_json(cost_of(uc))}
             for uid, uc in ranked[:10]
         ]
         if len(ranked) > 10:
             rest = [c for _, uc in ranked[10:] for c in uc]
             entries.append(
-                {"user": f"{len(ranked) - 10} other users", "calls": len(rest), "spend_usd": usd_str(cost_of(rest))}
+                {"user": f"{len(ranked) - 10} other users", "calls": len(rest), "spend_usd": usd_json(cost_of(rest))}
             )
         document["spend_by_user"] = entries
     return document
@@ -209,7 +216,7 @@ def filter_cases(world) -> list[tuple[str, dict]]:
     ]
 
 
-# ---------------------------------------------------------------------------- selectors = raw rows
+# ---------------------------------------------------------------------------- dashboard reads = raw rows
 
 
 def test_every_chart_and_total_of_the_json_document_equals_the_raw_rows(world, calls):
@@ -233,7 +240,7 @@ def test_the_data_set_covers_what_the_charts_show(world, calls):
     assert sum(c.cost_usd is None for c in rows) > 10
     assert any(c.latency_ms > HISTOGRAM_BOUNDS_MS[-1] for c in rows)
     assert any(c.created_at.hour == 0 and c.created_at.minute == 0 and c.created_at.second == 0 for c in rows)
-    totals = call_totals(filters=f)
+    totals = totals_for(filters=f)
     assert totals.calls == len(rows) == 700
     assert totals.cost_usd == cost_of(rows) and totals.cost_usd > Decimal(100)
     assert isinstance(totals.cost_usd, Decimal)
@@ -243,7 +250,7 @@ def test_totals_per_filter_equal_the_raw_rows(world, calls):
     for name, case in filter_cases(world):
         f = make_filters(**case)
         rows = matching(calls, f)
-        totals = call_totals(filters=f)
+        totals = totals_for(filters=f)
         assert totals.calls == len(rows), name
         assert totals.cost_usd == cost_of(rows), name
         assert totals.prompt_tokens == sum(c.prompt_tokens for c in rows), name
@@ -254,11 +261,11 @@ def test_totals_per_filter_equal_the_raw_rows(world, calls):
 
 def test_spend_series_uses_hours_up_to_two_days_and_days_beyond(world, calls):
     today = make_filters(days=(0, 1))
-    assert today.bucket == "hour" and len(bucket_starts(today)) == 24
+    assert today.bucket == "hour" and len(bucket_starts(filters=today)) == 24
     two_days = make_filters(days=(1, 2))
-    assert two_days.bucket == "hour" and len(bucket_starts(two_days)) == 48
+    assert two_days.bucket == "hour" and len(bucket_starts(filters=two_days)) == 48
     three = make_filters(days=(2, 3))
-    assert three.bucket == "day" and len(bucket_starts(three)) == 3
+    assert three.bucket == "day" and len(bucket_starts(filters=three)) == 3
     series = spend_series(filters=today)
     rows = matching(calls, today)
     for model_id, values in series.by_model.items():
@@ -280,14 +287,14 @@ def test_model_stats_percentiles_are_nearest_rank_bucket_bounds(world, calls):
 def test_requested_user_and_vote_breakdowns_equal_the_raw_rows(world, calls):
     f = make_filters(days=(40, 41))
     rows = matching(calls, f)
-    for entry in requested_stats(filters=f):
+    for entry in requested_stats(slices=call_slices(filters=f)):
         mine = [c for c in rows if c.requested == entry.requested]
         assert (entry.calls, entry.error_calls, entry.fallback_calls) == (
             len(mine),
             sum(c.status == "error" for c in mine),
             sum(is_fallback(c) for c in mine),
         )
-    spends = user_spend(filters=f, top=2)
+    spends = user_spend(slices=call_slices(filters=f), top=2)
     assert len(spends) == 3 and spends[-1].others == 2  # alice, bob, carol and "no user": two named, two others
     assert sum(s.cost_usd for s in spends) == cost_of(rows)
     assert sum(s.calls for s in spends) == len(rows)
@@ -308,10 +315,10 @@ def test_costs_stay_exact_decimals_past_float_precision(world):
             for i, c in enumerate(costs)
         ]
     )
-    totals = call_totals(filters=make_filters(days=(0, 1)))
+    totals = totals_for(filters=make_filters(days=(0, 1)))
     assert totals.cost_usd == Decimal("123.756789012346")
-    assert usd_str(totals.cost_usd) == "123.756789012346"
-    assert usd_str(Decimal("12.500000000000")) == "12.50" and usd_str(Decimal(0)) == "0.00"
+    assert usd_json(totals.cost_usd) == "123.756789012346"
+    assert usd_json(Decimal("12.500000000000")) == "12.50" and usd_json(Decimal(0)) == "0.00"
 
 
 def test_filters_refuse_ranges_that_split_an_hour():
@@ -477,7 +484,7 @@ def test_the_page_shows_the_totals_budgets_and_recent_calls(world, calls):
     html = response.content.decode()
     assert f'id="kpi-calls">{len(rows):,}<' in html
     budgets = response.context["budgets"]
-    assert [(b.label, b.spent_usd, b.used_pct, b.state) for b in budgets] == [
+    assert [(b.use.label, b.use.spent_usd, b.used_pct, b.state) for b in budgets] == [
         ("user alice", Decimal("45.5"), 91.0, "soft")
     ]
     assert 'class="bar-soft" style="left: 80%"' in html
@@ -486,7 +493,7 @@ def test_the_page_shows_the_totals_budgets_and_recent_calls(world, calls):
     assert "list in admin" not in html  # the admin link is for staff
     # The spend permission shows every budget, most spent this month first: the stale one last, at zero.
     response = client_for(world["root"]).get(PAGE_URL)
-    assert [(b.label, b.spent_usd) for b in response.context["budgets"]] == [
+    assert [(b.use.label, b.use.spent_usd) for b in response.context["budgets"]] == [
         ("user alice", Decimal("45.5")),
         (f"API key {world['bob_key']}", Decimal(0)),
     ]
@@ -588,6 +595,6 @@ def test_a_page_view_reads_each_aggregate_once_in_a_fixed_number_of_queries(worl
     + [(4_560_000, "4.56M"), (7_890_000_000, "7.89B"), (5 * 10**12, "5000B")],
 )
 def test_tile_counts_keep_three_significant_digits(n, shown):
-    from billing.views import compact_count
+    from billing.dashboard.presentation import compact_count
 
     assert compact_count(n) == shown

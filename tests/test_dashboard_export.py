@@ -16,8 +16,8 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
 from billing.calls import call_rows_store
+from billing.dashboard.export import CSV_ROWS_PER_CHUNK
 from billing.models import Call
-from billing.views import CSV_ROWS_PER_CHUNK
 from routing.services import api_key_create
 from tests.billing_fixtures import call_row, client_for, make_filters, matching
 

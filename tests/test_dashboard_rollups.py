@@ -13,9 +13,10 @@ from django.db.models import Count, Sum
 from django.forms.models import model_to_dict
 
 from billing.calls import Tokens, call_cost, call_rows_store
+from billing.dashboard.access import CallFilters
+from billing.dashboard.aggregates import call_slices, call_totals
 from billing.models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, CallRollup, Price
 from billing.rollups import answered_by_fallback, cost_pusd, histogram_bucket, hour_start, rollups_rebuild
-from billing.selectors import CallFilters, call_totals
 from billing.services import price_set
 from routing.metering import CallOutcome
 from routing.models import ModelEndpoint, PreferenceVote
@@ -119,7 +120,7 @@ def test_a_replayed_batch_is_not_counted_twice(world):
     ]
     call_rows_store(rows)
     call_rows_store(rows)  # a spool replayed after a crash
-    totals = call_totals(filters=make_filters(days=(0, 1)))
+    totals = call_totals(slices=call_slices(filters=make_filters(days=(0, 1))))
     assert (totals.calls, totals.cost_usd) == (3, Decimal("1.5"))
 
 
@@ -206,7 +207,7 @@ def test_calls_through_the_live_gateway_are_rolled_up(http, fake_model, recorded
     rows = recorded_calls()
     assert len(rows) == 5
     f = make_filters(days=(0, 1))
-    totals = call_totals(filters=f)
+    totals = call_totals(slices=call_slices(filters=f))
     assert totals.calls == 5
     assert totals.fallback_calls == sum(is_fallback(c) for c in rows) == 2
     assert totals.error_calls == 1
@@ -241,7 +242,7 @@ def test_generate_calls_fills_a_realistic_database_with_matching_rollups(db):
     assert len({c.api_key_id for c in calls}) > 8
     assert PreferenceVote.objects.count() > 0
     f = CallFilters(start=datetime(2025, 5, 20, tzinfo=UTC), end=datetime(2025, 6, 19, tzinfo=UTC))
-    totals = call_totals(filters=f)
+    totals = call_totals(slices=call_slices(filters=f))
     assert (totals.calls, totals.cost_usd) == (len(matching(calls, f)), cost_of(matching(calls, f)))
     assert totals.calls == 3000
     built = rollup_rows()

@@ -466,7 +466,9 @@ def test_made_up_keys_never_reload_the_registry(gateway, fake_model, monkeypatch
     for n in range(20):
         headers = {"Authorization": f"Bearer rw-scanner-{n}"}
         assert httpx.post(url, json={"model": "m", "messages": HELLO}, headers=headers).status_code == 401
-    assert len(loads) <= 1  # the first load only: a miss is no reason to read the database
+    # The first load, and at most one more by the once-a-second version watch (if it saw the model this
+    # test created only after the first load): 20 misses are no reason to read the database 20 times.
+    assert len(loads) <= 2
 
 
 def test_changes_count_at_once_although_requests_start_from_the_worker_snapshot(

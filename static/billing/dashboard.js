@@ -8,8 +8,6 @@
   document.documentElement.classList.add("js");
   const form = document.getElementById("filters");
   const dataNode = document.getElementById("dashboard-data");
-  const state = { charts: {}, data: null };
-  window.routerwebDashboard = state;
 
   // ------------------------------------------------------------------ filters
   if (form) {
@@ -72,12 +70,27 @@
     return colors.get(name);
   };
 
-  const usdShort = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", notation: "compact", maximumFractionDigits: 2 });
-  const usd = (value) => {
-    const n = Number(value);
-    const digits = n !== 0 && Math.abs(n) < 0.01 ? 6 : 2;
-    return "$" + n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
-  };
+  // Dollars to read, by the rules of billing/money.py `usd_text` (keep the two alike): cents at least
+  // ("$12.50"), under a dollar down to the third significant digit ("$0.000348"), cut, never rounded
+  // up ("$4.99" for 4.999). `value` is an exact decimal string of the document, or a number (an axis
+  // tick), first written out in plain digits (15 significant: no binary noise such as 0.1 + 0.2).
+  function usdText(value) {
+    let text = typeof value === "number"
+      ? value.toLocaleString("en-US", { useGrouping: false, maximumSignificantDigits: 15 })
+      : String(value).trim();
+    const negative = text.startsWith("-");
+    if (negative) text = text.slice(1);
+    let [whole, fraction = ""] = text.split(".");
+    whole = whole.replace(/^0+(?=\d)/, "") || "0";
+    let places = 2;
+    if (whole === "0") {
+      const lead = fraction.search(/[1-9]/); // the leading digit's place after the point, from 0
+      if (lead >= 0) places = Math.max(2, lead + 3);
+    }
+    fraction = fraction.slice(0, places).replace(/0+$/, "").padEnd(2, "0");
+    const shown = "$" + whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + "." + fraction;
+    return negative && /[1-9]/.test(whole + fraction) ? "-" + shown : shown;
+  }
   const count = (n) => Number(n).toLocaleString("en-US");
   const pct = (rate) => (rate * 100).toFixed(rate && rate < 0.001 ? 3 : 1) + "%";
 
@@ -108,11 +121,11 @@
   function draw(id, build, hasData, emptyMessage) {
     const canvas = document.getElementById(id);
     if (!canvas) return;
-    state.charts[id] = new Chart(canvas, build());
+    new Chart(canvas, build());
     empty(canvas, hasData ? "" : emptyMessage || "No calls in this range");
   }
 
-  const moneyAxis = { beginAtZero: true, ticks: { callback: (v) => usdShort.format(v) }, grid: { color: line } };
+  const moneyAxis = { beginAtZero: true, ticks: { callback: (v) => usdText(v) }, grid: { color: line } };
   const plainAxis = { grid: { display: false }, ticks: { color: muted } };
   const nameAxis = { grid: { display: false }, ticks: { color: ink, autoSkip: false, font: { size: 11 } } };
   const msAxis = { beginAtZero: true, ticks: { callback: (v) => (v >= 1000 ? v / 1000 + " s" : v + " ms") }, grid: { color: line } };
@@ -137,7 +150,7 @@
         plugins: {
           legend: { position: "right" },
           tooltip: { mode: "index", callbacks: {
-            label: (c) => (c.raw ? ` ${c.dataset.label}: ${usd(series.series[c.datasetIndex].spend_usd[c.dataIndex])}` : null),
+            label: (c) => (c.raw ? ` ${c.dataset.label}: ${usdText(series.series[c.datasetIndex].spend_usd[c.dataIndex])}` : null),
           } },
         },
         interaction: { mode: "index", intersect: false },
@@ -154,7 +167,7 @@
       options: {
         indexAxis: "y",
         scales: { x: moneyAxis, y: nameAxis },
-        plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usd(models[c.dataIndex].spend_usd)} · ${count(models[c.dataIndex].calls)} calls` } } },
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usdText(models[c.dataIndex].spend_usd)} · ${count(models[c.dataIndex].calls)} calls` } } },
       },
     }), models.length > 0);
 
@@ -169,7 +182,7 @@
         options: {
           indexAxis: "y",
           scales: { x: moneyAxis, y: nameAxis },
-          plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usd(users[c.dataIndex].spend_usd)} · ${count(users[c.dataIndex].calls)} calls` } } },
+          plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usdText(users[c.dataIndex].spend_usd)} · ${count(users[c.dataIndex].calls)} calls` } } },
         },
       }), users.length > 0);
     }
@@ -231,7 +244,5 @@
     }), votes.length > 0, "No votes in this range");
   }
 
-  state.data = JSON.parse(dataNode.textContent);
-  render(state.data);
-  document.body.dataset.chartsReady = "1";
+  render(JSON.parse(dataNode.textContent));
 })();

@@ -6,6 +6,7 @@ from a richer data set (40,000 generated calls instead of 3,000).
 
 import csv
 import io
+import json
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -40,7 +41,12 @@ PAINTED = """(id) => {
   for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted += 1;
   return painted / (width * height);
 }"""
-READY = "document.body.dataset.chartsReady === '1'"
+# Every chart's canvas has been painted (axes at least): what a user sees once the charts are drawn.
+DRAWN = """() => [...document.querySelectorAll("canvas[data-chart]")].every((canvas) => {
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) return true;
+  return false;
+})"""
 
 
 @pytest.fixture
@@ -70,8 +76,8 @@ def dashboard(page, log_in_as, generated):
 
 
 def wait_for_charts(page: Page) -> None:
-    """Until the charts are drawn, from the document embedded in the page: no request for data.json."""
-    page.wait_for_function(READY)
+    """Until every chart is drawn, from the document embedded in the page: no request for data.json."""
+    page.wait_for_function(DRAWN, polling=100)
     resources = page.evaluate("performance.getEntriesByType('resource').map(entry => entry.name)")
     assert not [url for url in resources if "/dashboard/data.json" in url]
 
@@ -81,18 +87,28 @@ def chart_ids(page: Page) -> list[str]:
 
 
 def assert_all_drawn(page: Page, *, sparse: tuple[str, ...] = ()) -> None:
-    """Every chart has data, and paints more than its axes (`sparse` ones may hold a thin bar or two)."""
+    """Every chart paints more than its axes (`sparse` ones may hold a thin bar or two) and shows no
+    "nothing in this range" note."""
     for chart in chart_ids(page):
         painted = page.evaluate(PAINTED, chart)
         assert painted > (0.002 if chart in sparse else 0.02), (chart, painted)  # bars, not just axes
-        points = page.evaluate(f"window.routerwebDashboard.charts[{chart!r}].data.datasets[0].data.length")
-        assert points > 0, chart
+        box = page.locator(f"#{chart}").locator("xpath=..")
+        assert box.locator(".chart-empty").count() == 0, chart
 
 
-def spend_series(page: Page) -> list[tuple[str, int]]:
-    return page.evaluate(
-        "window.routerwebDashboard.charts['chart-spend-time'].data.datasets.map(d => [d.label, d.data.length])"
-    )
+def embedded_document(page: Page) -> dict:
+    """The JSON document the page carries and draws its charts from."""
+    return json.loads(page.text_content("#dashboard-data"))
+
+
+def spend_series(page: Page) -> list[list]:
+    """The spend-over-time chart's series: (model, number of buckets) each."""
+    series = embedded_document(page)["spend_over_time"]["series"]
+    return [[s["model"], len(s["spend_usd"])] for s in series]
+
+
+def snapshot(page: Page, chart: str) -> str:
+    return page.evaluate("(id) => document.getElementById(id).toDataURL()", chart)
 
 
 def test_spend_viewers_see_every_chart_drawn_and_filters_redraw_them(dashboard, screenshot):
@@ -113,12 +129,14 @@ def test_spend_viewers_see_every_chart_drawn_and_filters_redraw_them(dashboard, 
     screenshot(page, "dashboard.png", publish=True)
     before = spend_series(page)
     assert len(before) > 3 and all(length == 30 for _, length in before)
+    drawn_before = snapshot(page, "chart-spend-time")
 
     page.select_option("#id_range", "7d")  # applies itself: the page reloads with ?range=7d
     page.wait_for_url("**/dashboard/?range=7d")
     wait_for_charts(page)
     assert_all_drawn(page)
     assert all(length == 7 for _, length in spend_series(page))
+    assert snapshot(page, "chart-spend-time") != drawn_before  # redrawn for the new range
     assert "– " in page.text_content(".dash-range")
 
     page.select_option("#id_model", "gpt-4o")
@@ -126,8 +144,7 @@ def test_spend_viewers_see_every_chart_drawn_and_filters_redraw_them(dashboard, 
     wait_for_charts(page)
     assert_all_drawn(page, sparse=("chart-votes",))  # one model's votes in 7 days: a few, maybe one bar
     assert spend_series(page) == [["gpt-4o", 7]]
-    labels = page.evaluate("window.routerwebDashboard.charts['chart-spend-model'].data.labels")
-    assert labels == ["gpt-4o"]
+    assert [m["model"] for m in embedded_document(page)["models"]] == ["gpt-4o"]
 
     with page.expect_download() as download_info:
         page.click("#export-link")

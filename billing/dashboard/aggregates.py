@@ -1,0 +1,309 @@
+"""Aggregates of the calls the filters select, read from the rollups: totals, spend over time and the
+per-model, per-requested-name and per-user breakdowns (with latency percentiles).
+
+Every read is one rollup scan whose size depends on the range and the number of (user, key, model,
+status) combinations, never on the number of calls. `call_slices` is the scan the totals, the
+requested-name breakdown and the user breakdown share: read it once, pass it to each.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Q, Sum
+
+from ..models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, CallRollup
+from ..rollups import COUNTERS, PICO
+from .access import CallFilters, rollups_matching
+
+TOP_USERS = 10
+
+
+def usd_from_pusd(pusd: int | Decimal | None) -> Decimal:
+    """Picodollars (as summed by the database) to exact dollars with 12 decimal places."""
+    return (Decimal(int(pusd or 0)) / PICO).quantize(Decimal("1e-12"))
+
+
+def rate(part: int, whole: int) -> float:
+    """`part` as a fraction of `whole`, to 6 places; 0.0 of nothing."""
+    return round(part / whole, 6) if whole else 0.0
+
+
+class _CallRates:
+    """Rates of a record with `calls`, `error_calls` and `fallback_calls`."""
+
+    __slots__ = ()
+    calls: int
+    error_calls: int
+    fallback_calls: int
+
+    @property
+    def error_rate(self) -> float:
+        return rate(self.error_calls, self.calls)
+
+    @property
+    def fallback_rate(self) -> float:
+        """Share of requests answered by a candidate other than the first."""
+        return rate(self.fallback_calls, self.calls)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals(_CallRates):
+    calls: int = 0
+    error_calls: int = 0
+    rejected_calls: int = 0
+    cache_hit_calls: int = 0
+    fallback_calls: int = 0
+    unpriced_calls: int = 0
+    estimated_calls: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+    @property
+    def error_pct(self) -> float:
+        return self.error_rate * 100
+
+    @property
+    def fallback_pct(self) -> float:
+        return self.fallback_rate * 100
+
+
+_SLICE_COUNTERS = COUNTERS[: COUNTERS.index("cost_pusd")]  # the plain counts, before cost and histograms
+_SLICE_SUMS = {f"n_{name}": Sum(name) for name in (*_SLICE_COUNTERS, "cost_pusd")}
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """The counters of the calls of one user for one requested name with one status, in the range."""
+
+    user_id: int
+    requested: str
+    status: str
+    calls: int
+    fallback_calls: int
+    unpriced_calls: int
+    estimated_calls: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+
+
+def call_slices(*, filters: CallFilters) -> list[Slice]:
+    """One rollup scan that the totals, the requested-name breakdown and the user breakdown share.
+
+    There are at most users × requested names × statuses slices, a few hundred, whatever the calls.
+    """
+    rows = (
+        rollups_matching(filters=filters, period=filters.totals_period)
+        .values("user_id", "requested", "status")
+        .annotate(**_SLICE_SUMS)
+    )
+    return [
+        Slice(
+            user_id=row["user_id"],
+            requested=row["requested"],
+            status=row["status"],
+            cost_usd=usd_from_pusd(row["n_cost_pusd"]),
+            **{name[2:]: int(row[name]) for name in row if name.startswith("n_") and name != "n_cost_pusd"},
+        )
+        for row in rows
+    ]
+
+
+def call_totals(*, slices: Iterable[Slice]) -> Totals:
+    """The totals of `slices` (read by `call_slices`)."""
+    sums: dict[str, Any] = defaultdict(int)
+    cost = Decimal(0)
+    for piece in slices:
+        for name in _SLICE_COUNTERS:
+            sums[name] += getattr(piece, name)
+        sums[f"{piece.status}_calls"] += piece.calls
+        cost += piece.cost_usd
+    return Totals(
+        cost_usd=cost,
+        error_calls=sums[f"{Call.Status.ERROR}_calls"],
+        rejected_calls=sums[f"{Call.Status.REJECTED}_calls"],
+        cache_hit_calls=sums[f"{Call.Status.CACHE_HIT}_calls"],
+        **{name: sums[name] for name in _SLICE_COUNTERS},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSeries:
+    """Spend per time bucket (`starts`) for each model that answered calls in the range, biggest first."""
+
+    bucket: str
+    starts: list[datetime]
+    by_model: dict[int, list[Decimal]]
+
+
+def bucket_starts(*, filters: CallFilters) -> list[datetime]:
+    """The start of every chart bucket of the range, oldest first."""
+    step = timedelta(hours=1) if filters.bucket == CallRollup.Period.HOUR else timedelta(days=1)
+    first = filters.start.astimezone(UTC)  # a whole hour (whole day for day buckets): see CallFilters
+    starts = []
+    while first < filters.end:
+        starts.append(first)
+        first += step
+    return starts
+
+
+def spend_series(*, filters: CallFilters) -> SpendSeries:
+    starts = bucket_starts(filters=filters)
+    index = {start: i for i, start in enumerate(starts)}
+    rows = (
+        rollups_matching(filters=filters, period=filters.bucket)
+        .exclude(model_id=0)
+        .values("bucket_start", "model_id")
+        .annotate(cost_pusd=Sum("cost_pusd"))
+    )
+    by_model: dict[int, list[Decimal]] = {}
+    for row in rows:
+        values = by_model.setdefault(row["model_id"], [Decimal(0)] * len(starts))
+        values[index[row["bucket_start"].astimezone(UTC)]] = usd_from_pusd(row["cost_pusd"])
+    ordered = sorted(by_model.items(), key=lambda item: (-sum(item[1]), item[0]))
+    return SpendSeries(bucket=filters.bucket, starts=starts, by_model=dict(ordered))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStats:
+    """What the calls a model answered cost and how fast they were; percentiles in ms (bucket upper bounds)."""
+
+    model_id: int
+    calls: int
+    error_calls: int
+    fallback_calls: int
+    cost_usd: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+    latency_counts: tuple[int, ...]
+    ttft_counts: tuple[int, ...]
+
+    @property
+    def latency_p50_ms(self) -> int | None:
+        return histogram_percentile(self.latency_counts, 50)
+
+    @property
+    def latency_p95_ms(self) -> int | None:
+        return histogram_percentile(self.latency_counts, 95)
+
+    @property
+    def ttft_p50_ms(self) -> int | None:
+        return histogram_percentile(self.ttft_counts, 50)
+
+    @property
+    def ttft_calls(self) -> int:
+        return sum(self.ttft_counts)
+
+
+def histogram_percentile(counts: Sequence[int], percent: int) -> int | None:
+    """The nearest-rank percentile of a histogram: the upper bound (ms) of the bucket holding the
+    ceil(n × percent / 100)-th smallest value. None when there is no value, or when that value is in
+    the last, unbounded bucket (slower than the largest bound)."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = -(-total * percent // 100)
+    seen = 0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen >= rank:
+            return HISTOGRAM_BOUNDS_MS[index] if index < len(HISTOGRAM_BOUNDS_MS) else None
+    raise AssertionError("unreachable: rank <= total")
+
+
+def model_stats(*, filters: CallFilters) -> list[ModelStats]:
+    """One entry per model that answered calls in the range (calls no model answered are left out), by spend."""
+    histograms = {column: Sum(column) for column in LATENCY_COLUMNS + TTFT_COLUMNS}
+    rows = (
+        rollups_matching(filters=filters, period=filters.totals_period)
+        .exclude(model_id=0)
+        .values("model_id")
+        .annotate(
+            n_calls=Sum("calls"),
+            n_error_calls=Sum("calls", filter=Q(status=Call.Status.ERROR)),
+            n_fallback_calls=Sum("fallback_calls"),
+            n_cost_pusd=Sum("cost_pusd"),
+            n_prompt_tokens=Sum("prompt_tokens"),
+            n_completion_tokens=Sum("completion_tokens"),
+            **histograms,
+        )
+    )
+    stats = [
+        ModelStats(
+            model_id=row["model_id"],
+            calls=int(row["n_calls"]),
+            error_calls=int(row["n_error_calls"] or 0),
+            fallback_calls=int(row["n_fallback_calls"]),
+            cost_usd=usd_from_pusd(row["n_cost_pusd"]),
+            prompt_tokens=int(row["n_prompt_tokens"]),
+            completion_tokens=int(row["n_completion_tokens"]),
+            latency_counts=tuple(int(row[c]) for c in LATENCY_COLUMNS),
+            ttft_counts=tuple(int(row[c]) for c in TTFT_COLUMNS),
+        )
+        for row in rows
+    ]
+    return sorted(stats, key=lambda s: (-s.cost_usd, -s.calls, s.model_id))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedStats(_CallRates):
+    """Error and fallback counts per name the clients asked for (a model or a route)."""
+
+    requested: str
+    calls: int
+    error_calls: int
+    fallback_calls: int
+
+
+def requested_stats(*, slices: Iterable[Slice]) -> list[RequestedStats]:
+    """Per requested name in `slices`, most called first."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for piece in slices:
+        entry = counts[piece.requested]
+        entry[0] += piece.calls
+        entry[1] += piece.calls if piece.status == Call.Status.ERROR else 0
+        entry[2] += piece.fallback_calls
+    stats = [RequestedStats(name, calls, errors, fallbacks) for name, (calls, errors, fallbacks) in counts.items()]
+    return sorted(stats, key=lambda s: (-s.calls, s.requested))
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpend:
+    """Spend of one user (`user_id` 0: calls without a user), or of the users beyond the top (`others` > 0)."""
+
+    user_id: int
+    calls: int
+    cost_usd: Decimal
+    others: int = 0
+
+
+def user_spend(*, slices: Iterable[Slice], top: int = TOP_USERS) -> list[UserSpend]:
+    """The `top` users in `slices` by spend, then one entry summing every other user (when there are more)."""
+    calls: dict[int, int] = defaultdict(int)
+    costs: dict[int, Decimal] = defaultdict(Decimal)
+    for piece in slices:
+        calls[piece.user_id] += piece.calls
+        costs[piece.user_id] += piece.cost_usd
+    spends = sorted(
+        (UserSpend(user_id=user_id, calls=n, cost_usd=costs[user_id]) for user_id, n in calls.items()),
+        key=lambda s: (-s.cost_usd, -s.calls, s.user_id),
+    )
+    if len(spends) <= top:
+        return spends
+    rest = spends[top:]
+    other = UserSpend(
+        user_id=0,
+        calls=sum(s.calls for s in rest),
+        cost_usd=sum((s.cost_usd for s in rest), Decimal(0)),
+        others=len(rest),
+    )
+    return [*spends[:top], other]
