@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint
 from routing.services import api_key_create
+from testkit.live import free_port
 from tests.conftest import manage_run
 from tests.factories import model_create, provider_create, route_create
-from tests.live import free_port
 
 HELLO = [{"role": "user", "content": "hello router"}]
 

@@ -25,9 +25,9 @@ from billing.models import Budget, Call, Price
 from billing.pricing import cost_for_usage
 from routing.models import ModelEndpoint
 from routing.services import api_key_create
+from testkit.live import free_port
 from tests.conftest import manage_run
 from tests.factories import model_create, provider_create, route_create
-from tests.live import free_port
 
 HELLO = [{"role": "user", "content": "hello router"}]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
