@@ -9,10 +9,16 @@ export ROUTERWEB_PUBLIC_URL ?= http://$(HOST):$(PORT)
 
 .PHONY: run test lint format setup browser bench bench-dashboard clean
 
+# Two stamps: .installed for what runs the app (`make run`), .installed-dev for the tools on top of it
+# (`make test`, `lint`, `format`, `bench`). Either is redone when a requirements file it reads changes.
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements.txt requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
 # A local .env with a generated SECRET_KEY, so `make run` works with DEBUG off and no setup, and the
@@ -48,23 +54,23 @@ run: setup
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: $(VENV)/.installed
+format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: $(VENV)/.installed browser lint
+test: $(VENV)/.installed-dev browser lint
 	SECRET_KEY=$${SECRET_KEY:-test-secret-key} $(PY) manage.py makemigrations --check --dry-run
 	SECRET_KEY=$${SECRET_KEY:-test-secret-key} $(PY) manage.py collectstatic --no-input --verbosity 0
 	SECRET_KEY=$${SECRET_KEY:-test-secret-key} $(PY) -m pytest
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	$(PY) -m bench.gateway
 
-bench-dashboard: $(VENV)/.installed
+bench-dashboard: $(VENV)/.installed-dev
 	$(PY) -m bench.dashboard --rows 1000000 --database-url postgres://postgres@127.0.0.1:5432/routerweb_dash_bench
 
 clean:

@@ -6,7 +6,7 @@ process of the run; `serve` starts a server in it. On exit (also on Ctrl-C or er
 servers, drops the PostgreSQL database it created, deletes its Redis keys and the temp dir.
 
 `BenchStack`, the gateway benchmarks' sandbox, also migrates the database, imports a registry whose
-provider `fake` points at a fake upstream it starts (`python -m tests.fake_upstream`), creates a user
+provider `fake` points at a fake upstream it starts (`python -m testkit.fake_upstream`), creates a user
 and an API key, and starts routerweb under uvicorn.
 
 Nothing else on the machine is touched: the settings come from the environment the sandbox builds, never
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from routerweb.serve import server_command, uvicorn_args
-from tests.live import free_port, redis_delete_prefix
+from testkit.live import free_port, redis_delete_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -290,7 +290,7 @@ def routerweb_command_through(*wrapper: str) -> ServerCommand:
 
 
 def upstream_command(port: int) -> list[str]:
-    return [PYTHON, "-m", "tests.fake_upstream", "--host", HOST, "--port", str(port)]
+    return [PYTHON, "-m", "testkit.fake_upstream", "--host", HOST, "--port", str(port)]
 
 
 @dataclass

@@ -83,6 +83,11 @@ class CallRecorder:
         self._spool_path: Path | None = None
         self._stopping = False
 
+    @property
+    def row_writer_pid(self) -> int | None:
+        """The row writer process's id while it runs; None before it starts, once stopped, or with `insert`."""
+        return self._row_writer.pid if self._row_writer is not None else None
+
     # ------------------------------------------------------------------ producer side (request path)
 
     def record(self, row: Row) -> None:

@@ -35,7 +35,6 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 ROOT_URLCONF = "routerweb.urls"
-WSGI_APPLICATION = "routerweb.wsgi.application"
 ASGI_APPLICATION = "routerweb.asgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -60,11 +60,13 @@ class LocalMemoryState:
 
     Without REDIS_URL there is one worker process, and its local memory is what Django's local-memory
     cache would hold too; a plain dict does the same without pickling, at a few microseconds a call.
+    Expiry times are read on `clock` (monotonic seconds).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._values: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self.clock = clock
 
     def _get(self, key: str, now: float) -> str | None:
         item = self._values.get(key)
@@ -76,16 +78,16 @@ class LocalMemoryState:
         return item[0]
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             return [self._get(key, now) for key in keys]
 
     async def set(self, key: str, value: str, ttl: float) -> None:
         with self._lock:
-            self._values[key] = (value, time.monotonic() + ttl)
+            self._values[key] = (value, self.clock() + ttl)
 
     async def add(self, key: str, value: str, ttl: float) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if self._get(key, now) is not None:
                 return False
@@ -93,7 +95,7 @@ class LocalMemoryState:
             return True
 
     async def incr(self, key: str, ttl: float) -> int:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             value = int(self._get(key, now) or 0) + 1
             self._values[key] = (str(value), now + ttl)

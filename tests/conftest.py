@@ -26,9 +26,9 @@ from routerweb.serve import server_command
 from routing.registry import registry_cache
 from routing.services import api_key_create
 from routing.shared_state import shared_state
+from testkit.fake_upstream import FakeUpstream
+from testkit.live import LiveServer, free_port, redis_delete_prefix, serve_asgi
 from tests.factories import model_create, provider_create
-from tests.fake_upstream import FakeUpstream
-from tests.live import LiveServer, free_port, redis_delete_prefix, serve_asgi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

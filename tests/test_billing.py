@@ -448,7 +448,7 @@ def test_rows_are_stored_by_the_row_writer_process_and_survive_its_death(transac
     recorder = CallRecorder(tmp_path, flush_interval_s=0.05)
     recorder.record(spool_row("req_a"))
     recorder.flush()
-    first_writer = recorder._row_writer.pid
+    first_writer = recorder.row_writer_pid
     assert first_writer not in (None, os.getpid())
     assert list(Call.objects.values_list("request_id", flat=True)) == ["req_a"]
 
@@ -457,7 +457,7 @@ def test_rows_are_stored_by_the_row_writer_process_and_survive_its_death(transac
     recorder.flush()  # the dead writer fails the batch; it is retried with a new one
     recorder.stop()
     assert sorted(Call.objects.values_list("request_id", flat=True)) == ["req_a", "req_b"]
-    assert recorder._row_writer.pid is None  # stopped with the recorder
+    assert recorder.row_writer_pid is None  # stopped with the recorder
     assert not list(tmp_path.glob("calls-*.jsonl"))
 
 

@@ -23,6 +23,7 @@ from billing.allowances import AllowanceLedger, Grant
 from billing.budget_upkeep import BudgetUpkeep, budget_upkeep
 from billing.budgets import (
     ALLOWANCE_CALLS,
+    ALLOWANCE_RENEW_S,
     ALLOWANCE_TTL_S,
     BudgetExceeded,
     budget_allowances,
@@ -327,23 +328,25 @@ def test_a_worker_holding_allowances_sweeps_dead_workers_ones(transactional_db, 
     assert amounts(budget) == (0, Decimal("1"), [Decimal("1")])
 
 
-def test_a_worker_renews_its_allowances_and_drops_one_that_was_reclaimed(transactional_db, user, grants_asked):
-    budget = budget_for(user=user, limit="100")
-    settle(reserve(budget, "0.01"), "0.01")
-    (allowance,) = budget.allowances.all()
-    BudgetAllowance.objects.filter(pk=allowance.pk).update(expires_at=timezone.now())
-    upkeep = BudgetUpkeep(budget_allowances())
-    budget_allowances().idle_s = 60  # not idle yet
+def test_a_worker_renews_its_allowances_and_drops_one_that_was_reclaimed(transactional_db, user, grants_asked, clock):
+    ledger = budget_allowances()
+    saved = ledger.clock, ledger.idle_s
+    ledger.clock, ledger.idle_s = clock, 60  # this process's ledger on a fake clock; not idle yet
     try:
+        budget = budget_for(user=user, limit="100")
+        settle(reserve(budget, "0.01"), "0.01")
+        (allowance,) = budget.allowances.all()
+        BudgetAllowance.objects.filter(pk=allowance.pk).update(expires_at=timezone.now())
+        upkeep = BudgetUpkeep(ledger)
         upkeep()
         allowance.refresh_from_db()
         assert allowance.expires_at > timezone.now() + timedelta(seconds=ALLOWANCE_TTL_S - 5)
         billing.budgets.allowances_release(BudgetAllowance.objects.all())  # reclaimed by another worker
-        upkeep._renew_due = 0
+        clock.now += ALLOWANCE_RENEW_S  # the next renewal is due
         upkeep()
         reserve(budget, "0.01")  # the old allowance was dropped: a new grant, a new allowance
     finally:
-        budget_allowances().idle_s = billing.budgets.ALLOWANCE_IDLE_S
+        ledger.clock, ledger.idle_s = saved
     assert len(grants_asked) == 2
     (new,) = budget.allowances.all()
     assert new.pk != allowance.pk

@@ -17,9 +17,9 @@ from billing.models import Budget, Call
 from billing.pricing import MEDIA_PART_TOKENS, TOOLS_FRAMING_TOKENS, prompt_tokens_bound
 from routing.errors import ApiError
 from routing.schemas import chat_request_parse
+from testkit.fake_upstream import prompt_tokens as fake_prompt_tokens
 from tests.billing_fixtures import budget_for, worst_case_usd
 from tests.factories import route_create
-from tests.fake_upstream import prompt_tokens as fake_prompt_tokens
 
 USD_PER_MTOK = 1000  # input and output alike: a token costs $0.001
 

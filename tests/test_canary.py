@@ -18,8 +18,8 @@ from django.test import Client
 from django.urls import reverse
 
 from routing.models import ModelEndpoint, Provider
+from testkit.live import free_port
 from tests.factories import spend_viewers_group, user_create
-from tests.live import free_port
 
 KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "DASHSCOPE_API_KEY")
 HELLO = [{"role": "user", "content": "hello"}]

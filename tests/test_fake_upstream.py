@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_upstream import FakeUpstream, answer_words, parse_model, prompt_tokens
-from tests.live import LiveServer, free_port, serve_asgi
+from testkit.fake_upstream import FakeUpstream, answer_words, parse_model, prompt_tokens
+from testkit.live import LiveServer, free_port, serve_asgi
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

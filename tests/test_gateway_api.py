@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint
 from routing.services import api_key_create
+from testkit.live import free_port
 from tests.conftest import manage_run
 from tests.factories import model_create, provider_create, route_create
-from tests.live import free_port
 
 HELLO = [{"role": "user", "content": "hello router"}]
 
@@ -259,14 +259,30 @@ def test_weighted_route_splits_first_picks_by_weight(http, fake_model, recorded_
 # ---------------------------------------------------------------------------- circuit breaker
 
 
+class FakeClock:
+    """Wall-clock seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
 def fast_circuit(settings):
+    """The in-process server's circuit breaker opens after 3 failures for 1 s, on a fake clock (yielded)."""
     from routing.gateway import circuit_breaker
 
     settings.ROUTERWEB_CIRCUIT_FAILURES = 3
     settings.ROUTERWEB_CIRCUIT_OPEN_S = 1.0
     circuit_breaker.cache_clear()
-    yield
+    clock = FakeClock()
+    circuit_breaker().clock = clock
+    yield clock
     circuit_breaker.cache_clear()
 
 
@@ -285,7 +301,7 @@ def test_circuit_opens_half_opens_and_closes(http, fake_model, fast_circuit, rec
 
     flaky.upstream_model = "echo"  # the provider recovers
     flaky.save()
-    time.sleep(1.1)
+    fast_circuit.advance(1.1)
     probe = chat(http, "r")
     assert probe.headers["X-Router-Model"] == "flaky"  # the half-open probe went through and succeeded
     assert chat(http, "r").headers["X-Router-Model"] == "flaky"  # closed again
@@ -297,7 +313,7 @@ def test_failed_probe_reopens_the_circuit(http, fake_model, fast_circuit, record
     route_create("r", ["flaky", "backup"])
     for _ in range(3):
         chat(http, "r")
-    time.sleep(1.1)
+    fast_circuit.advance(1.1)
     chat(http, "r")  # the probe fails
     chat(http, "r")
     calls = recorded_calls()
@@ -451,8 +467,10 @@ def test_a_key_created_by_another_process_works_within_about_a_second(gateway, u
     assert httpx.post(url, json=body, headers={"Authorization": "Bearer rw-scanner-0"}).status_code == 401
     created = manage_run("createapikey", user.username, "--name", "from a shell")
     headers = {"Authorization": f"Bearer {created.stdout.splitlines()[-1]}"}
-    time.sleep(1.5)  # the server's version check runs once a second
-    assert httpx.post(url, json=body, headers=headers).status_code == 200
+    deadline = time.monotonic() + 2.5  # the server's version check runs once a second
+    while (status := httpx.post(url, json=body, headers=headers).status_code) != 200:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
     assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
 
 

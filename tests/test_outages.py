@@ -25,9 +25,9 @@ from billing.models import Budget, Call, Price
 from billing.pricing import cost_for_usage
 from routing.models import ModelEndpoint
 from routing.services import api_key_create
+from testkit.live import free_port
 from tests.conftest import manage_run
 from tests.factories import model_create, provider_create, route_create
-from tests.live import free_port
 
 HELLO = [{"role": "user", "content": "hello router"}]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -56,6 +56,14 @@ def load_run(url: str, api_keys: list[str], body: dict, *, during: Callable[[], 
         for worker in workers:
             worker.join(timeout=30)
     return statuses
+
+
+def until(condition: Callable[[], object], *, timeout_s: float) -> None:
+    """Return once `condition()` is true; fail the test if it is still false after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still not true after {timeout_s} s"
+        time.sleep(0.05)
 
 
 def rows_stored(expected: int, timeout_s: float = 20.0) -> int:
@@ -124,7 +132,8 @@ def test_redis_stopped_and_restarted_under_load(gateway_worker_process, redis_se
         redis_server.stop()
         time.sleep(2.0)
         redis_server.start()
-        time.sleep(2.0)  # the worker tries Redis again within a second, and trips flaky's circuit there
+        # The worker tries Redis again within a second, and trips flaky's circuit there.
+        until(lambda: redis_server.keys("*:rw:cb:m:flaky:open"), timeout_s=5.0)
 
     statuses = load_run(url, [api_key] * 4, {"model": "r", "messages": HELLO}, during=outage)
     assert set(statuses) == {200} and statuses[200] >= 20, statuses
@@ -235,10 +244,9 @@ def test_a_registry_imported_while_the_server_runs_is_in_force_1_5_s_later(
     manage_run("import_registry", str(registry), REDIS_URL="")  # a shell without Redis
     new_price = Price.objects.filter(model__name="priced").latest("effective_from")
     assert new_price.input_per_mtok == 300
-    time.sleep(1.5)
+    until(lambda: chat(url, api_key, "moved-model").status_code == 200, timeout_s=1.5)
     after = chat_row(url, api_key, "priced")
     assert after.cost_usd == priced_at(after, new_price) != priced_at(after, old_price)
-    assert chat(url, api_key, "moved-model").status_code == 200
 
 
 def test_a_budget_created_by_a_script_is_enforced_within_about_a_second(
@@ -248,6 +256,6 @@ def test_a_budget_created_by_a_script_is_enforced_within_about_a_second(
     url = gateway_worker_process(REDIS_URL="")
     chat_row(url, api_key, "priced")
     Budget.objects.create(user=user, limit_usd=Decimal("0.000001"))  # this process is the script
-    time.sleep(1.5)
+    until(lambda: chat(url, api_key, "priced").status_code == 429, timeout_s=1.5)
     refused = chat(url, api_key, "priced")
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"

@@ -15,8 +15,8 @@ from routing.providers.base import JSON_HEADERS, Answer, ProviderAdapter
 from routing.streaming import DONE_EVENT, StreamRelay
 from routing.upstream import UpstreamFailure
 from routing.usage import Usage
+from testkit.live import serve_asgi
 from tests.factories import model_create, provider_create
-from tests.live import serve_asgi
 
 
 class ToyAdapter(ProviderAdapter):

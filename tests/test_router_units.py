@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter
 
@@ -199,9 +200,38 @@ def test_shared_state_operations(state):
         assert [await state.incr("count", ttl=10) for _ in range(3)] == [1, 2, 3]
         await state.delete("a", "lock", "count")
         assert await state.get_many(["a", "lock", "count"]) == [None, None, None]
+
+    run(scenario())
+
+
+def test_local_memory_values_expire_on_its_clock():
+    clock = Clock()
+    state = LocalMemoryState(clock=clock)
+
+    async def scenario():
+        await state.set("short", "1", ttl=10)
+        await state.incr("count", ttl=10)
+        clock.now += 9.9
+        assert await state.get_many(["short", "count"]) == ["1", "1"]
+        assert await state.add("short", "2", ttl=10) is False
+        clock.now += 0.1
+        assert await state.get_many(["short", "count"]) == [None, None]
+        assert await state.add("short", "2", ttl=10) is True
+        assert await state.incr("count", ttl=10) == 1  # an expired counter starts again
+
+    run(scenario())
+
+
+def test_redis_values_expire():
+    """Redis expires keys on its own clock, so this one waits for real (polling, two seconds at most)."""
+    state = RedisState("redis://127.0.0.1:6379/1", f"test-expiry-{uuid.uuid4().hex[:8]}:")
+
+    async def scenario():
         await state.set("short", "1", ttl=0.05)
-        await asyncio.sleep(0.1)
-        assert await state.get_many(["short"]) == [None]
+        deadline = time.monotonic() + 2
+        while await state.get_many(["short"]) != [None]:
+            assert time.monotonic() < deadline, "the key outlived its TTL"
+            await asyncio.sleep(0.01)
 
     run(scenario())
 

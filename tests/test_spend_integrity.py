@@ -22,10 +22,10 @@ from billing.budgets import period_start_for
 from billing.calls import quarantined_rows_retry, rows_quarantine, spooled_lines_store
 from billing.models import Budget, Call, QuarantinedRow
 from billing.recorder import CallRecorder
+from testkit.live import serve_asgi
 from tests.billing_fixtures import budget_for
 from tests.conftest import REPO_ROOT
 from tests.factories import model_create, provider_create
-from tests.live import serve_asgi
 
 HELLO = [{"role": "user", "content": "hello"}]
 

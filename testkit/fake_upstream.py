@@ -602,7 +602,7 @@ app = FakeUpstream()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve ``FakeUpstream`` with uvicorn: ``python -m tests.fake_upstream --host H --port P``."""
+    """Serve ``FakeUpstream`` with uvicorn: ``python -m testkit.fake_upstream --host H --port P``."""
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible upstream with fault injection.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
