@@ -1,14 +1,13 @@
 """ASGI entry point: /v1/ goes to the lean API handler, /demo/v1/ to the offline demo provider when
 ROUTERWEB_DEMO_PROVIDER is on, everything else (pages, admin, static files) to Django's full stack.
 
-Lifespan: at start-up the meter starts (billing's replays the rows a previous process spooled) and
-the registry watch starts (it reads the registry version once a second, routing/registry.py); at
-shutdown the watch stops, the upstream HTTP client closes, the meter stops (billing's stores what is
-queued and hands back the worker's budget allowances) and the database threads' connections close.
+Lifespan: at start-up the worker's runtime is built (routing/runtime.py), handed to every request
+through the lifespan state, and started: its meter (billing's replays the rows a previous process
+spooled) and its registry watch. At shutdown the watch stops, the upstream HTTP client closes, the
+meter stops (billing's stores what is queued and hands back the worker's budget allowances) and the
+database threads' connections close.
 """
 
-import asyncio
-import contextlib
 import logging
 import os
 
@@ -23,8 +22,7 @@ from routerweb.db_executor import db_executor  # noqa: E402  (needs Django set u
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.demo_provider import PREFIX as DEMO_PREFIX  # noqa: E402
 from routing.demo_provider import DemoProvider  # noqa: E402
-from routing.metering import meter  # noqa: E402
-from routing.registry import registry_cache  # noqa: E402
+from routing.runtime import runtime_build, runtime_install, runtime_start, runtime_stop  # noqa: E402
 from routing.upstream import upstream_transport_close  # noqa: E402
 
 logger = logging.getLogger("routerweb")
@@ -41,25 +39,26 @@ async def application(scope, receive, send):
             return await demo_provider(scope, receive, send)
         return await django_application(scope, receive, send)
     if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
+        return await _lifespan(scope, receive, send)
     raise ValueError(f"unsupported ASGI scope type {scope['type']!r}")
 
 
-async def _lifespan(receive, send) -> None:
-    registry_watch = None
+async def _lifespan(scope, receive, send) -> None:
+    runtime = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            meter().start()
-            registry_watch = asyncio.create_task(registry_cache.watch(), name="registry-watch")
+            runtime = runtime_build()
+            runtime_install(runtime)  # for requests served without lifespan state
+            scope.setdefault("state", {})["runtime"] = runtime  # copied into every request's scope
+            runtime_start(runtime)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            if registry_watch is not None:
-                registry_watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await registry_watch
+            if runtime is not None:
+                await runtime_stop(runtime)
             await upstream_transport_close()
-            await db_executor.run(meter().stop)
+            if runtime is not None:
+                await db_executor.run(runtime.meter.stop)
             db_executor.close_connections()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -12,19 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
-from django.conf import settings
-
-from .circuit import CircuitBreaker
 from .errors import ApiError
-from .metering import CallOutcome, CallPlan, meter
-from .registry import RegistryUnavailable, registry_cache
+from .metering import CallOutcome, CallPlan
+from .registry import RegistryUnavailable
 from .registry_version import VERSION_KEY
 from .router import RouteResult, Trace, candidates_for, route_request
+from .runtime import Runtime
 from .schemas import ChatRequest, chat_request_parse
-from .shared_state import shared_state
 from .snapshot import KeySnap, ModelSnap, Registry
 from .usage import Usage, UsageProblem
 
@@ -56,6 +53,7 @@ class CallContext:
     trace: Trace = field(default_factory=Trace)
     metering: Any = None  # what the meter reserved for the call (routing/metering.py)
     snapshot_part: Any = None  # the meter's part of the registry snapshot the call was routed with
+    runtime: Runtime | None = None  # set by chat_completion_run
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)
@@ -84,23 +82,6 @@ class CallContext:
         }
 
 
-_in_flight = 0
-
-
-def requests_in_flight() -> int:
-    """Chat requests started in this process whose call row is not recorded yet."""
-    return _in_flight
-
-
-@cache
-def circuit_breaker() -> CircuitBreaker:
-    return CircuitBreaker(
-        shared_state(),
-        failures_to_open=settings.ROUTERWEB_CIRCUIT_FAILURES,
-        open_seconds=settings.ROUTERWEB_CIRCUIT_OPEN_S,
-    )
-
-
 class RegistryChanged(Exception):
     """The unchecked snapshot a request started from is out of date; `registry` is the current one."""
 
@@ -115,7 +96,7 @@ UNCHECKED_TRIES = 2
 Caller = Callable[[Registry], CallContext]
 
 
-async def chat_completion_run(*, raw_body: bytes, caller: Caller) -> GatewayResponse:
+async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Caller) -> GatewayResponse:
     """Route one chat completion for whoever `caller(registry)` says is calling; never raises for bad
     input or upstream trouble (answers an OpenAI error). `caller` raises ApiError to refuse (401):
     that answer writes no row.
@@ -125,7 +106,7 @@ async def chat_completion_run(*, raw_body: bytes, caller: Caller) -> GatewayResp
     changed (a key revoked a moment ago, say), the request starts over with the current one before
     anything happened: no upstream call, no reservation, no row.
     """
-    registry = registry_cache.snapshot()
+    registry = runtime.registry.snapshot()
     for _ in range(UNCHECKED_TRIES):
         if registry is None:
             break
@@ -133,22 +114,24 @@ async def chat_completion_run(*, raw_body: bytes, caller: Caller) -> GatewayResp
             context = caller(registry)
         except ApiError:
             break  # perhaps a key created since the snapshot: decide on the checked registry
+        context.runtime = runtime
         try:
             return await _run(raw_body, registry, context, registry_checked=False)
         except RegistryChanged as changed:
             registry = changed.registry
     try:
-        registry = await registry_checked_get()
+        registry = await registry_checked_get(runtime)
         context = caller(registry)
     except ApiError as error:
         return GatewayResponse(error.status, {}, body=error.body())
+    context.runtime = runtime
     return await _run(raw_body, registry, context, registry_checked=True)
 
 
-async def registry_checked_get() -> Registry:
+async def registry_checked_get(runtime: Runtime) -> Registry:
     """The current registry, or ApiError 503 when there is none (a new worker whose database is down)."""
     try:
-        return await registry_cache.get()
+        return await runtime.registry.get()
     except RegistryUnavailable:
         message = "routerweb could not read its registry (database unavailable); try again."
         raise ApiError(503, message, code="registry_unavailable", type="server_error") from None
@@ -159,8 +142,8 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
     changed; an error found before the version is read is only answered once the snapshot is confirmed
     (a key, model or route created a moment ago must not be refused by an old snapshot).
     """
-    global _in_flight
-    _in_flight += 1
+    runtime = context.runtime
+    runtime.calls_in_flight += 1
     chat: ChatRequest | None = None
     try:
         try:
@@ -170,20 +153,20 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             candidates = candidates_for(registry, chat.model, chat.fallback_models)
         except ApiError:
             if not registry_checked:  # a model created since the snapshot gets its chance
-                _confirm(registry, await registry_cache.get())
+                _confirm(registry, await runtime.registry.get())
             raise
-        breaker = circuit_breaker()
+        breaker = runtime.breaker
         if registry_checked:
             views = await breaker.read(candidates)
         else:
             views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
-            _confirm(registry, await registry_cache.for_token(token))
+            _confirm(registry, await runtime.registry.for_token(token))
         candidates = await _reserve(registry, context, chat, candidates)
         result = await route_request(
             chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
         )
     except RegistryChanged:
-        _in_flight -= 1  # nothing to record: the caller starts over
+        runtime.calls_in_flight -= 1  # nothing to record: the caller starts over
         raise
     except ApiError as error:
         _record_failure(context, chat, error)
@@ -218,7 +201,7 @@ async def _reserve(
 ) -> list[ModelSnap]:
     """Ask the meter to reserve the call (it may refuse with ApiError); returns the candidates it covers."""
     context.snapshot_part = registry.metering
-    reserved = await meter().reserve(
+    reserved = await context.runtime.meter.reserve(
         CallPlan(
             request_id=context.request_id,
             created_at=context.created_at,
@@ -313,6 +296,7 @@ def _record(
 ) -> None:
     now = time.perf_counter()
     _record_outcome(
+        context,
         context.outcome(
             requested=chat.model,
             model=result.model,
@@ -326,7 +310,7 @@ def _record(
             latency_ms=round((now - context.started) * 1000),
             ttft_ms=round((first_content_at - context.started) * 1000) if first_content_at else None,
             client_disconnected=client_disconnected,
-        )
+        ),
     )
 
 
@@ -340,6 +324,7 @@ def _record_failure(
 ) -> None:
     status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
     _record_outcome(
+        context,
         context.outcome(
             requested=chat.model if chat else "",
             model=model,
@@ -350,13 +335,12 @@ def _record_failure(
             stream=bool(chat and chat.stream),
             latency_ms=round((time.perf_counter() - context.started) * 1000),
             client_disconnected=client_disconnected,
-        )
+        ),
     )
 
 
-def _record_outcome(outcome: CallOutcome) -> None:
-    global _in_flight
+def _record_outcome(context: CallContext, outcome: CallOutcome) -> None:
     try:
-        meter().record(outcome)
+        context.runtime.meter.record(outcome)
     finally:
-        _in_flight -= 1
+        context.runtime.calls_in_flight -= 1

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from .metering import meter
+from .metering import Meter
 from .models import ModelEndpoint, PreferenceVote
 from .router import Attempt, skip_reason
 from .schemas import invalid_param, json_object_parse
@@ -87,11 +87,11 @@ def tokens_per_second(*, completion_tokens: int, latency_ms: int, ttft_ms: int |
     return round(completion_tokens * 1000 / window_ms, 1)
 
 
-def call_detail_get(*, user_id: int, request_id: str) -> dict[str, Any] | None:
+def call_detail_get(*, meter: Meter, user_id: int, request_id: str) -> dict[str, Any] | None:
     """The recorded call `request_id` if it is `user_id`'s, as the page shows it; None otherwise (or not yet)."""
     if not REQUEST_ID.fullmatch(request_id):
         return None
-    call = meter().recorded_calls(user_id=user_id, request_ids=[request_id]).get(request_id)
+    call = meter.recorded_calls(user_id=user_id, request_ids=[request_id]).get(request_id)
     if call is None:
         return None
     detail = {name: getattr(call, name) for name in CALL_DETAIL_FIELDS}
@@ -158,14 +158,14 @@ def vote_request_parse(raw: bytes) -> VoteRequest:
     return VoteRequest(compared=compared, request_ids=request_ids, chosen=chosen)
 
 
-def vote_record(*, user: AbstractBaseUser, vote: VoteRequest) -> tuple[PreferenceVote, bool]:
+def vote_record(*, meter: Meter, user: AbstractBaseUser, vote: VoteRequest) -> tuple[PreferenceVote, bool]:
     """Store `user`'s preference for one comparison; returns (vote, created).
 
     Every column must be one of the user's own recorded calls, made for that column's name, and the
     chosen column must have answered; otherwise ApiError(400). Voting again on the same comparison
     replaces the earlier choice.
     """
-    calls = meter().recorded_calls(user_id=user.pk, request_ids=vote.request_ids)
+    calls = meter.recorded_calls(user_id=user.pk, request_ids=vote.request_ids)
     for name, request_id in zip(vote.compared, vote.request_ids, strict=True):
         call = calls.get(request_id)
         if call is None or call.requested != name:

@@ -165,8 +165,12 @@ class RegistryCache:
         async with self._lock():
             if self._registry is not None and token == self._token:
                 return self._registry  # another request reloaded it while this one waited
-            self._token = token  # taken even if the reload fails: the version check retries it
-            return await self._reload()
+            registry = await self._reload()
+            # Only now: a request reading the token meanwhile must wait for the reload, not take the old
+            # snapshot. Taken even if the reload failed (the old snapshot is served; the version check
+            # retries), so that a database outage does not make every request try again.
+            self._token = token
+            return registry
 
     async def check_version(self) -> Registry:
         """Read the committed version and reload if the snapshot is at another one (one query when current)."""
@@ -218,6 +222,3 @@ class RegistryCache:
         if self._registry is None:
             raise RegistryUnavailable(str(error)) from error
         return self._registry
-
-
-registry_cache = RegistryCache()

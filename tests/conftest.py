@@ -23,7 +23,7 @@ from billing.budget_upkeep import budget_upkeep
 from billing.budgets import budget_allowances
 from billing.recorder import call_recorder
 from routerweb.serve import server_command
-from routing.registry import registry_cache
+from routing.runtime import runtime_installed
 from routing.services import api_key_create
 from routing.shared_state import shared_state
 from testkit.fake_upstream import FakeUpstream
@@ -63,7 +63,9 @@ def gateway_server(django_db_setup, django_db_blocker) -> LiveServer:
 @pytest.fixture(autouse=True)
 def clean_shared_state(request):
     """Each test starts with no registry snapshot, no circuit state and fresh fake-upstream stats."""
-    registry_cache.clear()
+    runtime = runtime_installed()
+    if runtime is not None:  # the in-process server's, once it has started
+        runtime.registry.clear()
     budget_allowances().clear()
     if settings.REDIS_URL:
         # Never FLUSHDB: only this run's keys (CACHE_KEY_PREFIX) are removed.
@@ -87,10 +89,9 @@ def gateway(gateway_server, transactional_db) -> LiveServer:
 def calls_settle(timeout_s: float = 3.0) -> None:
     """Wait until no request is in flight on the in-process server (a streamed call is recorded just
     after its last byte reaches the client), then until the recorder has written every row."""
-    from routing.gateway import requests_in_flight
-
+    runtime = runtime_installed()
     deadline = time.monotonic() + timeout_s
-    while requests_in_flight() and time.monotonic() < deadline:
+    while runtime is not None and runtime.calls_in_flight and time.monotonic() < deadline:
         time.sleep(0.01)
     call_recorder().flush()
 

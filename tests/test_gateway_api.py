@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint
+from routing.runtime import runtime_installed
 from routing.services import api_key_create
 from testkit.live import free_port
 from tests.conftest import manage_run
@@ -275,15 +276,15 @@ class FakeClock:
 @pytest.fixture
 def fast_circuit(settings):
     """The in-process server's circuit breaker opens after 3 failures for 1 s, on a fake clock (yielded)."""
-    from routing.gateway import circuit_breaker
+    from routing.runtime import runtime_build
 
     settings.ROUTERWEB_CIRCUIT_FAILURES = 3
     settings.ROUTERWEB_CIRCUIT_OPEN_S = 1.0
-    circuit_breaker.cache_clear()
     clock = FakeClock()
-    circuit_breaker().clock = clock
+    runtime = runtime_installed()
+    breaker, runtime.breaker = runtime.breaker, runtime_build(clock=clock).breaker
     yield clock
-    circuit_breaker.cache_clear()
+    runtime.breaker = breaker
 
 
 def test_circuit_opens_half_opens_and_closes(http, fake_model, fast_circuit, recorded_calls):
@@ -479,7 +480,7 @@ def test_made_up_keys_never_reload_the_registry(gateway, fake_model, monkeypatch
 
     loads = []
     registry_load = routing.registry.registry_load
-    monkeypatch.setattr(routing.registry.registry_cache, "_load", lambda: loads.append(1) or registry_load())
+    monkeypatch.setattr(runtime_installed().registry, "_load", lambda: loads.append(1) or registry_load())
     url = f"{gateway.url}/v1/chat/completions"
     for n in range(20):
         headers = {"Authorization": f"Bearer rw-scanner-{n}"}

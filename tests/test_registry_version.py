@@ -17,11 +17,13 @@ from billing.models import Budget
 from routerweb.db_executor import DbExecutor
 from routing.errors import ApiError
 from routing.models import RouteTarget
-from routing.registry import Registry, RegistryCache, RegistryUnavailable
+from routing.registry import RegistryCache, RegistryUnavailable
 from routing.registry_file import registry_import
 from routing.registry_version import registry_version_read
+from routing.runtime import runtime_build
 from routing.services import api_key_create
 from routing.shared_state import FailoverState, LocalMemoryState
+from routing.snapshot import Registry
 from tests.factories import model_create, provider_create, route_create
 
 
@@ -165,15 +167,16 @@ def test_the_database_down_keeps_the_snapshot_logs_once_and_catches_up_when_back
     asyncio.run(scenario())
 
 
-def test_no_snapshot_and_no_database_is_registry_unavailable_a_503_for_the_api(cache, database, monkeypatch):
+def test_no_snapshot_and_no_database_is_registry_unavailable_a_503_for_the_api(cache, database):
     import routing.gateway
 
     database.down = True
     with pytest.raises(RegistryUnavailable):
         asyncio.run(cache.for_token(None))
-    monkeypatch.setattr(routing.gateway, "registry_cache", cache)
+    runtime = runtime_build()
+    runtime.registry = cache
     with pytest.raises(ApiError) as refused:
-        asyncio.run(routing.gateway.registry_checked_get())
+        asyncio.run(routing.gateway.registry_checked_get(runtime))
     assert (refused.value.status, refused.value.code) == (503, "registry_unavailable")
 
 

@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ..auth import api_key_authenticate
 from ..errors import ApiError
 from ..gateway import CallContext, GatewayResponse, chat_completion_run, registry_checked_get
+from ..runtime import runtime_of
 from ..snapshot import KeySnap, Registry
 
 JSON = "application/json"
@@ -20,7 +21,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         key = api_key_authenticate(registry.keys_by_hash, authorization)
         return CallContext(source="api", key=key, user_id=key.user_id)
 
-    return gateway_http_response(await chat_completion_run(raw_body=request.body, caller=caller))
+    result = await chat_completion_run(runtime=runtime_of(request), raw_body=request.body, caller=caller)
+    return gateway_http_response(result)
 
 
 async def models_list(request: HttpRequest) -> HttpResponse:
@@ -49,7 +51,7 @@ async def _models_for_key(request: HttpRequest) -> dict[str, dict] | HttpRespons
         return error_response(ApiError(405, f"Use GET for {request.path}.", code="method_not_allowed"))
     authorization = request.headers.get("Authorization", "")
     try:
-        registry = await registry_checked_get()
+        registry = await registry_checked_get(runtime_of(request))
         key = api_key_authenticate(registry.keys_by_hash, authorization)
     except ApiError as error:
         return error_response(error)

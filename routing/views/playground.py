@@ -29,7 +29,7 @@ from ..playground import (
     vote_record,
     vote_request_parse,
 )
-from ..registry import registry_cache
+from ..runtime import runtime_of
 from .api import JSON, error_response, gateway_http_response
 
 JSON_ERROR_VIEW_PREFIX = "playground:api-"
@@ -39,7 +39,7 @@ SessionView = Callable[..., Awaitable[HttpResponse]]
 
 @login_required
 async def playground_page(request: HttpRequest) -> HttpResponse:
-    groups = playground_choices(registry=await registry_cache.get())
+    groups = playground_choices(registry=await runtime_of(request).registry.get())
     context = {"nav": "playground", "groups": groups, "default_target": default_choice(groups)}
     return TemplateResponse(request, "routing/playground.html", context)
 
@@ -72,14 +72,17 @@ def session_api(method: str) -> Callable[[SessionView], SessionView]:
 async def chat(request: HttpRequest, user) -> HttpResponse:
     raw_body = _request_body(request)
     result = await chat_completion_run(
-        raw_body=raw_body, caller=lambda registry: CallContext(source="playground", user_id=user.id)
+        runtime=runtime_of(request),
+        raw_body=raw_body,
+        caller=lambda registry: CallContext(source="playground", user_id=user.id),
     )
     return gateway_http_response(result)
 
 
 @session_api("GET")
 async def call_detail(request: HttpRequest, user, request_id: str) -> HttpResponse:
-    detail = await sync_to_async(call_detail_get)(user_id=user.id, request_id=request_id)
+    meter = runtime_of(request).meter
+    detail = await sync_to_async(call_detail_get)(meter=meter, user_id=user.id, request_id=request_id)
     if detail is None:
         raise ApiError(404, f"No call {request_id!r} of yours is recorded (yet).", code="call_not_found")
     return HttpResponse(orjson.dumps(detail), content_type=JSON)
@@ -88,7 +91,7 @@ async def call_detail(request: HttpRequest, user, request_id: str) -> HttpRespon
 @session_api("POST")
 async def votes(request: HttpRequest, user) -> HttpResponse:
     vote = vote_request_parse(_request_body(request))
-    stored, created = await sync_to_async(vote_record)(user=user, vote=vote)
+    stored, created = await sync_to_async(vote_record)(meter=runtime_of(request).meter, user=user, vote=vote)
     return HttpResponse(orjson.dumps(vote_as_dict(stored)), status=201 if created else 200, content_type=JSON)
 
 

@@ -1,0 +1,89 @@
+"""The worker's long-lived parts, built in one place and handed to the code that serves requests.
+
+`runtime_build()` makes them from the settings: the registry cache (the worker's snapshot), the
+circuit breakers on the shared state, and the metering backend. The ASGI lifespan builds one per
+worker, starts and stops it (`runtime_start`, `runtime_stop`), and puts it in the lifespan state,
+which the server copies into every request's scope: handlers take it with `runtime_of(request)`.
+Tests build their own, with a fake clock where time matters.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from .circuit import CircuitBreaker
+from .metering import Meter, meter
+from .registry import RegistryCache
+from .shared_state import SharedState, shared_state
+
+
+@dataclass(eq=False)
+class Runtime:
+    registry: RegistryCache
+    breaker: CircuitBreaker
+    meter: Meter
+    # Calls started whose outcome is not recorded yet (a stream's lasts until its last byte is sent).
+    calls_in_flight: int = 0
+    _watch: asyncio.Task | None = field(default=None, repr=False)
+
+
+def runtime_build(*, state: SharedState | None = None, clock: Callable[[], float] = time.time) -> Runtime:
+    """A worker's runtime from the settings; `clock` (wall-clock seconds) drives the circuit breakers."""
+    breaker = CircuitBreaker(
+        state or shared_state(),
+        failures_to_open=settings.ROUTERWEB_CIRCUIT_FAILURES,
+        open_seconds=settings.ROUTERWEB_CIRCUIT_OPEN_S,
+        clock=clock,
+    )
+    return Runtime(registry=RegistryCache(), breaker=breaker, meter=meter())
+
+
+def runtime_start(runtime: Runtime) -> None:
+    """At start-up, on the serving event loop: the meter starts, and the registry watch (the registry
+    version read once a second, routing/registry.py)."""
+    runtime.meter.start()
+    runtime._watch = asyncio.create_task(runtime.registry.watch(), name="registry-watch")
+
+
+async def runtime_stop(runtime: Runtime) -> None:
+    """At shutdown: the registry watch ends. The meter is stopped by the caller, in a database thread
+    (it stores what is pending and hands back what the worker holds)."""
+    if runtime._watch is not None:
+        runtime._watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runtime._watch
+        runtime._watch = None
+
+
+_installed: Runtime | None = None
+
+
+def runtime_install(runtime: Runtime) -> None:
+    """Make `runtime` this process's, for the requests a server without lifespan state serves (Django's
+    test client, a management shell)."""
+    global _installed
+    _installed = runtime
+
+
+def runtime_installed() -> Runtime | None:
+    """This process's runtime, once a server has started one."""
+    return _installed
+
+
+def runtime_of(request) -> Runtime:
+    """The runtime that serves `request`: from its scope's lifespan state, else this process's."""
+    state = getattr(request, "scope", {}).get("state") or {}
+    runtime = state.get("runtime") or _installed
+    if runtime is None:
+        runtime = _installed_default()
+    return runtime
+
+
+def _installed_default() -> Runtime:
+    runtime = runtime_build()
+    runtime_install(runtime)
+    return runtime
