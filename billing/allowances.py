@@ -1,9 +1,8 @@
 """This worker's budget allowances: shares of budgets reserved in one write, spent call by call in memory.
 
-Reserving each call's worst case in the database put a write on the path of every budgeted request
-and cut a worker's throughput by 40–50% (docs/benchmarks.md). Instead a worker reserves a share of
-a budget at once, an allowance (a `BudgetAllowance` row, counted in the budget's `reserved_usd`),
-and draws each call's worst case from it here, under a lock, without I/O. The database side, and
+A worker reserves a share of a budget at once, an allowance (a `BudgetAllowance` row, counted in the
+budget's `reserved_usd`), and draws each call's worst case from it here, under a lock, without I/O
+(why: docs/architecture.md, decisions). The database side, and
 the rules that keep a budget exact across workers, are in billing/budgets.py.
 
 An allowance is usable while all of these hold:

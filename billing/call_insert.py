@@ -1,12 +1,9 @@
 """Inserting many call rows fast: COPY on PostgreSQL, one executemany elsewhere.
 
-Every request's row comes through here (in the row writer process), so the per-row cost adds to
-what each request costs the machine. `bulk_create` spends most of its time preparing each value
-through the SQL compiler (~0.1 ms a row here); converting the few column types of `Call` directly
-is several times cheaper. The rows are the dicts the recorder spools (Call attnames as keys; read
-back from the spool they hold JSON forms, built in-process datetimes and Decimals), and missing
-keys take the field's default.
-"""
+Every request's row comes through here (in the row writer process), so the column types of `Call`
+are converted directly rather than through `bulk_create`'s SQL compiler (docs/architecture.md). The
+rows are the dicts the recorder spools (Call attnames as keys; read back from the spool they hold
+JSON forms, built in-process datetimes and Decimals), and missing keys take the field's default."""
 
 from collections.abc import Callable
 from datetime import datetime

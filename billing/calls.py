@@ -82,7 +82,11 @@ REQUESTED_MAX = Call._meta.get_field("requested").max_length
 ERROR_CODE_MAX = Call._meta.get_field("error_code").max_length
 
 
-def call_row(outcome: CallOutcome) -> dict[str, Any]:
+# A call row: `Call` attnames as keys (plus `reservations`), Python values; spooled as one JSON line.
+CallRow = dict[str, Any]
+
+
+def call_row(outcome: CallOutcome) -> CallRow:
     """The call row of `outcome`: the dict the recorder spools (Call attnames as keys, plus `reservations`).
 
     Values stay Python objects (datetimes, Decimals, `Reservation`s): the recorder writes the row's

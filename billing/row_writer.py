@@ -1,16 +1,14 @@
 """A worker's row writer: a child process that stores the call rows its worker spools.
 
-Storing rows (the COPY, the rollups, the budgets' settling) is Python work for every request. In
-the worker it ran on a thread that shares the GIL with the event loop, so each batch stalled the
-loop (p99 latency went from 5 to 18 ms at saturation) and its CPU came straight off the gateway's
-throughput. The worker's recorder thread now only sends each batch, as the JSON lines it already
-wrote to its spool, down a pipe to this child process, and waits for the answer; the child stores
-them with `spooled_lines_store` (billing/calls.py), in its own process, on another core.
+The worker's recorder thread sends each batch, as the JSON lines it already wrote to its spool, down
+a pipe to this child process (billing/row_writer_process.py) and waits for the answer; the child
+stores them with `spooled_lines_store` (billing/calls.py) in its own process, off the event loop's
+GIL (why: docs/architecture.md, decisions).
 
-Nothing about durability changes: the worker keeps a batch's spool file until the child answers
-that the batch is committed. If the child fails or dies, `store()` raises, the recorder keeps the
-rows and retries (a new child is started), and the retry skips rows that were stored after all.
-The child exits when the worker closes the pipe, or dies.
+The worker keeps a batch's spool file until the child answers that the batch is committed. If the
+child fails or dies, `store()` raises, the recorder keeps the rows and retries (a new child is
+started), and the retry skips rows that were stored after all. The child exits when the worker
+closes the pipe, or dies.
 
 Protocol: a request is `HEADER` (payload size, whether rows may be stored already) and the payload,
 the JSON lines joined by newlines; the answer is `ANSWER` (size) and an error message, empty when

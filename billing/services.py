@@ -1,4 +1,4 @@
-"""Writes for billing: prices (and, later, cost rows and budgets)."""
+"""Writes on prices: the price in force, and a new price row (rows are never rewritten)."""
 
 from datetime import datetime
 from decimal import Decimal

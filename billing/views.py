@@ -23,8 +23,7 @@ from django.urls import reverse
 from django.views import View
 
 from routing.auth import api_key_authenticate_now
-from routing.errors import ApiError
-from routing.views.api import error_response
+from routing.errors import ApiError, error_response
 
 from .dashboard.access import CallFilters, ForbiddenFilter, call_filters_for, viewer_sees_everyone
 from .dashboard.document import dashboard_data, dashboard_document, dashboard_summary

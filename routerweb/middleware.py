@@ -20,8 +20,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, Query
 from django.utils.decorators import sync_and_async_middleware
 from django.utils.html import format_html
 
-from routing.errors import ApiError
-from routing.views.api import error_response
+from routing.errors import ApiError, error_response
 
 logger = logging.getLogger("routerweb.requests")
 

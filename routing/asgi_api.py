@@ -23,7 +23,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from django.urls import Resolver404, resolve
 
-from .errors import ApiError
+from .errors import ApiError, body_too_large, error_response
 
 logger = logging.getLogger("routerweb.api")
 API_URLCONF = "routing.api_urls"
@@ -45,8 +45,7 @@ class ApiHandler:
         try:
             body = await self._read_body(scope, receive)
         except BodyTooLarge:
-            error = ApiError(413, f"The request body is larger than {self.max_body} bytes.", code="body_too_large")
-            await _send_response(send, _error_response(error))
+            await _send_response(send, error_response(body_too_large(self.max_body)))
             return
         except ClientGone:
             return
@@ -90,18 +89,18 @@ class ApiHandler:
         try:
             request.get_host()  # validated against ALLOWED_HOSTS
         except DisallowedHost:
-            return _error_response(ApiError(400, "Invalid Host header.", code="invalid_host"))
+            return error_response(ApiError(400, "Invalid Host header.", code="invalid_host"))
         try:
             match = resolve(request.path_info, urlconf=API_URLCONF)
         except Resolver404:
-            return _error_response(ApiError(404, f"Unknown API path {request.path_info}.", code="not_found"))
+            return error_response(ApiError(404, f"Unknown API path {request.path_info}.", code="not_found"))
         try:
             return await match.func(request, *match.args, **match.kwargs)
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("unhandled error on %s", request.path_info)
-            return _error_response(ApiError(500, "Internal error in routerweb.", code="internal_error"))
+            return error_response(ApiError(500, "Internal error in routerweb.", code="internal_error"))
 
 
 async def _cancel_on_disconnect(receive, task: asyncio.Task, client_gone: asyncio.Event) -> None:
@@ -109,10 +108,6 @@ async def _cancel_on_disconnect(receive, task: asyncio.Task, client_gone: asynci
         pass
     client_gone.set()
     task.cancel()
-
-
-def _error_response(error: ApiError) -> HttpResponse:
-    return HttpResponse(error.body(), status=error.status, content_type="application/json")
 
 
 async def _send_response(send, response: HttpResponse) -> None:

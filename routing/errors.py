@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import orjson
+from django.http import HttpResponse
 
 TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -34,3 +35,13 @@ def error_body(
 ) -> bytes:
     error_type = type_ or TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return orjson.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})
+
+
+def error_response(error: ApiError) -> HttpResponse:
+    """The HTTP response of `error`, on every surface that answers in OpenAI's shape."""
+    return HttpResponse(error.body(), status=error.status, content_type="application/json")
+
+
+def body_too_large(limit: int) -> ApiError:
+    """The 413 of a request body over `limit` bytes (the API's and the playground's limit)."""
+    return ApiError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")

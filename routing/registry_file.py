@@ -71,7 +71,7 @@ class ImportSummary:
         return bool(self.created or self.updated)
 
 
-def registry_load_yaml(text: str) -> dict[str, Any]:
+def registry_file_parse(text: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -107,7 +107,7 @@ def registry_export() -> dict[str, Any]:
     return {"providers": providers, "models": models, "routes": routes}
 
 
-def registry_dump_yaml(data: dict[str, Any]) -> str:
+def registry_file_render(data: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 

@@ -120,7 +120,7 @@ class RedisState:
 
     Each call takes an idle connection (or opens one), sends its command and reads the reply. The
     library's `Redis` client and pool do the same with a lock, a health check and observability
-    hooks around every command: about a third more CPU, paid twice on every request.
+    hooks around every command, paid on every request (docs/architecture.md).
     """
 
     def __init__(self, url: str, prefix: str):

@@ -4,7 +4,7 @@ import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from ..auth import api_key_authenticate
-from ..errors import ApiError
+from ..errors import ApiError, error_response
 from ..gateway import CallContext, GatewayResponse, chat_completion_run, registry_checked_get
 from ..runtime import runtime_of
 from ..snapshot import KeySnap, Registry
@@ -88,7 +88,3 @@ def gateway_http_response(result: GatewayResponse) -> HttpResponse:
     for name, value in result.headers.items():
         response[name] = value
     return response
-
-
-def error_response(error: ApiError) -> HttpResponse:
-    return HttpResponse(error.body(), status=error.status, content_type=JSON)

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.views import csrf
 
-from ..errors import ApiError
+from ..errors import ApiError, body_too_large, error_response
 from ..gateway import CallContext, chat_completion_run
 from ..playground import (
     call_detail_get,
@@ -30,7 +30,7 @@ from ..playground import (
     vote_request_parse,
 )
 from ..runtime import runtime_of
-from .api import JSON, error_response, gateway_http_response
+from .api import JSON, gateway_http_response
 
 JSON_ERROR_VIEW_PREFIX = "playground:api-"
 
@@ -112,5 +112,5 @@ def _request_body(request: HttpRequest) -> bytes:
     except RequestDataTooBig:
         body = None
     if body is None or len(body) > limit:
-        raise ApiError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+        raise body_too_large(limit)
     return body

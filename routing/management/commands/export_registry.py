@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from routing.registry_file import registry_dump_yaml, registry_export
+from routing.registry_file import registry_export, registry_file_render
 
 
 class Command(BaseCommand):
@@ -12,7 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path, nargs="?")
 
     def handle(self, *args, file: Path | None = None, **options):
-        text = registry_dump_yaml(registry_export())
+        text = registry_file_render(registry_export())
         if file is None:
             self.stdout.write(text, ending="")
         else:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from routing.registry_file import RegistryFileError, registry_import, registry_load_yaml
+from routing.registry_file import RegistryFileError, registry_file_parse, registry_import
 
 
 class Command(BaseCommand):
@@ -17,7 +17,7 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc.strerror}") from None
         try:
-            summary = registry_import(data=registry_load_yaml(text))
+            summary = registry_import(data=registry_file_parse(text))
         except RegistryFileError as exc:
             raise CommandError(f"{file}: nothing was imported:\n  " + "\n  ".join(exc.errors)) from None
         if not summary.changed:

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from routing.registry_file import registry_import, registry_load_yaml
+from routing.registry_file import registry_file_parse, registry_import
 
 DEMO_REGISTRY = Path(__file__).resolve().parents[2] / "demo_registry.yaml"
 
@@ -17,5 +17,5 @@ class Command(BaseCommand):
         text = DEMO_REGISTRY.read_text(encoding="utf-8").replace(
             "{public_url}", settings.ROUTERWEB_PUBLIC_URL.rstrip("/")
         )
-        summary = registry_import(data=registry_load_yaml(text))
+        summary = registry_import(data=registry_file_parse(text))
         self.stdout.write(f"demo registry: {len(summary.created)} created, {len(summary.updated)} updated")
