@@ -94,32 +94,40 @@ def call_row(outcome: CallOutcome) -> CallRow:
     """
     tokens = call_tokens(outcome)
     cost = call_cost(outcome, tokens)
+    row = _row_known(outcome)
+    row.update(
+        requested=text_bounded(outcome.requested, REQUESTED_MAX),
+        error_code=text_bounded(outcome.error_code, ERROR_CODE_MAX),
+        stream=outcome.stream,
+        prompt_tokens=tokens.prompt,
+        cached_tokens=tokens.cached,
+        completion_tokens=tokens.completion,
+        usage_estimated=tokens.estimated,
+        estimate_reason=tokens.estimate_reason,
+        cost_usd=cost,
+        unpriced=cost is None,
+        ttft_ms=outcome.ttft_ms,
+        overhead_ms=round(outcome.overhead_ms, 3),
+        attempt_count=sum(1 for a in outcome.attempts if a["outcome"] != "skipped"),
+        attempts=outcome.attempts,
+        client_disconnected=outcome.client_disconnected,
+    )
+    return row
+
+
+def _row_known(outcome: CallOutcome) -> CallRow:
+    """The columns routerweb itself set (ids, status, timing), whatever came back from upstream."""
     model = outcome.model
     return {
         "created_at": outcome.created_at,
         "request_id": outcome.request_id,
         "user_id": outcome.user_id,
         "api_key_id": outcome.api_key_id,
-        "requested": text_bounded(outcome.requested, REQUESTED_MAX),
         "model_id": model.id if model else None,
         "provider_id": model.provider.id if model else None,
         "status": outcome.status,
         "http_status": outcome.http_status,
-        "error_code": text_bounded(outcome.error_code, ERROR_CODE_MAX),
-        "stream": outcome.stream,
-        "prompt_tokens": tokens.prompt,
-        "cached_tokens": tokens.cached,
-        "completion_tokens": tokens.completion,
-        "usage_estimated": tokens.estimated,
-        "estimate_reason": tokens.estimate_reason,
-        "cost_usd": cost,
-        "unpriced": cost is None,
         "latency_ms": outcome.latency_ms,
-        "ttft_ms": outcome.ttft_ms,
-        "overhead_ms": round(outcome.overhead_ms, 3),
-        "attempt_count": sum(1 for a in outcome.attempts if a["outcome"] != "skipped"),
-        "attempts": outcome.attempts,
-        "client_disconnected": outcome.client_disconnected,
         "source": outcome.source,
         "reservations": outcome.metering or [],
     }
@@ -139,26 +147,12 @@ def call_outcome_record(outcome: CallOutcome) -> None:
         call_recorder().record(row)
 
 
-def _call_row_fallback(outcome: CallOutcome) -> dict[str, Any]:
-    """A row from what routerweb itself set (ids, status, timing), for a call whose row failed to build."""
-    model = outcome.model
-    return {
-        "created_at": outcome.created_at,
-        "request_id": outcome.request_id,
-        "user_id": outcome.user_id,
-        "api_key_id": outcome.api_key_id,
-        "model_id": model.id if model else None,
-        "provider_id": model.provider.id if model else None,
-        "status": outcome.status,
-        "http_status": outcome.http_status,
-        "usage_estimated": model is not None,
-        "estimate_reason": "row_error",
-        "cost_usd": None,
-        "unpriced": model is not None,
-        "latency_ms": outcome.latency_ms,
-        "source": outcome.source,
-        "reservations": outcome.metering or [],
-    }
+def _call_row_fallback(outcome: CallOutcome) -> CallRow:
+    """The row of a call whose row failed to build: what routerweb itself set, the tokens unknown."""
+    answered = outcome.model is not None
+    row = _row_known(outcome)
+    row.update(usage_estimated=answered, estimate_reason="row_error", cost_usd=None, unpriced=answered)
+    return row
 
 
 LINKS = [field for field in Call._meta.concrete_fields if field.is_relation]  # user, api_key, model, provider
