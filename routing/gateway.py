@@ -107,20 +107,22 @@ async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Call
     anything happened: no upstream call, no reservation, no row.
     """
     registry = runtime.registry.snapshot()
+    missed = False
     for _ in range(UNCHECKED_TRIES):
         if registry is None:
             break
         try:
             context = caller(registry)
         except ApiError:
-            break  # perhaps a key created since the snapshot: decide on the checked registry
+            missed = True  # perhaps a key created since the snapshot: decide on the checked registry
+            break
         context.runtime = runtime
         try:
             return await _run(raw_body, registry, context, registry_checked=False)
         except RegistryChanged as changed:
             registry = changed.registry
     try:
-        registry = await registry_checked_get(runtime)
+        registry = await registry_checked_get(runtime, after_miss=missed)
         context = caller(registry)
     except ApiError as error:
         return GatewayResponse(error.status, {}, body=error.body())
@@ -128,10 +130,11 @@ async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Call
     return await _run(raw_body, registry, context, registry_checked=True)
 
 
-async def registry_checked_get(runtime: Runtime) -> Registry:
-    """The current registry, or ApiError 503 when there is none (a new worker whose database is down)."""
+async def registry_checked_get(runtime: Runtime, *, after_miss: bool = False) -> Registry:
+    """The current registry, or ApiError 503 when there is none (a new worker whose database is down).
+    `after_miss`: the request named something the snapshot lacks (RegistryCache.get_after_miss)."""
     try:
-        return await runtime.registry.get()
+        return await (runtime.registry.get_after_miss() if after_miss else runtime.registry.get())
     except RegistryUnavailable:
         message = "routerweb could not read its registry (database unavailable); try again."
         raise ApiError(503, message, code="registry_unavailable", type="server_error") from None
@@ -153,7 +156,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             candidates = candidates_for(registry, chat.model, chat.fallback_models)
         except ApiError:
             if not registry_checked:  # a model created since the snapshot gets its chance
-                _confirm(registry, await runtime.registry.get())
+                _confirm(registry, await runtime.registry.get_after_miss())
             raise
         breaker = runtime.breaker
         if registry_checked:

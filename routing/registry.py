@@ -138,6 +138,7 @@ class RegistryCache:
         self._version_read = version_read
         self._run = run
         self._clock = clock
+        self._miss_checked_at = float("-inf")
         self._registry: Registry | None = None
         self._token: str | None = None  # the shared-state token the snapshot answers to
         self._failure_logged_at: float | None = None
@@ -171,6 +172,15 @@ class RegistryCache:
             # retries), so that a database outage does not make every request try again.
             self._token = token
             return registry
+
+    async def get_after_miss(self) -> Registry:
+        """`get()`, for a request naming a key, model or route the snapshot lacks: the database's version
+        is read too (at most once per VERSION_CHECK_S), so that a key created a moment ago by another
+        process works at once, while made-up names cost at most one query a second."""
+        if self._clock() - self._miss_checked_at >= VERSION_CHECK_S:
+            self._miss_checked_at = self._clock()
+            await self.check_version()
+        return await self.get()
 
     async def check_version(self) -> Registry:
         """Read the committed version and reload if the snapshot is at another one (one query when current)."""

@@ -50,9 +50,14 @@ async def _models_for_key(request: HttpRequest) -> dict[str, dict] | HttpRespons
     if request.method != "GET":
         return error_response(ApiError(405, f"Use GET for {request.path}.", code="method_not_allowed"))
     authorization = request.headers.get("Authorization", "")
+    runtime = runtime_of(request)
     try:
-        registry = await registry_checked_get(runtime_of(request))
-        key = api_key_authenticate(registry.keys_by_hash, authorization)
+        registry = await registry_checked_get(runtime)
+        try:
+            key = api_key_authenticate(registry.keys_by_hash, authorization)
+        except ApiError:  # perhaps a key created a moment ago by another process
+            registry = await registry_checked_get(runtime, after_miss=True)
+            key = api_key_authenticate(registry.keys_by_hash, authorization)
     except ApiError as error:
         return error_response(error)
     return _model_objects(registry, key)
