@@ -6,10 +6,11 @@ nor connect per call: each of the pool's threads keeps its own connection (check
 connection pool on PostgreSQL) for as long as it works. `close_connections()` closes them all, at
 shutdown and before a test database is dropped.
 
-A database restart leaves every thread with a dead connection. A call whose first statement fails
-with a connection-level error (`OperationalError`, `InterfaceError`) is run once more on a new
-connection: nothing of it reached the database, so running it again is safe. A call that fails
-after a statement succeeded is not retried (it may have committed, or half-run a transaction).
+A database restart leaves every thread with a dead connection. A call that fails with a
+connection-level error (`OperationalError`, `InterfaceError`) before anything it did could have
+committed (on its first statement, or inside its first transaction, which the server rolls back)
+is run once more on a new connection. A call that fails after a statement was autocommitted or a
+transaction ended is not retried.
 """
 
 import asyncio
@@ -36,8 +37,11 @@ class DbExecutor:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="db")
 
     async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """`func(*args, **kwargs)` in one of the pool's threads; run twice if its first statement fails
-        on a broken connection, so `func` must have no effect outside the database before that statement."""
+        """`func(*args, **kwargs)` in one of the pool's threads; run twice if it fails on a broken
+        connection before anything it did could have committed (its first statement, or inside its
+        first transaction: the server rolled that back). `func` must have no effect outside the
+        database before then, and a second run after a commit whose answer was lost must be harmless
+        (every caller here reads, or reserves budget: at worst a reservation too many, reclaimed)."""
         return await asyncio.get_running_loop().run_in_executor(
             self._pool, functools.partial(_with_thread_connection, func, *args, **kwargs)
         )
@@ -55,28 +59,35 @@ class DbExecutor:
             future.result(timeout=timeout_s + 1)
 
 
-class _StatementCounter:
-    """An execute wrapper counting the statements that succeeded."""
+class _CommitPoints:
+    """An execute wrapper counting what may have committed: statements run outside a transaction
+    (autocommitted), and transactions that ended before the statement running now."""
 
     def __init__(self) -> None:
-        self.succeeded = 0
+        self.committed = 0
+        self._in_transaction = False
 
     def __call__(self, execute, sql, params, many, context):
+        in_transaction = connection.in_atomic_block
+        if self._in_transaction and not in_transaction:
+            self.committed += 1  # the transaction of the statements before this one ended
+        self._in_transaction = in_transaction
         result = execute(sql, params, many, context)
-        self.succeeded += 1
+        if not in_transaction and not sql.startswith("BEGIN"):  # SQLite opens a transaction so
+            self.committed += 1
         return result
 
 
 def _with_thread_connection(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    counter = _StatementCounter()
+    commit_points = _CommitPoints()
     try:
-        with connection.execute_wrapper(counter):
+        with connection.execute_wrapper(commit_points):
             return func(*args, **kwargs)
     except (InterfaceError, OperationalError) as error:
         connection.close()  # broken (a database restart?): the next statement on this thread reconnects
-        if counter.succeeded:
+        if commit_points.committed:
             raise
-        logger.warning("database error before any statement succeeded (%s); retrying on a new connection", error)
+        logger.warning("database connection lost before anything committed (%s); retrying on a new one", error)
     try:
         return func(*args, **kwargs)
     except (InterfaceError, OperationalError):

@@ -272,6 +272,25 @@ def test_a_first_statement_failing_on_a_dead_connection_is_retried_once(transact
         executor.close_connections()
 
 
+def test_a_connection_lost_inside_the_first_transaction_is_retried(transactional_db):
+    """The server rolls back a transaction whose connection dies: nothing of it happened."""
+    executor = DbExecutor(threads=1)
+    tries = []
+
+    def grant_once_dead() -> int:
+        tries.append(1)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            if len(tries) == 1:
+                raise OperationalError("server closed the connection unexpectedly")
+            return len(tries)
+
+    try:
+        assert asyncio.run(executor.run(grant_once_dead)) == 2
+    finally:
+        executor.close_connections()
+
+
 def test_a_failure_after_a_statement_succeeded_is_not_retried(transactional_db):
     executor = DbExecutor(threads=1)
     tries = []
