@@ -46,7 +46,12 @@ async def playground_page(request: HttpRequest) -> HttpResponse:
     views = await breaker.read(models) if models else {}
     circuit_reasons = {m.name: reason for m in models if (reason := breaker.open_reason(m, views[m.name]))}
     groups = playground_choices(registry=registry, circuit_reasons=circuit_reasons)
-    context = {"nav": "playground", "groups": groups, "default_target": default_choice(groups)}
+    context = {
+        "nav": "playground",
+        "groups": groups,
+        "default_target": default_choice(groups),
+        "api_url": request.build_absolute_uri("/v1"),  # for "view as code"
+    }
     return TemplateResponse(request, "routing/playground.html", context)
 
 
