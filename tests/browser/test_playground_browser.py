@@ -314,7 +314,7 @@ def assert_no_horizontal_overflow(page: Page) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_desktop_layout_has_no_horizontal_overflow(playground, scheme):
+def test_desktop_layout_has_no_horizontal_overflow(playground, scheme, screenshot):
     page = playground
     page.emulate_media(color_scheme=scheme)
     page.select_option("#target", "default")
@@ -323,6 +323,8 @@ def test_desktop_layout_has_no_horizontal_overflow(playground, scheme):
     assert_no_horizontal_overflow(page)
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == ("rgb(247, 247, 245)" if scheme == "light" else "rgb(19, 20, 22)")
+    if scheme == "dark":
+        screenshot(page, "playground-dark.png", publish=True)
 
 
 def test_layout_fits_a_phone_width(browser, log_in, registry, screenshot):
