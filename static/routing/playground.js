@@ -854,7 +854,10 @@
     }
     if (!saved || typeof saved !== "object") return;
     const names = new Set(optionsOf(ui.target).map((o) => o.value));
-    if (names.has(saved.target)) ui.target.value = saved.target;
+    // A target that cannot answer any more (its key was removed, its circuit opened) is not restored:
+    // the page's default, which can, stays selected.
+    const usable = optionsOf(ui.target).filter((o) => !o.hasAttribute("data-unavailable"));
+    if (usable.some((o) => o.value === saved.target)) ui.target.value = saved.target;
     ui.system.value = String(saved.system || "");
     ui.temperature.value = String(saved.temperature || "");
     ui.maxTokens.value = String(saved.maxTokens || "");
