@@ -79,6 +79,15 @@ class CircuitBreaker:
             )
         return views, values[len(keys) :]
 
+    def open_reason(self, model: ModelSnap, view: CircuitView) -> str | None:
+        """Why `model` would be skipped now by an open circuit, without taking the half-open probe."""
+        now = self.clock()
+        if view.provider_open_until and view.provider_open_until > now:
+            return f"circuit open: provider {model.provider.name} rejected its key"
+        if view.open_until and view.open_until > now:
+            return f"circuit open, retry in {view.open_until - now:.0f}s"
+        return None
+
     async def admit(self, model: ModelSnap, view: CircuitView) -> str | None:
         """None if `model` may be called now, else the reason it is skipped."""
         now = self.clock()

@@ -271,6 +271,10 @@ class RecordedStream:
             await self._chunks.aclose()
             await self.relay.aclose()
         finally:
+            if self.relay.failure is not None:
+                self.context.trace.stream_broke(
+                    content_chunks=self.relay.content_chunks, reason=self.relay.failure.reason
+                )
             # On the loop's next turn, as for a non-streamed answer: the end of the response goes first.
             record = partial(
                 _record,

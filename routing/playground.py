@@ -5,16 +5,19 @@ an upstream.
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
+from .demo_provider import PREFIX as DEMO_PREFIX
 from .metering import Meter
 from .models import ModelEndpoint, PreferenceVote
 from .router import Attempt, skip_reason
 from .schemas import invalid_param, json_object_parse
-from .snapshot import Registry
+from .snapshot import ModelSnap, Registry
 
 COMPARE_MIN_COLUMNS, COMPARE_MAX_COLUMNS = 2, 4
 # A call's request id: routerweb issues "req_" and 32 hex digits; imported rows use letters, digits,
@@ -29,7 +32,11 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 class TargetChoice:
     name: str
     note: str  # a route's targets, or why a model would be skipped right now
-    usable: bool
+    usable: bool  # at least one candidate can be called now
+    reason: str = ""  # why it is not usable (empty when it is)
+    # Its first callable candidate needs a key that is set, or is the built-in demo model: it is
+    # expected to answer. A keyless model on some server (a local Ollama) may well not be running.
+    dependable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,32 +46,59 @@ class ChoiceGroup:
     choices: tuple[TargetChoice, ...]
 
 
-def playground_choices(*, registry: Registry) -> list[ChoiceGroup]:
+def candidate_unavailable(model: ModelSnap, *, circuit_reasons: Mapping[str, str]) -> str | None:
+    """Why the router would skip `model` now (disabled, key not set, demo provider off, circuit open), or None."""
+    reason = skip_reason(model) or circuit_reasons.get(model.name)
+    if reason is None and is_demo_provider(model) and not settings.ROUTERWEB_DEMO_PROVIDER:
+        reason = "the demo provider is off (ROUTERWEB_DEMO_PROVIDER)"
+    return reason
+
+
+def is_demo_provider(model: ModelSnap) -> bool:
+    return model.provider.base_url.rstrip("/").endswith(DEMO_PREFIX)
+
+
+def playground_choices(*, registry: Registry, circuit_reasons: Mapping[str, str] | None = None) -> list[ChoiceGroup]:
     """What the page offers: one group of routes first, then the models grouped by provider, all by name.
 
-    Unusable models (disabled, key variable not set) are listed too, marked, so that their skip can be
-    seen in the attempt chain.
+    Unavailable models and routes (no candidate that can be called now) are listed too, marked with
+    the reason, so that their skip can be seen in the attempt chain. `circuit_reasons`: model name →
+    why its circuit skips it now.
     """
+    reasons = circuit_reasons or {}
+    unavailable = {name: candidate_unavailable(m, circuit_reasons=reasons) for name, m in registry.models.items()}
     groups = []
     if registry.routes:
-        routes = tuple(
-            TargetChoice(route.name, " → ".join(model.name for model, _ in route.targets), usable=True)
-            for route in sorted(registry.routes.values(), key=lambda r: r.name)
-        )
-        groups.append(ChoiceGroup("Routes", is_route=True, choices=routes))
+        routes = []
+        for route in sorted(registry.routes.values(), key=lambda r: r.name):
+            models = [model for model, _ in route.targets]
+            callable_models = [m for m in models if unavailable[m.name] is None]
+            steps = [m.name if unavailable[m.name] is None else f"{m.name} ({unavailable[m.name]})" for m in models]
+            note = " → ".join(steps) if callable_models else "no candidate can answer: " + "; ".join(steps)
+            dependable = bool(callable_models) and _dependable(callable_models[0])
+            reason = "" if callable_models else "no candidate can answer"
+            routes.append(TargetChoice(route.name, note, bool(callable_models), reason, dependable))
+        groups.append(ChoiceGroup("Routes", is_route=True, choices=tuple(routes)))
     by_provider: dict[str, list[TargetChoice]] = {}
     for model in sorted(registry.models.values(), key=lambda m: m.name):
-        reason = skip_reason(model)
+        reason = unavailable[model.name]
         note = f"{model.provider.name}: {reason}" if reason else model.provider.name
-        by_provider.setdefault(model.provider.name, []).append(TargetChoice(model.name, note, usable=reason is None))
+        choice = TargetChoice(model.name, note, reason is None, reason or "", reason is None and _dependable(model))
+        by_provider.setdefault(model.provider.name, []).append(choice)
     for provider in sorted(by_provider):
         groups.append(ChoiceGroup(f"Models · {provider}", is_route=False, choices=tuple(by_provider[provider])))
     return groups
 
 
+def _dependable(model: ModelSnap) -> bool:
+    return bool(model.provider.api_key_env) or is_demo_provider(model)
+
+
 def default_choice(groups: list[ChoiceGroup]) -> str | None:
-    """The first usable name, routes first; None when nothing is configured."""
-    return next((choice.name for group in groups for choice in group.choices if choice.usable), None)
+    """The page's first selection: a target that can answer. The first dependable one (routes first),
+    else the first usable one; None when nothing is configured."""
+    choices = [choice for group in groups for choice in group.choices]
+    return next((c.name for c in choices if c.dependable), None) or next((c.name for c in choices if c.usable), None)
 
 
 # ---------------------------------------------------------------------------- one call's trace
@@ -79,9 +113,11 @@ def attempt_text(attempt: dict[str, Any]) -> str:
     return text
 
 
-def tokens_per_second(*, completion_tokens: int, latency_ms: int, ttft_ms: int | None) -> float | None:
-    """Generation speed: completion tokens over the time after the first token (the whole call without one)."""
-    window_ms = latency_ms - ttft_ms if ttft_ms is not None and latency_ms > ttft_ms else latency_ms
+def tokens_per_second(*, completion_tokens: int, latency_ms: int, ttft_ms: int | None, stream: bool) -> float | None:
+    """Generation speed: for a stream, completion tokens over the time after the first token; for an
+    answer sent whole, over the whole call (its "first token" is the whole answer, so the time after
+    it says nothing about speed)."""
+    window_ms = latency_ms - ttft_ms if stream and ttft_ms is not None and latency_ms > ttft_ms else latency_ms
     if completion_tokens <= 0 or window_ms <= 0:
         return None
     return round(completion_tokens * 1000 / window_ms, 1)
@@ -96,7 +132,7 @@ def call_detail_get(*, meter: Meter, user_id: int, request_id: str) -> dict[str,
         return None
     detail = {name: getattr(call, name) for name in CALL_DETAIL_FIELDS}
     detail["tokens_per_second"] = tokens_per_second(
-        completion_tokens=call.completion_tokens, latency_ms=call.latency_ms, ttft_ms=call.ttft_ms
+        completion_tokens=call.completion_tokens, latency_ms=call.latency_ms, ttft_ms=call.ttft_ms, stream=call.stream
     )
     detail["attempts"] = [{**attempt, "text": attempt_text(attempt)} for attempt in call.attempts]
     return detail

@@ -72,6 +72,17 @@ class Trace:
     def as_list(self) -> list[dict[str, Any]]:
         return [a.as_dict() for a in self.attempts]
 
+    def stream_broke(self, *, content_chunks: int, reason: str) -> None:
+        """The answering attempt's stream failed after it started: its step becomes an error.
+
+        An attempt is "ok" once its stream has started (falling back stops there); if the stream later
+        breaks, the call failed, and the trace must not show a success.
+        """
+        if self.attempts and self.attempts[-1].outcome == "ok":
+            step = self.attempts[-1]
+            step.outcome = "error"
+            step.reason = f"stream broke off after {content_chunks} chunks ({reason})"
+
 
 def candidates_for(
     registry: Registry, requested: str, fallback_models: list[str], rng: random.Random | None = None

@@ -58,6 +58,7 @@ class StreamRelay(ABC):
         self.usage: Usage | UsageProblem = UsageProblem("no_usage")
         self.text_parts: list[str] = []
         self.text_chars = 0  # every content character relayed, kept in `text_parts` or not
+        self.content_chunks = 0  # upstream events that carried content
         self.started = False  # a content chunk has been seen
         self.first_content_at: float | None = None
         self.finished = False  # [DONE] (or a clean end) was seen
@@ -129,6 +130,7 @@ class StreamRelay(ABC):
         if self.text_chars < TEXT_KEPT_CHARS:
             self.text_parts.append(content[: TEXT_KEPT_CHARS - self.text_chars])
         self.text_chars += len(content)
+        self.content_chunks += 1
 
     def note_started(self) -> None:
         if not self.started:

@@ -400,6 +400,23 @@ def test_upstream_failure_after_the_first_byte_ends_the_stream_with_an_error_eve
     assert call.status == "error" and call.model.name == "dropper" and call.usage_estimated
 
 
+def test_a_stream_that_breaks_is_an_error_in_the_attempt_chain_too(http, fake_model, recorded_calls):
+    fake_model("off", "echo", enabled=False)
+    fake_model("dropper", "echo+words=8+drop=3")
+    route_create("r", ["off", "dropper"])
+    with http.stream(
+        "POST", "/v1/chat/completions", json={"model": "r", "messages": HELLO, "stream": True}
+    ) as response:
+        sse_payloads(response)
+        assert response.headers["X-Router-Attempts"] == "1"  # tries: the skip is not one
+    (call,) = recorded_calls()
+    assert call.status == "error" and call.attempt_count == 1
+    skipped, broke = call.attempts
+    assert skipped["outcome"] == "skipped"
+    assert broke["model"] == "dropper" and broke["outcome"] == "error"
+    assert broke["reason"].startswith("stream broke off after 3 chunks")
+
+
 def test_client_disconnect_closes_the_upstream_stream(http, fake_model, fake_upstream, recorded_calls):
     fake_model("long", "echo+words=200+chunk-delay=50")
     body = {"model": "long", "messages": HELLO, "stream": True}

@@ -17,9 +17,10 @@ from django.test import Client
 from billing.models import Call
 from routing import gateway
 from routing.models import PreferenceVote
-from routing.playground import attempt_text, tokens_per_second
+from routing.playground import attempt_text, default_choice, playground_choices, tokens_per_second
+from routing.registry import registry_load
 from routing.router import RouteResult
-from tests.factories import route_create, user_create
+from tests.factories import model_create, provider_create, route_create, user_create
 
 HELLO = [{"role": "user", "content": "hello playground"}]
 CHAT_URL = "/playground/api/chat"
@@ -271,10 +272,68 @@ def test_attempt_text_and_tokens_per_second():
     )
     error = {"model": "claude-sonnet-4", "outcome": "error", "status": 503, "latency_ms": 120}
     assert attempt_text({**error, "reason": "503 from upstream"}) == "claude-sonnet-4: 503 from upstream after 120 ms"
-    assert tokens_per_second(completion_tokens=30, latency_ms=1600, ttft_ms=100) == 20.0
-    assert tokens_per_second(completion_tokens=30, latency_ms=1500, ttft_ms=None) == 20.0
-    assert tokens_per_second(completion_tokens=0, latency_ms=1500, ttft_ms=None) is None
-    assert tokens_per_second(completion_tokens=5, latency_ms=0, ttft_ms=None) is None
+    assert tokens_per_second(completion_tokens=30, latency_ms=1600, ttft_ms=100, stream=True) == 20.0
+    assert tokens_per_second(completion_tokens=30, latency_ms=1500, ttft_ms=None, stream=True) == 20.0
+    assert tokens_per_second(completion_tokens=0, latency_ms=1500, ttft_ms=None, stream=True) is None
+    assert tokens_per_second(completion_tokens=5, latency_ms=0, ttft_ms=None, stream=False) is None
+    # An answer sent whole: its "first token" came with the last one; the speed is over the whole call,
+    # not 10 tokens in the 1 ms between (which read "10000 tok/s").
+    assert tokens_per_second(completion_tokens=10, latency_ms=1001, ttft_ms=1000, stream=False) == 10.0
+
+
+def test_call_detail_with_wait_answers_202_while_the_row_is_not_recorded(session):
+    response = session.get("/playground/api/calls/req_0123?wait=0.2")
+    assert response.status_code == 202 and response.json() == {"request_id": "req_0123", "recorded": False}
+    bad = session.get("/playground/api/calls/req_0123?wait=60")
+    assert_openai_error(bad, 400, "invalid_value", "invalid_request_error")
+
+
+def test_call_detail_with_wait_returns_the_row_once_it_lands(session, fake_model, recorded_calls):
+    fake_model("m", "echo", price=(1, 2))
+    request_id = play(session, "m").headers["X-Request-Id"]
+    response = session.get(f"/playground/api/calls/{request_id}?wait=5")  # asked at once: the row is not there yet
+    assert response.status_code == 200 and response.json()["request_id"] == request_id
+
+
+# ---------------------------------------------------------------------------- the model picker
+
+
+def test_the_picker_marks_unavailable_candidates_and_defaults_to_a_target_that_can_answer(
+    transactional_db, fake_provider, monkeypatch, settings
+):
+    settings.ROUTERWEB_DEMO_PROVIDER = True
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    openai = provider_create(name="openai", base_url=fake_provider.base_url, api_key_env="OPENAI_API_KEY")
+    ollama = provider_create(name="ollama", base_url="http://127.0.0.1:9/v1")
+    demo = provider_create(name="demo", base_url="http://127.0.0.1:8000/demo/v1")
+    model_create(name="gpt-4o", provider=openai)
+    model_create(name="llama3.2", provider=ollama)
+    model_create(name="demo-echo", provider=demo)
+    model_create(name="off", provider=demo, enabled=False)
+    route_create("cheap", ["llama3.2", "gpt-4o", "demo-echo"])
+    route_create("paid", ["gpt-4o", "off"])
+    route_create("default", ["gpt-4o", "demo-echo"])
+    groups = playground_choices(registry=registry_load(), circuit_reasons={"demo-echo": "circuit open, retry in 9s"})
+    choices = {c.name: c for g in groups for c in g.choices}
+    assert choices["paid"].usable is False and choices["paid"].reason == "no candidate can answer"
+    assert choices["paid"].note == "no candidate can answer: gpt-4o (OPENAI_API_KEY not set); off (disabled)"
+    assert choices["gpt-4o"].reason == "OPENAI_API_KEY not set"
+    assert choices["demo-echo"].reason == "circuit open, retry in 9s"
+    # A keyless local server (Ollama) may not be running: a route starting with it is not the default.
+    assert default_choice(playground_choices(registry=registry_load())) == "default"
+    settings.ROUTERWEB_DEMO_PROVIDER = False
+    groups = playground_choices(registry=registry_load())
+    choices = {c.name: c for g in groups for c in g.choices}
+    assert choices["demo-echo"].reason == "the demo provider is off (ROUTERWEB_DEMO_PROVIDER)"
+    assert default_choice(groups) == "cheap"  # nothing dependable left: the first usable one
+
+
+def test_the_page_shows_the_reason_in_the_picker(session, fake_model):
+    fake_model("off", "echo", enabled=False)
+    fake_model("on", "echo")
+    page = session.get("/playground/").text
+    assert "off · unavailable: disabled</option>" in page
+    assert re.search(r'<option value="on"[^>]*selected', page)
 
 
 # ---------------------------------------------------------------------------- compare-mode votes

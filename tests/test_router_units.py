@@ -160,6 +160,24 @@ def test_circuit_state_machine(state):
     run(scenario())
 
 
+def test_open_reason_reads_the_circuit_without_taking_the_probe(state):
+    clock = Clock()
+    breaker = CircuitBreaker(state, failures_to_open=1, open_seconds=30, clock=clock)
+    flaky = model("flaky")
+
+    async def scenario():
+        assert breaker.open_reason(flaky, (await breaker.read([flaky]))["flaky"]) is None
+        await breaker.record_failure(flaky, CircuitView())
+        view = (await breaker.read([flaky]))["flaky"]
+        assert breaker.open_reason(flaky, view) == "circuit open, retry in 30s"
+        clock.now += 31
+        view = (await breaker.read([flaky]))["flaky"]
+        assert breaker.open_reason(flaky, view) is None  # half-open: the page offers it ...
+        assert await breaker.admit(flaky, view) is None and view.probing  # ... and the probe is still free
+
+    run(scenario())
+
+
 def test_a_success_resets_the_consecutive_failure_count(state):
     breaker = CircuitBreaker(state, failures_to_open=2, open_seconds=30, clock=Clock())
     flaky = model("flaky")

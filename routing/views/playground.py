@@ -7,6 +7,7 @@ CSRF is enforced by CsrfViewMiddleware, whose failures `csrf_failure` turns into
 No API key, routerweb's or a provider's, is ever involved or put in the page.
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from functools import wraps
 
@@ -39,8 +40,18 @@ SessionView = Callable[..., Awaitable[HttpResponse]]
 
 @login_required
 async def playground_page(request: HttpRequest) -> HttpResponse:
-    groups = playground_choices(registry=await runtime_of(request).registry.get())
-    context = {"nav": "playground", "groups": groups, "default_target": default_choice(groups)}
+    runtime = runtime_of(request)
+    registry = await runtime.registry.get()
+    models = list(registry.models.values())
+    views = await runtime.breaker.read(models) if models else {}
+    circuit_reasons = {m.name: reason for m in models if (reason := runtime.breaker.open_reason(m, views[m.name]))}
+    groups = playground_choices(registry=registry, circuit_reasons=circuit_reasons)
+    context = {
+        "nav": "playground",
+        "groups": groups,
+        "default_target": default_choice(groups),
+        "api_url": request.build_absolute_uri("/v1"),  # for "view as code"
+    }
     return TemplateResponse(request, "routing/playground.html", context)
 
 
@@ -79,13 +90,42 @@ async def chat(request: HttpRequest, user) -> HttpResponse:
     return gateway_http_response(result)
 
 
+# How long GET …/calls/<id>?wait=<s> may wait for the row: it lands about a second after the answer.
+CALL_WAIT_MAX_S = 5.0
+CALL_WAIT_STEP_S = 0.1
+
+
 @session_api("GET")
 async def call_detail(request: HttpRequest, user, request_id: str) -> HttpResponse:
+    """The recorded call, or 404. With `?wait=<seconds>` (the page, right after an answer), the view
+    waits up to that long for the row, then answers 202 `{"recorded": false}` if it is still not
+    there: a call may not be recorded yet, which is no error (and logs none in the browser). The same
+    202 answers an id that is someone else's or does not exist, so it tells nothing about them."""
+    wait_s = _wait_seconds(request.GET.get("wait"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
     meter = runtime_of(request).meter
-    detail = await sync_to_async(call_detail_get)(meter=meter, user_id=user.id, request_id=request_id)
-    if detail is None:
-        raise ApiError(404, f"No call {request_id!r} of yours is recorded (yet).", code="call_not_found")
-    return HttpResponse(orjson.dumps(detail), content_type=JSON)
+    while (detail := await sync_to_async(call_detail_get)(meter=meter, user_id=user.id, request_id=request_id)) is None:
+        if loop.time() >= deadline:
+            break
+        await asyncio.sleep(CALL_WAIT_STEP_S)
+    if detail is not None:
+        return HttpResponse(orjson.dumps(detail), content_type=JSON)
+    if wait_s > 0:
+        return HttpResponse(orjson.dumps({"request_id": request_id, "recorded": False}), status=202, content_type=JSON)
+    raise ApiError(404, f"No call {request_id!r} of yours is recorded (yet).", code="call_not_found")
+
+
+def _wait_seconds(raw: str | None) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "wait must be a number of seconds.", code="invalid_value", param="wait") from None
+    if not 0 <= value <= CALL_WAIT_MAX_S:
+        raise ApiError(400, f"wait must be 0 to {CALL_WAIT_MAX_S:g} seconds.", code="invalid_value", param="wait")
+    return value
 
 
 @session_api("POST")

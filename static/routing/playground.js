@@ -1,8 +1,11 @@
 /* routerweb playground: plain JavaScript, no build step.
  *
  * Talks only to routerweb's own session endpoints (same origin, session cookie, CSRF header); no API
- * key is ever involved. Model output and server messages are inserted as text (textContent / text
- * nodes), never as HTML.
+ * key is ever involved. Server messages are inserted as text (textContent / text nodes). Model output
+ * is rendered as Markdown (vendored marked), and that HTML only ever reaches the page through
+ * DOMPurify; without either library it is shown as text.
+ *
+ * The conversation and the settings are kept in localStorage (per user) so a reload keeps them.
  *
  * State: a conversation is a list of turns; each turn has the user's message and one answer per
  * lane. Single mode has one lane; compare mode one lane per column (2 to 4), each lane keeping its
@@ -19,7 +22,9 @@
     call: root.dataset.callUrl,
     votes: root.dataset.votesUrl,
     login: root.dataset.loginUrl,
+    api: root.dataset.apiUrl,
   };
+  const STORAGE_KEY = `routerweb.playground.v1.${root.dataset.userId}`;
   const csrfToken = root.querySelector("input[name=csrfmiddlewaretoken]").value;
   const byId = (id) => document.getElementById(id);
   const ui = {
@@ -46,13 +51,21 @@
     prompt: byId("prompt"),
     send: byId("send"),
     stop: byId("stop"),
+    viewCode: byId("view-code"),
+    codeDialog: byId("code-dialog"),
+    codeText: byId("code-text"),
+    codeTabs: [...root.querySelectorAll("[data-code]")],
+    codeCopy: byId("code-copy"),
+    codeClose: byId("code-close"),
   };
 
   const LANES = "ABCD";
   const MIN_COLUMNS = 2;
   const MAX_COLUMNS = 4;
-  const CALL_POLL_MS = 120;
-  const CALL_POLL_TRIES = 30;
+  // The call's row lands about a second after the answer: ask once, letting the server wait for it,
+  // then retry a few times with a growing pause (the server answers 202 meanwhile, never 404).
+  const CALL_WAIT_S = 3;
+  const CALL_RETRY_PAUSES_MS = [500, 1500, 4000];
   const ERROR_TITLES = {
     budget_exceeded: "Budget exceeded",
     all_candidates_failed: "All candidates failed",
@@ -96,9 +109,10 @@
     return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(2)} s`;
   }
 
-  function formatCost(call) {
-    if (call.cost_usd === null) return "unpriced";
-    const cost = Number(call.cost_usd);
+  /** An exact decimal string of dollars (or null: unpriced), shown to 4 or 6 places. */
+  function formatCost(costUsd) {
+    if (costUsd === null || costUsd === undefined) return "unpriced";
+    const cost = Number(costUsd);
     if (cost === 0) return "$0";
     return cost >= 0.01 ? `$${cost.toFixed(4)}` : `$${cost.toFixed(6)}`;
   }
@@ -205,8 +219,58 @@
 
   // ------------------------------------------------------------------ transcript rendering
 
-  /** Text with ``` fenced blocks shown as code; everything inserted as text. */
-  function renderText(container, text) {
+  const markdownReady = () => Boolean(window.marked && window.DOMPurify && window.DOMPurify.isSupported);
+  const FORBIDDEN_TAGS = ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "video", "audio"];
+
+  /** Model output as Markdown: parsed by marked, sanitized by DOMPurify, code highlighted when `final`. */
+  function renderMarkdown(container, text, final) {
+    const html = window.marked.parse(text, { gfm: true, breaks: false, async: false });
+    const clean = window.DOMPurify.sanitize(html, { FORBID_TAGS: FORBIDDEN_TAGS, FORBID_ATTR: ["style"] });
+    container.innerHTML = clean; // sanitized just above: the only innerHTML of model output
+    container.classList.add("md");
+    for (const link of container.querySelectorAll("a[href]")) {
+      link.target = "_blank";
+      link.rel = "noopener noreferrer nofollow";
+    }
+    for (const table of container.querySelectorAll("table")) {
+      const wrap = h("div", { class: "table-wrap" });
+      table.before(wrap);
+      wrap.append(table);
+    }
+    if (!final) return;
+    for (const code of container.querySelectorAll("pre > code")) {
+      if (window.hljs) {
+        const language = [...code.classList].find((c) => c.startsWith("language-"));
+        if (!language || window.hljs.getLanguage(language.slice(9))) window.hljs.highlightElement(code);
+      }
+      const pre = code.parentElement;
+      const copy = h("button", { type: "button", class: "code-copy small", "aria-label": "Copy code" }, "Copy");
+      copy.addEventListener("click", () => copyText(code.textContent, copy));
+      pre.classList.add("has-copy");
+      pre.prepend(copy);
+    }
+  }
+
+  async function copyText(text, button) {
+    const label = button.textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Copy failed";
+    }
+    setTimeout(() => {
+      button.textContent = label;
+    }, 1500);
+  }
+
+  function renderText(container, text, final = false) {
+    if (markdownReady()) renderMarkdown(container, text, final);
+    else renderPlain(container, text);
+  }
+
+  /** Without the Markdown libraries: text with ``` fenced blocks shown as code; everything as text. */
+  function renderPlain(container, text) {
     const parts = text.split("```");
     const nodes = [];
     parts.forEach((part, index) => {
@@ -240,6 +304,7 @@
       error: null,
       stopped: false,
       call: null,
+      usage: null,
       discarded: false,
       renderQueued: false,
     };
@@ -271,10 +336,17 @@
     ui.empty.hidden = true;
     const answers = h("div", { class: "answers" }, ...turn.answers.map((a) => a.dom.root));
     answers.style.setProperty("--cols", String(turn.answers.length));
+    const edit = h("button", { type: "button", class: "turn-action small", title: "Edit and resend" }, "Edit");
+    edit.addEventListener("click", () => editTurn(turn));
     turn.dom = h(
       "article",
       { class: "turn" },
-      h("div", { class: "msg-user" }, h("span", { class: "visually-hidden" }, "You: "), turn.user),
+      h(
+        "div",
+        { class: "msg-user-row" },
+        edit,
+        h("div", { class: "msg-user" }, h("span", { class: "visually-hidden" }, "You: "), turn.user),
+      ),
       answers,
     );
     ui.transcript.append(turn.dom);
@@ -299,6 +371,7 @@
     answer.renderQueued = true;
     requestAnimationFrame(() => {
       answer.renderQueued = false;
+      if (answer.finished) return; // showOutcome has drawn the final text
       const stickCell = nearBottom(answer.dom.body);
       keepingEnd(() => renderText(answer.dom.text, answer.text));
       if (stickCell) scrollToEnd(answer.dom.body);
@@ -322,17 +395,23 @@
     return h("div", {}, h("dt", {}, label), h("dd", {}, ...value));
   }
 
+  /** The answer's footer: its actions, then what the call did (the recorded call, or the usage the
+   * answer itself carried while the call is not loaded yet). */
   function renderMeta(answer) {
     const call = answer.call;
     const meta = answer.dom.meta;
     meta.hidden = false;
+    const parts = [answerActions(answer)];
     if (!call) {
-      meta.replaceChildren(h("p", { class: "muted" }, "The trace of this call is not available."));
+      if (answer.usage) parts.push(h("dl", { class: "stats" }, ...usageStats(answer.usage)));
+      const note = answer.callPending ? "Loading the attempt chain…" : "The trace of this call is not available.";
+      if (answer.requestId || !answer.usage) parts.push(h("p", { class: "muted trace-note" }, note));
+      meta.replaceChildren(...parts);
       return;
     }
-    const parts = [];
     if (call.model) {
-      const answered = h("p", { class: "answered-by" }, "Answered by ", h("code", {}, call.model));
+      const failed = call.status !== "ok";
+      const answered = h("p", { class: "answered-by" }, failed ? "Failed on " : "Answered by ", h("code", {}, call.model));
       if (call.requested !== call.model) {
         const viaRoute = isRoute(call.requested);
         answered.append(viaRoute ? " via route " : " instead of ", h("code", {}, call.requested));
@@ -357,7 +436,7 @@
         tokens.push(h("span", { class: "tag est", title }, "estimated"));
       }
       stats.push(stat("Tokens", ...tokens));
-      stats.push(stat("Cost", formatCost(call)));
+      stats.push(stat("Cost", formatCost(call.cost_usd)));
     }
     stats.push(stat("Latency", formatMs(call.latency_ms)));
     if (call.model) {
@@ -367,6 +446,29 @@
     parts.push(h("dl", { class: "stats" }, ...stats));
     if (answer.voteButton) parts.push(answer.voteRow);
     meta.replaceChildren(...parts);
+  }
+
+  /** Tokens and cost from the answer's own `usage` (`usage.cost`: an exact decimal string, when given). */
+  function usageStats(usage) {
+    const stats = [stat("Tokens", `${usage.prompt_tokens ?? "?"} in · ${usage.completion_tokens ?? "?"} out`)];
+    if (usage.cost !== undefined) stats.push(stat("Cost", formatCost(usage.cost)));
+    return stats;
+  }
+
+  function answerActions(answer) {
+    const actions = h("div", { class: "answer-actions" });
+    if (answer.text) {
+      const copy = h("button", { type: "button", class: "small" }, "Copy");
+      copy.addEventListener("click", () => copyText(answer.text, copy));
+      actions.append(copy);
+    }
+    const turn = answer.turn;
+    if (turn && turn === state.turns[state.turns.length - 1] && state.mode === "single") {
+      const again = h("button", { type: "button", class: "small" }, answer.error ? "Retry" : "Regenerate");
+      again.addEventListener("click", () => regenerate(turn));
+      actions.append(again);
+    }
+    return actions;
   }
 
   // ------------------------------------------------------------------ talking to routerweb
@@ -452,6 +554,7 @@
       answer.error = describeError(event.error, 502);
       return;
     }
+    if (event.usage) answer.usage = event.usage;
     for (const choice of event.choices || []) {
       const content = choice.delta && choice.delta.content;
       if (content) appendText(answer, content);
@@ -471,7 +574,7 @@
           Accept: "text/event-stream, application/json",
           "X-CSRFToken": csrfToken,
         },
-        body: JSON.stringify(body),
+        body: JSON.stringify(body.stream ? { ...body, stream_options: { include_usage: true } } : body),
         signal: controller.signal,
       });
       answer.requestId = response.headers.get("X-Request-Id");
@@ -484,6 +587,7 @@
       } else {
         const completion = await response.json();
         const message = completion.choices && completion.choices[0] && completion.choices[0].message;
+        answer.usage = completion.usage || null;
         appendText(answer, (message && message.content) || "");
       }
     } catch (err) {
@@ -497,13 +601,18 @@
     } finally {
       state.controllers.delete(controller);
     }
+    answer.finished = true;
     if (answer.discarded) return;
-    keepingEnd(() => showOutcome(answer));
+    answer.callPending = Boolean(answer.requestId);
+    keepingEnd(() => {
+      showOutcome(answer);
+      renderMeta(answer);
+    });
     if (answer.requestId) await loadCall(answer);
   }
 
   function showOutcome(answer) {
-    renderText(answer.dom.text, answer.text);
+    renderText(answer.dom.text, answer.text, true);
     if (answer.error) {
       setStatus(answer, "error", "failed");
       answer.dom.body.hidden = !answer.text;
@@ -516,23 +625,25 @@
     }
   }
 
-  /** Fetch the recorded call (rows land within ~200 ms of the answer); polls briefly while it is missing. */
+  /** Fetch the recorded call once the answer has ended (for the attempt chain, latency, TTFT, speed). */
   async function loadCall(answer) {
-    const url = urls.call.replace("REQUEST_ID", encodeURIComponent(answer.requestId));
-    for (let attempt = 0; attempt < CALL_POLL_TRIES && !answer.discarded; attempt += 1) {
+    const url = `${urls.call.replace("REQUEST_ID", encodeURIComponent(answer.requestId))}?wait=${CALL_WAIT_S}`;
+    for (let attempt = 0; attempt <= CALL_RETRY_PAUSES_MS.length && !answer.discarded; attempt += 1) {
+      if (attempt > 0) await sleep(CALL_RETRY_PAUSES_MS[attempt - 1]);
       try {
         const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
-        if (response.ok) {
+        if (response.status === 200) {
           answer.call = await response.json();
           break;
         }
-        if (response.status !== 404) break;
+        if (response.status !== 202) break; // 202: not recorded yet
       } catch {
         break;
       }
-      await sleep(CALL_POLL_MS);
     }
+    answer.callPending = false;
     if (!answer.discarded) keepingEnd(() => renderMeta(answer));
+    saveConversation();
   }
 
   // ------------------------------------------------------------------ compare-mode votes
@@ -621,18 +732,66 @@
     }
 
     const turn = { user: text, answers: targets.map((target, lane) => newAnswer(target, lane)) };
+    for (const answer of turn.answers) answer.turn = turn;
+    const previous = state.turns[state.turns.length - 1];
     state.turns.push(turn);
+    refreshActions(previous);
     ui.prompt.value = "";
     autosize();
     updateLock();
     renderTurn(turn);
+    await runTurn(turn);
+  }
+
+  async function runTurn(turn) {
     setBusy(true);
+    saveConversation();
     await Promise.all(
       turn.answers.map((answer, lane) => runAnswer(answer, requestBody(answer.target, messagesFor(lane, turn)))),
     );
     if (turn.discarded) return;
     setBusy(false);
+    saveConversation();
     if (state.mode === "compare") addVoteButtons(turn);
+  }
+
+  /** Ask again for the last turn's answers (the same messages). */
+  function regenerate(turn) {
+    if (state.controllers.size || turn !== state.turns[state.turns.length - 1]) return;
+    const fresh = turn.answers.map((answer) => {
+      answer.discarded = true;
+      const again = newAnswer(answer.target, answer.lane);
+      again.turn = turn;
+      answer.dom.root.replaceWith(again.dom.root);
+      return again;
+    });
+    turn.answers = fresh;
+    runTurn(turn);
+  }
+
+  /** Put a message back in the composer and drop it and everything after it: edit, then send again. */
+  function editTurn(turn) {
+    if (state.controllers.size) stopAll();
+    const index = state.turns.indexOf(turn);
+    if (index < 0) return;
+    for (const dropped of state.turns.splice(index)) {
+      dropped.discarded = true;
+      for (const answer of dropped.answers) answer.discarded = true;
+      dropped.dom.remove();
+    }
+    if (!state.turns.length) ui.empty.hidden = false;
+    ui.prompt.value = turn.user;
+    autosize();
+    updateLock();
+    refreshActions(state.turns[state.turns.length - 1]);
+    saveConversation();
+    ui.prompt.focus();
+  }
+
+  /** Only the last turn offers "Regenerate": redraw the footers of `turn` when that changed. */
+  function refreshActions(turn) {
+    if (!turn) return;
+    for (const answer of turn.answers) if (!answer.dom.meta.hidden) renderMeta(answer);
   }
 
   function stopAll() {
@@ -650,6 +809,157 @@
     ui.empty.hidden = false;
     setBusy(false);
     updateLock();
+    saveConversation();
+  }
+
+  // ------------------------------------------------------------------ kept across a reload
+
+  function saveConversation() {
+    const turns = state.turns.map((turn) => ({
+      user: turn.user,
+      answers: turn.answers.map((a) => ({
+        target: a.target,
+        text: a.text,
+        error: a.error,
+        stopped: a.stopped || !a.finished, // still running when saved: shown as stopped after a reload
+        requestId: a.requestId,
+        usage: a.usage,
+        call: a.call,
+      })),
+    }));
+    const saved = {
+      mode: state.mode,
+      columns: state.columns,
+      fallbacks: state.fallbacks,
+      target: ui.target.value,
+      system: ui.system.value,
+      temperature: ui.temperature.value,
+      maxTokens: ui.maxTokens.value,
+      stream: ui.stream.checked,
+      turns,
+    };
+    try {
+      localStorage.setItem(STORAGE_KEY, JSON.stringify(saved));
+    } catch {
+      // storage full or disabled: the conversation simply is not kept
+    }
+  }
+
+  function loadConversation() {
+    let saved = null;
+    try {
+      saved = JSON.parse(localStorage.getItem(STORAGE_KEY) || "null");
+    } catch {
+      saved = null;
+    }
+    if (!saved || typeof saved !== "object") return;
+    const names = new Set(optionsOf(ui.target).map((o) => o.value));
+    // A target that cannot answer any more (its key was removed, its circuit opened) is not restored:
+    // the page's default, which can, stays selected.
+    const usable = optionsOf(ui.target).filter((o) => !o.hasAttribute("data-unavailable"));
+    if (usable.some((o) => o.value === saved.target)) ui.target.value = saved.target;
+    ui.system.value = String(saved.system || "");
+    ui.temperature.value = String(saved.temperature || "");
+    ui.maxTokens.value = String(saved.maxTokens || "");
+    ui.stream.checked = saved.stream !== false;
+    state.fallbacks = (saved.fallbacks || []).filter((name) => names.has(name));
+    state.columns = (saved.columns || []).filter((name) => names.has(name));
+    setMode(saved.mode === "compare" ? "compare" : "single");
+    for (const kept of saved.turns || []) {
+      if (!kept || typeof kept.user !== "string" || !Array.isArray(kept.answers)) continue;
+      const turn = { user: kept.user, answers: [] };
+      turn.answers = kept.answers.map((k, lane) => {
+        const answer = newAnswer(String(k.target || ""), lane);
+        Object.assign(answer, {
+          turn,
+          text: String(k.text || ""),
+          error: k.error || null,
+          stopped: Boolean(k.stopped),
+          finished: true,
+          requestId: k.requestId || null,
+          usage: k.usage || null,
+          call: k.call || null,
+        });
+        return answer;
+      });
+      state.turns.push(turn);
+      renderTurn(turn);
+      for (const answer of turn.answers) {
+        showOutcome(answer);
+        renderMeta(answer);
+      }
+      if (state.mode === "compare" && canVote(turn)) showVoteButtons(turn);
+    }
+    updateLock();
+  }
+
+  // ------------------------------------------------------------------ view as code
+
+  let codeLanguage = "curl";
+
+  /** The request the page sent last (or would send now), as the API takes it from a program. */
+  function codeRequest() {
+    const lastTurn = state.turns[state.turns.length - 1];
+    const target = state.mode === "compare" ? state.columns[0] : ui.target.value;
+    if (lastTurn) return requestBody(target, messagesFor(0, lastTurn));
+    const messages = messagesFor(0, null);
+    messages.push({ role: "user", content: ui.prompt.value.trim() || "Hello!" });
+    return requestBody(target, messages);
+  }
+
+  function shellQuote(text) {
+    return `'${text.replaceAll("'", "'\\''")}'`;
+  }
+
+  function curlCode(body) {
+    return [
+      `curl ${shellQuote(`${urls.api}/chat/completions`)} \\`,
+      `  -H "Authorization: Bearer $ROUTERWEB_API_KEY" \\`,
+      `  -H "Content-Type: application/json" \\`,
+      body.stream ? `  -N \\` : null,
+      `  -d ${shellQuote(JSON.stringify(body, null, 2))}`,
+    ]
+      .filter(Boolean)
+      .join("\n");
+  }
+
+  /** Strings, lists and dicts of them as Python source: their JSON is (messages hold nothing else). */
+  function pythonLiteral(value, indent) {
+    return JSON.stringify(value, null, 4).split("\n").join(`\n${indent}`);
+  }
+
+  function pythonCode(body) {
+    const args = [`    model=${JSON.stringify(body.model)},`, `    messages=${pythonLiteral(body.messages, "    ")},`];
+    if (body.temperature !== undefined) args.push(`    temperature=${body.temperature},`);
+    if (body.max_tokens !== undefined) args.push(`    max_tokens=${body.max_tokens},`);
+    if (body.fallback_models) args.push(`    extra_body={"fallback_models": ${pythonLiteral(body.fallback_models, "    ")}},`);
+    if (body.stream) args.push("    stream=True,");
+    const lines = [
+      "import os",
+      "",
+      "from openai import OpenAI",
+      "",
+      `client = OpenAI(base_url=${JSON.stringify(urls.api)}, api_key=os.environ["ROUTERWEB_API_KEY"])`,
+      "",
+    ];
+    if (body.stream) {
+      lines.push("stream = client.chat.completions.create(", ...args, ")");
+      lines.push("for chunk in stream:", "    if chunk.choices:", '        print(chunk.choices[0].delta.content or "", end="", flush=True)');
+      lines.push("print()");
+    } else {
+      lines.push("completion = client.chat.completions.create(", ...args, ")");
+      lines.push("print(completion.choices[0].message.content)");
+    }
+    return lines.join("\n");
+  }
+
+  function showCode() {
+    const body = codeRequest();
+    ui.codeText.textContent = codeLanguage === "curl" ? curlCode(body) : pythonCode(body);
+    ui.codeText.className = codeLanguage === "curl" ? "language-bash" : "language-python";
+    delete ui.codeText.dataset.highlighted;
+    if (window.hljs) window.hljs.highlightElement(ui.codeText);
+    for (const tab of ui.codeTabs) tab.setAttribute("aria-selected", String(tab.dataset.code === codeLanguage));
   }
 
   function autosize() {
@@ -687,10 +997,32 @@
     }
   });
   ui.prompt.addEventListener("input", autosize);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.controllers.size && !ui.codeDialog.open) {
+      event.preventDefault();
+      stopAll();
+    }
+  });
+  for (const field of [ui.target, ui.system, ui.temperature, ui.maxTokens, ui.stream]) {
+    field.addEventListener("change", saveConversation);
+  }
+  ui.viewCode.addEventListener("click", () => {
+    showCode();
+    ui.codeDialog.showModal();
+  });
+  for (const tab of ui.codeTabs) {
+    tab.addEventListener("click", () => {
+      codeLanguage = tab.dataset.code;
+      showCode();
+    });
+  }
+  ui.codeCopy.addEventListener("click", () => copyText(ui.codeText.textContent, ui.codeCopy));
+  ui.codeClose.addEventListener("click", () => ui.codeDialog.close());
 
   if (window.matchMedia("(max-width: 760px)").matches) ui.settings.open = false;
+  setMode("single");
+  loadConversation();
   showTargetNote();
   renderFallbacks();
-  setMode("single");
   ui.prompt.focus();
 })();

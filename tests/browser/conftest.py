@@ -77,6 +77,7 @@ def registry(fake_upstream, provider_secret, monkeypatch, transactional_db) -> d
 
     gpt-4o is skipped (OPENAI_API_KEY not set), claude-sonnet-4 answers 503 after 120 ms, the groq
     models stream word by word after a realistic time to first token; "default" routes through all three.
+    droppy's stream breaks off after 3 chunks.
     """
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("GROQ_API_KEY", provider_secret)
@@ -96,6 +97,8 @@ def registry(fake_upstream, provider_secret, monkeypatch, transactional_db) -> d
             name="qwen-2.5-32b", provider=groq, upstream_model="echo+latency=380+words=22+chunk-delay=80", price=(1, 2)
         ),
     }
+    # Streams 3 chunks, then the connection drops.
+    model_create(name="droppy", provider=groq, upstream_model="echo+latency=50+words=8+drop=3", price=(1, 2))
     route_create("default", ["gpt-4o", "claude-sonnet-4", "llama-3.3-70b"], description="General chat")
     return models
 

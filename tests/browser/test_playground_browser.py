@@ -284,25 +284,237 @@ def test_the_page_holds_no_provider_key_or_routerweb_key(playground, api_key, pr
     assert not any("authorization" in headers for headers in request_headers)
 
 
-# ---------------------------------------------------------------------------- phone width
+# ---------------------------------------------------------------------------- layout: desktop and phone
+
+NO_HORIZONTAL_OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wider = [...document.querySelectorAll("body *")].filter((el) => {
+    const box = el.getBoundingClientRect();
+    const outside = box.right > width + 0.5 || box.left < -0.5;
+    return box.width > 0 && outside && !el.closest(".visually-hidden, dialog:not([open])");
+  });
+  const scroll = document.documentElement.scrollWidth;
+  return { scroll, width, wider: wider.slice(0, 5).map((el) => el.outerHTML.slice(0, 80)) };
+}"""
+
+# Whether a text field's placeholder fits on its line, measured with the field's own font.
+PLACEHOLDER_FITS = """(id) => {
+  const field = document.getElementById(id);
+  const style = getComputedStyle(field);
+  const context = document.createElement("canvas").getContext("2d");
+  context.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+  const room = field.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return context.measureText(field.placeholder).width <= room;
+}"""
+
+
+def assert_no_horizontal_overflow(page: Page) -> None:
+    result = page.evaluate(NO_HORIZONTAL_OVERFLOW)
+    assert result["scroll"] <= result["width"] and not result["wider"], result
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_desktop_layout_has_no_horizontal_overflow(playground, scheme, screenshot):
+    page = playground
+    page.emulate_media(color_scheme=scheme)
+    page.select_option("#target", "default")
+    send(page, PROMPT)
+    wait_idle(page, turns=1)
+    assert_no_horizontal_overflow(page)
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == ("rgb(247, 247, 245)" if scheme == "light" else "rgb(19, 20, 22)")
+    if scheme == "dark":
+        screenshot(page, "playground-dark.png", publish=True)
 
 
 def test_layout_fits_a_phone_width(browser, log_in, registry, screenshot):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
     page = context.new_page()
     try:
         log_in(page)
-        expect(page.get_by_label("Model or route")).to_be_hidden()  # settings start folded
-        page.get_by_text("Settings", exact=True).click()
+        # The model choice is on screen, the other settings folded; the whole top bar fits.
+        expect(page.get_by_label("Model or route")).to_be_visible()
+        expect(page.get_by_label("System prompt")).to_be_hidden()
+        log_out = page.get_by_role("button", name="Log out").bounding_box()
+        assert log_out["x"] >= 0 and log_out["x"] + log_out["width"] <= 390
+        # The composer sits at the bottom of the screen, its placeholder whole.
+        composer = page.locator("#composer").bounding_box()
+        assert abs(composer["y"] + composer["height"] - 844) <= 1, composer
+        assert page.evaluate(PLACEHOLDER_FITS, "prompt")
+        assert_no_horizontal_overflow(page)
+
+        page.select_option("#target", "default")
+        send(page, "Why fall back to another provider when one fails?")
+        wait_idle(page, turns=1)
+        send(page, PROMPT)
+        wait_idle(page, turns=2)
+        composer = page.locator("#composer").bounding_box()
+        assert abs(composer["y"] + composer["height"] - 844) <= 1, composer  # still at the bottom
+        assert_no_horizontal_overflow(page)
+        screenshot(page, "playground-phone.png", publish=True)
+
+        page.get_by_role("button", name="New chat").click()
         page.get_by_role("button", name="Compare").click()
         send(page, PROMPT)
         wait_idle(page, turns=1)
-
-        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert_no_horizontal_overflow(page)
         first, second = page.locator(".answer").nth(0).bounding_box(), page.locator(".answer").nth(1).bounding_box()
         assert second["y"] > first["y"] + first["height"] - 1  # columns stack
         assert first["width"] > 300
-        screenshot(page, "playground-390.png", full_page=True)
-        screenshot(page, "playground-390-viewport.png")
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------------------- what the answer shows
+
+
+MARKDOWN_ANSWER = (
+    "Here is **the plan**:\n\n"
+    "1. try `gpt-4o`\n2. fall back\n\n"
+    "| model | cost |\n|---|---|\n| gpt-4o | $2.50 |\n\n"
+    "```python\ndef pick(models):\n    return models[0]\n```\n\n"
+    '<img src="x" onerror="window.__pwned = 1"><script>window.__pwned = 2</script>'
+    "[docs](javascript:window.__pwned=3)"
+)
+
+
+def test_answers_render_markdown_safely(playground):
+    page = playground
+
+    def answer(route):
+        completion = {
+            "id": "chatcmpl-md",
+            "object": "chat.completion",
+            "model": "llama-3.3-70b",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": MARKDOWN_ANSWER}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 41, "total_tokens": 50, "cost": "0.000182"},
+        }
+        route.fulfill(status=200, json=completion, headers={"X-Router-Model": "llama-3.3-70b"})
+
+    page.route("**/playground/api/chat", answer)
+    page.get_by_label("Stream the answer").uncheck()
+    send(page, "plan?")
+    wait_idle(page, turns=1)
+    text = page.locator(".answer-text")
+    expect(text.locator("strong")).to_have_text("the plan")
+    expect(text.locator("ol li")).to_have_count(2)
+    expect(text.locator("table td").first).to_have_text("gpt-4o")
+    expect(text.locator("pre code.hljs")).to_contain_text("def pick(models):")
+    expect(text.locator("pre code .hljs-keyword").first).to_have_text("def")  # highlighted
+    assert text.locator("img, script").count() == 0
+    assert text.locator("a").get_attribute("href") is None  # javascript: links are dropped
+    assert page.evaluate("window.__pwned") is None
+    # The cost came with the answer (usage.cost): no call to poll for.
+    expect(page.locator(".answer-meta")).to_contain_text("Cost$0.000182")
+
+
+def test_a_stream_that_breaks_is_shown_as_failed_in_the_chain_too(playground):
+    page = playground
+    page.select_option("#target", "droppy")
+    send(page, PROMPT)
+    wait_idle(page, turns=1)
+    expect(page.locator(".answer-status")).to_have_text("failed")
+    expect(page.locator(".answer-error")).to_contain_text("The answer broke off")
+    expect(page.locator(".answered-by")).to_have_text("Failed on droppy")
+    expect(page.locator(".attempts li")).to_have_text(re.compile(r"^droppy: stream broke off after 3 chunks"))
+    expect(page.locator(".attempts li")).to_have_class(re.compile("is-error"))
+
+
+def test_a_non_streamed_answer_has_a_plausible_speed(playground, recorded_calls):
+    page = playground
+    page.select_option("#target", "llama-3.3-70b")
+    page.get_by_label("Stream the answer").uncheck()
+    send(page, PROMPT)
+    wait_idle(page, turns=1)
+    (call,) = recorded_calls()
+    expected = str(round(call.completion_tokens * 1000 / call.latency_ms, 1)).removesuffix(".0")  # as JS prints it
+    expect(page.locator(".answer-meta")).to_contain_text(f"Speed{expected} tok/s")
+
+
+SAVED_FIRST_ANSWER = "JSON.parse(localStorage.getItem(Object.keys(localStorage)[0])).turns[0].answers[0]"
+
+
+def test_copy_regenerate_edit_and_resend(playground, fake_upstream):
+    page = playground
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.select_option("#target", "qwen-2.5-32b")
+    send(page, "first question")
+    wait_idle(page, turns=1)
+    answer = page.locator(".answer")
+    answer.get_by_role("button", name="Copy", exact=True).click()
+    assert page.evaluate("navigator.clipboard.readText()").startswith("Echo: first question")
+
+    first_id = page.evaluate(SAVED_FIRST_ANSWER)["requestId"]
+    answer.get_by_role("button", name="Regenerate").click()
+    wait_idle(page, turns=1)
+    saved = page.evaluate(SAVED_FIRST_ANSWER)
+    assert saved["requestId"] != first_id and saved["text"].startswith("Echo: first question")
+
+    page.locator(".msg-user-row").hover()
+    page.get_by_role("button", name="Edit").click()
+    expect(page.locator(".turn")).to_have_count(0)
+    expect(page.get_by_label("Message")).to_have_value("first question")
+    page.get_by_label("Message").fill("second question")
+    page.get_by_role("button", name="Send").click()
+    wait_idle(page, turns=1)
+    expect(page.locator(".answer-text")).to_contain_text("Echo: second question")
+
+
+def test_escape_stops_the_answer(playground):
+    page = playground
+    page.select_option("#target", "llama-3.3-70b")
+    send(page, PROMPT)
+    page.wait_for_selector(".answer.is-streaming")
+    page.keyboard.press("Escape")
+    expect(page.locator(".answer-status")).to_have_text("stopped")
+
+
+def test_the_conversation_is_kept_across_a_reload(playground):
+    page = playground
+    page.select_option("#target", "qwen-2.5-32b")
+    page.get_by_label("System prompt").fill("Be brief.")
+    send(page, "remember me")
+    wait_idle(page, turns=1)
+    expect(page.locator(".attempts li")).to_have_count(1)
+    page.reload()
+    expect(page.locator(".msg-user")).to_contain_text("remember me")
+    expect(page.locator(".answer-text")).to_contain_text("Echo: remember me")
+    expect(page.locator(".attempts li")).to_have_text(re.compile(r"^qwen-2\.5-32b: ok"))
+    expect(page.get_by_label("Model or route")).to_have_value("qwen-2.5-32b")
+    expect(page.get_by_label("System prompt", exact=True)).to_have_value("Be brief.")
+    page.get_by_role("button", name="New chat").click()
+    page.reload()
+    expect(page.locator(".turn")).to_have_count(0)
+
+
+def test_view_as_code_shows_the_request_as_curl_and_python(playground, gateway):
+    page = playground
+    page.select_option("#target", "qwen-2.5-32b")
+    page.select_option("#fallback-add", "llama-3.3-70b")
+    page.get_by_label("Temperature").fill("0.3")
+    send(page, "it's a test")
+    wait_idle(page, turns=1)
+    page.get_by_role("button", name="View as code").click()
+    code = page.locator("#code-text")
+    expect(code).to_contain_text(f"curl '{gateway.url}/v1/chat/completions'")
+    expect(code).to_contain_text('"content": "it\'\\\'\'s a test"')  # shell-quoted
+    expect(code).to_contain_text('"fallback_models": [')
+    page.get_by_role("tab", name="Python (openai)").click()
+    expect(code).to_contain_text(f'client = OpenAI(base_url="{gateway.url}/v1"')
+    expect(code).to_contain_text('extra_body={"fallback_models": [')
+    expect(code).to_contain_text("temperature=0.3,")
+    expect(code).to_contain_text("stream=True,")
+    page.get_by_role("button", name="Close").click()
+    expect(page.locator("#code-dialog")).to_be_hidden()
+
+
+def test_no_console_errors_while_answering(playground):
+    page = playground
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.select_option("#target", "default")
+    for turn in (1, 2):
+        send(page, PROMPT)
+        wait_idle(page, turns=turn)
+        expect(page.locator(".turn").last.locator(".attempts li")).to_have_count(3)
+    assert errors == []
