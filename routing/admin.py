@@ -1,10 +1,12 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.template.response import TemplateResponse
 
 from .models import ApiKey, ModelEndpoint, PreferenceVote, Provider, Route, RouteTarget
 from .providers.registry import api_format_choices
+from .registry_rules import route_targets_error
 from .services import api_key_create, api_key_revoke
 
 
@@ -39,8 +41,24 @@ class ModelEndpointAdmin(admin.ModelAdmin):
         return super().get_queryset(request).select_related("provider")
 
 
+class RouteTargetFormSet(forms.BaseInlineFormSet):
+    """The route's rules that span its targets (routing/registry_rules.py, as for the registry file)."""
+
+    def clean(self):
+        super().clean()
+        kept = [
+            form
+            for form in self.forms
+            if form.cleaned_data.get("model") and not (self.can_delete and self._should_delete_form(form))
+        ]
+        problem = route_targets_error(len(kept))
+        if problem:
+            raise ValidationError(problem)
+
+
 class RouteTargetInline(admin.TabularInline):
     model = RouteTarget
+    formset = RouteTargetFormSet
     extra = 1
     fields = ["position", "model", "weight"]
     autocomplete_fields = ["model"]
