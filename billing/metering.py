@@ -101,7 +101,8 @@ class BillingMeter(Meter):
         except BudgetsUnavailable:
             logger.exception("budgets could not be reserved for %s", plan.request_id)
             message = "routerweb could not check this call against its budgets (database unavailable); try again."
-            raise ApiError(503, message, code="budget_check_unavailable", type="server_error") from None
+            code = "budget_check_unavailable"
+            raise ApiError(503, message, code=code, type="server_error", retry_after_s=1) from None
         return Reserved(candidates, reservations)
 
     def record(self, outcome: CallOutcome) -> None:

@@ -23,7 +23,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from django.urls import Resolver404, resolve
 
-from .errors import ApiError
+from .errors import ApiError, error_headers
 
 logger = logging.getLogger("routerweb.api")
 API_URLCONF = "routing.api_urls"
@@ -112,7 +112,9 @@ async def _cancel_on_disconnect(receive, task: asyncio.Task, client_gone: asynci
 
 
 def _error_response(error: ApiError) -> HttpResponse:
-    return HttpResponse(error.body(), status=error.status, content_type="application/json")
+    return HttpResponse(
+        error.body(), status=error.status, content_type="application/json", headers=error_headers(error)
+    )
 
 
 async def _send_response(send, response: HttpResponse) -> None:

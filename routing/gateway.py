@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from .circuit import CircuitBreaker
-from .errors import ApiError
+from .errors import ApiError, error_headers
 from .metering import CallOutcome, CallPlan, meter
 from .registry import RegistryUnavailable, registry_cache
 from .registry_version import VERSION_KEY
@@ -141,7 +141,7 @@ async def chat_completion_run(*, raw_body: bytes, caller: Caller) -> GatewayResp
         registry = await registry_checked_get()
         context = caller(registry)
     except ApiError as error:
-        return GatewayResponse(error.status, {}, body=error.body())
+        return GatewayResponse(error.status, error_headers(error), body=error.body())
     return await _run(raw_body, registry, context, registry_checked=True)
 
 
@@ -151,7 +151,7 @@ async def registry_checked_get() -> Registry:
         return await registry_cache.get()
     except RegistryUnavailable:
         message = "routerweb could not read its registry (database unavailable); try again."
-        raise ApiError(503, message, code="registry_unavailable", type="server_error") from None
+        raise ApiError(503, message, code="registry_unavailable", type="server_error", retry_after_s=1) from None
 
 
 async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, registry_checked: bool) -> GatewayResponse:
@@ -187,7 +187,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         raise
     except ApiError as error:
         _record_failure(context, chat, error)
-        return GatewayResponse(error.status, context.headers(), body=error.body())
+        return GatewayResponse(error.status, context.headers() | error_headers(error), body=error.body())
     except asyncio.CancelledError:
         # The client left while the upstreams were being tried; the upstream request is closed by now.
         # The candidate that had the request may bill its prompt: it is recorded with an estimate.
@@ -197,7 +197,8 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         # routerweb's own fault: still one row, and an OpenAI error (Redis down is not one: shared_state.py).
         logger.exception("chat completion %s failed inside routerweb", context.request_id)
         _record_failure(context, chat, INTERNAL_ERROR)
-        return GatewayResponse(INTERNAL_ERROR.status, context.headers(), body=INTERNAL_ERROR.body())
+        headers = context.headers() | error_headers(INTERNAL_ERROR)
+        return GatewayResponse(INTERNAL_ERROR.status, headers, body=INTERNAL_ERROR.body())
     if result.stream is not None:
         headers = context.headers(result.model.name)
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))

@@ -21,6 +21,7 @@ from .upstream import UpstreamFailure, upstream_read, upstream_send
 from .usage import Usage, UsageProblem
 
 logger = logging.getLogger("routerweb.router")
+RETRY_AFTER_S = 1.0  # what a 502 after transient failures suggests to the client
 
 
 @dataclass(slots=True)
@@ -127,13 +128,18 @@ async def route_request(
     state if the caller has read it already.
 
     Raises ApiError: the upstream's own error for a non-retryable failure (e.g. 400), or 502 listing
-    every attempt when all candidates failed or were skipped.
+    every attempt when all candidates failed or were skipped (worth retrying only if one failed or its
+    circuit was open, not when each was skipped for its configuration: disabled, no key).
     """
     stream = bool(request.get("stream"))
     if views is None:
         views = await breaker.read(candidates)
+    transient = False  # a candidate failed or was held back for now: the same request may succeed later
     for model in candidates:
-        reason = skip_reason(model) or await breaker.admit(model, views[model.name])
+        reason = skip_reason(model)
+        if reason is None:
+            reason = await breaker.admit(model, views[model.name])
+            transient = transient or reason is not None
         if reason:
             trace.attempts.append(Attempt(model.name, "skipped", reason))
             continue
@@ -150,6 +156,7 @@ async def route_request(
                 await breaker.record_success(model, views[model.name])  # it answered; the request was wrong
                 raise _client_error(failure) from None
             await _note_failure(breaker, model, views[model.name], failure)
+            transient = True
             continue
         trace.in_flight = None
         elapsed = time.perf_counter() - started
@@ -161,6 +168,7 @@ async def route_request(
         502,
         "All candidates failed: " + "; ".join(a.describe() for a in trace.attempts) + ".",
         code="all_candidates_failed",
+        retry_after_s=RETRY_AFTER_S if transient else None,  # skipped for configuration only: retrying cannot help
     )
 
 

@@ -4,7 +4,7 @@ import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from ..auth import api_key_authenticate
-from ..errors import ApiError
+from ..errors import ApiError, error_headers
 from ..gateway import CallContext, GatewayResponse, chat_completion_run, registry_checked_get
 from ..snapshot import KeySnap, Registry
 
@@ -89,4 +89,4 @@ def gateway_http_response(result: GatewayResponse) -> HttpResponse:
 
 
 def error_response(error: ApiError) -> HttpResponse:
-    return HttpResponse(error.body(), status=error.status, content_type=JSON)
+    return HttpResponse(error.body(), status=error.status, content_type=JSON, headers=error_headers(error))
