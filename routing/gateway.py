@@ -180,7 +180,13 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             _confirm(registry, await registry_cache.for_token(token))
         candidates = await _reserve(registry, context, chat, candidates)
         result = await route_request(
-            chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
+            chat.body,
+            candidates,
+            breaker,
+            context.trace,
+            client_wants_usage=chat.client_wants_usage,
+            views=views,
+            usage_cost=partial(_usage_cost, registry.metering, context.created_at),
         )
     except RegistryChanged:
         _in_flight -= 1  # nothing to record: the caller starts over
@@ -234,6 +240,10 @@ async def _reserve(
     )
     context.metering = reserved.metering
     return reserved.candidates
+
+
+def _usage_cost(snapshot_part: Any, at: datetime, model: ModelSnap, usage: Usage) -> str | None:
+    return meter().usage_cost(snapshot_part, model, usage, at)
 
 
 def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:

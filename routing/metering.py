@@ -126,6 +126,13 @@ class Meter(ABC):
         """Exactly once per request (reserved or not), when its outcome is known; must not block the
         event loop, and never raises."""
 
+    def usage_cost(self, snapshot_part: Any, model: "ModelSnap", usage: Usage, at: datetime) -> str | None:
+        """What `usage` on `model` costs at `at` with the prices in `snapshot_part`, as an exact decimal
+        string in USD (the answer's `usage.cost`), or None when the backend cannot say (no price).
+        Called on the event loop for each answer that reports its usage: it must be cheap and must not
+        read the database."""
+        return None
+
     def recorded_calls(self, *, user_id: int, request_ids: Iterable[str]) -> dict[str, RecordedCall]:
         """`user_id`'s recorded calls among `request_ids` (synchronous, for the playground's views)."""
         return {}

@@ -7,7 +7,9 @@ state in circuit.py, and what is recorded in gateway.py.
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .circuit import CircuitBreaker, CircuitView
@@ -18,9 +20,11 @@ from .snapshot import ModelSnap, Registry
 from .strategies import route_order
 from .streaming import StreamRelay
 from .upstream import UpstreamFailure, upstream_read, upstream_send
-from .usage import Usage, UsageProblem
+from .usage import Usage, UsageProblem, answer_with_cost
 
 logger = logging.getLogger("routerweb.router")
+# What a model's usage costs (an exact decimal string), or None: the answer's `usage.cost`.
+UsageCost = Callable[[ModelSnap, Usage], str | None]
 RETRY_AFTER_S = 1.0  # what a 502 after transient failures suggests to the client
 
 
@@ -123,9 +127,11 @@ async def route_request(
     *,
     client_wants_usage: bool = False,
     views: dict[str, CircuitView] | None = None,
+    usage_cost: UsageCost | None = None,
 ) -> RouteResult:
     """Try `candidates` in order until one answers; fills `trace` as it goes. `views`: their circuit
-    state if the caller has read it already.
+    state if the caller has read it already. With `usage_cost`, the answer's usage (the final usage
+    chunk of a stream) carries the call's cost as `usage.cost`.
 
     Raises ApiError: the upstream's own error for a non-retryable failure (e.g. 400), or 502 listing
     every attempt when all candidates failed or were skipped (worth retrying only if one failed or its
@@ -146,7 +152,7 @@ async def route_request(
         started = time.perf_counter()
         trace.in_flight = model
         try:
-            result = await _try(model, request, stream, client_wants_usage)
+            result = await _try(model, request, stream, client_wants_usage, usage_cost)
         except UpstreamFailure as failure:
             trace.in_flight = None
             elapsed = time.perf_counter() - started
@@ -172,15 +178,22 @@ async def route_request(
     )
 
 
-async def _try(model: ModelSnap, request: dict[str, Any], stream: bool, client_wants_usage: bool) -> RouteResult:
+async def _try(
+    model: ModelSnap, request: dict[str, Any], stream: bool, client_wants_usage: bool, usage_cost: UsageCost | None
+) -> RouteResult:
     adapter = adapter_for(model.provider.api_format)
     api_key = provider_api_key(model.provider.api_key_env)
     body = adapter.request_body(request, model)
     response = await upstream_send(model.provider, adapter, body=body, api_key=api_key, stream=stream)
     if not stream:
         answer = adapter.answer(await upstream_read(response, model.provider))
-        return RouteResult(model, body=answer.body, usage=answer.usage)
+        body = answer.body
+        if usage_cost is not None and type(answer.usage) is Usage:
+            body = answer_with_cost(body, usage_cost(model, answer.usage))
+        return RouteResult(model, body=body, usage=answer.usage)
     relay = adapter.stream_relay(response, model.provider, client_wants_usage=client_wants_usage)
+    if usage_cost is not None and client_wants_usage:
+        relay.usage_cost = partial(usage_cost, model)
     try:
         await relay.prime()
     except BaseException:
