@@ -81,7 +81,8 @@ class Trace:
 def candidates_for(
     registry: Registry, requested: str, fallback_models: list[str], rng: random.Random | None = None
 ) -> list[ModelSnap]:
-    """The models to try, in order: the route's (or the one model), then `fallback_models`, no repeats.
+    """The models to try, in order: the route's (or the one model), then `fallback_models` (a route
+    among them brings its targets), no repeats.
 
     Raises ApiError 404 for a name that is neither a model nor a route.
     """
@@ -94,14 +95,18 @@ def candidates_for(
         raise ApiError(404, f"The model or route {requested!r} does not exist.", code="model_not_found", param="model")
     seen = {m.name for m in ordered}
     for name in fallback_models:
-        model = registry.models.get(name)
-        if model is None:
-            raise ApiError(
-                404, f"The fallback model {name!r} does not exist.", code="model_not_found", param="fallback_models"
-            )
-        if name not in seen:
-            ordered.append(model)
-            seen.add(name)
+        fallback_route = registry.routes.get(name)
+        if fallback_route is not None:
+            extra = route_order(fallback_route, rng or random)  # a route falls back to its targets, in its order
+        elif name in registry.models:
+            extra = [registry.models[name]]
+        else:
+            message = f"The fallback model or route {name!r} does not exist."
+            raise ApiError(404, message, code="model_not_found", param="fallback_models")
+        for model in extra:
+            if model.name not in seen:
+                ordered.append(model)
+                seen.add(model.name)
     return ordered
 
 
