@@ -107,6 +107,9 @@ def candidates_for(
             if model.name not in seen:
                 ordered.append(model)
                 seen.add(model.name)
+    if not ordered:  # a route saved before routes needed a target (routing/registry_rules.py)
+        message = f"The route {requested!r} has no targets: give it one in the admin."
+        raise ApiError(502, message, code="route_without_targets", param="model")
     return ordered
 
 

@@ -63,6 +63,15 @@ def test_temperature_and_top_p_outside_openais_ranges_are_400():
     chat_request_parse(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 2}))
 
 
+def test_a_route_without_targets_says_so(registry):
+    empty = Registry(version="v", models=registry.models, routes={"empty": RouteSnap(3, "empty", "ordered", ())})
+    with pytest.raises(ApiError) as refused:
+        candidates_for(empty, "empty", [])
+    assert (refused.value.status, refused.value.code) == (502, "route_without_targets")
+    assert "has no targets" in refused.value.message
+    assert names(candidates_for(empty, "empty", ["a"])) == ["a"]
+
+
 def test_unknown_names_are_404_with_the_param(registry):
     with pytest.raises(ApiError) as missing:
         candidates_for(registry, "zzz", [])
