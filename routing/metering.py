@@ -7,8 +7,9 @@ What that means (prices, budgets, cost rows) is the metering backend's business.
 backend; routing never imports it. routerweb's own backend is `billing.metering.BillingMeter`.
 
 A backend may keep its own part of the registry snapshot (`snapshot_part`, loaded with the rest and
-reloaded with it), so that reserving needs no database read, and reads recorded calls back for the
-playground (`recorded_calls`).
+reloaded with it), so that reserving needs no database read, reads recorded calls back for the
+playground (`recorded_calls`), and prices an answer's usage for the client (`usage_cost`, the
+answer's `usage.cost`).
 """
 
 from abc import ABC, abstractmethod
