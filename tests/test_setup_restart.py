@@ -14,17 +14,36 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Through the admin's own forms (a logged-in client posting the change pages): a target removed from
+# route coding and a provider's timeout changed; then a model disabled and a price changed.
 EDIT = """
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
 from billing.services import price_set
 from routing.models import ModelEndpoint, Provider, Route
+admin = Client(HTTP_HOST="127.0.0.1")
+admin.force_login(get_user_model().objects.get(username="admin"))
 coding = Route.objects.get(name="coding")
-coding.targets.get(model__name="gpt-4o").delete()
+targets = list(coding.targets.all())
+data = {"name": coding.name, "strategy": coding.strategy, "description": coding.description,
+        "targets-TOTAL_FORMS": len(targets), "targets-INITIAL_FORMS": len(targets),
+        "targets-MIN_NUM_FORMS": 0, "targets-MAX_NUM_FORMS": 1000}
+for i, t in enumerate(targets):
+    data |= {f"targets-{i}-id": t.pk, f"targets-{i}-route": coding.pk, f"targets-{i}-position": t.position,
+             f"targets-{i}-model": t.model_id, f"targets-{i}-weight": t.weight}
+    if t.model.name == "gpt-4o":
+        data[f"targets-{i}-DELETE"] = "on"
+response = admin.post(reverse("admin:routing_route_change", args=[coding.pk]), data)
+assert response.status_code == 302, response.content
+openai = Provider.objects.get(name="openai")
+response = admin.post(reverse("admin:routing_provider_change", args=[openai.pk]), {
+    "name": "openai", "api_format": "openai", "base_url": openai.base_url, "api_key_env": openai.api_key_env,
+    "connect_timeout_s": openai.connect_timeout_s, "read_timeout_s": 12, "enabled": "on"})
+assert response.status_code == 302, response.content
 model = ModelEndpoint.objects.get(name="deepseek-chat")
 model.enabled = False
 model.save()
-provider = Provider.objects.get(name="openai")
-provider.read_timeout_s = 12
-provider.save()
 price_set(model=ModelEndpoint.objects.get(name="gpt-4o-mini"), input_per_mtok=1, output_per_mtok=2)
 """
 
