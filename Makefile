@@ -28,11 +28,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements.txt requirements-dev.txt
 	@echo "ROUTERWEB_DEMO_PROVIDER=1" >> .env
 	@echo "created .env with a generated SECRET_KEY and the demo provider on"
 
-# .env keeps the address of the last `make run`, so that `manage.py seed_demo` run by hand points the
-# demo provider at the port the server really uses.
+# seed_demo fills an empty registry only: a restart never undoes an admin edit. The demo provider's
+# address is the path /demo/v1 (reached where each call comes in), so no port needs remembering.
 setup: $(VENV)/.installed .env
 	@grep -q '^ROUTERWEB_DEMO_PROVIDER=' .env || echo "ROUTERWEB_DEMO_PROVIDER=1" >> .env
-	@sed -i '/^ROUTERWEB_PUBLIC_URL=/d' .env && echo "ROUTERWEB_PUBLIC_URL=$(ROUTERWEB_PUBLIC_URL)" >> .env
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py collectstatic --no-input --verbosity 0
 	$(PY) manage.py seed_demo

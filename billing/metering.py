@@ -17,11 +17,12 @@ from routing.errors import ApiError
 from routing.metering import CallOutcome, CallPlan, Meter, RecordedCall, Reserved
 from routing.router import Attempt
 from routing.snapshot import ModelSnap
+from routing.usage import Usage
 
 from .budget_upkeep import budget_upkeep
 from .budgets import BudgetExceeded, BudgetsUnavailable, budgets_reserve, worst_case_cost
 from .calls import call_outcome_record
-from .pricing import PriceSnap, prompt_tokens_bound
+from .pricing import PriceSnap, cost_for_usage, prompt_tokens_bound
 from .recorder import call_recorder
 
 logger = logging.getLogger("routerweb.metering")
@@ -101,11 +102,22 @@ class BillingMeter(Meter):
         except BudgetsUnavailable:
             logger.exception("budgets could not be reserved for %s", plan.request_id)
             message = "routerweb could not check this call against its budgets (database unavailable); try again."
-            raise ApiError(503, message, code="budget_check_unavailable", type="server_error") from None
+            code = "budget_check_unavailable"
+            raise ApiError(503, message, code=code, type="server_error", retry_after_s=1) from None
         return Reserved(candidates, reservations)
 
     def record(self, outcome: CallOutcome) -> None:
         call_outcome_record(outcome)
+
+    def usage_cost(self, snapshot_part: BillingSnapshot, model: ModelSnap, usage: Usage, at: datetime) -> str | None:
+        """The call's exact cost with the price in force at `at`, as recorded in its row; None when unpriced."""
+        price = snapshot_part.price_at(model, at) if snapshot_part is not None else None
+        if price is None:
+            return None
+        cost = cost_for_usage(
+            price, prompt_tokens=usage.prompt, cached_tokens=usage.cached, completion_tokens=usage.completion
+        )
+        return _decimal_text(cost)
 
     def recorded_calls(self, *, user_id: int, request_ids: Iterable[str]) -> dict[str, RecordedCall]:
         from .models import Call

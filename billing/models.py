@@ -5,11 +5,14 @@ Money is `Decimal` everywhere. Prices are USD per 1M tokens with 6 decimal place
 """
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint, Provider
+
+from .pricing import price_cached_error
 
 PRICE_FIELD = dict(max_digits=18, decimal_places=6, validators=[MinValueValidator(0)])
 COST_MAX_DIGITS, COST_DECIMAL_PLACES = 24, 12
@@ -46,6 +49,11 @@ class Price(models.Model):
         return (
             f"{self.model}: in {self.input_per_mtok} / out {self.output_per_mtok} from {self.effective_from:%Y-%m-%d}"
         )
+
+    def clean(self) -> None:
+        error = price_cached_error(input_per_mtok=self.input_per_mtok, cached_input_per_mtok=self.cached_input_per_mtok)
+        if error:
+            raise ValidationError({"cached_input_per_mtok": error})
 
 
 def _call_link(to: type[models.Model] | str, **options) -> models.ForeignKey:
@@ -118,7 +126,8 @@ class Call(models.Model):
         permissions = [("view_all_spend", "Can see every user's spend, calls and CSV on the dashboard")]
 
     def __str__(self) -> str:
-        return f"{self.request_id} {self.requested} → {self.model_id} {self.status}"
+        answered = self.model.name if self.model_id and self.model else "no model"
+        return f"{self.request_id} {self.requested} → {answered} {self.status}"
 
 
 class QuarantinedRow(models.Model):
@@ -177,12 +186,19 @@ class Budget(models.Model):
                 condition=models.Q(user__isnull=False, api_key__isnull=True)
                 | models.Q(user__isnull=True, api_key__isnull=False),
                 name="budget_user_xor_api_key",
+                violation_error_message="Choose either a user or an API key for this budget, not both and not neither.",
             ),
             models.UniqueConstraint(
-                fields=["user"], condition=models.Q(user__isnull=False), name="budget_one_per_user"
+                fields=["user"],
+                condition=models.Q(user__isnull=False),
+                name="budget_one_per_user",
+                violation_error_message="This user already has a budget: change that one instead.",
             ),
             models.UniqueConstraint(
-                fields=["api_key"], condition=models.Q(api_key__isnull=False), name="budget_one_per_api_key"
+                fields=["api_key"],
+                condition=models.Q(api_key__isnull=False),
+                name="budget_one_per_api_key",
+                violation_error_message="This API key already has a budget: change that one instead.",
             ),
         ]
 

@@ -40,6 +40,18 @@ class PriceLike(Protocol):
     cached_input_per_mtok: Decimal | None
 
 
+def price_cached_error(*, input_per_mtok: Decimal | None, cached_input_per_mtok: Decimal | None) -> str | None:
+    """Why a cached-input price cannot go with this input price, or None (the admin and the registry file)."""
+    if input_per_mtok is None or cached_input_per_mtok is None or input_per_mtok < 0:
+        return None  # a missing or negative price has its own message
+    if cached_input_per_mtok > input_per_mtok:
+        return (
+            f"The cached input price ({cached_input_per_mtok}) is above the input price ({input_per_mtok}): "
+            "cached tokens are a discount on input tokens."
+        )
+    return None
+
+
 def cost_for_usage(price: PriceLike, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Decimal:
     """The exact cost of a call; `cached_tokens` is the part of `prompt_tokens` read from the cache."""
     cached = min(cached_tokens, prompt_tokens)

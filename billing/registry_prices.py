@@ -9,6 +9,7 @@ from typing import Any
 from routing.models import ModelEndpoint
 from routing.registry_file import ModelFileExtension, decimal_or_none, plain_number
 
+from .pricing import price_cached_error
 from .services import price_current, price_set
 
 PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
@@ -30,6 +31,13 @@ class PriceInRegistryFile(ModelFileExtension):
             number = decimal_or_none(value[key])
             if number is None or number < 0:
                 errors.append(f"{where}: price.{key} must be a number ≥ 0, got {value[key]!r}")
+        if not errors:
+            problem = price_cached_error(
+                input_per_mtok=decimal_or_none(value["input_per_mtok"]),
+                cached_input_per_mtok=decimal_or_none(value.get("cached_input_per_mtok")),
+            )
+            if problem:
+                errors.append(f"{where}: price.cached_input_per_mtok: {problem}")
         return errors
 
     def apply(self, model: ModelEndpoint, value: Any) -> bool:

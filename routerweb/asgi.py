@@ -23,7 +23,7 @@ from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.demo_provider import PREFIX as DEMO_PREFIX  # noqa: E402
 from routing.demo_provider import DemoProvider  # noqa: E402
 from routing.runtime import runtime_build, runtime_install, runtime_start, runtime_stop  # noqa: E402
-from routing.upstream import upstream_transport_close  # noqa: E402
+from routing.upstream import serving_address, upstream_transport_close  # noqa: E402
 
 logger = logging.getLogger("routerweb")
 api_application = ApiHandler()
@@ -32,6 +32,7 @@ demo_provider = DemoProvider()
 
 async def application(scope, receive, send):
     if scope["type"] == "http":
+        serving_address.set(scope.get("server"))
         path = scope["path"]
         if path.startswith("/v1/"):
             return await api_application(scope, receive, send)

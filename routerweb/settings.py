@@ -220,5 +220,6 @@ ROUTERWEB_KEY_VARIABLES = frozenset(env.list("ROUTERWEB_KEY_VARIABLES", default=
 # Serve the offline demo provider (an echo model, routing/demo_provider.py) under /demo/v1/. `make run`
 # turns it on in .env; off otherwise.
 ROUTERWEB_DEMO_PROVIDER = env.bool("ROUTERWEB_DEMO_PROVIDER", default=False)
-# Base URL the app is reachable at, used by the built-in demo provider.
+# Base URL the app is reachable at: where a provider whose base URL is a path (the demo provider's
+# /demo/v1) is reached outside a request; within one it is the address the call came in on.
 ROUTERWEB_PUBLIC_URL = env.str("ROUTERWEB_PUBLIC_URL", default="http://127.0.0.1:8000")

@@ -1,11 +1,18 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from .models import ApiKey, ModelEndpoint, PreferenceVote, Provider, Route, RouteTarget
 from .providers.registry import api_format_choices
+from .registry_rules import route_targets_error
 from .services import api_key_create, api_key_revoke
+
+NEW_KEY_SESSION = "routerweb_new_api_key"  # a key just created, until its page has shown it once
 
 
 @admin.register(Provider)
@@ -39,8 +46,24 @@ class ModelEndpointAdmin(admin.ModelAdmin):
         return super().get_queryset(request).select_related("provider")
 
 
+class RouteTargetFormSet(forms.BaseInlineFormSet):
+    """The route's rules that span its targets (routing/registry_rules.py, as for the registry file)."""
+
+    def clean(self):
+        super().clean()
+        kept = [
+            form
+            for form in self.forms
+            if form.cleaned_data.get("model") and not (self.can_delete and self._should_delete_form(form))
+        ]
+        problem = route_targets_error(len(kept))
+        if problem:
+            raise ValidationError(problem)
+
+
 class RouteTargetInline(admin.TabularInline):
     model = RouteTarget
+    formset = RouteTargetFormSet
     extra = 1
     fields = ["position", "model", "weight"]
     autocomplete_fields = ["model"]
@@ -105,15 +128,34 @@ class ApiKeyAdmin(admin.ModelAdmin):
         request._routerweb_new_key = raw_key
 
     def response_add(self, request, obj, post_url_continue=None):
-        # The raw key is rendered once, in this response only: never stored, never put in messages or the session.
+        # Redirect after the POST, so that reloading the page cannot create another key. The raw key
+        # waits in the session only until that page is shown once (never in messages or a URL).
+        request.session[NEW_KEY_SESSION] = {"pk": obj.pk, "key": request._routerweb_new_key}
+        return HttpResponseRedirect(reverse("admin:routing_apikey_created", args=[obj.pk]))
+
+    def get_urls(self):
+        created = path(
+            "<int:pk>/created/", self.admin_site.admin_view(self.created_view), name="routing_apikey_created"
+        )
+        return [created, *super().get_urls()]
+
+    def created_view(self, request, pk: int):
+        """The new key, shown once: a second visit (a reload) says it cannot be shown again."""
+        key = get_object_or_404(ApiKey, pk=pk)
+        if not self.has_view_or_change_permission(request, key):
+            raise PermissionDenied
+        waiting = request.session.get(NEW_KEY_SESSION) or {}
+        raw_key = None
+        if waiting.get("pk") == key.pk:
+            raw_key = request.session.pop(NEW_KEY_SESSION)["key"]
         context = {
             **self.admin_site.each_context(request),
-            "key": obj,
-            "raw_key": request._routerweb_new_key,
+            "key": key,
+            "raw_key": raw_key,
             "opts": self.opts,
-            "title": "Copy your new API key",
+            "title": "Copy your new API key" if raw_key else "API key created",
         }
-        return TemplateResponse(request, "admin/routing/apikey/created.html", context)
+        return TemplateResponse(request, "admin/routing/apikey/created.html", context)  # never cached: admin_view
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):

@@ -1,5 +1,7 @@
-"""Errors in OpenAI's wire shape: {"error": {"message", "type", "param", "code"}}."""
+"""Errors in OpenAI's wire shape: {"error": {"message", "type", "param", "code"}}, with the headers
+that tell a client whether trying again can help (`error_headers`)."""
 
+import math
 from dataclasses import dataclass
 
 import orjson
@@ -25,9 +27,20 @@ class ApiError(Exception):
     code: str | None = None
     param: str | None = None
     type: str | None = None
+    # Seconds after which the same request may succeed (a database or upstreams that are down for now);
+    # None: retrying cannot help (a bad request, a budget, a key, a configuration nobody changed).
+    retry_after_s: float | None = None
 
     def body(self) -> bytes:
         return error_body(self.message, status=self.status, code=self.code, param=self.param, type_=self.type)
+
+
+def error_headers(error: ApiError) -> dict[str, str]:
+    """`x-should-retry` (read by OpenAI's SDKs, which otherwise retry every 429 and 5xx twice) and, when
+    a retry can help, `Retry-After` in whole seconds."""
+    if error.retry_after_s is None:
+        return {"x-should-retry": "false"}
+    return {"x-should-retry": "true", "Retry-After": str(max(1, math.ceil(error.retry_after_s)))}
 
 
 def error_body(
@@ -39,7 +52,9 @@ def error_body(
 
 def error_response(error: ApiError) -> HttpResponse:
     """The HTTP response of `error`, on every surface that answers in OpenAI's shape."""
-    return HttpResponse(error.body(), status=error.status, content_type="application/json")
+    return HttpResponse(
+        error.body(), status=error.status, content_type="application/json", headers=error_headers(error)
+    )
 
 
 def body_too_large(limit: int) -> ApiError:

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from .errors import ApiError
-from .metering import CallOutcome, CallPlan
+from .errors import ApiError, error_headers
+from .metering import CallOutcome, CallPlan, Meter
 from .registry import RegistryUnavailable
 from .registry_version import VERSION_KEY
 from .router import RouteResult, Trace, candidates_for, route_request
@@ -125,7 +125,7 @@ async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Call
         registry = await registry_checked_get(runtime, after_miss=missed)
         context = caller(registry)
     except ApiError as error:
-        return GatewayResponse(error.status, {}, body=error.body())
+        return GatewayResponse(error.status, error_headers(error), body=error.body())
     context.runtime = runtime
     return await _run(raw_body, registry, context, registry_checked=True)
 
@@ -137,7 +137,7 @@ async def registry_checked_get(runtime: Runtime, *, after_miss: bool = False) ->
         return await (runtime.registry.get_after_miss() if after_miss else runtime.registry.get())
     except RegistryUnavailable:
         message = "routerweb could not read its registry (database unavailable); try again."
-        raise ApiError(503, message, code="registry_unavailable", type="server_error") from None
+        raise ApiError(503, message, code="registry_unavailable", type="server_error", retry_after_s=1) from None
 
 
 async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, registry_checked: bool) -> GatewayResponse:
@@ -166,14 +166,20 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             _confirm(registry, await runtime.registry.for_token(token))
         candidates = await _reserve(registry, context, chat, candidates)
         result = await route_request(
-            chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
+            chat.body,
+            candidates,
+            breaker,
+            context.trace,
+            client_wants_usage=chat.client_wants_usage,
+            views=views,
+            usage_cost=partial(_usage_cost, runtime.meter, registry.metering, context.created_at),
         )
     except RegistryChanged:
         runtime.calls_in_flight -= 1  # nothing to record: the caller starts over
         raise
     except ApiError as error:
         _record_failure(context, chat, error)
-        return GatewayResponse(error.status, context.headers(), body=error.body())
+        return GatewayResponse(error.status, context.headers() | error_headers(error), body=error.body())
     except asyncio.CancelledError:
         # The client left while the upstreams were being tried; the upstream request is closed by now.
         # The candidate that had the request may bill its prompt: it is recorded with an estimate.
@@ -183,7 +189,8 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         # routerweb's own fault: still one row, and an OpenAI error (Redis down is not one: shared_state.py).
         logger.exception("chat completion %s failed inside routerweb", context.request_id)
         _record_failure(context, chat, INTERNAL_ERROR)
-        return GatewayResponse(INTERNAL_ERROR.status, context.headers(), body=INTERNAL_ERROR.body())
+        headers = context.headers() | error_headers(INTERNAL_ERROR)
+        return GatewayResponse(INTERNAL_ERROR.status, headers, body=INTERNAL_ERROR.body())
     if result.stream is not None:
         headers = context.headers(result.model.name)
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
@@ -219,6 +226,10 @@ async def _reserve(
     )
     context.metering = reserved.metering
     return reserved.candidates
+
+
+def _usage_cost(meter: Meter, snapshot_part: Any, at: datetime, model: ModelSnap, usage: Usage) -> str | None:
+    return meter.usage_cost(snapshot_part, model, usage, at)
 
 
 def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:

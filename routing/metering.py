@@ -7,8 +7,9 @@ What that means (prices, budgets, cost rows) is the metering backend's business.
 backend; routing never imports it. routerweb's own backend is `billing.metering.BillingMeter`.
 
 A backend may keep its own part of the registry snapshot (`snapshot_part`, loaded with the rest and
-reloaded with it), so that reserving needs no database read, and reads recorded calls back for the
-playground (`recorded_calls`).
+reloaded with it), so that reserving needs no database read, reads recorded calls back for the
+playground (`recorded_calls`), and prices an answer's usage for the client (`usage_cost`, the
+answer's `usage.cost`).
 """
 
 from abc import ABC, abstractmethod
@@ -125,6 +126,13 @@ class Meter(ABC):
     def record(self, outcome: CallOutcome) -> None:
         """Exactly once per request (reserved or not), when its outcome is known; must not block the
         event loop, and never raises."""
+
+    def usage_cost(self, snapshot_part: Any, model: "ModelSnap", usage: Usage, at: datetime) -> str | None:
+        """What `usage` on `model` costs at `at` with the prices in `snapshot_part`, as an exact decimal
+        string in USD (the answer's `usage.cost`), or None when the backend cannot say (no price).
+        Called on the event loop for each answer that reports its usage: it must be cheap and must not
+        read the database."""
+        return None
 
     def recorded_calls(self, *, user_id: int, request_ids: Iterable[str]) -> dict[str, RecordedCall]:
         """`user_id`'s recorded calls among `request_ids` (synchronous, for the playground's views)."""

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 
+from .registry_rules import validate_weight
 from .secrets import api_key_env_refusal, provider_api_key
 
 NAME_VALIDATOR = RegexValidator(
@@ -21,6 +22,21 @@ ENV_VAR_VALIDATOR = RegexValidator(
     r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment variable name: letters, digits and _, not starting with a digit."
 )
 HTTP_URL_VALIDATOR = URLValidator(schemes=["http", "https"], message="Enter an http:// or https:// URL.")
+LOCAL_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+
+
+def validate_base_url(value: str) -> None:
+    """An http(s) URL, or a path ("/demo/v1"): a provider served by routerweb itself, reached at the
+    address each call came in on (routing/upstream.py); and never the chat endpoint itself."""
+    if value.startswith("/"):
+        if not LOCAL_PATH_PATTERN.match(value) or value.startswith("//"):
+            raise ValidationError("Enter an http:// or https:// URL, or a path on routerweb itself such as /demo/v1.")
+    else:
+        HTTP_URL_VALIDATOR(value)
+    if value.rstrip("/").endswith("/chat/completions"):
+        raise ValidationError(
+            "Enter the API root without /chat/completions (e.g. https://api.openai.com/v1): routerweb appends it."
+        )
 
 
 class TimestampedModel(models.Model):
@@ -51,8 +67,9 @@ class Provider(TimestampedModel):
     )
     base_url = models.CharField(
         max_length=500,
-        validators=[HTTP_URL_VALIDATOR],
-        help_text="The API root, e.g. https://api.openai.com/v1 (the gateway appends /chat/completions).",
+        validators=[validate_base_url],
+        help_text="The API root, e.g. https://api.openai.com/v1 (the gateway appends /chat/completions), or a "
+        "path such as /demo/v1 for a provider served by routerweb itself.",
     )
     api_key_env = models.CharField(
         "API key variable",
@@ -78,9 +95,15 @@ class Provider(TimestampedModel):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
+        errors = {}
         refusal = self.api_key_env and api_key_env_refusal(self.api_key_env)
         if refusal:
-            raise ValidationError({"api_key_env": f"{refusal}."})
+            errors["api_key_env"] = f"{refusal}."
+        twin = self.name and Provider.objects.filter(name__iexact=self.name).exclude(pk=self.pk).first()
+        if twin and twin.name != self.name:
+            errors["name"] = f"A provider is already named {twin.name!r}; names may not differ only in case."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def api_key_is_set(self) -> bool:
@@ -145,7 +168,9 @@ class RouteTarget(models.Model):
     route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="targets")
     model = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="route_targets")
     position = models.PositiveSmallIntegerField(default=0)
-    weight = models.PositiveIntegerField(default=1, help_text="Share of first picks for weighted routes.")
+    weight = models.PositiveIntegerField(
+        default=1, validators=[validate_weight], help_text="Share of first picks for weighted routes (1 or more)."
+    )
 
     class Meta:
         ordering = ["route", "position", "id"]

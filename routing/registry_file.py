@@ -1,8 +1,12 @@
 """The registry as a YAML file: validate, import (all or nothing, idempotent) and export.
 
 Import upserts the providers, models and routes named in the file; a route's targets become exactly
-the file's list. Entries the database has and the file does not are left alone, so importing the
-same file twice changes nothing.
+the file's list. Entries the database has and the file does not are left alone, and so are the
+fields an entry leaves out (a new entry gets their defaults), so importing the same file twice, or a
+partial entry, changes nothing it does not name.
+
+The rules a registry must follow are the models' own (`full_clean`, routing/models.py) plus
+`route_targets_errors` (routing/registry_rules.py): the admin applies the same ones.
 
 Another app can own a key of the model entries (billing owns `price`): it registers a
 `ModelFileExtension` (`model_extension_register`), which validates, applies and exports that key.
@@ -18,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import ModelEndpoint, Provider, Route, RouteTarget
+from .registry_rules import route_targets_error, validate_weight
 from .registry_version import registry_version_bump
 
 PROVIDER_KEYS = {"name", "api_format", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "enabled"}
@@ -168,17 +173,21 @@ def _entry_errors(section, index, entry, keys, required, seen) -> list[str]:
 def _targets_errors(where: str, targets: Any, strategy: Any) -> list[str]:
     if strategy not in Route.Strategy.values:
         return [f"{where}: strategy must be one of {', '.join(Route.Strategy.values)}, got {strategy!r}"]
-    if not isinstance(targets, list) or not targets:
-        return [f"{where}: targets must be a non-empty list"]
+    if not isinstance(targets, list):
+        return [f"{where}: targets must be a list"]
+    problem = route_targets_error(len(targets))
+    if problem:
+        return [f"{where}: targets: {problem}"]
     errors = []
     for i, target in enumerate(targets):
         if not isinstance(target, dict) or not isinstance(target.get("model"), str):
             errors.append(f"{where}: targets[{i}] must be a mapping with a model name")
             continue
         errors += [f"{where}: targets[{i}]: unknown key {k!r}" for k in sorted(set(target) - TARGET_KEYS)]
-        weight = target.get("weight", 1)
-        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
-            errors.append(f"{where}: targets[{i}].weight must be a whole number ≥ 1, got {weight!r}")
+        try:
+            validate_weight(target.get("weight", 1))
+        except ValidationError as exc:
+            errors.append(f"{where}: targets[{i}].weight: {' '.join(exc.messages)}")
     return errors
 
 
@@ -239,6 +248,7 @@ def _save(obj, where: str, summary: ImportSummary, label: str, created: bool) ->
 
 
 def _upsert(model_cls, name: str, values: dict[str, Any], where: str, summary: ImportSummary, kind: str):
+    """Create or update the entry `name`; `values` holds only the fields the file gives."""
     obj = model_cls.objects.filter(name=name).first()
     created = obj is None
     if created:
@@ -251,29 +261,40 @@ def _upsert(model_cls, name: str, values: dict[str, Any], where: str, summary: I
     return obj
 
 
+def _given(entry: dict[str, Any], fields: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """The model fields an entry gives: `fields` maps a file key to (model field, conversion)."""
+    return {name: convert(entry[key]) for key, (name, convert) in fields.items() if key in entry}
+
+
+PROVIDER_FIELDS = {
+    "api_format": ("api_format", lambda v: v or "openai"),
+    "base_url": ("base_url", lambda v: str(v).rstrip("/")),
+    "api_key_env": ("api_key_env", lambda v: v or ""),
+    "timeout_s": ("read_timeout_s", float),
+    "connect_timeout_s": ("connect_timeout_s", float),
+    "enabled": ("enabled", bool),
+}
+MODEL_FIELDS = {
+    "upstream_model": ("upstream_model", lambda v: v or ""),
+    "context_window": ("context_window", lambda v: v),
+    "max_output_tokens": ("max_output_tokens", lambda v: v),
+    "enabled": ("enabled", bool),
+}
+
+
 def _provider_upsert(entry: dict[str, Any], summary: ImportSummary) -> Provider:
-    values = {
-        "api_format": entry.get("api_format") or "openai",
-        "base_url": str(entry["base_url"]).rstrip("/"),
-        "api_key_env": entry.get("api_key_env") or "",
-        "read_timeout_s": float(entry.get("timeout_s", 60.0)),
-        "connect_timeout_s": float(entry.get("connect_timeout_s", 5.0)),
-        "enabled": entry.get("enabled", True),
-    }
+    values = _given(entry, PROVIDER_FIELDS)
     return _upsert(Provider, entry["name"], values, f"providers ({entry['name']})", summary, "provider")
 
 
 def _model_upsert(entry: dict[str, Any], providers: dict[str, Provider], summary: ImportSummary) -> None:
     provider = providers.get(entry["provider"]) or Provider.objects.get(name=entry["provider"])
-    values = {
-        "provider": provider,
-        "upstream_model": entry.get("upstream_model") or entry["name"],
-        "context_window": entry.get("context_window"),
-        "max_output_tokens": entry.get("max_output_tokens"),
-        "enabled": entry.get("enabled", True),
-    }
+    values = {"provider": provider, **_given(entry, MODEL_FIELDS)}
+    if values.get("upstream_model") == "":
+        values["upstream_model"] = entry["name"]
     where = f"models ({entry['name']})"
     model = _upsert(ModelEndpoint, entry["name"], values, where, summary, "model")
+    created = f"model {model.name}" in summary.created
     for key, extension in _model_extensions.items():
         if entry.get(key) is None:
             continue
@@ -281,12 +302,12 @@ def _model_upsert(entry: dict[str, Any], providers: dict[str, Provider], summary
             changed = extension.apply(model, entry[key])
         except ValidationError as exc:
             raise _EntryError(f"{where}: {_messages(exc)}") from None
-        if changed:
+        if changed and not created:  # a new model's price is part of its creation
             summary.updated.append(f"{key} {model.name}")
 
 
 def _route_upsert(entry: dict[str, Any], summary: ImportSummary) -> None:
-    values = {"strategy": entry.get("strategy", Route.Strategy.ORDERED), "description": entry.get("description", "")}
+    values = _given(entry, {"strategy": ("strategy", str), "description": ("description", lambda v: v or "")})
     route = _upsert(Route, entry["name"], values, f"routes ({entry['name']})", summary, "route")
     wanted = [(t["model"], t.get("weight", 1)) for t in entry["targets"]]
     existing = [(t.model.name, t.weight) for t in route.targets.select_related("model").order_by("position", "id")]

@@ -7,7 +7,9 @@ state in circuit.py, and what is recorded in gateway.py.
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .circuit import CircuitBreaker, CircuitView
@@ -18,9 +20,12 @@ from .snapshot import ModelSnap, Registry
 from .strategies import route_order
 from .streaming import StreamRelay
 from .upstream import UpstreamFailure, upstream_read, upstream_send
-from .usage import Usage, UsageProblem
+from .usage import Usage, UsageProblem, answer_with_cost
 
 logger = logging.getLogger("routerweb.router")
+# What a model's usage costs (an exact decimal string), or None: the answer's `usage.cost`.
+UsageCost = Callable[[ModelSnap, Usage], str | None]
+RETRY_AFTER_S = 1.0  # what a 502 after transient failures suggests to the client
 
 
 @dataclass(slots=True)
@@ -87,7 +92,8 @@ class Trace:
 def candidates_for(
     registry: Registry, requested: str, fallback_models: list[str], rng: random.Random | None = None
 ) -> list[ModelSnap]:
-    """The models to try, in order: the route's (or the one model), then `fallback_models`, no repeats.
+    """The models to try, in order: the route's (or the one model), then `fallback_models` (a route
+    among them brings its targets), no repeats.
 
     Raises ApiError 404 for a name that is neither a model nor a route.
     """
@@ -100,14 +106,21 @@ def candidates_for(
         raise ApiError(404, f"The model or route {requested!r} does not exist.", code="model_not_found", param="model")
     seen = {m.name for m in ordered}
     for name in fallback_models:
-        model = registry.models.get(name)
-        if model is None:
-            raise ApiError(
-                404, f"The fallback model {name!r} does not exist.", code="model_not_found", param="fallback_models"
-            )
-        if name not in seen:
-            ordered.append(model)
-            seen.add(name)
+        fallback_route = registry.routes.get(name)
+        if fallback_route is not None:
+            extra = route_order(fallback_route, rng or random)  # a route falls back to its targets, in its order
+        elif name in registry.models:
+            extra = [registry.models[name]]
+        else:
+            message = f"The fallback model or route {name!r} does not exist."
+            raise ApiError(404, message, code="model_not_found", param="fallback_models")
+        for model in extra:
+            if model.name not in seen:
+                ordered.append(model)
+                seen.add(model.name)
+    if not ordered:  # a route saved before routes needed a target (routing/registry_rules.py)
+        message = f"The route {requested!r} has no targets: give it one in the admin."
+        raise ApiError(502, message, code="route_without_targets", param="model")
     return ordered
 
 
@@ -133,25 +146,32 @@ async def route_request(
     *,
     client_wants_usage: bool = False,
     views: dict[str, CircuitView] | None = None,
+    usage_cost: UsageCost | None = None,
 ) -> RouteResult:
     """Try `candidates` in order until one answers; fills `trace` as it goes. `views`: their circuit
-    state if the caller has read it already.
+    state if the caller has read it already. With `usage_cost`, the answer's usage (the final usage
+    chunk of a stream) carries the call's cost as `usage.cost`.
 
     Raises ApiError: the upstream's own error for a non-retryable failure (e.g. 400), or 502 listing
-    every attempt when all candidates failed or were skipped.
+    every attempt when all candidates failed or were skipped (worth retrying only if one failed or its
+    circuit was open, not when each was skipped for its configuration: disabled, no key).
     """
     stream = bool(request.get("stream"))
     if views is None:
         views = await breaker.read(candidates)
+    transient = False  # a candidate failed or was held back for now: the same request may succeed later
     for model in candidates:
-        reason = skip_reason(model) or await breaker.admit(model, views[model.name])
+        reason = skip_reason(model)
+        if reason is None:
+            reason = await breaker.admit(model, views[model.name])
+            transient = transient or reason is not None
         if reason:
             trace.attempts.append(Attempt(model.name, "skipped", reason))
             continue
         started = time.perf_counter()
         trace.in_flight = model
         try:
-            result = await _try(model, request, stream, client_wants_usage)
+            result = await _try(model, request, stream, client_wants_usage, usage_cost)
         except UpstreamFailure as failure:
             trace.in_flight = None
             elapsed = time.perf_counter() - started
@@ -161,6 +181,7 @@ async def route_request(
                 await breaker.record_success(model, views[model.name])  # it answered; the request was wrong
                 raise _client_error(failure) from None
             await _note_failure(breaker, model, views[model.name], failure)
+            transient = True
             continue
         trace.in_flight = None
         elapsed = time.perf_counter() - started
@@ -172,18 +193,26 @@ async def route_request(
         502,
         "All candidates failed: " + "; ".join(a.describe() for a in trace.attempts) + ".",
         code="all_candidates_failed",
+        retry_after_s=RETRY_AFTER_S if transient else None,  # skipped for configuration only: retrying cannot help
     )
 
 
-async def _try(model: ModelSnap, request: dict[str, Any], stream: bool, client_wants_usage: bool) -> RouteResult:
+async def _try(
+    model: ModelSnap, request: dict[str, Any], stream: bool, client_wants_usage: bool, usage_cost: UsageCost | None
+) -> RouteResult:
     adapter = adapter_for(model.provider.api_format)
     api_key = provider_api_key(model.provider.api_key_env)
     body = adapter.request_body(request, model)
     response = await upstream_send(model.provider, adapter, body=body, api_key=api_key, stream=stream)
     if not stream:
         answer = adapter.answer(await upstream_read(response, model.provider))
-        return RouteResult(model, body=answer.body, usage=answer.usage)
+        body = answer.body
+        if usage_cost is not None and type(answer.usage) is Usage:
+            body = answer_with_cost(body, usage_cost(model, answer.usage))
+        return RouteResult(model, body=body, usage=answer.usage)
     relay = adapter.stream_relay(response, model.provider, client_wants_usage=client_wants_usage)
+    if usage_cost is not None and client_wants_usage:
+        relay.usage_cost = partial(usage_cost, model)
     try:
         await relay.prime()
     except BaseException:

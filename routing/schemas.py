@@ -53,14 +53,16 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
     stream_options = _optional(body, "stream_options", dict, None)
     fallback_models = _optional(body, "fallback_models", list, [])
     if not all(_is_name(name) for name in fallback_models):
-        raise invalid_param("fallback_models", "must be a list of model names (no control characters)")
+        raise invalid_param("fallback_models", "must be a list of model or route names (no control characters)")
     caps = [_positive_int(body, key, MAX_TOKENS_LIMIT) for key in ("max_tokens", "max_completion_tokens")]
     max_tokens = max((cap for cap in caps if cap is not None), default=None)
     choices = _positive_int(body, "n", CHOICES_LIMIT) or 1
-    for key in ("temperature", "top_p"):
+    for key, highest in (("temperature", 2), ("top_p", 1)):
         value = body.get(key)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
             raise invalid_param(key, "must be a number")
+        if value is not None and not 0 <= value <= highest:  # OpenAI's ranges: an upstream would refuse it
+            raise invalid_param(key, f"must be between 0 and {highest}, got {value}")
     return ChatRequest(
         body=body,
         model=model,

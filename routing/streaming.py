@@ -9,6 +9,7 @@ chunks for the client and notes the call's usage and text on the way.
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -63,6 +64,8 @@ class StreamRelay(ABC):
         self.first_content_at: float | None = None
         self.finished = False  # [DONE] (or a clean end) was seen
         self.failure: UpstreamFailure | None = None
+        # What the usage costs, for the usage chunk the client gets (`usage.cost`); set by the router.
+        self.usage_cost: Callable[[Usage], str | None] | None = None
         self._chunks = response.aiter_raw()
         self._parser = SseParser()
         self._pending: list[bytes] = []

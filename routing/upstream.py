@@ -6,6 +6,7 @@ provider's adapter (routing/providers/). Messages never contain the API key or r
 """
 
 import asyncio
+import contextvars
 import email.utils
 import time
 import weakref
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
+from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
 from .snapshot import ProviderSnap
@@ -26,7 +28,12 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 32 << 20  # a non-streamed answer; a stream is relayed chunk by chunk, never held
 
 _transports: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_targets: dict[ProviderSnap, tuple[httpx.URL, dict]] = {}
+_targets: dict[ProviderSnap | tuple[ProviderSnap, str], tuple[httpx.URL, dict]] = {}
+
+# The (host, port) the request being served came in on (the ASGI scope's `server`), set by
+# routerweb/asgi.py: a provider whose base URL is a path ("/demo/v1") is routerweb itself, reached at
+# that address, so that no configured port or URL can point it at the wrong place.
+serving_address: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("serving_address", default=None)
 
 
 @dataclass(slots=True)
@@ -91,16 +98,36 @@ async def upstream_send(
 
 
 def _target(provider: ProviderSnap, adapter: "ProviderAdapter") -> tuple[httpx.URL, dict]:
-    """The parsed URL and timeouts of a provider, computed once per registry snapshot."""
-    target = _targets.get(provider)
+    """The parsed URL and timeouts of a provider, computed once per registry snapshot (and, for a
+    provider on routerweb itself, per address it serves on)."""
+    base_url = provider.base_url
+    key: ProviderSnap | tuple[ProviderSnap, str] = provider
+    if base_url.startswith("/"):
+        base_url = own_origin() + base_url
+        key = (provider, base_url)
+    target = _targets.get(key)
     if target is None:
         if len(_targets) > 10_000:  # old snapshots' providers: drop them all, they are cheap to rebuild
             _targets.clear()
         timeout = httpx.Timeout(
             provider.read_timeout_s, connect=provider.connect_timeout_s, pool=provider.connect_timeout_s
         )
-        target = _targets[provider] = (httpx.URL(adapter.url(provider.base_url)), timeout.as_dict())
+        target = _targets[key] = (httpx.URL(adapter.url(base_url)), timeout.as_dict())
     return target
+
+
+def own_origin() -> str:
+    """routerweb's own address as seen from this process: the address the current request came in on
+    (a wildcard host becomes the loopback), else ROUTERWEB_PUBLIC_URL (outside a request, a Unix socket)."""
+    server = serving_address.get()
+    if server and server[1]:
+        host = server[0]
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return f"http://[{host}]:{server[1]}" if ":" in host else f"http://{host}:{server[1]}"
+    return settings.ROUTERWEB_PUBLIC_URL.rstrip("/")
 
 
 async def upstream_read(response: httpx.Response, provider: ProviderSnap) -> bytes:

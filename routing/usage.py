@@ -10,6 +10,8 @@ recorded with estimated tokens instead of failing to store.
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 TOKENS_MAX = 2**31 - 1  # the largest count a token column holds
 
 
@@ -61,3 +63,23 @@ def _count(value: Any, *, required: bool = False) -> int | None:
     if type(value) is not int or not 0 <= value <= TOKENS_MAX:  # bool is an int subclass: refused too
         return None
     return value
+
+
+def usage_with_cost(data: dict[str, Any], cost: str) -> bool:
+    """Add `cost` (an exact decimal string, USD) to the `usage` object of an OpenAI answer or chunk as
+    `usage.cost`, OpenRouter's field, written as a JSON number with every digit; False when there is
+    no usage object to add it to."""
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return False
+    usage["cost"] = orjson.Fragment(cost)
+    return True
+
+
+def answer_with_cost(body: bytes, cost: str | None) -> bytes:
+    """A non-streamed OpenAI answer (a JSON object, as the adapter checked) with `usage.cost` added; as
+    it is when there is no cost or no usage object."""
+    if cost is None:
+        return body
+    data = orjson.loads(body)
+    return orjson.dumps(data) if usage_with_cost(data, cost) else body

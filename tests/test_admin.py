@@ -298,8 +298,15 @@ def test_admin_adding_an_api_key_shows_the_raw_key_once_and_stores_only_its_hash
         url(ApiKey, "add"), {"user": admin_user.pk, "name": "laptop", "allowed_models": [gpt.pk], "allowed_routes": []}
     )
 
-    assert response.status_code == 200
-    html = response.content.decode()
+    # Redirect after post: reloading the key's page shows it no more and creates no other key.
+    assert response.status_code == 302
+    shown = admin_client.get(response["Location"])
+    assert shown.status_code == 200 and "no-store" in shown["Cache-Control"]
+    reloaded = admin_client.get(response["Location"]).content.decode()
+    assert "cannot be shown again" in reloaded and 'id="new-api-key"' not in reloaded
+    assert ApiKey.objects.filter(name="laptop").count() == 1
+    assert 'id="copy-api-key"' in shown.content.decode()
+    html = shown.content.decode()
     match = re.search(r'<pre id="new-api-key"[^>]*>(rw-[A-Za-z0-9_-]+)</pre>', html)
     assert match, html
     raw = match.group(1)

@@ -14,6 +14,7 @@ import pytest
 from django.core.management import call_command
 
 from routing.demo_provider import MAX_BODY_BYTES, MAX_WORDS, DemoProvider
+from routing.upstream import own_origin, serving_address
 
 HELLO = [{"role": "user", "content": "hello demo"}]
 
@@ -122,9 +123,30 @@ def test_the_demo_routes_answer_offline_through_the_gateway(gateway, http, setti
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "DASHSCOPE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     settings.ROUTERWEB_DEMO_PROVIDER = True
-    settings.ROUTERWEB_PUBLIC_URL = gateway.url
+    # seed_demo run by hand, with no idea of the port the server uses: the demo provider's address is
+    # the path /demo/v1, resolved at call time against the address the call came in on.
+    settings.ROUTERWEB_PUBLIC_URL = "http://127.0.0.1:1"
     call_command("seed_demo", stdout=io.StringIO())
     response = http.post("/v1/chat/completions", json={"model": "default", "messages": HELLO, "max_tokens": 5})
     assert response.status_code == 200, response.text
     assert response.headers["X-Router-Model"] == "demo-echo"
     assert response.json()["choices"][0]["message"]["content"] == "Echo: hello demo (This is"
+
+
+@pytest.mark.parametrize(
+    ("server", "origin"),
+    [
+        (("127.0.0.1", 8123), "http://127.0.0.1:8123"),
+        (("0.0.0.0", 8000), "http://127.0.0.1:8000"),
+        (("::", 8000), "http://[::1]:8000"),
+        (("/run/routerweb.sock", None), "http://public.test:9000"),
+        (None, "http://public.test:9000"),
+    ],
+)
+def test_a_provider_on_routerweb_itself_is_reached_where_the_call_came_in(server, origin, settings):
+    settings.ROUTERWEB_PUBLIC_URL = "http://public.test:9000/"
+    token = serving_address.set(server)
+    try:
+        assert own_origin() == origin
+    finally:
+        serving_address.reset(token)

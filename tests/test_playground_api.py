@@ -5,6 +5,7 @@ checks also use Django's test client, with `enforce_csrf_checks=True` where CSRF
 """
 
 import asyncio
+import io
 import re
 import threading
 from decimal import Decimal
@@ -12,6 +13,7 @@ from decimal import Decimal
 import httpx
 import orjson
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
 from billing.models import Call
@@ -430,3 +432,17 @@ def test_a_nul_model_name_in_the_playground_is_a_400_with_its_row_and_later_call
     rejected, answered = recorded_calls()
     assert (rejected.requested, rejected.status, rejected.source) == ("", "rejected", "playground")
     assert answered.status == "ok"
+
+
+def test_the_demo_routes_answer_in_the_playground_whatever_the_public_url(session, settings, monkeypatch):
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "DASHSCOPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings.ROUTERWEB_DEMO_PROVIDER = True
+    settings.ROUTERWEB_PUBLIC_URL = "http://127.0.0.1:1"  # seed_demo run by hand, not knowing the port
+    call_command("seed_demo", stdout=io.StringIO())
+
+    response = play(session, "default", max_tokens=5)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Router-Model"] == "demo-echo"
+    assert response.json()["usage"]["cost"] > 0  # the demo model has a price: the answer carries the cost

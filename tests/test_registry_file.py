@@ -229,6 +229,43 @@ def test_import_updates_changed_fields(tmp_path):
     )
 
 
+def test_a_partial_model_or_provider_entry_keeps_the_fields_it_leaves_out(tmp_path):
+    data = example()
+    data["models"][0].update(context_window=128000, max_output_tokens=16384, enabled=False)
+    data["providers"][0].update(connect_timeout_s=2, enabled=False)
+    import_file(write(tmp_path, data))
+    partial = {
+        "providers": [{"name": "openai", "base_url": "https://api.openai.com/v1"}],
+        "models": [{"name": "gpt-4o", "provider": "openai", "upstream_model": "gpt-4o-2024-08-06"}],
+    }
+
+    output = import_file(write(tmp_path, partial, "partial.yaml"))
+
+    assert output.strip() == "updated model gpt-4o"
+    gpt = ModelEndpoint.objects.get(name="gpt-4o")
+    assert (gpt.upstream_model, gpt.context_window, gpt.max_output_tokens, gpt.enabled) == (
+        "gpt-4o-2024-08-06",
+        128000,
+        16384,
+        False,
+    )
+    openai = Provider.objects.get(name="openai")
+    assert (openai.api_key_env, openai.read_timeout_s, openai.connect_timeout_s, openai.enabled) == (
+        "OPENAI_API_KEY",
+        30,
+        2,
+        False,
+    )
+
+
+def test_a_new_model_with_a_price_is_reported_created_only(tmp_path):
+    output = import_file(write(tmp_path, EXAMPLE))
+
+    assert "created model gpt-4o" in output
+    assert "price" not in output
+    assert "updated" not in output
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     """A mutation that sets `value` at a dotted path such as "models.0.price.input_per_mtok"."""
 
@@ -286,7 +323,7 @@ INVALID_CHANGES = {
     "route without targets": (_delete("routes.0.targets"), ["routes[0] (coding)", "missing field 'targets'"]),
     "route with empty targets": (
         _set("routes.0.targets", []),
-        ["routes[0] (coding)", "targets must be a non-empty list"],
+        ["routes[0] (coding)", "A route needs at least one target"],
     ),
     "price without output_per_mtok": (
         _delete("models.0.price.output_per_mtok"),
@@ -334,6 +371,18 @@ INVALID_CHANGES = {
     "late: provider timeout below the minimum": (
         _set("providers.0.timeout_s", 0.01),
         ["providers (openai)", "read_timeout_s"],
+    ),
+    "base_url ending in /chat/completions": (
+        _set("providers.0.base_url", "https://api.openai.com/v1/chat/completions"),
+        ["providers (openai)", "base_url", "without /chat/completions"],
+    ),
+    "provider names differing only in case": (
+        _append("providers", {"name": "OpenAI", "base_url": "https://other.test/v1"}),
+        ["providers (OpenAI)", "already named 'openai'", "only in case"],
+    ),
+    "cached input price above the input price": (
+        _set("models.0.price", {"input_per_mtok": 1, "output_per_mtok": 2, "cached_input_per_mtok": 1.5}),
+        ["models[0] (gpt-4o)", "price.cached_input_per_mtok", "above the input price"],
     ),
     "late: price with seven decimal places on the last model": (
         _set("models.1.price", {"input_per_mtok": 0.1234567, "output_per_mtok": 1}),
@@ -461,13 +510,15 @@ def test_seed_demo_creates_the_demo_registry_and_is_idempotent(settings):
     settings.ROUTERWEB_PUBLIC_URL = "http://gateway.test:9000/"
     out = io.StringIO()
     call_command("seed_demo", stdout=out)
-    assert "0 created" not in out.getvalue()
+    demo = yaml.safe_load(seed_demo.DEMO_REGISTRY.read_text(encoding="utf-8"))
+    created = len(demo["providers"]) + len(demo["models"]) + len(demo["routes"])
+    assert out.getvalue().strip() == f"demo registry: {created} created, 0 updated"
     counts, updated, exported = row_counts(), updated_at_values(), export_text()
 
     out = io.StringIO()
     call_command("seed_demo", stdout=out)
 
-    assert out.getvalue().strip() == "demo registry: 0 created, 0 updated"
+    assert out.getvalue().strip().startswith("demo registry: 0 created, 0 updated")
     assert row_counts() == counts
     assert updated_at_values() == updated
     assert export_text() == exported
@@ -479,7 +530,8 @@ def test_seed_demo_creates_the_demo_registry_and_is_idempotent(settings):
         "ollama",
         "demo",
     }
-    assert Provider.objects.get(name="demo").base_url == "http://gateway.test:9000/demo/v1"
+    # A path: routerweb itself, at the address each call comes in on, whatever ROUTERWEB_PUBLIC_URL says.
+    assert Provider.objects.get(name="demo").base_url == "/demo/v1"
     for name in ("default", "coding", "cheap"):
         targets = [t.model.name for t in Route.objects.get(name=name).targets.all()]
         assert len(targets) >= 3

@@ -47,6 +47,31 @@ def test_ordered_route_then_fallback_models_without_repeats(registry):
     assert names(candidates_for(registry, "d", ["a"])) == ["d", "a"]
 
 
+def test_a_route_in_fallback_models_brings_its_targets(registry):
+    assert names(candidates_for(registry, "d", ["ordered"])) == ["d", "a", "b", "c"]
+    assert names(candidates_for(registry, "b", ["ordered", "d"])) == ["b", "a", "c", "d"]
+
+
+def test_temperature_and_top_p_outside_openais_ranges_are_400():
+    from routing.schemas import chat_request_parse
+
+    for field, value in (("temperature", 5), ("temperature", -0.1), ("top_p", 1.5)):
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}], field: value}
+        with pytest.raises(ApiError) as refused:
+            chat_request_parse(orjson.dumps(body))
+        assert (refused.value.status, refused.value.param) == (400, field)
+    chat_request_parse(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 2}))
+
+
+def test_a_route_without_targets_says_so(registry):
+    empty = Registry(version="v", models=registry.models, routes={"empty": RouteSnap(3, "empty", "ordered", ())})
+    with pytest.raises(ApiError) as refused:
+        candidates_for(empty, "empty", [])
+    assert (refused.value.status, refused.value.code) == (502, "route_without_targets")
+    assert "has no targets" in refused.value.message
+    assert names(candidates_for(empty, "empty", ["a"])) == ["a"]
+
+
 def test_unknown_names_are_404_with_the_param(registry):
     with pytest.raises(ApiError) as missing:
         candidates_for(registry, "zzz", [])

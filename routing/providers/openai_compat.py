@@ -10,7 +10,7 @@ from ..snapshot import ModelSnap, ProviderSnap
 from ..streaming import DONE_EVENT, StreamRelay
 from ..text import text_bounded
 from ..upstream import UpstreamFailure
-from ..usage import usage_parse
+from ..usage import Usage, usage_parse, usage_with_cost
 from .base import JSON_HEADERS, SSE_HEADERS, Answer, ProviderAdapter
 
 # An upstream's error fields reach the client, the call row (`code`) and the logs: strings only, bounded.
@@ -102,6 +102,10 @@ class OpenAIStreamRelay(StreamRelay):
                     return None
                 del event["usage"]
                 return b"data: " + orjson.dumps(event) + b"\n\n"
+            if self.usage_cost is not None and type(self.usage) is Usage:
+                cost = self.usage_cost(self.usage)
+                if cost is not None and usage_with_cost(event, cost):
+                    return b"data: " + orjson.dumps(event) + b"\n\n"
         return b"data: " + payload + b"\n\n"
 
     def _note_choice(self, choice: dict) -> None:
