@@ -44,7 +44,7 @@ def runtime_build(*, state: SharedState | None = None, clock: Callable[[], float
 
 def runtime_start(runtime: Runtime) -> None:
     """At start-up, on the serving event loop: the meter starts, and the registry watch (the registry
-    version read once a second, routing/registry.py)."""
+    version read twice a second, routing/registry.py)."""
     runtime.meter.start()
     runtime._watch = asyncio.create_task(runtime.registry.watch(), name="registry-watch")
 

@@ -364,7 +364,7 @@ def test_a_user_deactivated_in_another_process_is_refused_by_every_worker_within
     gateway_worker_process, fake_model, api_key, user
 ):
     """The change is made without Redis (nothing announced): the workers find it in the database's
-    registry version, which each reads once a second."""
+    registry version, which each reads twice a second."""
     workers = [gateway_worker_process() for _ in range(2)]
     headers = {"Authorization": f"Bearer {api_key}"}
     assert [httpx.get(f"{url}/v1/models", headers=headers).status_code for url in workers] == [200, 200]
@@ -478,14 +478,14 @@ def test_a_deactivated_or_deleted_users_keys_stop_at_once_on_v1_and_the_dashboar
 
 def test_a_key_created_by_another_process_works_within_about_a_second(gateway, user, fake_model):
     """`manage.py createapikey` in a shell beside `make run`: its commit bumps the registry version in the
-    database, which the server reads once a second (and with Redis, its token is announced at once)."""
+    database, which the server reads twice a second (and with Redis, its token is announced at once)."""
     fake_model("echo-model")
     url = f"{gateway.url}/v1/chat/completions"
     body = {"model": "echo-model", "messages": HELLO}
     assert httpx.post(url, json=body, headers={"Authorization": "Bearer rw-scanner-0"}).status_code == 401
     created = manage_run("createapikey", user.username, "--name", "from a shell")
     headers = {"Authorization": f"Bearer {created.stdout.splitlines()[-1]}"}
-    deadline = time.monotonic() + 2.5  # the server's version check runs once a second
+    deadline = time.monotonic() + 2.5  # the server reads the version twice a second
     while (status := httpx.post(url, json=body, headers=headers).status_code) != 200:
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
