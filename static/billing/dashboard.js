@@ -46,11 +46,20 @@
   if (!dataNode || typeof Chart === "undefined") return;
 
   // ------------------------------------------------------------------ look
-  const css = getComputedStyle(document.documentElement);
+  // The page's colours (dashboard.css --d-*, from app.css's variables): the charts follow the light or
+  // dark scheme the page is drawn in.
+  const css = getComputedStyle(document.querySelector(".dash") || document.documentElement);
   const token = (name, fallback) => (css.getPropertyValue(name) || fallback).trim();
-  const ink = token("--ink", "#1d1d1f");
-  const muted = token("--muted", "#6b6b70");
-  const line = token("--line", "#e3e3e0");
+  const ink = token("--d-fg", "#1d1d1f");
+  const muted = token("--d-muted", "#6b6b70");
+  const line = token("--d-border", "#e3e3e0");
+  const card = token("--d-card", "#ffffff");
+  const accent = token("--d-accent", "#3554d1");
+  const accentSoft = /^#[0-9a-f]{6}$/i.test(accent) ? accent + "73" : accent; // 45% opaque
+  const ok = token("--d-ok", "#1f8a4c");
+  const warn = token("--d-warn", "#d08a1e");
+  const bad = token("--d-bad", "#c0392b");
+  const narrow = window.matchMedia("(max-width: 760px)").matches;
   const PALETTE = ["#3554d1", "#1f8a4c", "#d08a1e", "#c0392b", "#7b4fd6", "#0e8a9b", "#d35f9b", "#6b7a8c",
     "#8ab340", "#e07b39", "#2f9fd8", "#a0522d"];
 
@@ -63,6 +72,8 @@
   Chart.defaults.plugins.legend.labels.boxWidth = 10;
   Chart.defaults.plugins.legend.labels.boxHeight = 10;
   Chart.defaults.plugins.tooltip.backgroundColor = ink;
+  Chart.defaults.plugins.tooltip.titleColor = card;
+  Chart.defaults.plugins.tooltip.bodyColor = card;
 
   const colors = new Map();
   const colorFor = (name) => {
@@ -90,6 +101,16 @@
     fraction = fraction.slice(0, places).replace(/0+$/, "").padEnd(2, "0");
     const shown = "$" + whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + "." + fraction;
     return negative && /[1-9]/.test(whole + fraction) ? "-" + shown : shown;
+  }
+  // A money axis tick: as many decimals as the step between ticks needs, so that no two ticks read
+  // alike ($0.0002, $0.0004 … for a tiny spend; $0.25, $0.50; $1, $2; $20,000). usdText alone would
+  // cut $1.0005 and $1.001 to the same "$1.00".
+  function usdTick(value, index, ticks) {
+    const step = ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : Math.abs(value);
+    const decimals = (Number(step.toPrecision(6)).toFixed(12).replace(/0+$/, "").split(".")[1] || "").length;
+    const places = decimals === 0 ? 0 : Math.max(2, Math.min(decimals, 12));
+    const text = Math.abs(value).toLocaleString("en-US", { minimumFractionDigits: places, maximumFractionDigits: places });
+    return (value < 0 && /[1-9]/.test(text) ? "-$" : "$") + text;
   }
   const count = (n) => Number(n).toLocaleString("en-US");
   const pct = (rate) => (rate * 100).toFixed(rate && rate < 0.001 ? 3 : 1) + "%";
@@ -125,7 +146,7 @@
     empty(canvas, hasData ? "" : emptyMessage || "No calls in this range");
   }
 
-  const moneyAxis = { beginAtZero: true, ticks: { callback: (v) => usdText(v) }, grid: { color: line } };
+  const moneyAxis = { beginAtZero: true, ticks: { callback: usdTick }, grid: { color: line } };
   const plainAxis = { grid: { display: false }, ticks: { color: muted } };
   const nameAxis = { grid: { display: false }, ticks: { color: ink, autoSkip: false, font: { size: 11 } } };
   const msAxis = { beginAtZero: true, ticks: { callback: (v) => (v >= 1000 ? v / 1000 + " s" : v + " ms") }, grid: { color: line } };
@@ -148,7 +169,7 @@
       options: {
         scales: { x: { ...plainAxis, stacked: true, ticks: { maxRotation: 0, autoSkipPadding: 12 } }, y: { ...moneyAxis, stacked: true } },
         plugins: {
-          legend: { position: "right" },
+          legend: { position: narrow ? "bottom" : "right" },
           tooltip: { mode: "index", callbacks: {
             label: (c) => (c.raw ? ` ${c.dataset.label}: ${usdText(series.series[c.datasetIndex].spend_usd[c.dataIndex])}` : null),
           } },
@@ -177,7 +198,7 @@
         type: "bar",
         data: {
           labels: users.map((u) => u.user),
-          datasets: [{ label: "Spend", data: users.map((u) => Number(u.spend_usd)), backgroundColor: token("--accent", "#3554d1"), borderRadius: 3, maxBarThickness: 18 }],
+          datasets: [{ label: "Spend", data: users.map((u) => Number(u.spend_usd)), backgroundColor: accent, borderRadius: 3, maxBarThickness: 18 }],
         },
         options: {
           indexAxis: "y",
@@ -192,9 +213,9 @@
       data: {
         labels: models.map((m) => m.model),
         datasets: [
-          { label: "p50", data: models.map((m) => m.latency_p50_ms), backgroundColor: "#3554d1", borderRadius: 2 },
-          { label: "p95", data: models.map((m) => m.latency_p95_ms), backgroundColor: "#a9b8ef", borderRadius: 2 },
-          { label: "TTFT p50", data: models.map((m) => m.ttft_p50_ms), backgroundColor: "#1f8a4c", borderRadius: 2 },
+          { label: "p50", data: models.map((m) => m.latency_p50_ms), backgroundColor: accent, borderRadius: 2 },
+          { label: "p95", data: models.map((m) => m.latency_p95_ms), backgroundColor: accentSoft, borderRadius: 2 },
+          { label: "TTFT p50", data: models.map((m) => m.ttft_p50_ms), backgroundColor: ok, borderRadius: 2 },
         ],
       },
       options: {
@@ -210,8 +231,8 @@
       data: {
         labels: requested.map((r) => r.requested),
         datasets: [
-          { label: "errors", data: requested.map((r) => r.error_rate * 100), backgroundColor: token("--bad", "#c0392b"), borderRadius: 2 },
-          { label: "fallbacks", data: requested.map((r) => r.fallback_rate * 100), backgroundColor: "#d08a1e", borderRadius: 2 },
+          { label: "errors", data: requested.map((r) => r.error_rate * 100), backgroundColor: bad, borderRadius: 2 },
+          { label: "fallbacks", data: requested.map((r) => r.fallback_rate * 100), backgroundColor: warn, borderRadius: 2 },
         ],
       },
       options: {

@@ -1,0 +1,86 @@
+"""The dashboard's layout on a desktop and on a phone (no sideways scrolling), and how small money reads.
+
+With ROUTERWEB_SCREENSHOTS=1 the README's screenshots are written: docs/dashboard.png (1280×800) and
+docs/dashboard-phone.png (390×844), from 40,000 generated calls instead of 3,000.
+"""
+
+import io
+import os
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import Page
+
+from tests.conftest import calls_settle
+from tests.factories import spend_viewers_group, user_create
+
+from .test_dashboard_browser import DRAWN, PASSWORD
+
+pytestmark = pytest.mark.browser
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+# What sticks out past the viewport's right edge: the page's own width, and every visible block that
+# is not inside a scrolling box (the recent-calls table scrolls inside its own box, on purpose).
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const scrolls = (node) => node.closest(".table-wrap");
+  const out = [...document.querySelectorAll("body *")].filter((node) => {
+    if (scrolls(node) || !node.getClientRects().length) return false;
+    return node.getBoundingClientRect().right > width + 0.5;
+  }).map((node) => node.tagName.toLowerCase() + (node.id ? "#" + node.id : "") + "." + node.className);
+  return { page: document.documentElement.scrollWidth, width, out: out.slice(0, 10) };
+}"""
+# The labels Chart.js drew on a chart's value axis, after the tick callback.
+AXIS_LABELS = """([id, axis]) => Chart.getChart(id).scales[axis].ticks.map((tick) => String(tick.label))"""
+
+
+@pytest.fixture
+def staff_dashboard(page: Page, gateway, log_in_as):
+    rows = 40_000 if os.environ.get("ROUTERWEB_SCREENSHOTS") == "1" else 3_000
+    call_command("generate_calls", rows=rows, users=40, seed=42, no_progress=True, stdout=io.StringIO())
+    root = user_create("root", is_staff=True)
+    root.groups.add(spend_viewers_group())
+    page.set_default_timeout(15_000)
+    log_in_as(page, "/dashboard/", "root", PASSWORD)
+    page.wait_for_function(DRAWN, polling=100)
+    return page
+
+
+@pytest.mark.parametrize(
+    ("viewport", "shot"), [(DESKTOP, "dashboard.png"), (PHONE, "dashboard-phone.png")], ids=["desktop", "phone"]
+)
+def test_the_dashboard_fits_the_screen_without_sideways_scrolling(staff_dashboard, viewport, shot, screenshot):
+    page = staff_dashboard
+    layout = page.evaluate(OVERFLOW)
+    assert layout["page"] <= viewport["width"], layout
+    assert layout["out"] == [], layout
+    for chart in page.eval_on_selector_all("canvas[data-chart]", "nodes => nodes.map(n => n.id)"):
+        box = page.locator(f"#{chart}").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"], (chart, box)
+    screenshot(page, shot, publish=True)
+
+
+def test_a_tiny_spend_reads_as_distinct_non_zero_amounts(page, gateway, http, user, settings, monkeypatch, log_in_as):
+    """A few calls of the demo model (1 and 2 dollars per million tokens) cost thousandths of a cent:
+    the card shows the amount, and no two ticks of a money axis read alike."""
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "DASHSCOPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings.ROUTERWEB_DEMO_PROVIDER = True
+    settings.ROUTERWEB_PUBLIC_URL = gateway.url
+    call_command("seed_demo", stdout=io.StringIO())
+    for words in (1, 4, 9):
+        body = {"model": "demo-echo", "messages": [{"role": "user", "content": "hello " * words}], "max_tokens": 5}
+        assert http.post("/v1/chat/completions", json=body).status_code == 200
+    calls_settle()
+
+    log_in_as(page, "/dashboard/", user.get_username(), "pw-alice-123")
+    page.wait_for_function(DRAWN, polling=100)
+    spend = page.text_content("#kpi-spend").strip()
+    assert spend.startswith("$0.0000") and spend != "$0.00" and any(c in "123456789" for c in spend), spend
+    for chart, axis in (("chart-spend-time", "y"), ("chart-spend-model", "x")):
+        labels = page.evaluate(AXIS_LABELS, [chart, axis])
+        assert len(labels) >= 3, (chart, labels)
+        assert len(set(labels)) == len(labels), (chart, labels)  # no "$0 $0 $0"
+        assert all(any(c in "123456789" for c in label) for label in labels[1:]), (chart, labels)
