@@ -106,6 +106,7 @@
   // alike ($0.0002, $0.0004 … for a tiny spend; $0.25, $0.50; $1, $2; $20,000). usdText alone would
   // cut $1.0005 and $1.001 to the same "$1.00".
   function usdTick(value, index, ticks) {
+    if (value === 0) return "$0";
     const step = ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : Math.abs(value);
     const decimals = (Number(step.toPrecision(6)).toFixed(12).replace(/0+$/, "").split(".")[1] || "").length;
     const places = decimals === 0 ? 0 : Math.max(2, Math.min(decimals, 12));
