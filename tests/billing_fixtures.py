@@ -218,14 +218,19 @@ def calls(world):
     votes = []
     for number in range(40):
         chosen = rng.choice(list(world["models"].values()) + [None])
+        # Odd votes compare a route and a model through stored calls (the call tells which model
+        # answered the route's column); even ones name two models, with no call stored.
+        compared, request_ids = ["gpt-4o", "mini"], [f"v{number}a", f"v{number}b"]
+        if number % 2:
+            compared, request_ids = ["smart", "local"], [rows[number]["request_id"], rows[number + 1]["request_id"]]
         votes.append(
             PreferenceVote(
                 user=rng.choice([world["alice"], world["bob"], world["carol"]]),
-                compared=["gpt-4o", "mini"],
+                compared=compared,
                 chosen=chosen.name if chosen else "smart",
                 chosen_model=chosen,
-                request_ids=[f"v{number}a", f"v{number}b"],
-                comparison_key=f"v{number}a,v{number}b",
+                request_ids=request_ids,
+                comparison_key=",".join(sorted(request_ids)),
             )
         )
     PreferenceVote.objects.bulk_create(votes)

@@ -35,10 +35,10 @@ from billing.dashboard.aggregates import (
 )
 from billing.dashboard.document import dashboard_data
 from billing.dashboard.recent import recent_calls
-from billing.dashboard.votes import vote_counts
+from billing.dashboard.votes import vote_results
 from billing.models import HISTOGRAM_BOUNDS_MS, Budget, Call
 from billing.money import usd_json
-from routing.models import PreferenceVote
+from routing.models import ModelEndpoint, PreferenceVote
 from routing.services import api_key_create, api_key_revoke
 from tests.billing_fixtures import call_row, client_for, cost_of, is_fallback, make_filters, matching
 from tests.factories import spend_viewers_group, user_create
@@ -64,6 +64,26 @@ def totals_for(*, filters: CallFilters) -> Totals:
 
 def rate(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
+
+
+def model_name(model_id: int) -> str:
+    return ModelEndpoint.objects.get(pk=model_id).name
+
+
+def raw_vote_results(calls: list[Call], votes: list[PreferenceVote], f: CallFilters) -> list[tuple[int, int, int]]:
+    """(model id, wins, comparisons) per model from the raw votes and calls, best win rate first."""
+    answered = {c.request_id: c.model_id for c in calls if c.model_id}
+    named = dict(ModelEndpoint.objects.values_list("name", "id"))
+    wins, seen = defaultdict(int), defaultdict(int)
+    for v in votes:
+        if not (f.start <= v.created_at < f.end) or (f.user_id is not None and v.user_id != f.user_id):
+            continue
+        columns = {answered.get(r) or named.get(n) for n, r in zip(v.compared, v.request_ids, strict=True)}
+        for m in (columns | {v.chosen_model_id}) - {None}:
+            seen[m] += 1
+            wins[m] += m == v.chosen_model_id
+    results = [(m, wins[m], n) for m, n in seen.items() if f.model_id is None or m == f.model_id]
+    return sorted(results, key=lambda r: (-rate(r[1], r[2]), -r[2], r[0]))
 
 
 def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters, *, staff: bool) -> dict:
@@ -136,17 +156,7 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
         key=lambda r: (-r["calls"], r["requested"]),
     )
 
-    vote_rows = [
-        v
-        for v in votes
-        if f.start <= v.created_at < f.end
-        and v.chosen_model_id
-        and (f.user_id is None or v.user_id == f.user_id)
-        and (f.model_id is None or v.chosen_model_id == f.model_id)
-    ]
-    vote_counts_ = defaultdict(int)
-    for v in vote_rows:
-        vote_counts_[v.chosen_model_id] += 1
+    results = raw_vote_results(calls, votes, f)
 
     errors = sum(c.status == "error" for c in rows)
     fallbacks = sum(is_fallback(c) for c in rows)
@@ -173,9 +183,7 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
         },
         "models": [entry for *_, entry in models],
         "requested": requested,
-        "votes": [
-            {"model": names[m], "votes": n} for m, n in sorted(vote_counts_.items(), key=lambda i: (-i[1], i[0]))
-        ],
+        "votes": [{"model": model_name(m), "wins": w, "comparisons": n, "win_rate": rate(w, n)} for m, w, n in results],
     }
     if staff:
         by_user = defaultdict(list)
@@ -298,11 +306,11 @@ def test_requested_user_and_vote_breakdowns_equal_the_raw_rows(world, calls):
     assert len(spends) == 3 and spends[-1].others == 2  # alice, bob, carol and "no user": two named, two others
     assert sum(s.cost_usd for s in spends) == cost_of(rows)
     assert sum(s.calls for s in spends) == len(rows)
-    votes = vote_counts(filters=f)
-    raw = defaultdict(int)
-    for v in PreferenceVote.objects.filter(created_at__gte=f.start, created_at__lt=f.end, chosen_model__isnull=False):
-        raw[v.chosen_model_id] += 1
-    assert votes == dict(raw) and sum(votes.values()) > 10
+    votes = vote_results(filters=f)
+    everything = list(Call.objects.all())
+    raw = raw_vote_results(everything, list(PreferenceVote.objects.all()), f)
+    assert [(v.model_id, v.wins, v.comparisons) for v in votes] == raw
+    assert sum(v.wins for v in votes) > 10 and any(v.wins < v.comparisons for v in votes)
 
 
 def test_costs_stay_exact_decimals_past_float_precision(world):
@@ -578,14 +586,15 @@ def test_a_page_view_reads_each_aggregate_once_in_a_fixed_number_of_queries(worl
     client.get(PAGE_URL)  # session, content types: warm
     params = {"model": "gpt-4o", "user": "alice"}
     # The session and the viewer, the viewer's permissions (two, read once), the form's model and user,
-    # four filter lists, two for the recent calls, seven for the charts and, for staff, the quarantine's
-    # count, whatever the number of calls: 20 where the page (14) and then its charts' data.json
-    # request (13) made 27.
-    with django_assert_num_queries(20) as page_queries:
+    # four filter lists, two for the recent calls, nine for the charts and, for staff, the quarantine's
+    # count, whatever the number of calls: 22 where the page (14) and then its charts' data.json
+    # request (13) made 27. Two of the nine came with the votes' win rates: the calls of the compared
+    # columns and the models the columns name (billing/dashboard/votes.py).
+    with django_assert_num_queries(22) as page_queries:
         client.get(PAGE_URL, params)
     statements = [query["sql"] for query in page_queries.captured_queries]
     assert len(set(statements)) == len(statements)  # nothing read twice
-    with django_assert_num_queries(13):
+    with django_assert_num_queries(15):  # 13 + the two of the win rates
         client.get(DATA_URL, params)
 
 

@@ -30,7 +30,7 @@ from .aggregates import (
 from .budgets import BudgetUse, budget_uses
 from .names import model_names, user_names
 from .presentation import budget_bar
-from .votes import vote_counts
+from .votes import VoteResult, vote_results
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class DashboardSummary:
     requested: list[RequestedStats]
     series: SpendSeries
     models: list[ModelStats]
-    votes: dict[int, int]
+    votes: list[VoteResult]
     users: list[UserSpend] | None  # only for a viewer of everyone's spend
     budgets: list[BudgetUse]
     budget_count: int
@@ -56,7 +56,7 @@ def dashboard_summary(*, filters: CallFilters, all_users: bool) -> DashboardSumm
     slices = call_slices(filters=filters)
     series = spend_series(filters=filters)
     models = model_stats(filters=filters)
-    votes = vote_counts(filters=filters)
+    votes = vote_results(filters=filters)
     users = user_spend(slices=slices) if all_users else None
     budgets, budget_count = budget_uses(filters=filters)
     return DashboardSummary(
@@ -69,7 +69,7 @@ def dashboard_summary(*, filters: CallFilters, all_users: bool) -> DashboardSumm
         users=users,
         budgets=budgets,
         budget_count=budget_count,
-        model_names=model_names(ids=[*series.by_model, *(m.model_id for m in models), *votes]),
+        model_names=model_names(ids=[*series.by_model, *(m.model_id for m in models), *(v.model_id for v in votes)]),
         user_names={} if users is None else user_names(ids=(u.user_id for u in users if not u.others)),
     )
 
@@ -144,7 +144,10 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             }
             for r in summary.requested
         ],
-        "votes": [{"model": names[model_id], "votes": n} for model_id, n in summary.votes.items()],
+        "votes": [
+            {"model": names[v.model_id], "wins": v.wins, "comparisons": v.comparisons, "win_rate": v.win_rate}
+            for v in summary.votes
+        ],
         "budgets": [_budget_entry(use) for use in summary.budgets],
         "budgets_total": summary.budget_count,
         "histogram_bounds_ms": list(HISTOGRAM_BOUNDS_MS),

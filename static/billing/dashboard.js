@@ -256,12 +256,15 @@
       type: "bar",
       data: {
         labels: votes.map((v) => v.model),
-        datasets: [{ label: "votes", data: votes.map((v) => v.votes), backgroundColor: votes.map((v) => colorFor(v.model)), borderRadius: 3, maxBarThickness: 22 }],
+        datasets: [{ label: "win rate", data: votes.map((v) => v.win_rate * 100), backgroundColor: votes.map((v) => colorFor(v.model)), borderRadius: 3, maxBarThickness: 22 }],
       },
       options: {
         indexAxis: "y",
-        scales: { x: { beginAtZero: true, ticks: { precision: 0 }, grid: { color: line } }, y: nameAxis },
-        plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` preferred ${count(c.raw)} times` } } },
+        scales: { x: { beginAtZero: true, max: 100, ticks: { callback: (v) => v + "%" }, grid: { color: line } }, y: nameAxis },
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => {
+          const v = votes[c.dataIndex];
+          return ` won ${count(v.wins)} of ${count(v.comparisons)} comparisons (${pct(v.win_rate)})`;
+        } } } },
       },
     }), votes.length > 0, "No votes in this range");
   }
