@@ -140,11 +140,65 @@
     note.textContent = message;
   }
 
-  function draw(id, build, hasData, emptyMessage) {
+  // Draws a chart and gives its figure a "Table" toggle: the same numbers as a <table> (one row per
+  // label, one column per data set), for screen readers and for reading exact values. `cell(set,
+  // index, raw)` writes a value as the tooltip does, from the document's own strings.
+  function draw(id, build, { hasData, emptyMessage, first, cell }) {
     const canvas = document.getElementById(id);
     if (!canvas) return;
-    new Chart(canvas, build());
+    const chart = new Chart(canvas, build());
     empty(canvas, hasData ? "" : emptyMessage || "No calls in this range");
+    if (hasData) addTable(canvas, chart.data, first, cell);
+  }
+
+  function addTable(canvas, chartData, first, cell) {
+    const figure = canvas.closest("figure");
+    const box = canvas.parentElement;
+    const caption = figure.querySelector("figcaption");
+    const wrap = document.createElement("div");
+    wrap.className = "chart-table";
+    wrap.id = canvas.id + "-table";
+    wrap.hidden = true;
+    const table = document.createElement("table");
+    const title = table.createCaption();
+    title.textContent = caption.textContent;
+    title.className = "visually-hidden";
+    const head = table.createTHead().insertRow();
+    for (const name of [first, ...chartData.datasets.map((set) => set.label)]) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = name;
+      head.appendChild(th);
+    }
+    const body = table.createTBody();
+    chartData.labels.forEach((label, index) => {
+      const row = body.insertRow();
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = label;
+      row.appendChild(th);
+      chartData.datasets.forEach((set, setIndex) => {
+        const td = row.insertCell();
+        td.className = "num";
+        td.textContent = cell(setIndex, index, set.data[index]);
+      });
+    });
+    wrap.appendChild(table);
+    box.after(wrap);
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "table-toggle";
+    toggle.textContent = "Table";
+    toggle.setAttribute("aria-controls", wrap.id);
+    toggle.setAttribute("aria-pressed", "false");
+    toggle.addEventListener("click", () => {
+      const showTable = wrap.hidden;
+      wrap.hidden = !showTable;
+      box.hidden = showTable;
+      toggle.setAttribute("aria-pressed", String(showTable));
+      toggle.textContent = showTable ? "Chart" : "Table";
+    });
+    caption.appendChild(toggle);
   }
 
   const moneyAxis = { beginAtZero: true, ticks: { callback: usdTick }, grid: { color: line } };
@@ -177,7 +231,8 @@
         },
         interaction: { mode: "index", intersect: false },
       },
-    }), series.series.length > 0);
+    }), { hasData: series.series.length > 0, first: data.range.bucket === "hour" ? "Hour" : "Day",
+      cell: (set, i) => usdText(series.series[set].spend_usd[i]) });
 
     const models = data.models;
     draw("chart-spend-model", () => ({
@@ -191,7 +246,7 @@
         scales: { x: moneyAxis, y: nameAxis },
         plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usdText(models[c.dataIndex].spend_usd)} · ${count(models[c.dataIndex].calls)} calls` } } },
       },
-    }), models.length > 0);
+    }), { hasData: models.length > 0, first: "Model", cell: (set, i) => usdText(models[i].spend_usd) });
 
     if (data.spend_by_user) {
       const users = data.spend_by_user;
@@ -206,7 +261,7 @@
           scales: { x: moneyAxis, y: nameAxis },
           plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usdText(users[c.dataIndex].spend_usd)} · ${count(users[c.dataIndex].calls)} calls` } } },
         },
-      }), users.length > 0);
+      }), { hasData: users.length > 0, first: "User", cell: (set, i) => usdText(users[i].spend_usd) });
     }
 
     draw("chart-latency", () => ({
@@ -224,7 +279,7 @@
         scales: { x: msAxis, y: nameAxis },
         plugins: { legend: { position: "top", align: "end" }, tooltip: { callbacks: { label: (c) => (c.raw == null ? ` ${c.dataset.label}: —` : ` ${c.dataset.label}: ≤ ${count(c.raw)} ms`) } } },
       },
-    }), models.length > 0);
+    }), { hasData: models.length > 0, first: "Model", cell: (set, i, raw) => (raw == null ? "—" : `≤ ${count(raw)} ms`) });
 
     const requested = data.requested.slice(0, 10);
     draw("chart-rates", () => ({
@@ -249,7 +304,12 @@
           } } },
         },
       },
-    }), requested.length > 0);
+    }), { hasData: requested.length > 0, first: "Requested", cell: (set, i) => {
+      const r = requested[i];
+      return set === 0
+        ? `${pct(r.error_rate)} (${count(r.error_calls)} of ${count(r.calls)})`
+        : `${pct(r.fallback_rate)} (${count(r.fallback_calls)} of ${count(r.calls)})`;
+    } });
 
     const votes = data.votes;
     draw("chart-votes", () => ({
@@ -266,7 +326,8 @@
           return ` won ${count(v.wins)} of ${count(v.comparisons)} comparisons (${pct(v.win_rate)})`;
         } } } },
       },
-    }), votes.length > 0, "No votes in this range");
+    }), { hasData: votes.length > 0, emptyMessage: "No votes in this range", first: "Model",
+      cell: (set, i) => `${pct(votes[i].win_rate)} (${count(votes[i].wins)} of ${count(votes[i].comparisons)})` });
   }
 
   render(JSON.parse(dataNode.textContent));

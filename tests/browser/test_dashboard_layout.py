@@ -5,6 +5,7 @@ docs/dashboard-phone.png (390×844), from 40,000 generated calls instead of 3,00
 """
 
 import io
+import json
 import os
 
 import pytest
@@ -84,3 +85,23 @@ def test_a_tiny_spend_reads_as_distinct_non_zero_amounts(page, gateway, http, us
         assert len(labels) >= 3, (chart, labels)
         assert len(set(labels)) == len(labels), (chart, labels)  # no "$0 $0 $0"
         assert all(any(c in "123456789" for c in label) for label in labels[1:]), (chart, labels)
+
+
+def test_every_chart_reads_as_a_table_too(staff_dashboard):
+    """Each chart's "Table" button shows its numbers as a table (the chart hidden), and back."""
+    page = staff_dashboard
+    document = json.loads(page.text_content("#dashboard-data"))
+    for chart in page.eval_on_selector_all("canvas[data-chart]", "nodes => nodes.map(n => n.id)"):
+        figure = page.locator("figure", has=page.locator(f"#{chart}"))
+        toggle = figure.locator(".table-toggle")
+        figure.get_by_role("button", name="Table").click()
+        assert toggle.get_attribute("aria-pressed") == "true"
+        assert page.locator(f"#{chart}").is_hidden() and page.locator(f"#{chart}-table").is_visible()
+        assert page.locator(f"#{chart}-table tbody tr").count() > 0
+        figure.get_by_role("button", name="Chart").click()
+        assert page.locator(f"#{chart}").is_visible() and page.locator(f"#{chart}-table").is_hidden()
+    models = page.locator("#chart-spend-model-table tbody tr")
+    assert models.count() == len(document["models"])
+    first = document["models"][0]
+    assert models.nth(0).locator("th").text_content() == first["model"]
+    assert models.nth(0).locator("td").text_content().startswith("$")
