@@ -30,7 +30,7 @@ from .dashboard.access import CallFilters, ForbiddenFilter, call_filters_for, vi
 from .dashboard.document import dashboard_data, dashboard_document, dashboard_summary
 from .dashboard.export import call_export_csv
 from .dashboard.names import filter_choices
-from .dashboard.presentation import budget_bar, compact_count
+from .dashboard.presentation import budget_bar, compact_count, kpi_changes
 from .dashboard.recent import recent_calls
 from .forms import DEFAULT_RANGE, RANGE_CHOICES, DashboardFilterForm
 from .models import QuarantinedRow
@@ -80,6 +80,8 @@ class DashboardView(LoginRequiredMixin, View):
         query = _query(form)
         totals = summary.totals
         context.update(
+            changes=kpi_changes(totals=totals, previous=summary.previous),
+            previous_days=(form.cleaned_data["last_day"] - form.cleaned_data["first_day"]).days + 1,
             filters=filters,
             totals=totals,
             tokens_in=compact_count(totals.prompt_tokens),

@@ -10,6 +10,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -89,6 +90,8 @@ def raw_vote_results(calls: list[Call], votes: list[PreferenceVote], f: CallFilt
 def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters, *, staff: bool) -> dict:
     """The parts of the JSON document that come from calls and votes, computed from the raw rows."""
     rows = matching(calls, f)
+    length = f.end - f.start
+    before = [c for c in matching(calls, replace(f, start=f.start - length, end=f.start))]
     by_model = defaultdict(list)
     for c in rows:
         if c.model_id:
@@ -180,6 +183,13 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
             "bucket": "hour" if step == timedelta(hours=1) else "day",
             "starts": [s.isoformat() for s in starts],
             "series": [{"model": names[m], "spend_usd": [usd_json(v) for v in values]} for _, m, values in series],
+        },
+        "previous_totals": {
+            "start": (f.start - length).isoformat(),
+            "spend_usd": usd_json(cost_of(before)),
+            "calls": len(before),
+            "prompt_tokens": sum(c.prompt_tokens for c in before),
+            "completion_tokens": sum(c.completion_tokens for c in before),
         },
         "models": [entry for *_, entry in models],
         "requested": requested,
@@ -586,15 +596,16 @@ def test_a_page_view_reads_each_aggregate_once_in_a_fixed_number_of_queries(worl
     client.get(PAGE_URL)  # session, content types: warm
     params = {"model": "gpt-4o", "user": "alice"}
     # The session and the viewer, the viewer's permissions (two, read once), the form's model and user,
-    # four filter lists, two for the recent calls, nine for the charts and, for staff, the quarantine's
-    # count, whatever the number of calls: 22 where the page (14) and then its charts' data.json
-    # request (13) made 27. Two of the nine came with the votes' win rates: the calls of the compared
-    # columns and the models the columns name (billing/dashboard/votes.py).
-    with django_assert_num_queries(22) as page_queries:
+    # four filter lists, two for the recent calls, ten for the charts and, for staff, the quarantine's
+    # count, whatever the number of calls: 23 where the page (14) and then its charts' data.json
+    # request (13) made 27. Two of the ten came with the votes' win rates (the calls of the compared
+    # columns and the models the columns name, billing/dashboard/votes.py), one with the previous
+    # period's totals.
+    with django_assert_num_queries(23) as page_queries:
         client.get(PAGE_URL, params)
     statements = [query["sql"] for query in page_queries.captured_queries]
     assert len(set(statements)) == len(statements)  # nothing read twice
-    with django_assert_num_queries(15):  # 13 + the two of the win rates
+    with django_assert_num_queries(16):  # 13 + the two of the win rates + the previous period's totals
         client.get(DATA_URL, params)
 
 
@@ -607,3 +618,30 @@ def test_tile_counts_keep_three_significant_digits(n, shown):
     from billing.dashboard.presentation import compact_count
 
     assert compact_count(n) == shown
+
+
+@pytest.mark.parametrize(
+    "now, before, text, direction",
+    [
+        (Decimal("1.25"), Decimal("1"), "+25.0%", "up"),
+        (Decimal("0.000348"), Decimal("0.000696"), "−50.0%", "down"),
+        (3, 3, "no change", "same"),
+        (5, 0, "new", "up"),
+        (0, 7, "−100.0%", "down"),
+        (2, 3, "−33.3%", "down"),  # cut toward zero, as money is
+    ],
+)
+def test_tiles_compare_with_the_previous_period(now, before, text, direction):
+    from billing.dashboard.presentation import change_from
+
+    change = change_from(now=now, before=before, previous_text="x")
+    assert (change.text, change.direction) == (text, direction)
+
+
+def test_the_page_shows_each_tile_against_the_previous_period(world, calls):
+    client = Client()
+    client.force_login(world["alice"])
+    html = client.get(PAGE_URL, {"range": "7d"}).content.decode()
+    for tile in ("spend", "calls", "tokens"):
+        assert f'id="kpi-{tile}-change"' in html
+    assert "vs previous 7 days" in html

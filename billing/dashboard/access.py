@@ -6,7 +6,7 @@ for another user's calls or key is refused (`ForbiddenFilter`), never quietly na
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -51,6 +51,10 @@ class CallFilters:
     @property
     def whole_days(self) -> bool:
         return self.start.astimezone(UTC).time() == time.min and self.end.astimezone(UTC).time() == time.min
+
+    def previous(self) -> CallFilters:
+        """The same filters over the period of the same length just before this one."""
+        return replace(self, start=self.start - (self.end - self.start), end=self.start)
 
     @property
     def totals_period(self) -> str:

@@ -39,6 +39,7 @@ class DashboardSummary:
 
     filters: CallFilters
     totals: Totals
+    previous: Totals  # the same filters over the period of the same length just before
     requested: list[RequestedStats]
     series: SpendSeries
     models: list[ModelStats]
@@ -62,6 +63,7 @@ def dashboard_summary(*, filters: CallFilters, all_users: bool) -> DashboardSumm
     return DashboardSummary(
         filters=filters,
         totals=call_totals(slices=slices),
+        previous=call_totals(slices=call_slices(filters=filters.previous())),
         requested=requested_stats(slices=slices),
         series=series,
         models=models,
@@ -106,6 +108,13 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "cache_hit_calls": totals.cache_hit_calls,
             "unpriced_calls": totals.unpriced_calls,
             "estimated_calls": totals.estimated_calls,
+        },
+        "previous_totals": {
+            "start": filters.previous().start.isoformat(),
+            "spend_usd": usd_json(summary.previous.cost_usd),
+            "calls": summary.previous.calls,
+            "prompt_tokens": summary.previous.prompt_tokens,
+            "completion_tokens": summary.previous.completion_tokens,
         },
         "spend_over_time": {
             "bucket": series.bucket,
