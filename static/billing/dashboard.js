@@ -21,14 +21,29 @@
         if (range.value === "custom") return; // wait for both dates and Apply
       } else if (field.type === "date") {
         return;
+      } else if (field.list && field.value && !offered(field)) {
+        form.classList.add("is-custom"); // a name not in the list: Apply sends it, the server answers
+        return;
       }
       if (field.name === "user" && form.elements.key) form.elements.key.value = ""; // keys are per user
       apply();
+    });
+    // Picking an entry of a searchable field's list applies it at once, as a select would.
+    form.addEventListener("input", (event) => {
+      const field = event.target;
+      if (field.list && (!event.inputType || event.inputType === "insertReplacementText") && offered(field)) {
+        field.dispatchEvent(new Event("change", { bubbles: true }));
+      }
     });
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       apply();
     });
+  }
+
+  // Whether a searchable field's value is one its <datalist> offers.
+  function offered(field) {
+    return [...field.list.options].some((option) => option.value === field.value);
   }
 
   function apply() {

@@ -1,4 +1,5 @@
-"""The dashboard's layout on a desktop and on a phone (no sideways scrolling), and how small money reads.
+"""The dashboard as a user meets it: its layout on a desktop and on a phone (no sideways scrolling), how
+small money reads, the charts' tables and the searchable filters.
 
 With ROUTERWEB_SCREENSHOTS=1 the README's screenshots are written: docs/dashboard.png (1280×800) and
 docs/dashboard-phone.png (390×844), from 40,000 generated calls instead of 3,000.
@@ -9,6 +10,7 @@ import json
 import os
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from playwright.sync_api import Page
 
@@ -105,3 +107,24 @@ def test_every_chart_reads_as_a_table_too(staff_dashboard):
     first = document["models"][0]
     assert models.nth(0).locator("th").text_content() == first["model"]
     assert models.nth(0).locator("td").text_content().startswith("$")
+
+
+def test_users_and_keys_are_searched_not_scrolled(staff_dashboard, gateway):
+    """The user and key filters are text fields with a list to search (hundreds of users fit), still
+    checked by the server: an unknown name is a field error, never a 500."""
+    page = staff_dashboard
+    usernames = page.eval_on_selector_all("#user-options option", "nodes => nodes.map(n => n.value)")
+    assert len(usernames) == get_user_model().objects.count() > 40
+    chosen = next(name for name in usernames if name != "root")
+    page.fill("#id_user", chosen)
+    page.press("#id_user", "Enter")
+    page.wait_for_url(f"**/dashboard/?user={chosen}")
+    page.wait_for_function(DRAWN, polling=100)
+    keys = page.eval_on_selector_all("#key-options option", "nodes => nodes.map(n => n.value)")
+    user = get_user_model().objects.get(username=chosen)
+    assert sorted(map(int, keys)) == sorted(user.api_keys.values_list("pk", flat=True))
+
+    response = page.goto(f"{gateway.url}/dashboard/?user=no-such-user")
+    assert response.status == 400
+    assert page.locator("#id_user").input_value() == "no-such-user"
+    assert page.locator(".field .error").count() == 1
