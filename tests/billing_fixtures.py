@@ -9,8 +9,9 @@ rollups or billing/dashboard/'s SQL. The fixtures are registered for every test 
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -244,10 +245,13 @@ def calls(world):
 # ---------------------------------------------------------------------------- the raw computations
 
 
-def days_range(first_days_ago: int, days: int) -> tuple[datetime, datetime]:
-    today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = today - timedelta(days=first_days_ago)
-    return start, start + timedelta(days=days)
+def days_range(first_days_ago: int, days: int, tz: str = "UTC") -> tuple[datetime, datetime]:
+    """Whole days of the zone `tz` (midnight to midnight there), as UTC datetimes."""
+    zone = ZoneInfo(tz)
+    today = timezone.now().astimezone(zone).date()
+    first = today - timedelta(days=first_days_ago)
+    start = datetime.combine(first, time.min, tzinfo=zone).astimezone(UTC)
+    return start, datetime.combine(first + timedelta(days=days), time.min, tzinfo=zone).astimezone(UTC)
 
 
 def matching(calls: list[Call], f: CallFilters) -> list[Call]:
@@ -275,7 +279,7 @@ def make_filters(days=(29, 30), hours=None, **dims) -> CallFilters:
     if hours:
         end = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours[1])
         return CallFilters(start=end - timedelta(hours=hours[0]), end=end, **dims)
-    start, end = days_range(*days)
+    start, end = days_range(*days, tz=dims.get("tz", "UTC"))
     return CallFilters(start=start, end=end, **dims)
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
@@ -46,6 +47,7 @@ from tests.factories import spend_viewers_group, user_create
 
 DATA_URL = "/dashboard/data.json"
 PAGE_URL = "/dashboard/"
+HOUR = timedelta(hours=1)
 
 # ---------------------------------------------------------------------------- the raw computations
 
@@ -99,16 +101,19 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
     names = {m.id: m.name for c in rows if c.model for m in [c.model]}
     names |= {v.chosen_model_id: v.chosen_model.name for v in votes if v.chosen_model_id}
 
-    daily = f.end - f.start > timedelta(days=2) and f.start.time() == f.end.time() == time.min
-    step = timedelta(days=1) if daily else timedelta(hours=1)
+    zone = ZoneInfo(f.tz)
+    local_midnights = all(b.astimezone(zone).time() == time.min for b in (f.start, f.end))
+    daily = f.end - f.start > timedelta(days=2) and local_midnights
     starts = []
     at = f.start
     while at < f.end:
-        starts.append(at)
-        at += step
+        starts.append(at.astimezone(zone) if daily else at)
+        # the next midnight of the zone (23 or 25 hours away across a daylight-saving change)
+        at = datetime.combine(at.astimezone(zone).date() + timedelta(days=1), time.min, zone) if daily else at + HOUR
+    ends = [*starts[1:], f.end]
     series = []
     for model_id, model_calls in by_model.items():
-        values = [cost_of([c for c in model_calls if s <= c.created_at < s + step]) for s in starts]
+        values = [cost_of([c for c in model_calls if s <= c.created_at < e]) for s, e in zip(starts, ends, strict=True)]
         series.append((-sum(values), model_id, values))
     series.sort(key=lambda item: (item[0], item[1]))
 
@@ -180,7 +185,7 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
             "estimated_calls": sum(c.usage_estimated for c in rows),
         },
         "spend_over_time": {
-            "bucket": "hour" if step == timedelta(hours=1) else "day",
+            "bucket": "day" if daily else "hour",
             "starts": [s.isoformat() for s in starts],
             "series": [{"model": names[m], "spend_usd": [usd_json(v) for v in values]} for _, m, values in series],
         },
@@ -231,6 +236,13 @@ def filter_cases(world) -> list[tuple[str, dict]]:
         ("no calls", {"days": (400, 3)}),
         ("hours, not whole days", {"hours": (30, 7)}),
         ("4 days, not whole days (hourly: day rows cannot split a day)", {"hours": (100, 7)}),
+        (
+            "40 days in New York (days from hour rows, across the end of daylight saving)",
+            {"days": (40, 41), "tz": "America/New_York"},
+        ),
+        ("7 days in Tokyo", {"days": (6, 7), "tz": "Asia/Tokyo"}),
+        ("today in Tokyo (hourly)", {"days": (0, 1), "tz": "Asia/Tokyo"}),
+        ("user in Los Angeles", {"user_id": world["alice"].id, "tz": "America/Los_Angeles"}),
     ]
 
 
@@ -645,3 +657,29 @@ def test_the_page_shows_each_tile_against_the_previous_period(world, calls):
     for tile in ("spend", "calls", "tokens"):
         assert f'id="kpi-{tile}-change"' in html
     assert "vs previous 7 days" in html
+
+
+def test_the_time_zone_moves_today_and_is_checked(world, calls, settings):
+    from billing.forms import DashboardFilterForm
+
+    def cleaned(**params):
+        form = DashboardFilterForm(params, viewer=world["alice"])
+        return form.is_valid(), form
+
+    valid, form = cleaned(range="today", tz="Asia/Tokyo")
+    zone = ZoneInfo("Asia/Tokyo")
+    today = timezone.now().astimezone(zone).date()
+    assert valid and form.cleaned_data["start_at"] == datetime.combine(today, time.min, tzinfo=zone)
+    assert form.cleaned_data["end_at"] - form.cleaned_data["start_at"] == timedelta(days=1)
+    settings.ROUTERWEB_DASHBOARD_TZ = "America/New_York"
+    valid, form = cleaned(range="7d")
+    assert valid and form.cleaned_data["tz"] == "America/New_York"
+    assert form.cleaned_data["start_at"].astimezone(ZoneInfo("America/New_York")).time() == time.min
+    for bad in ("Mars/Olympus", "../etc/passwd", "Asia/Kolkata"):  # Kolkata: UTC+5:30, rollups are whole hours
+        valid, form = cleaned(tz=bad)
+        assert not valid and list(form.errors) == ["tz"], bad
+    response = client_for(world["alice"]).get(DATA_URL, {"tz": "Mars/Olympus"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "tz"
+    document = client_for(world["alice"]).get(DATA_URL, {"tz": "Asia/Tokyo", "range": "7d"}).json()
+    assert document["range"]["tz"] == "Asia/Tokyo"
+    assert document["spend_over_time"]["starts"][0].endswith("T00:00:00+09:00")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -146,21 +146,32 @@ class SpendSeries:
 
 
 def bucket_starts(*, filters: CallFilters) -> list[datetime]:
-    """The start of every chart bucket of the range, oldest first."""
-    step = timedelta(hours=1) if filters.bucket == CallRollup.Period.HOUR else timedelta(days=1)
-    first = filters.start.astimezone(UTC)  # a whole hour (whole day for day buckets): see CallFilters
+    """The start of every chart bucket of the range, oldest first: UTC hours, or midnights in the
+    filters' zone (a day across a daylight-saving change has 23 or 25 hours)."""
+    if filters.bucket == CallRollup.Period.HOUR:
+        first = filters.start.astimezone(UTC)  # a whole hour: see CallFilters
+        return [first + timedelta(hours=n) for n in range(int((filters.end - first) / timedelta(hours=1)))]
+    zone = filters.zone
+    day, last = filters.start.astimezone(zone).date(), filters.end.astimezone(zone).date()
     starts = []
-    while first < filters.end:
-        starts.append(first)
-        first += step
+    while day < last:
+        starts.append(datetime.combine(day, time.min, tzinfo=zone))
+        day += timedelta(days=1)
     return starts
 
 
 def spend_series(*, filters: CallFilters) -> SpendSeries:
     starts = bucket_starts(filters=filters)
-    index = {start: i for i, start in enumerate(starts)}
+    hours = {start: i for i, start in enumerate(starts)}
+    days = {start.date(): i for i, start in enumerate(starts)}
+    zone, hourly = filters.zone, filters.bucket == CallRollup.Period.HOUR
+
+    def index(bucket_start: datetime) -> int:
+        # A row of an hour or a day goes to the bucket (hour, or day of the zone) it starts in.
+        return hours[bucket_start] if hourly else days[bucket_start.astimezone(zone).date()]
+
     rows = (
-        rollups_matching(filters=filters, period=filters.bucket)
+        rollups_matching(filters=filters, period=filters.bucket_period)
         .exclude(model_id=0)
         .values("bucket_start", "model_id")
         .annotate(cost_pusd=Sum("cost_pusd"))
@@ -168,7 +179,7 @@ def spend_series(*, filters: CallFilters) -> SpendSeries:
     by_model: dict[int, list[Decimal]] = {}
     for row in rows:
         values = by_model.setdefault(row["model_id"], [Decimal(0)] * len(starts))
-        values[index[row["bucket_start"].astimezone(UTC)]] = usd_from_pusd(row["cost_pusd"])
+        values[index(row["bucket_start"].astimezone(UTC))] += usd_from_pusd(row["cost_pusd"])
     ordered = sorted(by_model.items(), key=lambda item: (-sum(item[1]), item[0]))
     return SpendSeries(bucket=filters.bucket, starts=starts, by_model=dict(ordered))
 

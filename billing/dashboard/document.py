@@ -93,6 +93,7 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "start": filters.start.isoformat(),
             "end": filters.end.isoformat(),
             "bucket": filters.bucket,
+            "tz": filters.tz,
         },
         "totals": {
             "spend_usd": usd_json(totals.cost_usd),

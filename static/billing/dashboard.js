@@ -52,6 +52,7 @@
     for (const [name, value] of new FormData(form)) {
       if (!value || ((name === "start" || name === "end") && !custom)) continue;
       if (name === "range" && value === form.dataset.defaultRange) continue;
+      if (name === "tz" && value === form.dataset.defaultTz) continue;
       params.append(name, value);
     }
     const query = params.toString();
@@ -131,13 +132,14 @@
   const count = (n) => Number(n).toLocaleString("en-US");
   const pct = (rate) => (rate * 100).toFixed(rate && rate < 0.001 ? 3 : 1) + "%";
 
-  function bucketLabel(iso, bucket, many) {
+  // A bucket's label in the dashboard's time zone (the document's range.tz), as the server cut the days.
+  function bucketLabel(iso, bucket, many, timeZone) {
     const date = new Date(iso);
     if (bucket === "hour") {
-      const time = date.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", timeZone: "UTC" });
-      return many ? date.toLocaleDateString("en-GB", { weekday: "short", timeZone: "UTC" }) + " " + time : time;
+      const time = date.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", timeZone });
+      return many ? date.toLocaleDateString("en-GB", { weekday: "short", timeZone }) + " " + time : time;
     }
-    return date.toLocaleDateString("en-GB", { day: "numeric", month: "short", timeZone: "UTC" });
+    return date.toLocaleDateString("en-GB", { day: "numeric", month: "short", timeZone });
   }
 
   function empty(canvas, message) {
@@ -230,7 +232,7 @@
     draw("chart-spend-time", () => ({
       type: "bar",
       data: {
-        labels: series.starts.map((s) => bucketLabel(s, series.bucket, many)),
+        labels: series.starts.map((s) => bucketLabel(s, series.bucket, many, data.range.tz)),
         datasets: series.series.map((s) => ({
           label: s.model, data: s.spend_usd.map(Number), backgroundColor: colorFor(s.model), borderRadius: 2,
           maxBarThickness: 28,
