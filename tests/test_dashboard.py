@@ -40,7 +40,7 @@ from billing.dashboard.recent import recent_calls
 from billing.dashboard.votes import vote_results
 from billing.models import HISTOGRAM_BOUNDS_MS, Budget, Call
 from billing.money import usd_json
-from routing.models import ModelEndpoint, PreferenceVote
+from routing.models import ApiKey, ModelEndpoint, PreferenceVote
 from routing.services import api_key_create, api_key_revoke
 from tests.billing_fixtures import call_row, client_for, cost_of, is_fallback, make_filters, matching
 from tests.factories import spend_viewers_group, user_create
@@ -200,6 +200,34 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
         "requested": requested,
         "votes": [{"model": model_name(m), "wins": w, "comparisons": n, "win_rate": rate(w, n)} for m, w, n in results],
     }
+    in_bucket = [[c for c in rows if s <= c.created_at < e] for s, e in zip(starts, ends, strict=True)]
+    document["traffic_over_time"] = {
+        "bucket": "day" if daily else "hour",
+        "starts": [s.isoformat() for s in starts],
+        "calls": [len(b) for b in in_bucket],
+        "prompt_tokens": [sum(c.prompt_tokens for c in b) for b in in_bucket],
+        "completion_tokens": [sum(c.completion_tokens for c in b) for b in in_bucket],
+    }
+    by_key = defaultdict(list)
+    for c in rows:
+        by_key[c.api_key_id or 0].append(c)
+    ranked_keys = sorted(by_key.items(), key=lambda item: (-cost_of(item[1]), -len(item[1]), item[0]))
+    keys = {k.pk: k for k in ApiKey.objects.select_related("user")}
+
+    def key_label(key_id: int) -> str:
+        if not key_id:
+            return "no key (playground)"
+        key = keys[key_id]
+        return f"{key.user.username}: {key.name} ({key.prefix}…)" if staff else f"{key.name} ({key.prefix}…)"
+
+    document["spend_by_key"] = [
+        {"key": key_label(kid), "calls": len(kc), "spend_usd": usd_json(cost_of(kc))} for kid, kc in ranked_keys[:10]
+    ]
+    if len(ranked_keys) > 10:
+        rest = [c for _, kc in ranked_keys[10:] for c in kc]
+        document["spend_by_key"].append(
+            {"key": f"{len(ranked_keys) - 10} other keys", "calls": len(rest), "spend_usd": usd_json(cost_of(rest))}
+        )
     if staff:
         by_user = defaultdict(list)
         for c in rows:
@@ -608,16 +636,16 @@ def test_a_page_view_reads_each_aggregate_once_in_a_fixed_number_of_queries(worl
     client.get(PAGE_URL)  # session, content types: warm
     params = {"model": "gpt-4o", "user": "alice"}
     # The session and the viewer, the viewer's permissions (two, read once), the form's model and user,
-    # four filter lists, two for the recent calls, ten for the charts and, for staff, the quarantine's
-    # count, whatever the number of calls: 23 where the page (14) and then its charts' data.json
-    # request (13) made 27. Two of the ten came with the votes' win rates (the calls of the compared
-    # columns and the models the columns name, billing/dashboard/votes.py), one with the previous
-    # period's totals.
-    with django_assert_num_queries(23) as page_queries:
+    # four filter lists, two for the recent calls, eleven for the charts and, for staff, the
+    # quarantine's count, whatever the number of calls: 24 where the page (14) and then its charts'
+    # data.json request (13) made 27. Of the eleven, two came with the votes' win rates (the calls of
+    # the compared columns and the models the columns name, billing/dashboard/votes.py), one with the
+    # previous period's totals and one with the spend by API key (the keys' names).
+    with django_assert_num_queries(24) as page_queries:
         client.get(PAGE_URL, params)
     statements = [query["sql"] for query in page_queries.captured_queries]
     assert len(set(statements)) == len(statements)  # nothing read twice
-    with django_assert_num_queries(16):  # 13 + the two of the win rates + the previous period's totals
+    with django_assert_num_queries(17):  # 13 + win rates (2) + previous period (1) + key names (1)
         client.get(DATA_URL, params)
 
 

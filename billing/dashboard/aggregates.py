@@ -81,9 +81,11 @@ _SLICE_SUMS = {f"n_{name}": Sum(name) for name in (*_SLICE_COUNTERS, "cost_pusd"
 
 @dataclass(frozen=True, slots=True)
 class Slice:
-    """The counters of the calls of one user for one requested name with one status, in the range."""
+    """The counters of the calls of one user's API key (0: none) for one requested name with one status,
+    in the range."""
 
     user_id: int
+    api_key_id: int
     requested: str
     status: str
     calls: int
@@ -99,16 +101,17 @@ class Slice:
 def call_slices(*, filters: CallFilters) -> list[Slice]:
     """One rollup scan that the totals, the requested-name breakdown and the user breakdown share.
 
-    There are at most users × requested names × statuses slices, a few hundred, whatever the calls.
+    There are at most keys × requested names × statuses slices, a few hundred, whatever the calls.
     """
     rows = (
         rollups_matching(filters=filters, period=filters.totals_period)
-        .values("user_id", "requested", "status")
+        .values("user_id", "api_key_id", "requested", "status")
         .annotate(**_SLICE_SUMS)
     )
     return [
         Slice(
             user_id=row["user_id"],
+            api_key_id=row["api_key_id"],
             requested=row["requested"],
             status=row["status"],
             cost_usd=usd_from_pusd(row["n_cost_pusd"]),
@@ -138,11 +141,15 @@ def call_totals(*, slices: Iterable[Slice]) -> Totals:
 
 @dataclass(frozen=True, slots=True)
 class SpendSeries:
-    """Spend per time bucket (`starts`) for each model that answered calls in the range, biggest first."""
+    """Spend per time bucket (`starts`) for each model that answered calls in the range, biggest first,
+    and per bucket the calls (answered or not) and their tokens in and out."""
 
     bucket: str
     starts: list[datetime]
     by_model: dict[int, list[Decimal]]
+    calls: list[int]
+    prompt_tokens: list[int]
+    completion_tokens: list[int]
 
 
 def bucket_starts(*, filters: CallFilters) -> list[datetime]:
@@ -172,16 +179,32 @@ def spend_series(*, filters: CallFilters) -> SpendSeries:
 
     rows = (
         rollups_matching(filters=filters, period=filters.bucket_period)
-        .exclude(model_id=0)
         .values("bucket_start", "model_id")
-        .annotate(cost_pusd=Sum("cost_pusd"))
+        .annotate(
+            cost_pusd=Sum("cost_pusd"),
+            n_calls=Sum("calls"),
+            n_prompt=Sum("prompt_tokens"),
+            n_completion=Sum("completion_tokens"),
+        )
     )
     by_model: dict[int, list[Decimal]] = {}
+    calls, prompt, completion = [0] * len(starts), [0] * len(starts), [0] * len(starts)
     for row in rows:
-        values = by_model.setdefault(row["model_id"], [Decimal(0)] * len(starts))
-        values[index(row["bucket_start"].astimezone(UTC))] += usd_from_pusd(row["cost_pusd"])
+        i = index(row["bucket_start"].astimezone(UTC))
+        calls[i] += int(row["n_calls"])
+        prompt[i] += int(row["n_prompt"])
+        completion[i] += int(row["n_completion"])
+        if row["model_id"]:  # model 0: calls no model answered, in the traffic but not in the spend
+            by_model.setdefault(row["model_id"], [Decimal(0)] * len(starts))[i] += usd_from_pusd(row["cost_pusd"])
     ordered = sorted(by_model.items(), key=lambda item: (-sum(item[1]), item[0]))
-    return SpendSeries(bucket=filters.bucket, starts=starts, by_model=dict(ordered))
+    return SpendSeries(
+        bucket=filters.bucket,
+        starts=starts,
+        by_model=dict(ordered),
+        calls=calls,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +336,40 @@ def user_spend(*, slices: Iterable[Slice], top: int = TOP_USERS) -> list[UserSpe
     rest = spends[top:]
     other = UserSpend(
         user_id=0,
+        calls=sum(s.calls for s in rest),
+        cost_usd=sum((s.cost_usd for s in rest), Decimal(0)),
+        others=len(rest),
+    )
+    return [*spends[:top], other]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpend:
+    """Spend of one API key (`api_key_id` 0: calls without a key, the playground's), or of the keys
+    beyond the top (`others` > 0)."""
+
+    api_key_id: int
+    calls: int
+    cost_usd: Decimal
+    others: int = 0
+
+
+def key_spend(*, slices: Iterable[Slice], top: int = TOP_USERS) -> list[KeySpend]:
+    """The `top` API keys in `slices` by spend, then one entry summing every other key (when there are more)."""
+    calls: dict[int, int] = defaultdict(int)
+    costs: dict[int, Decimal] = defaultdict(Decimal)
+    for piece in slices:
+        calls[piece.api_key_id] += piece.calls
+        costs[piece.api_key_id] += piece.cost_usd
+    spends = sorted(
+        (KeySpend(api_key_id=key_id, calls=n, cost_usd=costs[key_id]) for key_id, n in calls.items()),
+        key=lambda s: (-s.cost_usd, -s.calls, s.api_key_id),
+    )
+    if len(spends) <= top:
+        return spends
+    rest = spends[top:]
+    other = KeySpend(
+        api_key_id=0,
         calls=sum(s.calls for s in rest),
         cost_usd=sum((s.cost_usd for s in rest), Decimal(0)),
         others=len(rest),

@@ -129,6 +129,14 @@
     const text = Math.abs(value).toLocaleString("en-US", { minimumFractionDigits: places, maximumFractionDigits: places });
     return (value < 0 && /[1-9]/.test(text) ? "-$" : "$") + text;
   }
+  // A count for an axis: 9,999 as is, then 12.3K, 4.56M (as the tiles write them).
+  function compactCount(n) {
+    const units = [[1e9, "B"], [1e6, "M"], [1e3, "K"]];
+    for (const [size, suffix] of units) {
+      if (Math.abs(n) >= Math.max(size, 1e4)) return Number((n / size).toPrecision(3)) + suffix;
+    }
+    return Number(n).toLocaleString("en-US");
+  }
   const count = (n) => Number(n).toLocaleString("en-US");
   const pct = (rate) => (rate * 100).toFixed(rate && rate < 0.001 ? 3 : 1) + "%";
 
@@ -250,6 +258,47 @@
       },
     }), { hasData: series.series.length > 0, first: data.range.bucket === "hour" ? "Hour" : "Day",
       cell: (set, i) => usdText(series.series[set].spend_usd[i]) });
+
+    const traffic = data.traffic_over_time;
+    const trafficNames = ["requests", "tokens in", "tokens out"];
+    draw("chart-traffic", () => ({
+      type: "bar",
+      data: {
+        labels: traffic.starts.map((s) => bucketLabel(s, traffic.bucket, many, data.range.tz)),
+        datasets: [
+          { label: trafficNames[0], data: traffic.calls, backgroundColor: accentSoft, borderRadius: 2, maxBarThickness: 28, yAxisID: "y", order: 2 },
+          { type: "line", label: trafficNames[1], data: traffic.prompt_tokens, borderColor: ok, backgroundColor: ok, pointRadius: 0, borderWidth: 2, yAxisID: "y1", order: 1 },
+          { type: "line", label: trafficNames[2], data: traffic.completion_tokens, borderColor: warn, backgroundColor: warn, pointRadius: 0, borderWidth: 2, yAxisID: "y1", order: 0 },
+        ],
+      },
+      options: {
+        scales: {
+          x: { ...plainAxis, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
+          y: { beginAtZero: true, position: "left", ticks: { precision: 0, callback: compactCount }, grid: { color: line }, title: { display: !narrow, text: "requests" } },
+          y1: { beginAtZero: true, position: "right", ticks: { precision: 0, callback: compactCount }, grid: { display: false }, title: { display: !narrow, text: "tokens" } },
+        },
+        plugins: {
+          legend: { position: narrow ? "bottom" : "top", align: "end" },
+          tooltip: { mode: "index", callbacks: { label: (c) => ` ${c.dataset.label}: ${count(c.raw)}` } },
+        },
+        interaction: { mode: "index", intersect: false },
+      },
+    }), { hasData: traffic.calls.some((n) => n > 0), first: traffic.bucket === "hour" ? "Hour" : "Day",
+      cell: (set, i, raw) => count(raw) });
+
+    const keys = data.spend_by_key;
+    draw("chart-spend-key", () => ({
+      type: "bar",
+      data: {
+        labels: keys.map((k) => k.key),
+        datasets: [{ label: "Spend", data: keys.map((k) => Number(k.spend_usd)), backgroundColor: ok, borderRadius: 3, maxBarThickness: 18 }],
+      },
+      options: {
+        indexAxis: "y",
+        scales: { x: moneyAxis, y: nameAxis },
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => ` ${usdText(keys[c.dataIndex].spend_usd)} · ${count(keys[c.dataIndex].calls)} calls` } } },
+      },
+    }), { hasData: keys.length > 0, first: "API key", cell: (set, i) => usdText(keys[i].spend_usd) });
 
     const models = data.models;
     draw("chart-spend-model", () => ({

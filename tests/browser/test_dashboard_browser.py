@@ -23,8 +23,10 @@ pytestmark = pytest.mark.browser
 PASSWORD = "test-password-1234"  # user_create's
 STAFF_CHARTS = [
     "chart-spend-time",
+    "chart-traffic",
     "chart-spend-model",
     "chart-spend-user",
+    "chart-spend-key",
     "chart-latency",
     "chart-rates",
     "chart-votes",
