@@ -128,3 +128,41 @@ def test_users_and_keys_are_searched_not_scrolled(staff_dashboard, gateway):
     assert response.status == 400
     assert page.locator("#id_user").input_value() == "no-such-user"
     assert page.locator(".field .error").count() == 1
+
+
+# Every visible text's contrast with the background it is drawn on (the first opaque one up the tree),
+# by WCAG 2's formula; text of 24 px, or 18.66 px bold, is "large" and needs 3:1, the rest 4.5:1.
+CONTRAST = """() => {
+  // rgb(…)/rgba(…) in 0–255, or color(srgb …) (what color-mix() computes to) in 0–1.
+  const rgb = (text) => {
+    const parts = (text.match(/[\\d.]+/g) || []).map(Number);
+    return text.startsWith("color(srgb") ? parts.map((v, i) => (i < 3 ? v * 255 : v)) : parts;
+  };
+  const linear = (v) => (v / 255 <= 0.03928 ? v / 255 / 12.92 : ((v / 255 + 0.055) / 1.055) ** 2.4);
+  const lum = ([r, g, b]) => 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+  const background = (node) => {
+    for (let at = node; at; at = at.parentElement) {
+      const c = rgb(getComputedStyle(at).backgroundColor);
+      if (c.length === 3 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const failures = [];
+  for (const node of document.querySelectorAll(".dash *, .topbar *")) {
+    const own = [...node.childNodes].some((child) => child.nodeType === 3 && child.textContent.trim());
+    if (!own || !node.getClientRects().length || node.closest("[hidden], .visually-hidden")) continue;
+    const style = getComputedStyle(node);
+    const fg = rgb(style.color), bg = background(node);
+    const [a, b] = [lum(fg.slice(0, 3)), lum(bg)].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+    const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    const text = node.textContent.trim().slice(0, 30);
+    if (ratio < needed) failures.push(`${node.tagName}.${node.className} "${text}" ${ratio.toFixed(2)}`);
+  }
+  return failures;
+}"""
+
+
+def test_text_colours_meet_wcag_aa_contrast(staff_dashboard):
+    assert staff_dashboard.evaluate(CONTRAST) == []
