@@ -9,7 +9,7 @@ requested-name breakdown and the user breakdown share: read it once, pass it to 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -322,25 +322,25 @@ class UserSpend:
 
 def user_spend(*, slices: Iterable[Slice], top: int = TOP_USERS) -> list[UserSpend]:
     """The `top` users in `slices` by spend, then one entry summing every other user (when there are more)."""
+    ranked = _top_spenders(slices=slices, group=lambda piece: piece.user_id, top=top)
+    return [UserSpend(user_id=i, calls=n, cost_usd=cost, others=others) for i, n, cost, others in ranked]
+
+
+def _top_spenders(
+    *, slices: Iterable[Slice], group: Callable[[Slice], int], top: int
+) -> list[tuple[int, int, Decimal, int]]:
+    """(id, calls, cost, others) of the `top` groups of `slices` by spend (most calls, then the lowest id
+    first on a tie), then (0, calls, cost, number of groups) of all the others when there are more."""
     calls: dict[int, int] = defaultdict(int)
     costs: dict[int, Decimal] = defaultdict(Decimal)
     for piece in slices:
-        calls[piece.user_id] += piece.calls
-        costs[piece.user_id] += piece.cost_usd
-    spends = sorted(
-        (UserSpend(user_id=user_id, calls=n, cost_usd=costs[user_id]) for user_id, n in calls.items()),
-        key=lambda s: (-s.cost_usd, -s.calls, s.user_id),
-    )
-    if len(spends) <= top:
-        return spends
-    rest = spends[top:]
-    other = UserSpend(
-        user_id=0,
-        calls=sum(s.calls for s in rest),
-        cost_usd=sum((s.cost_usd for s in rest), Decimal(0)),
-        others=len(rest),
-    )
-    return [*spends[:top], other]
+        calls[group(piece)] += piece.calls
+        costs[group(piece)] += piece.cost_usd
+    ranked = sorted(((i, n, costs[i], 0) for i, n in calls.items()), key=lambda r: (-r[2], -r[1], r[0]))
+    if len(ranked) <= top:
+        return ranked
+    rest = ranked[top:]
+    return [*ranked[:top], (0, sum(r[1] for r in rest), sum((r[2] for r in rest), Decimal(0)), len(rest))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,22 +356,5 @@ class KeySpend:
 
 def key_spend(*, slices: Iterable[Slice], top: int = TOP_USERS) -> list[KeySpend]:
     """The `top` API keys in `slices` by spend, then one entry summing every other key (when there are more)."""
-    calls: dict[int, int] = defaultdict(int)
-    costs: dict[int, Decimal] = defaultdict(Decimal)
-    for piece in slices:
-        calls[piece.api_key_id] += piece.calls
-        costs[piece.api_key_id] += piece.cost_usd
-    spends = sorted(
-        (KeySpend(api_key_id=key_id, calls=n, cost_usd=costs[key_id]) for key_id, n in calls.items()),
-        key=lambda s: (-s.cost_usd, -s.calls, s.api_key_id),
-    )
-    if len(spends) <= top:
-        return spends
-    rest = spends[top:]
-    other = KeySpend(
-        api_key_id=0,
-        calls=sum(s.calls for s in rest),
-        cost_usd=sum((s.cost_usd for s in rest), Decimal(0)),
-        others=len(rest),
-    )
-    return [*spends[:top], other]
+    ranked = _top_spenders(slices=slices, group=lambda piece: piece.api_key_id, top=top)
+    return [KeySpend(api_key_id=i, calls=n, cost_usd=cost, others=others) for i, n, cost, others in ranked]
