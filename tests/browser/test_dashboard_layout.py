@@ -132,7 +132,7 @@ def test_users_and_keys_are_searched_not_scrolled(staff_dashboard, gateway):
 
 # Every visible text's contrast with the background it is drawn on (the first opaque one up the tree),
 # by WCAG 2's formula; text of 24 px, or 18.66 px bold, is "large" and needs 3:1, the rest 4.5:1.
-CONTRAST = """() => {
+CONTRAST = """(selector) => {
   // rgb(…)/rgba(…) in 0–255, or color(srgb …) (what color-mix() computes to) in 0–1.
   const rgb = (text) => {
     const parts = (text.match(/[\\d.]+/g) || []).map(Number);
@@ -148,7 +148,7 @@ CONTRAST = """() => {
     return [255, 255, 255];
   };
   const failures = [];
-  for (const node of document.querySelectorAll(".dash *, .topbar *")) {
+  for (const node of document.querySelectorAll(selector)) {
     const own = [...node.childNodes].some((child) => child.nodeType === 3 && child.textContent.trim());
     if (!own || !node.getClientRects().length || node.closest("[hidden], .visually-hidden")) continue;
     const style = getComputedStyle(node);
@@ -165,4 +165,31 @@ CONTRAST = """() => {
 
 
 def test_text_colours_meet_wcag_aa_contrast(staff_dashboard):
-    assert staff_dashboard.evaluate(CONTRAST) == []
+    assert staff_dashboard.evaluate(CONTRAST, ".dash *, .topbar *") == []
+
+
+# What app.css's dark scheme defines (its owner adds it there); served here on top of the stored app.css.
+DARK_VARIABLES = """
+@media (prefers-color-scheme: dark) {
+  :root { --bg: #111214; --fg: #e8e8ea; --muted: #a3a3ab; --card: #1b1c1f; --border: #303136;
+    --accent: #8ea2ff; --ok: #4cc38a; --warn: #e0a040; --bad: #ff6b5e; }
+}
+"""
+
+
+def test_the_page_and_its_charts_follow_a_dark_system_setting(staff_dashboard):
+    page = staff_dashboard
+
+    def with_dark_variables(route):
+        response = route.fetch()
+        route.fulfill(response=response, body=response.text() + DARK_VARIABLES)
+
+    page.route("**/static/css/app*.css", with_dark_variables)
+    page.emulate_media(color_scheme="dark")
+    page.reload()
+    page.wait_for_function(DRAWN, polling=100)
+    assert page.evaluate("getComputedStyle(document.querySelector('.kpi')).backgroundColor") == "rgb(27, 28, 31)"
+    assert page.evaluate("Chart.defaults.color") == "#a3a3ab"  # the charts read the page's colours
+    # The dashboard's own text (the top bar is app.css's, drawn from variables this test does not
+    # redefine).
+    assert page.evaluate(CONTRAST, ".dash *") == []
