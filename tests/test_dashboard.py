@@ -711,3 +711,10 @@ def test_the_time_zone_moves_today_and_is_checked(world, calls, settings):
     document = client_for(world["alice"]).get(DATA_URL, {"tz": "Asia/Tokyo", "range": "7d"}).json()
     assert document["range"]["tz"] == "Asia/Tokyo"
     assert document["spend_over_time"]["starts"][0].endswith("T00:00:00+09:00")
+
+
+def test_the_page_speaks_in_the_chosen_time_zone(world, calls):
+    call = Call.objects.filter(user=world["alice"]).order_by("-created_at", "-id").first()
+    html = client_for(world["alice"]).get(PAGE_URL, {"tz": "Asia/Tokyo"}).content.decode()
+    assert "Time (Asia/Tokyo)" in html and " · Asia/Tokyo · " in html
+    assert call.created_at.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S") in html
