@@ -8,6 +8,20 @@ from routing.models import ModelEndpoint
 
 from .calls import quarantined_rows_retry
 from .models import Budget, BudgetAllowance, Call, Price, QuarantinedRow
+from .money import usd_text
+
+
+def _usd_column(field: str, description: str):
+    """An admin column (or read-only field) showing the money field `field` as billing/money.py writes
+    it ("$25.00", "$0.000348"), sorted by the field itself: never the column's 12 raw decimals."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj) -> str:
+        value = getattr(obj, field)
+        return "—" if value is None else usd_text(value)
+
+    column.__name__ = f"{field}_text"
+    return column
 
 
 class PriceInline(admin.TabularInline):
@@ -73,11 +87,15 @@ class PricedModelEndpointAdmin(ModelEndpointAdmin):
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
-    list_display = ["model", "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "effective_from", "source"]
+    list_display = ["model", "input_text", "output_text", "cached_input_text", "effective_from", "source"]
     list_filter = ["source", "model__provider"]
     search_fields = ["model__name"]
     autocomplete_fields = ["model"]
     date_hierarchy = "effective_from"
+
+    input_text = _usd_column("input_per_mtok", "input per Mtok")
+    output_text = _usd_column("output_per_mtok", "output per Mtok")
+    cached_input_text = _usd_column("cached_input_per_mtok", "cached input per Mtok")
 
 
 @admin.register(Call)
@@ -91,7 +109,7 @@ class CallAdmin(admin.ModelAdmin):
         "status",
         "prompt_tokens",
         "completion_tokens",
-        "cost_usd",
+        "cost_text",
         "latency_ms",
         "attempt_count",
     ]
@@ -100,6 +118,7 @@ class CallAdmin(admin.ModelAdmin):
     search_fields = ["request_id", "requested"]
     list_select_related = ["user", "model"]
     show_full_result_count = False
+    cost_text = _usd_column("cost_usd", "cost")
 
     def has_add_permission(self, request):
         return False
@@ -147,10 +166,12 @@ class BudgetAllowanceInline(admin.TabularInline):
     """What workers hold of the budget right now (part of `reserved_usd`); billing/budgets.py manages them."""
 
     model = BudgetAllowance
-    fields = readonly_fields = ["id", "amount_usd", "period_start", "expires_at"]
+    fields = readonly_fields = ["id", "amount_text", "period_start", "expires_at"]
     extra = 0
     can_delete = False
     verbose_name_plural = "allowances held by workers (counted in reserved)"
+
+    amount_text = _usd_column("amount_usd", "amount")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -158,8 +179,11 @@ class BudgetAllowanceInline(admin.TabularInline):
 
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "limit_usd", "soft_threshold_pct", "spent_usd", "reserved_usd", "period_start"]
+    list_display = ["__str__", "limit_text", "soft_threshold_pct", "spent_text", "reserved_text", "period_start"]
     autocomplete_fields = ["user", "api_key"]
-    readonly_fields = ["period_start", "spent_usd", "reserved_usd"]
-    fields = ["user", "api_key", "limit_usd", "soft_threshold_pct", "period_start", "spent_usd", "reserved_usd"]
+    readonly_fields = ["period_start", "spent_text", "reserved_text"]
+    fields = ["user", "api_key", "limit_usd", "soft_threshold_pct", "period_start", "spent_text", "reserved_text"]
+    limit_text = _usd_column("limit_usd", "limit")
+    spent_text = _usd_column("spent_usd", "spent")
+    reserved_text = _usd_column("reserved_usd", "reserved")
     inlines = [BudgetAllowanceInline]

@@ -1,14 +1,17 @@
 """The dashboard's filter form: a date range (a preset or two dates) and optional model, route, user and key.
 
-Ranges are whole UTC days, today included: `7d` is today and the six days before it. Bad input is a
-field error (shown next to the field on the page, a 400 on the JSON and CSV endpoints), never a 500.
+Ranges are whole days of the `tz` time zone (an IANA name, default the ROUTERWEB_DASHBOARD_TZ setting),
+today included: `7d` is today and the six days before it. Bad input is a field error (shown next to
+the field on the page, a 400 on the JSON and CSV endpoints), never a 500.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
@@ -26,6 +29,11 @@ EARLIEST = date(2000, 1, 1)
 LATEST = date(2100, 12, 31)
 
 
+def time_zone_choices() -> list[str]:
+    """The IANA zone names the form takes (offered in a list to search)."""
+    return sorted(available_timezones())
+
+
 class DashboardFilterForm(forms.Form):
     range = forms.ChoiceField(choices=RANGE_CHOICES, required=False)
     start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -36,6 +44,7 @@ class DashboardFilterForm(forms.Form):
         get_user_model().objects.all(), to_field_name=get_user_model().USERNAME_FIELD, required=False
     )
     key = forms.ModelChoiceField(ApiKey.objects.all(), required=False)
+    tz = forms.CharField(required=False, max_length=64)
     before = forms.CharField(required=False, max_length=200)
 
     def __init__(self, *args, viewer: AbstractBaseUser, **kwargs) -> None:
@@ -45,6 +54,14 @@ class DashboardFilterForm(forms.Form):
         if not viewer_sees_everyone(viewer):
             self.fields["user"].queryset = get_user_model().objects.filter(pk=viewer.pk)
             self.fields["key"].queryset = ApiKey.objects.filter(user_id=viewer.pk)
+
+    def clean_tz(self) -> str:
+        name = self.cleaned_data.get("tz") or settings.ROUTERWEB_DASHBOARD_TZ
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise forms.ValidationError("Pick a time zone by its IANA name, such as Europe/Paris.") from None
+        return name
 
     def clean_before(self) -> CallCursor | None:
         value = self.cleaned_data.get("before")
@@ -59,7 +76,10 @@ class DashboardFilterForm(forms.Form):
         data = super().clean()
         preset = data.get("range") or DEFAULT_RANGE
         data["range"] = preset
-        today = timezone.now().astimezone(UTC).date()
+        if "tz" in self.errors:
+            return data
+        zone = ZoneInfo(data["tz"])
+        today = timezone.now().astimezone(zone).date()
         if preset == "custom":
             first, last = data.get("start"), data.get("end")
             if first is None and "start" not in self.errors:
@@ -88,7 +108,14 @@ class DashboardFilterForm(forms.Form):
             first, last = today.replace(day=1), today
         else:
             first, last = today - timedelta(days=29), today
-        data["start_at"] = datetime.combine(first, time.min, tzinfo=UTC)
-        data["end_at"] = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
+        start = datetime.combine(first, time.min, tzinfo=zone).astimezone(UTC)
+        end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
+        if any(bound.minute or bound.second for bound in (start, end)):
+            # The rollups are whole UTC hours: a day that starts at :30 or :45 cannot be summed exactly.
+            self.add_error(
+                "tz", f"{data['tz']} is not a whole number of hours from UTC on these days; pick another zone."
+            )
+            return data
+        data["start_at"], data["end_at"] = start, end
         data["first_day"], data["last_day"] = first, last
         return data

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from routing.models import ApiKey, ModelEndpoint, Provider
 
+from .money import usd_text
 from .pricing import price_cached_error
 
 PRICE_FIELD = dict(max_digits=18, decimal_places=6, validators=[MinValueValidator(0)])
@@ -46,9 +47,8 @@ class Price(models.Model):
         indexes = [models.Index(fields=["model", "effective_from"], name="price_model_effective_idx")]
 
     def __str__(self) -> str:
-        return (
-            f"{self.model}: in {self.input_per_mtok} / out {self.output_per_mtok} from {self.effective_from:%Y-%m-%d}"
-        )
+        prices = f"in {usd_text(self.input_per_mtok)} / out {usd_text(self.output_per_mtok)} per Mtok"
+        return f"{self.model}: {prices} from {self.effective_from:%Y-%m-%d}"
 
     def clean(self) -> None:
         error = price_cached_error(input_per_mtok=self.input_per_mtok, cached_input_per_mtok=self.cached_input_per_mtok)
@@ -203,7 +203,7 @@ class Budget(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.label}: ${self.limit_usd}/month"
+        return f"{self.label}: {usd_text(self.limit_usd)}/month"
 
     @property
     def label(self) -> str:
@@ -225,7 +225,7 @@ class BudgetAllowance(models.Model):
     expires_at = models.DateTimeField(db_index=True)
 
     def __str__(self) -> str:
-        return f"${self.amount_usd} of budget {self.budget_id} until {self.expires_at:%H:%M:%S}"
+        return f"{usd_text(self.amount_usd)} of budget {self.budget_id} until {self.expires_at:%H:%M:%S}"
 
 
 # ------------------------------------------------------------------------------ rollups

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.models import AbstractBaseUser
@@ -29,9 +30,9 @@ from .dashboard.access import CallFilters, ForbiddenFilter, call_filters_for, vi
 from .dashboard.document import dashboard_data, dashboard_document, dashboard_summary
 from .dashboard.export import call_export_csv
 from .dashboard.names import filter_choices
-from .dashboard.presentation import budget_bar, compact_count
+from .dashboard.presentation import budget_bar, compact_count, kpi_changes
 from .dashboard.recent import recent_calls
-from .forms import DEFAULT_RANGE, RANGE_CHOICES, DashboardFilterForm
+from .forms import DEFAULT_RANGE, RANGE_CHOICES, DashboardFilterForm, time_zone_choices
 from .models import QuarantinedRow
 
 
@@ -45,6 +46,7 @@ def _filters(viewer, form: DashboardFilterForm) -> CallFilters:
         api_key=data.get("key"),
         model=data.get("model"),
         route=data.get("route"),
+        tz=data["tz"],
     )
 
 
@@ -69,6 +71,8 @@ class DashboardView(LoginRequiredMixin, View):
             "form": form,
             "range_choices": RANGE_CHOICES,
             "default_range": DEFAULT_RANGE,
+            "time_zones": time_zone_choices(),
+            "default_tz": settings.ROUTERWEB_DASHBOARD_TZ,
             "choices": filter_choices(viewer=request.user, user_id=selected_user.pk if selected_user else None),
         }
         if not valid:
@@ -79,6 +83,8 @@ class DashboardView(LoginRequiredMixin, View):
         query = _query(form)
         totals = summary.totals
         context.update(
+            changes=kpi_changes(totals=totals, previous=summary.previous),
+            previous_days=(form.cleaned_data["last_day"] - form.cleaned_data["first_day"]).days + 1,
             filters=filters,
             totals=totals,
             tokens_in=compact_count(totals.prompt_tokens),

@@ -219,6 +219,8 @@ ROUTERWEB_SPOOL_DIR = Path(env.str("ROUTERWEB_SPOOL_DIR", default=str(VAR_DIR / 
 ROUTERWEB_KEY_VARIABLES = frozenset(env.list("ROUTERWEB_KEY_VARIABLES", default=[]))
 # Serve the offline demo provider (an echo model, routing/demo_provider.py) under /demo/v1/. `make run`
 # turns it on in .env; off otherwise.
+# The dashboard's default time zone (IANA name): where its days, "today" and day buckets begin.
+ROUTERWEB_DASHBOARD_TZ = env.str("ROUTERWEB_DASHBOARD_TZ", default="UTC")
 ROUTERWEB_DEMO_PROVIDER = env.bool("ROUTERWEB_DEMO_PROVIDER", default=False)
 # Base URL the app is reachable at: where a provider whose base URL is a path (the demo provider's
 # /demo/v1) is reached outside a request; within one it is the address the call came in on.

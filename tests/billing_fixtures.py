@@ -9,8 +9,9 @@ rollups or billing/dashboard/'s SQL. The fixtures are registered for every test 
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -218,14 +219,19 @@ def calls(world):
     votes = []
     for number in range(40):
         chosen = rng.choice(list(world["models"].values()) + [None])
+        # Odd votes compare a route and a model through stored calls (the call tells which model
+        # answered the route's column); even ones name two models, with no call stored.
+        compared, request_ids = ["gpt-4o", "mini"], [f"v{number}a", f"v{number}b"]
+        if number % 2:
+            compared, request_ids = ["smart", "local"], [rows[number]["request_id"], rows[number + 1]["request_id"]]
         votes.append(
             PreferenceVote(
                 user=rng.choice([world["alice"], world["bob"], world["carol"]]),
-                compared=["gpt-4o", "mini"],
+                compared=compared,
                 chosen=chosen.name if chosen else "smart",
                 chosen_model=chosen,
-                request_ids=[f"v{number}a", f"v{number}b"],
-                comparison_key=f"v{number}a,v{number}b",
+                request_ids=request_ids,
+                comparison_key=",".join(sorted(request_ids)),
             )
         )
     PreferenceVote.objects.bulk_create(votes)
@@ -239,10 +245,13 @@ def calls(world):
 # ---------------------------------------------------------------------------- the raw computations
 
 
-def days_range(first_days_ago: int, days: int) -> tuple[datetime, datetime]:
-    today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = today - timedelta(days=first_days_ago)
-    return start, start + timedelta(days=days)
+def days_range(first_days_ago: int, days: int, tz: str = "UTC") -> tuple[datetime, datetime]:
+    """Whole days of the zone `tz` (midnight to midnight there), as UTC datetimes."""
+    zone = ZoneInfo(tz)
+    today = timezone.now().astimezone(zone).date()
+    first = today - timedelta(days=first_days_ago)
+    start = datetime.combine(first, time.min, tzinfo=zone).astimezone(UTC)
+    return start, datetime.combine(first + timedelta(days=days), time.min, tzinfo=zone).astimezone(UTC)
 
 
 def matching(calls: list[Call], f: CallFilters) -> list[Call]:
@@ -270,7 +279,7 @@ def make_filters(days=(29, 30), hours=None, **dims) -> CallFilters:
     if hours:
         end = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours[1])
         return CallFilters(start=end - timedelta(hours=hours[0]), end=end, **dims)
-    start, end = days_range(*days)
+    start, end = days_range(*days, tz=dims.get("tz", "UTC"))
     return CallFilters(start=start, end=end, **dims)
 
 

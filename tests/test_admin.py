@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from billing.models import Call, Price
+from billing.models import Budget, Call, Price
 from routing.models import ApiKey, ModelEndpoint, Provider, Route
 from routing.services import api_key_create, api_key_revoke
 from tests.factories import user_create
@@ -379,3 +379,18 @@ def test_a_budgets_page_lists_the_allowances_workers_hold_and_its_limit_can_be_c
     assert admin_client.post(url(Budget, "change", budget.pk), form).status_code == 302
     budget.refresh_from_db()
     assert budget.limit_usd == Decimal("20") and budget.allowances.get().amount_usd == Decimal("0.125")
+
+
+def test_money_reads_as_on_the_dashboard(admin_client, seeded, admin_user):
+    """Budgets, calls and prices show dollars as billing/money.py writes them, not the columns' raw
+    decimals ($25.000000/month, spent 0.000000000000)."""
+    budget = Budget.objects.create(user=admin_user, limit_usd=Decimal("12.5"))
+    assert str(budget).endswith(": $12.50/month")
+    budgets = admin_client.get(url(Budget, "changelist")).content.decode()
+    assert "$12.50" in budgets and "0.000000" not in budgets
+    change = admin_client.get(url(Budget, "change", budget.pk)).content.decode()
+    assert "$0.00" in change and "0.000000000000" not in change
+    calls = admin_client.get(url(Call, "changelist")).content.decode()
+    assert "$0.0075" in calls and "0.007500" not in calls
+    prices = admin_client.get(url(Price, "changelist")).content.decode()
+    assert "$2.50" in prices and "2.500000" not in prices

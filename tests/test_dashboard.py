@@ -10,10 +10,12 @@ import json
 import math
 import re
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
@@ -35,16 +37,17 @@ from billing.dashboard.aggregates import (
 )
 from billing.dashboard.document import dashboard_data
 from billing.dashboard.recent import recent_calls
-from billing.dashboard.votes import vote_counts
+from billing.dashboard.votes import vote_results
 from billing.models import HISTOGRAM_BOUNDS_MS, Budget, Call
 from billing.money import usd_json
-from routing.models import PreferenceVote
+from routing.models import ApiKey, ModelEndpoint, PreferenceVote
 from routing.services import api_key_create, api_key_revoke
 from tests.billing_fixtures import call_row, client_for, cost_of, is_fallback, make_filters, matching
 from tests.factories import spend_viewers_group, user_create
 
 DATA_URL = "/dashboard/data.json"
 PAGE_URL = "/dashboard/"
+HOUR = timedelta(hours=1)
 
 # ---------------------------------------------------------------------------- the raw computations
 
@@ -66,9 +69,31 @@ def rate(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
 
 
+def model_name(model_id: int) -> str:
+    return ModelEndpoint.objects.get(pk=model_id).name
+
+
+def raw_vote_results(calls: list[Call], votes: list[PreferenceVote], f: CallFilters) -> list[tuple[int, int, int]]:
+    """(model id, wins, comparisons) per model from the raw votes and calls, best win rate first."""
+    answered = {c.request_id: c.model_id for c in calls if c.model_id}
+    named = dict(ModelEndpoint.objects.values_list("name", "id"))
+    wins, seen = defaultdict(int), defaultdict(int)
+    for v in votes:
+        if not (f.start <= v.created_at < f.end) or (f.user_id is not None and v.user_id != f.user_id):
+            continue
+        columns = {answered.get(r) or named.get(n) for n, r in zip(v.compared, v.request_ids, strict=True)}
+        for m in (columns | {v.chosen_model_id}) - {None}:
+            seen[m] += 1
+            wins[m] += m == v.chosen_model_id
+    results = [(m, wins[m], n) for m, n in seen.items() if f.model_id is None or m == f.model_id]
+    return sorted(results, key=lambda r: (-rate(r[1], r[2]), -r[2], r[0]))
+
+
 def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters, *, staff: bool) -> dict:
     """The parts of the JSON document that come from calls and votes, computed from the raw rows."""
     rows = matching(calls, f)
+    length = f.end - f.start
+    before = [c for c in matching(calls, replace(f, start=f.start - length, end=f.start))]
     by_model = defaultdict(list)
     for c in rows:
         if c.model_id:
@@ -76,16 +101,19 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
     names = {m.id: m.name for c in rows if c.model for m in [c.model]}
     names |= {v.chosen_model_id: v.chosen_model.name for v in votes if v.chosen_model_id}
 
-    daily = f.end - f.start > timedelta(days=2) and f.start.time() == f.end.time() == time.min
-    step = timedelta(days=1) if daily else timedelta(hours=1)
+    zone = ZoneInfo(f.tz)
+    local_midnights = all(b.astimezone(zone).time() == time.min for b in (f.start, f.end))
+    daily = f.end - f.start > timedelta(days=2) and local_midnights
     starts = []
     at = f.start
     while at < f.end:
-        starts.append(at)
-        at += step
+        starts.append(at.astimezone(zone) if daily else at)
+        # the next midnight of the zone (23 or 25 hours away across a daylight-saving change)
+        at = datetime.combine(at.astimezone(zone).date() + timedelta(days=1), time.min, zone) if daily else at + HOUR
+    ends = [*starts[1:], f.end]
     series = []
     for model_id, model_calls in by_model.items():
-        values = [cost_of([c for c in model_calls if s <= c.created_at < s + step]) for s in starts]
+        values = [cost_of([c for c in model_calls if s <= c.created_at < e]) for s, e in zip(starts, ends, strict=True)]
         series.append((-sum(values), model_id, values))
     series.sort(key=lambda item: (item[0], item[1]))
 
@@ -136,17 +164,7 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
         key=lambda r: (-r["calls"], r["requested"]),
     )
 
-    vote_rows = [
-        v
-        for v in votes
-        if f.start <= v.created_at < f.end
-        and v.chosen_model_id
-        and (f.user_id is None or v.user_id == f.user_id)
-        and (f.model_id is None or v.chosen_model_id == f.model_id)
-    ]
-    vote_counts_ = defaultdict(int)
-    for v in vote_rows:
-        vote_counts_[v.chosen_model_id] += 1
+    results = raw_vote_results(calls, votes, f)
 
     errors = sum(c.status == "error" for c in rows)
     fallbacks = sum(is_fallback(c) for c in rows)
@@ -167,16 +185,49 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
             "estimated_calls": sum(c.usage_estimated for c in rows),
         },
         "spend_over_time": {
-            "bucket": "hour" if step == timedelta(hours=1) else "day",
+            "bucket": "day" if daily else "hour",
             "starts": [s.isoformat() for s in starts],
             "series": [{"model": names[m], "spend_usd": [usd_json(v) for v in values]} for _, m, values in series],
         },
+        "previous_totals": {
+            "start": (f.start - length).isoformat(),
+            "spend_usd": usd_json(cost_of(before)),
+            "calls": len(before),
+            "prompt_tokens": sum(c.prompt_tokens for c in before),
+            "completion_tokens": sum(c.completion_tokens for c in before),
+        },
         "models": [entry for *_, entry in models],
         "requested": requested,
-        "votes": [
-            {"model": names[m], "votes": n} for m, n in sorted(vote_counts_.items(), key=lambda i: (-i[1], i[0]))
-        ],
+        "votes": [{"model": model_name(m), "wins": w, "comparisons": n, "win_rate": rate(w, n)} for m, w, n in results],
     }
+    in_bucket = [[c for c in rows if s <= c.created_at < e] for s, e in zip(starts, ends, strict=True)]
+    document["traffic_over_time"] = {
+        "bucket": "day" if daily else "hour",
+        "starts": [s.isoformat() for s in starts],
+        "calls": [len(b) for b in in_bucket],
+        "prompt_tokens": [sum(c.prompt_tokens for c in b) for b in in_bucket],
+        "completion_tokens": [sum(c.completion_tokens for c in b) for b in in_bucket],
+    }
+    by_key = defaultdict(list)
+    for c in rows:
+        by_key[c.api_key_id or 0].append(c)
+    ranked_keys = sorted(by_key.items(), key=lambda item: (-cost_of(item[1]), -len(item[1]), item[0]))
+    keys = {k.pk: k for k in ApiKey.objects.select_related("user")}
+
+    def key_label(key_id: int) -> str:
+        if not key_id:
+            return "no key (playground)"
+        key = keys[key_id]
+        return f"{key.user.username}: {key.name} ({key.prefix}…)" if staff else f"{key.name} ({key.prefix}…)"
+
+    document["spend_by_key"] = [
+        {"key": key_label(kid), "calls": len(kc), "spend_usd": usd_json(cost_of(kc))} for kid, kc in ranked_keys[:10]
+    ]
+    if len(ranked_keys) > 10:
+        rest = [c for _, kc in ranked_keys[10:] for c in kc]
+        document["spend_by_key"].append(
+            {"key": f"{len(ranked_keys) - 10} other keys", "calls": len(rest), "spend_usd": usd_json(cost_of(rest))}
+        )
     if staff:
         by_user = defaultdict(list)
         for c in rows:
@@ -213,6 +264,13 @@ def filter_cases(world) -> list[tuple[str, dict]]:
         ("no calls", {"days": (400, 3)}),
         ("hours, not whole days", {"hours": (30, 7)}),
         ("4 days, not whole days (hourly: day rows cannot split a day)", {"hours": (100, 7)}),
+        (
+            "40 days in New York (days from hour rows, across the end of daylight saving)",
+            {"days": (40, 41), "tz": "America/New_York"},
+        ),
+        ("7 days in Tokyo", {"days": (6, 7), "tz": "Asia/Tokyo"}),
+        ("today in Tokyo (hourly)", {"days": (0, 1), "tz": "Asia/Tokyo"}),
+        ("user in Los Angeles", {"user_id": world["alice"].id, "tz": "America/Los_Angeles"}),
     ]
 
 
@@ -298,11 +356,11 @@ def test_requested_user_and_vote_breakdowns_equal_the_raw_rows(world, calls):
     assert len(spends) == 3 and spends[-1].others == 2  # alice, bob, carol and "no user": two named, two others
     assert sum(s.cost_usd for s in spends) == cost_of(rows)
     assert sum(s.calls for s in spends) == len(rows)
-    votes = vote_counts(filters=f)
-    raw = defaultdict(int)
-    for v in PreferenceVote.objects.filter(created_at__gte=f.start, created_at__lt=f.end, chosen_model__isnull=False):
-        raw[v.chosen_model_id] += 1
-    assert votes == dict(raw) and sum(votes.values()) > 10
+    votes = vote_results(filters=f)
+    everything = list(Call.objects.all())
+    raw = raw_vote_results(everything, list(PreferenceVote.objects.all()), f)
+    assert [(v.model_id, v.wins, v.comparisons) for v in votes] == raw
+    assert sum(v.wins for v in votes) > 10 and any(v.wins < v.comparisons for v in votes)
 
 
 def test_costs_stay_exact_decimals_past_float_precision(world):
@@ -578,14 +636,16 @@ def test_a_page_view_reads_each_aggregate_once_in_a_fixed_number_of_queries(worl
     client.get(PAGE_URL)  # session, content types: warm
     params = {"model": "gpt-4o", "user": "alice"}
     # The session and the viewer, the viewer's permissions (two, read once), the form's model and user,
-    # four filter lists, two for the recent calls, seven for the charts and, for staff, the quarantine's
-    # count, whatever the number of calls: 20 where the page (14) and then its charts' data.json
-    # request (13) made 27.
-    with django_assert_num_queries(20) as page_queries:
+    # four filter lists, two for the recent calls, eleven for the charts and, for staff, the
+    # quarantine's count, whatever the number of calls: 24 where the page (14) and then its charts'
+    # data.json request (13) made 27. Of the eleven, two came with the votes' win rates (the calls of
+    # the compared columns and the models the columns name, billing/dashboard/votes.py), one with the
+    # previous period's totals and one with the spend by API key (the keys' names).
+    with django_assert_num_queries(24) as page_queries:
         client.get(PAGE_URL, params)
     statements = [query["sql"] for query in page_queries.captured_queries]
     assert len(set(statements)) == len(statements)  # nothing read twice
-    with django_assert_num_queries(13):
+    with django_assert_num_queries(17):  # 13 + win rates (2) + previous period (1) + key names (1)
         client.get(DATA_URL, params)
 
 
@@ -598,3 +658,63 @@ def test_tile_counts_keep_three_significant_digits(n, shown):
     from billing.dashboard.presentation import compact_count
 
     assert compact_count(n) == shown
+
+
+@pytest.mark.parametrize(
+    "now, before, text, direction",
+    [
+        (Decimal("1.25"), Decimal("1"), "+25.0%", "up"),
+        (Decimal("0.000348"), Decimal("0.000696"), "−50.0%", "down"),
+        (3, 3, "no change", "same"),
+        (5, 0, "new", "up"),
+        (0, 7, "−100.0%", "down"),
+        (2, 3, "−33.3%", "down"),  # cut toward zero, as money is
+    ],
+)
+def test_tiles_compare_with_the_previous_period(now, before, text, direction):
+    from billing.dashboard.presentation import change_from
+
+    change = change_from(now=now, before=before, previous_text="x")
+    assert (change.text, change.direction) == (text, direction)
+
+
+def test_the_page_shows_each_tile_against_the_previous_period(world, calls):
+    client = Client()
+    client.force_login(world["alice"])
+    html = client.get(PAGE_URL, {"range": "7d"}).content.decode()
+    for tile in ("spend", "calls", "tokens"):
+        assert f'id="kpi-{tile}-change"' in html
+    assert "vs previous 7 days" in html
+
+
+def test_the_time_zone_moves_today_and_is_checked(world, calls, settings):
+    from billing.forms import DashboardFilterForm
+
+    def cleaned(**params):
+        form = DashboardFilterForm(params, viewer=world["alice"])
+        return form.is_valid(), form
+
+    valid, form = cleaned(range="today", tz="Asia/Tokyo")
+    zone = ZoneInfo("Asia/Tokyo")
+    today = timezone.now().astimezone(zone).date()
+    assert valid and form.cleaned_data["start_at"] == datetime.combine(today, time.min, tzinfo=zone)
+    assert form.cleaned_data["end_at"] - form.cleaned_data["start_at"] == timedelta(days=1)
+    settings.ROUTERWEB_DASHBOARD_TZ = "America/New_York"
+    valid, form = cleaned(range="7d")
+    assert valid and form.cleaned_data["tz"] == "America/New_York"
+    assert form.cleaned_data["start_at"].astimezone(ZoneInfo("America/New_York")).time() == time.min
+    for bad in ("Mars/Olympus", "../etc/passwd", "Asia/Kolkata"):  # Kolkata: UTC+5:30, rollups are whole hours
+        valid, form = cleaned(tz=bad)
+        assert not valid and list(form.errors) == ["tz"], bad
+    response = client_for(world["alice"]).get(DATA_URL, {"tz": "Mars/Olympus"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "tz"
+    document = client_for(world["alice"]).get(DATA_URL, {"tz": "Asia/Tokyo", "range": "7d"}).json()
+    assert document["range"]["tz"] == "Asia/Tokyo"
+    assert document["spend_over_time"]["starts"][0].endswith("T00:00:00+09:00")
+
+
+def test_the_page_speaks_in_the_chosen_time_zone(world, calls):
+    call = Call.objects.filter(user=world["alice"]).order_by("-created_at", "-id").first()
+    html = client_for(world["alice"]).get(PAGE_URL, {"tz": "Asia/Tokyo"}).content.decode()
+    assert "Time (Asia/Tokyo)" in html and " · Asia/Tokyo · " in html
+    assert call.created_at.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S") in html

@@ -58,3 +58,32 @@ def test_the_charts_write_the_same():
     strings, numbers = json.loads(subprocess.run(["node", "-e", script], capture_output=True, check=True).stdout)
     assert strings == [shown for _, shown in SHOWN]
     assert numbers == ["$0.30", "$0.0000001", "$1,500.00", "$0.00"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_axis_ticks_take_their_decimals_from_the_step():
+    """`usdTick` (dashboard.js), run by node on the tick lists Chart.js makes: no two ticks read alike,
+    however small or uneven the step (a few calls of a cheap model spend thousandths of a cent)."""
+    source = DASHBOARD_JS.read_text()
+    function = re.search(r"^  function usdTick\(value, index, ticks\) \{$.*?^  \}$", source, re.S | re.M)[0]
+    axes = {
+        "tiny": [0, 0.000005, 0.00001, 0.000015, 0.00002],
+        "thousandths": [0, 0.0002, 0.0004, 0.0006000000000000001],
+        "quarters": [0, 0.25, 0.5, 0.75, 1, 1.25],
+        "near a dollar": [1, 1.0005, 1.001, 1.0015],
+        "whole": [0, 2000, 4000, 6000],
+        "one tick": [0.00035],
+    }
+    script = f"{function}\nconst axes = {json.dumps(axes)};\n"
+    script += "const out = {}; for (const [k, v] of Object.entries(axes)) {"
+    script += " const ticks = v.map((value) => ({ value })); out[k] = v.map((x, i) => usdTick(x, i, ticks)); }"
+    script += "console.log(JSON.stringify(out));"
+    shown = json.loads(subprocess.run(["node", "-e", script], capture_output=True, check=True).stdout)
+    assert shown == {
+        "tiny": ["$0", "$0.000005", "$0.000010", "$0.000015", "$0.000020"],
+        "thousandths": ["$0", "$0.0002", "$0.0004", "$0.0006"],
+        "quarters": ["$0", "$0.25", "$0.50", "$0.75", "$1.00", "$1.25"],
+        "near a dollar": ["$1.0000", "$1.0005", "$1.0010", "$1.0015"],
+        "whole": ["$0", "$2,000", "$4,000", "$6,000"],
+        "one tick": ["$0.00035"],
+    }

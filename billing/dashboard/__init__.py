@@ -2,7 +2,7 @@
 
 - `access`: who may see what; `CallFilters` and the querysets they narrow.
 - `aggregates`: totals, spend over time, per-model, per-requested-name and per-user breakdowns.
-- `votes`: playground compare-mode votes per model.
+- `votes`: playground compare-mode votes as win rates per model.
 - `budgets`: this month's use of the budgets that apply (data only).
 - `names`: names for ids, and the names the filter form offers.
 - `recent`: the newest calls, keyset-paginated.

@@ -6,8 +6,9 @@ for another user's calls or key is refused (`ForbiddenFilter`), never quietly na
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
@@ -23,7 +24,8 @@ SPEND_PERMISSION = "billing.view_all_spend"
 
 @dataclass(frozen=True, slots=True)
 class CallFilters:
-    """Calls with `start <= created_at < end` (UTC), narrowed by any of the ids / the requested name."""
+    """Calls with `start <= created_at < end`, narrowed by any of the ids / the requested name; `tz`
+    (an IANA name) is where the charts' days begin."""
 
     start: datetime
     end: datetime
@@ -31,6 +33,7 @@ class CallFilters:
     api_key_id: int | None = None
     model_id: int | None = None
     requested: str | None = None
+    tz: str = "UTC"
 
     def __post_init__(self) -> None:
         # Rollups cannot split an hour: a range must start and end on whole UTC hours.
@@ -41,21 +44,41 @@ class CallFilters:
             raise ValueError("the range must end after it starts")
 
     @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @property
     def bucket(self) -> str:
-        """The charts' time step: "day" for whole-day ranges over two days, else "hour" (day rows
-        cannot split a day)."""
+        """The charts' time step: "day" (days of `tz`) for whole-day ranges over two days, else "hour"."""
         if self.whole_days and self.end - self.start > HOURLY_UP_TO:
             return CallRollup.Period.DAY
         return CallRollup.Period.HOUR
 
     @property
     def whole_days(self) -> bool:
-        return self.start.astimezone(UTC).time() == time.min and self.end.astimezone(UTC).time() == time.min
+        """Whether the range starts and ends at midnight in `tz`."""
+        return all(bound.astimezone(self.zone).time() == time.min for bound in (self.start, self.end))
+
+    @property
+    def whole_utc_days(self) -> bool:
+        return all(bound.astimezone(UTC).time() == time.min for bound in (self.start, self.end))
+
+    @property
+    def bucket_period(self) -> str:
+        """The rollup rows the chart buckets are summed from: day rows are UTC days, so days of another
+        zone are summed from hour rows (exact: every zone offset the form takes is whole hours)."""
+        if self.bucket == CallRollup.Period.DAY and self.whole_utc_days:
+            return CallRollup.Period.DAY
+        return CallRollup.Period.HOUR
+
+    def previous(self) -> CallFilters:
+        """The same filters over the period of the same length just before this one."""
+        return replace(self, start=self.start - (self.end - self.start), end=self.start)
 
     @property
     def totals_period(self) -> str:
-        """Whole-day ranges are summed from day rows (24 times fewer), others from hour rows."""
-        return CallRollup.Period.DAY if self.whole_days else CallRollup.Period.HOUR
+        """Whole UTC-day ranges are summed from day rows (24 times fewer), others from hour rows."""
+        return CallRollup.Period.DAY if self.whole_utc_days else CallRollup.Period.HOUR
 
 
 class ForbiddenFilter(PermissionDenied):
@@ -81,6 +104,7 @@ def call_filters_for(
     api_key: ApiKey | None = None,
     model: ModelEndpoint | None = None,
     route: Route | None = None,
+    tz: str = "UTC",
 ) -> CallFilters:
     """The filters `viewer` may read. With the spend permission everyone's calls; without it only their
     own, and asking for another user's calls or key raises ForbiddenFilter (a PermissionDenied) rather
@@ -99,6 +123,7 @@ def call_filters_for(
         api_key_id=api_key.pk if api_key else None,
         model_id=model.pk if model else None,
         requested=route.name if route else None,
+        tz=tz,
     )
 
 

@@ -9,9 +9,9 @@ requested-name breakdown and the user breakdown share: read it once, pass it to 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -81,9 +81,11 @@ _SLICE_SUMS = {f"n_{name}": Sum(name) for name in (*_SLICE_COUNTERS, "cost_pusd"
 
 @dataclass(frozen=True, slots=True)
 class Slice:
-    """The counters of the calls of one user for one requested name with one status, in the range."""
+    """The counters of the calls of one user's API key (0: none) for one requested name with one status,
+    in the range."""
 
     user_id: int
+    api_key_id: int
     requested: str
     status: str
     calls: int
@@ -99,16 +101,17 @@ class Slice:
 def call_slices(*, filters: CallFilters) -> list[Slice]:
     """One rollup scan that the totals, the requested-name breakdown and the user breakdown share.
 
-    There are at most users × requested names × statuses slices, a few hundred, whatever the calls.
+    There are at most keys × requested names × statuses slices, a few hundred, whatever the calls.
     """
     rows = (
         rollups_matching(filters=filters, period=filters.totals_period)
-        .values("user_id", "requested", "status")
+        .values("user_id", "api_key_id", "requested", "status")
         .annotate(**_SLICE_SUMS)
     )
     return [
         Slice(
             user_id=row["user_id"],
+            api_key_id=row["api_key_id"],
             requested=row["requested"],
             status=row["status"],
             cost_usd=usd_from_pusd(row["n_cost_pusd"]),
@@ -138,39 +141,70 @@ def call_totals(*, slices: Iterable[Slice]) -> Totals:
 
 @dataclass(frozen=True, slots=True)
 class SpendSeries:
-    """Spend per time bucket (`starts`) for each model that answered calls in the range, biggest first."""
+    """Spend per time bucket (`starts`) for each model that answered calls in the range, biggest first,
+    and per bucket the calls (answered or not) and their tokens in and out."""
 
     bucket: str
     starts: list[datetime]
     by_model: dict[int, list[Decimal]]
+    calls: list[int]
+    prompt_tokens: list[int]
+    completion_tokens: list[int]
 
 
 def bucket_starts(*, filters: CallFilters) -> list[datetime]:
-    """The start of every chart bucket of the range, oldest first."""
-    step = timedelta(hours=1) if filters.bucket == CallRollup.Period.HOUR else timedelta(days=1)
-    first = filters.start.astimezone(UTC)  # a whole hour (whole day for day buckets): see CallFilters
+    """The start of every chart bucket of the range, oldest first: UTC hours, or midnights in the
+    filters' zone (a day across a daylight-saving change has 23 or 25 hours)."""
+    if filters.bucket == CallRollup.Period.HOUR:
+        first = filters.start.astimezone(UTC)  # a whole hour: see CallFilters
+        return [first + timedelta(hours=n) for n in range(int((filters.end - first) / timedelta(hours=1)))]
+    zone = filters.zone
+    day, last = filters.start.astimezone(zone).date(), filters.end.astimezone(zone).date()
     starts = []
-    while first < filters.end:
-        starts.append(first)
-        first += step
+    while day < last:
+        starts.append(datetime.combine(day, time.min, tzinfo=zone))
+        day += timedelta(days=1)
     return starts
 
 
 def spend_series(*, filters: CallFilters) -> SpendSeries:
     starts = bucket_starts(filters=filters)
-    index = {start: i for i, start in enumerate(starts)}
+    hours = {start: i for i, start in enumerate(starts)}
+    days = {start.date(): i for i, start in enumerate(starts)}
+    zone, hourly = filters.zone, filters.bucket == CallRollup.Period.HOUR
+
+    def index(bucket_start: datetime) -> int:
+        # A row of an hour or a day goes to the bucket (hour, or day of the zone) it starts in.
+        return hours[bucket_start] if hourly else days[bucket_start.astimezone(zone).date()]
+
     rows = (
-        rollups_matching(filters=filters, period=filters.bucket)
-        .exclude(model_id=0)
+        rollups_matching(filters=filters, period=filters.bucket_period)
         .values("bucket_start", "model_id")
-        .annotate(cost_pusd=Sum("cost_pusd"))
+        .annotate(
+            cost_pusd=Sum("cost_pusd"),
+            n_calls=Sum("calls"),
+            n_prompt=Sum("prompt_tokens"),
+            n_completion=Sum("completion_tokens"),
+        )
     )
     by_model: dict[int, list[Decimal]] = {}
+    calls, prompt, completion = [0] * len(starts), [0] * len(starts), [0] * len(starts)
     for row in rows:
-        values = by_model.setdefault(row["model_id"], [Decimal(0)] * len(starts))
-        values[index[row["bucket_start"].astimezone(UTC)]] = usd_from_pusd(row["cost_pusd"])
+        i = index(row["bucket_start"].astimezone(UTC))
+        calls[i] += int(row["n_calls"])
+        prompt[i] += int(row["n_prompt"])
+        completion[i] += int(row["n_completion"])
+        if row["model_id"]:  # model 0: calls no model answered, in the traffic but not in the spend
+            by_model.setdefault(row["model_id"], [Decimal(0)] * len(starts))[i] += usd_from_pusd(row["cost_pusd"])
     ordered = sorted(by_model.items(), key=lambda item: (-sum(item[1]), item[0]))
-    return SpendSeries(bucket=filters.bucket, starts=starts, by_model=dict(ordered))
+    return SpendSeries(
+        bucket=filters.bucket,
+        starts=starts,
+        by_model=dict(ordered),
+        calls=calls,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,22 +322,39 @@ class UserSpend:
 
 def user_spend(*, slices: Iterable[Slice], top: int = TOP_USERS) -> list[UserSpend]:
     """The `top` users in `slices` by spend, then one entry summing every other user (when there are more)."""
+    ranked = _top_spenders(slices=slices, group=lambda piece: piece.user_id, top=top)
+    return [UserSpend(user_id=i, calls=n, cost_usd=cost, others=others) for i, n, cost, others in ranked]
+
+
+def _top_spenders(
+    *, slices: Iterable[Slice], group: Callable[[Slice], int], top: int
+) -> list[tuple[int, int, Decimal, int]]:
+    """(id, calls, cost, others) of the `top` groups of `slices` by spend (most calls, then the lowest id
+    first on a tie), then (0, calls, cost, number of groups) of all the others when there are more."""
     calls: dict[int, int] = defaultdict(int)
     costs: dict[int, Decimal] = defaultdict(Decimal)
     for piece in slices:
-        calls[piece.user_id] += piece.calls
-        costs[piece.user_id] += piece.cost_usd
-    spends = sorted(
-        (UserSpend(user_id=user_id, calls=n, cost_usd=costs[user_id]) for user_id, n in calls.items()),
-        key=lambda s: (-s.cost_usd, -s.calls, s.user_id),
-    )
-    if len(spends) <= top:
-        return spends
-    rest = spends[top:]
-    other = UserSpend(
-        user_id=0,
-        calls=sum(s.calls for s in rest),
-        cost_usd=sum((s.cost_usd for s in rest), Decimal(0)),
-        others=len(rest),
-    )
-    return [*spends[:top], other]
+        calls[group(piece)] += piece.calls
+        costs[group(piece)] += piece.cost_usd
+    ranked = sorted(((i, n, costs[i], 0) for i, n in calls.items()), key=lambda r: (-r[2], -r[1], r[0]))
+    if len(ranked) <= top:
+        return ranked
+    rest = ranked[top:]
+    return [*ranked[:top], (0, sum(r[1] for r in rest), sum((r[2] for r in rest), Decimal(0)), len(rest))]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpend:
+    """Spend of one API key (`api_key_id` 0: calls without a key, the playground's), or of the keys
+    beyond the top (`others` > 0)."""
+
+    api_key_id: int
+    calls: int
+    cost_usd: Decimal
+    others: int = 0
+
+
+def key_spend(*, slices: Iterable[Slice], top: int = TOP_USERS) -> list[KeySpend]:
+    """The `top` API keys in `slices` by spend, then one entry summing every other key (when there are more)."""
+    ranked = _top_spenders(slices=slices, group=lambda piece: piece.api_key_id, top=top)
+    return [KeySpend(api_key_id=i, calls=n, cost_usd=cost, others=others) for i, n, cost, others in ranked]

@@ -14,6 +14,7 @@ from ..models import HISTOGRAM_BOUNDS_MS
 from ..money import usd_json
 from .access import CallFilters
 from .aggregates import (
+    KeySpend,
     ModelStats,
     RequestedStats,
     SpendSeries,
@@ -21,6 +22,7 @@ from .aggregates import (
     UserSpend,
     call_slices,
     call_totals,
+    key_spend,
     model_stats,
     rate,
     requested_stats,
@@ -28,9 +30,9 @@ from .aggregates import (
     user_spend,
 )
 from .budgets import BudgetUse, budget_uses
-from .names import model_names, user_names
+from .names import key_names, model_names, user_names
 from .presentation import budget_bar
-from .votes import vote_counts
+from .votes import VoteResult, vote_results
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +41,18 @@ class DashboardSummary:
 
     filters: CallFilters
     totals: Totals
+    previous: Totals  # the same filters over the period of the same length just before
     requested: list[RequestedStats]
     series: SpendSeries
     models: list[ModelStats]
-    votes: dict[int, int]
+    votes: list[VoteResult]
     users: list[UserSpend] | None  # only for a viewer of everyone's spend
+    keys: list[KeySpend]
     budgets: list[BudgetUse]
     budget_count: int
     model_names: dict[int, str]
     user_names: dict[int, str]
+    key_names: dict[int, str]
 
 
 def dashboard_summary(*, filters: CallFilters, all_users: bool) -> DashboardSummary:
@@ -56,21 +61,25 @@ def dashboard_summary(*, filters: CallFilters, all_users: bool) -> DashboardSumm
     slices = call_slices(filters=filters)
     series = spend_series(filters=filters)
     models = model_stats(filters=filters)
-    votes = vote_counts(filters=filters)
+    votes = vote_results(filters=filters)
     users = user_spend(slices=slices) if all_users else None
+    keys = key_spend(slices=slices)
     budgets, budget_count = budget_uses(filters=filters)
     return DashboardSummary(
         filters=filters,
         totals=call_totals(slices=slices),
+        previous=call_totals(slices=call_slices(filters=filters.previous())),
         requested=requested_stats(slices=slices),
         series=series,
         models=models,
         votes=votes,
         users=users,
+        keys=keys,
         budgets=budgets,
         budget_count=budget_count,
-        model_names=model_names(ids=[*series.by_model, *(m.model_id for m in models), *votes]),
+        model_names=model_names(ids=[*series.by_model, *(m.model_id for m in models), *(v.model_id for v in votes)]),
         user_names={} if users is None else user_names(ids=(u.user_id for u in users if not u.others)),
+        key_names=key_names(ids=(k.api_key_id for k in keys if not k.others), with_owner=all_users),
     )
 
 
@@ -91,6 +100,7 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "start": filters.start.isoformat(),
             "end": filters.end.isoformat(),
             "bucket": filters.bucket,
+            "tz": filters.tz,
         },
         "totals": {
             "spend_usd": usd_json(totals.cost_usd),
@@ -107,6 +117,13 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "unpriced_calls": totals.unpriced_calls,
             "estimated_calls": totals.estimated_calls,
         },
+        "previous_totals": {
+            "start": filters.previous().start.isoformat(),
+            "spend_usd": usd_json(summary.previous.cost_usd),
+            "calls": summary.previous.calls,
+            "prompt_tokens": summary.previous.prompt_tokens,
+            "completion_tokens": summary.previous.completion_tokens,
+        },
         "spend_over_time": {
             "bucket": series.bucket,
             "starts": [start.isoformat() for start in series.starts],
@@ -115,6 +132,21 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
                 for model_id, values in series.by_model.items()
             ],
         },
+        "traffic_over_time": {
+            "bucket": series.bucket,
+            "starts": [start.isoformat() for start in series.starts],
+            "calls": series.calls,
+            "prompt_tokens": series.prompt_tokens,
+            "completion_tokens": series.completion_tokens,
+        },
+        "spend_by_key": [
+            {
+                "key": f"{k.others} other keys" if k.others else summary.key_names[k.api_key_id],
+                "calls": k.calls,
+                "spend_usd": usd_json(k.cost_usd),
+            }
+            for k in summary.keys
+        ],
         "models": [
             {
                 "model": names[m.model_id],
@@ -144,7 +176,10 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             }
             for r in summary.requested
         ],
-        "votes": [{"model": names[model_id], "votes": n} for model_id, n in summary.votes.items()],
+        "votes": [
+            {"model": names[v.model_id], "wins": v.wins, "comparisons": v.comparisons, "win_rate": v.win_rate}
+            for v in summary.votes
+        ],
         "budgets": [_budget_entry(use) for use in summary.budgets],
         "budgets_total": summary.budget_count,
         "histogram_bounds_ms": list(HISTOGRAM_BOUNDS_MS),

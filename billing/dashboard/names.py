@@ -28,6 +28,21 @@ def user_names(*, ids: Iterable[int]) -> dict[int, str]:
     return {i: names.get(i, "no user" if i == 0 else f"deleted user #{i}") for i in ids}
 
 
+def key_names(*, ids: Iterable[int], with_owner: bool) -> dict[int, str]:
+    """Each API key id's label ("prod (rw-AbC…)", with its owner's name first when `with_owner`);
+    0 is the playground (calls without a key), a deleted key's says so."""
+    ids = set(ids)
+    keys = {k.pk: k for k in ApiKey.objects.filter(pk__in=ids).select_related("user")}
+    return {
+        i: _key_label(keys[i], with_owner=with_owner)
+        if i in keys
+        else "no key (playground)"
+        if i == 0
+        else f"deleted key #{i}"
+        for i in ids
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class FilterChoices:
     """What the filter form offers `viewer`: every model and route, and the users and keys they may see."""

@@ -1,4 +1,5 @@
-"""How the dashboard draws figures: a budget's bar (widths and colour state) and a tile's count.
+"""How the dashboard draws figures: a budget's bar (widths and colour state), a tile's count and its
+change from the previous period.
 
 Kept apart from the data classes: the page and the JSON document show the same `BudgetBar`.
 """
@@ -6,7 +7,10 @@ Kept apart from the data classes: the page and the JSON document show the same `
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 
+from ..money import usd_text
+from .aggregates import Totals
 from .budgets import BudgetUse
 
 
@@ -49,3 +53,36 @@ def compact_count(n: int) -> str:
     value = n / size
     decimals = 2 if value < 9.995 else 1 if value < 99.95 else 0
     return f"{value:.{decimals}f}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A total against the previous period's: `text` ("+12.5%", "−3.0%", "new", "no change") and
+    `direction` ("up", "down" or "same"); `previous_text` is the earlier figure as shown."""
+
+    text: str
+    direction: str
+    previous_text: str
+
+
+def change_from(*, now: Decimal | int, before: Decimal | int, previous_text: str) -> Change:
+    """How `now` compares with `before`, in percent of `before` to one decimal (cut toward zero)."""
+    if now == before:
+        return Change("no change", "same", previous_text)
+    if not before:
+        return Change("new", "up", previous_text)
+    percent = (Decimal(now) - Decimal(before)) * 100 / Decimal(before)
+    shown = abs(percent).quantize(Decimal("0.1"), rounding=ROUND_DOWN)
+    direction = "up" if now > before else "down"
+    return Change(f"{'+' if direction == 'up' else '−'}{shown}%", direction, previous_text)
+
+
+def kpi_changes(*, totals: Totals, previous: Totals) -> dict[str, Change]:
+    """The spend, calls and tokens (in + out) tiles' changes from the `previous` period's totals."""
+    tokens = totals.prompt_tokens + totals.completion_tokens
+    previous_tokens = previous.prompt_tokens + previous.completion_tokens
+    return {
+        "spend": change_from(now=totals.cost_usd, before=previous.cost_usd, previous_text=usd_text(previous.cost_usd)),
+        "calls": change_from(now=totals.calls, before=previous.calls, previous_text=f"{previous.calls:,}"),
+        "tokens": change_from(now=tokens, before=previous_tokens, previous_text=compact_count(previous_tokens)),
+    }

@@ -1,13 +1,11 @@
 """The dashboard in headless Chromium: log in, every chart drawn, filters redraw them, the CSV downloads.
 
-With ROUTERWEB_SCREENSHOTS=1 the 1280×900 screenshot of the README (docs/dashboard.png) is written
-from a richer data set (40,000 generated calls instead of 3,000).
+The README's screenshots are taken by test_dashboard_layout.py.
 """
 
 import csv
 import io
 import json
-import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,8 +23,10 @@ pytestmark = pytest.mark.browser
 PASSWORD = "test-password-1234"  # user_create's
 STAFF_CHARTS = [
     "chart-spend-time",
+    "chart-traffic",
     "chart-spend-model",
     "chart-spend-user",
+    "chart-spend-key",
     "chart-latency",
     "chart-rates",
     "chart-votes",
@@ -51,15 +51,14 @@ DRAWN = """() => [...document.querySelectorAll("canvas[data-chart]")].every((can
 
 @pytest.fixture
 def generated(gateway):
-    publishing = os.environ.get("ROUTERWEB_SCREENSHOTS") == "1"
-    rows = 40_000 if publishing else 3_000
+    rows = 3_000
     call_command("generate_calls", rows=rows, users=40, seed=42, no_progress=True, stdout=io.StringIO())
     return rows
 
 
 @pytest.fixture
 def viewport() -> dict[str, int]:
-    return {"width": 1280, "height": 900}  # the README screenshot's size
+    return {"width": 1280, "height": 900}
 
 
 @pytest.fixture
@@ -111,7 +110,7 @@ def snapshot(page: Page, chart: str) -> str:
     return page.evaluate("(id) => document.getElementById(id).toDataURL()", chart)
 
 
-def test_spend_viewers_see_every_chart_drawn_and_filters_redraw_them(dashboard, screenshot):
+def test_spend_viewers_see_every_chart_drawn_and_filters_redraw_them(dashboard):
     root = user_create("root", is_staff=True)
     root.groups.add(spend_viewers_group())
     # The generated votes are random: make sure the one-model week below has one.
@@ -126,7 +125,6 @@ def test_spend_viewers_see_every_chart_drawn_and_filters_redraw_them(dashboard, 
     page = dashboard("root")
     assert chart_ids(page) == STAFF_CHARTS
     assert_all_drawn(page)
-    screenshot(page, "dashboard.png", publish=True)
     before = spend_series(page)
     assert len(before) > 3 and all(length == 30 for _, length in before)
     drawn_before = snapshot(page, "chart-spend-time")
