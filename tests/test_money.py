@@ -1,5 +1,5 @@
 """Dollars as people read them: billing/money.py `usd_text`, the page's `|usd` filter and the charts'
-`usdText` (static/billing/dashboard.js) write every amount alike."""
+`usdText` (static/js/money.js, used by every page) write every amount alike."""
 
 import json
 import re
@@ -13,7 +13,9 @@ from django.template import Context, Template
 
 from billing.money import usd_figure, usd_json, usd_text
 
-DASHBOARD_JS = Path(__file__).resolve().parents[1] / "static" / "billing" / "dashboard.js"
+STATIC = Path(__file__).resolve().parents[1] / "static"
+DASHBOARD_JS = STATIC / "billing" / "dashboard.js"
+MONEY_JS = STATIC / "js" / "money.js"
 
 SHOWN = [
     ("0", "$0.00"),
@@ -48,10 +50,10 @@ def test_the_documents_carry_exact_amounts():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
 def test_the_charts_write_the_same():
-    """`usdText`, taken out of dashboard.js as it is and run by node on the document's strings and on
+    """`usdText`, taken out of money.js as it is and run by node on the document's strings and on
     axis-tick numbers (0.1 + 0.2 and 1e-7 included)."""
-    source = DASHBOARD_JS.read_text()
-    function = re.search(r"^  function usdText\(value\) \{$.*?^  \}$", source, re.S | re.M)[0]
+    source = MONEY_JS.read_text()
+    function = re.search(r"^function usdText\(value\) \{$.*?^\}$", source, re.S | re.M)[0]
     ticks = [0.1 + 0.2, 1e-7, 1500, 0]
     script = f"{function}\nconsole.log(JSON.stringify([{json.dumps([a for a, _ in SHOWN])}.map(usdText), "
     script += f"{json.dumps(ticks)}.map(usdText)]));"
@@ -74,7 +76,7 @@ def test_axis_ticks_take_their_decimals_from_the_step():
         "whole": [0, 2000, 4000, 6000],
         "one tick": [0.00035],
     }
-    script = f"{function}\nconst axes = {json.dumps(axes)};\n"
+    script = f"{MONEY_JS.read_text()}\n{function}\nconst axes = {json.dumps(axes)};\n"
     script += "const out = {}; for (const [k, v] of Object.entries(axes)) {"
     script += " const ticks = v.map((value) => ({ value })); out[k] = v.map((x, i) => usdTick(x, i, ticks)); }"
     script += "console.log(JSON.stringify(out));"

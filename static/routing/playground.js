@@ -109,12 +109,10 @@
     return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(2)} s`;
   }
 
-  /** An exact decimal string of dollars (or null: unpriced), shown to 4 or 6 places. */
+  /** An exact decimal string of dollars (or null: unpriced), in the one money format (static/js/money.js). */
   function formatCost(costUsd) {
     if (costUsd === null || costUsd === undefined) return "unpriced";
-    const cost = Number(costUsd);
-    if (cost === 0) return "$0";
-    return cost >= 0.01 ? `$${cost.toFixed(4)}` : `$${cost.toFixed(6)}`;
+    return usdText(costUsd);
   }
 
   function optionsOf(select) {

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from billing.models import Budget, Call
+from billing.money import usd_text
 from routing.models import PreferenceVote
 
 pytestmark = pytest.mark.browser
@@ -82,7 +83,7 @@ def test_answer_streams_in_steps_then_shows_tokens_cost_and_speed(playground, us
     meta = answer.locator(".answer-meta")
     expect(meta.locator(".answered-by")).to_have_text("Answered by llama-3.3-70b")
     expect(meta).to_contain_text(f"Tokens{call.prompt_tokens} in · 30 out")
-    expect(meta).to_contain_text(f"Cost${call.cost_usd:.6f}")
+    expect(meta).to_contain_text(f"Cost{usd_text(call.cost_usd)}")
     expect(meta).to_contain_text(f"Latency{ms_text(call.latency_ms)}")
     expect(meta).to_contain_text(f"TTFT{ms_text(call.ttft_ms)}")
     expect(meta).to_contain_text(re.compile(r"Speed\d+(\.\d)? tok/s"))
@@ -190,7 +191,7 @@ def test_compare_two_models_side_by_side_and_vote(playground, registry, recorded
     for index in range(2):
         meta = answers.nth(index).locator(".answer-meta")
         call = next(c for c in calls.values() if c.requested == ["llama-3.3-70b", "qwen-2.5-32b"][index])
-        expect(meta).to_contain_text(f"Cost${call.cost_usd:.6f}")
+        expect(meta).to_contain_text(f"Cost{usd_text(call.cost_usd)}")
         expect(meta).to_contain_text(f"Latency{ms_text(call.latency_ms)}")
         expect(meta).to_contain_text(f"TTFT{ms_text(call.ttft_ms)}")
         expect(meta).to_contain_text("tok/s")
