@@ -224,7 +224,8 @@ def test_a_registry_imported_while_the_server_runs_is_in_force_1_5_s_later(
     fake_model("priced", "echo", price=(1, 2))
     moved = provider_create(name="moved", base_url=f"http://127.0.0.1:{free_port()}/v1", connect_timeout_s=1)
     model_create(name="moved-model", provider=moved, upstream_model="echo")
-    url = gateway_worker_process(REDIS_URL="")
+    # Its calls to the old address fail until the import is in force: they must not open its circuit.
+    url = gateway_worker_process(REDIS_URL="", ROUTERWEB_CIRCUIT_FAILURES="1000")
     old_price = Price.objects.get(model__name="priced")
     before = chat_row(url, api_key, "priced")
     assert before.cost_usd == priced_at(before, old_price)
