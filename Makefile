@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
+ROUTERWEB_SHUTDOWN_GRACE_S ?= 30
 export ROUTERWEB_PUBLIC_URL ?= http://$(HOST):$(PORT)
 
 .PHONY: run test lint format setup browser bench bench-dashboard clean
@@ -47,8 +48,10 @@ run: setup
 	@echo "    dashboard:  $(ROUTERWEB_PUBLIC_URL)/dashboard/"
 	@echo "    API:        $(ROUTERWEB_PUBLIC_URL)/v1/   (keys: manage.py createapikey admin)"
 	@echo ""
+	@if [ -n "$$PROMETHEUS_MULTIPROC_DIR" ]; then rm -rf "$$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$$PROMETHEUS_MULTIPROC_DIR"; fi
 	$(VENV)/bin/uvicorn routerweb.asgi:application --host $(HOST) --port $(PORT) \
-		--loop uvloop --http httptools --no-access-log --workers $(WORKERS)
+		--loop uvloop --http httptools --no-access-log --workers $(WORKERS) \
+		--timeout-graceful-shutdown $(ROUTERWEB_SHUTDOWN_GRACE_S)
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
 browser:
