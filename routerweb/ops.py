@@ -45,6 +45,7 @@ async def metrics(request) -> HttpResponse:
         response["WWW-Authenticate"] = "Bearer"
         return response
     runtime = runtime_of(request)
+    runtime.metrics.flush()  # this worker's counts are current; the others flush once a second
     registry = await runtime.registry.get()
     models = list(registry.models.values())
     views = await runtime.breaker.read(models) if models else {}

@@ -75,6 +75,7 @@ async def runtime_stop(runtime: Runtime) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             setattr(runtime, name, None)
+    runtime.metrics.flush()
     metrics_process_exit()
 
 

@@ -183,7 +183,7 @@ def test_the_metrics_add_up_the_workers_of_a_machine(gateway_worker_process, api
         with httpx.Client(base_url=urls[index % 2], headers={"Authorization": f"Bearer {api_key}"}) as http:
             assert http.post("/v1/chat/completions", json={"model": name, "messages": HELLO}).status_code == 200
     for url in urls:  # whichever worker answers the scrape, it adds both up
-        families = scrape(url, TOKEN)
+        families = scrape(url, TOKEN, wait_refresh=True)  # the other worker flushes its counts once a second
         ok = {"model": name, "route": name, "status": "200", "outcome": "ok"}
         assert metric_value(families, "routerweb_requests_total", **ok) == 6
         assert metric_value(families, "routerweb_tokens_total", model=name, kind="completion") == 12
