@@ -34,6 +34,7 @@ from .harness import BenchStack, redact_url, routerweb_command, routerweb_comman
 
 TARGET_DROP_PCT = 3.0
 CONCURRENCY = 8
+QUIET_WAIT_S = 15.0  # at most, before each run: on a machine others use, a quiet moment may not come
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def micro_us(repeat: int = 20000) -> tuple[float, float]:
     """(µs per call_observed, µs per call log line), median of 5 timings of `repeat` calls."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="routerweb-metrics-bench-")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-metrics-in-isolation")
     import django
 
     django.setup()
@@ -123,7 +125,7 @@ def measure_rounds(args: argparse.Namespace) -> dict[Mode, list[tuple[float, flo
         for number in range(args.rounds):
             for mode in MODES[number % len(MODES) :] + MODES[: number % len(MODES)]:
                 runner = runners[mode]
-                wait_quiet(runner.stack)
+                wait_quiet(runner.stack, timeout_s=QUIET_WAIT_S)
                 runner.measure(scenario, "routerweb", CONCURRENCY, WARMUP_S)
                 m = runner.measure(scenario, "routerweb", CONCURRENCY, args.duration)
                 results[mode].append((m.rps, m.cpu_ms_per_request))
