@@ -117,6 +117,17 @@ def test_healthz_and_readyz_answer_and_write_no_row(gateway, settings):
     assert Call.objects.count() == before
 
 
+def test_health_checks_and_metrics_are_not_redirected_to_https(settings, rf):
+    from django.http import HttpResponse
+    from django.middleware.security import SecurityMiddleware
+
+    settings.SECURE_SSL_REDIRECT = True
+    middleware = SecurityMiddleware(lambda request: HttpResponse("ok"))
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert middleware(rf.get(path)).status_code == 200, path
+    assert middleware(rf.get("/accounts/login/")).status_code == 301
+
+
 def test_readyz_is_503_when_the_recorder_is_not_running(gateway, monkeypatch):
     from billing.metering import BillingMeter
 
