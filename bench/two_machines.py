@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -245,6 +246,12 @@ def rows_settled(env: dict[str, str], wanted: set[str], timeout_s: float = 90.0)
         time.sleep(2)
 
 
+def _replayed_rows(machine: Machine) -> int:
+    """Rows the machine's current process replayed from a dead process's spool (its log says so)."""
+    text = machine.server.log_path.read_text(errors="replace")
+    return sum(int(m) for m in re.findall(r"replayed (\d+) call rows", text))
+
+
 def exact_cost(usage: dict) -> Decimal:
     return (Decimal(usage["prompt_tokens"]) * PRICE_IN + Decimal(usage["completion_tokens"]) * PRICE_OUT) / 10**6
 
@@ -345,11 +352,13 @@ def main(argv: list[str] | None = None) -> int:
                 upstream_requests = int(http_json(upstream.url + "/_fake/stats")["requests"])
                 answered_ids = {x.request_id for x in answers + budget_answers if x.request_id}
                 rows = rows_settled(sandbox.env, answered_ids)
+                replayed = _replayed_rows(b)
             finally:
                 haproxy.stop()
             report = _report(
                 args, answers, elapsed, budget_answers, rows, circuit, registry_s, a, b, flaky, upstream_requests
             )
+            report["text"] += f"\n\nRows B's new process replayed from the spool of the killed one: {replayed}."
         finally:
             for machine in machines:
                 if machine.server is not None:
