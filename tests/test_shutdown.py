@@ -4,10 +4,11 @@ grace period, stores every row and exits; no client of such a call sees a reset.
 import signal
 import threading
 import time
+from decimal import Decimal
 
 import httpx
 
-from billing.models import Call
+from billing.models import Budget, BudgetAllowance, Call
 from tests.conftest import calls_settle
 
 HELLO = [{"role": "user", "content": "hello router"}]
@@ -16,9 +17,10 @@ WORDS = 15
 CHUNK_DELAY_MS = 100  # each stream lasts about 1.5 s
 
 
-def test_sigterm_lets_streams_in_flight_finish_and_loses_no_row(gateway_worker_process, api_key, fake_model):
-    fake_model("slow-stream", f"echo+words={WORDS}+chunk-delay={CHUNK_DELAY_MS}")
-    fake_model("quick", "echo+words=3")
+def test_sigterm_lets_streams_in_flight_finish_and_loses_no_row(gateway_worker_process, api_key, fake_model, user):
+    fake_model("slow-stream", f"echo+words={WORDS}+chunk-delay={CHUNK_DELAY_MS}", price=(1, 2))
+    fake_model("quick", "echo+words=3", price=(1, 2))
+    budget = Budget.objects.create(user=user, limit_usd=Decimal("100"))
     url = gateway_worker_process(ROUTERWEB_SHUTDOWN_GRACE_S="20")
     (process,) = gateway_worker_process.processes
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -62,6 +64,11 @@ def test_sigterm_lets_streams_in_flight_finish_and_loses_no_row(gateway_worker_p
     stored = Call.objects.filter(request_id__in=request_ids)
     assert stored.count() == STREAMS + len(quick)
     assert all(call.status == "ok" and not call.client_disconnected for call in stored)
+    # The worker handed back its budget allowance: nothing stays reserved, the spend is the rows' sum.
+    budget.refresh_from_db()
+    assert not BudgetAllowance.objects.exists()
+    assert budget.reserved_usd == 0
+    assert budget.spent_usd == sum(call.cost_usd for call in stored)
     # Nothing was left in the worker's spool for a later replay: every row is stored.
     spool_dir = __import__("django.conf", fromlist=["settings"]).settings.ROUTERWEB_SPOOL_DIR
     leftovers = [p for p in spool_dir.glob("worker-*/calls-*.jsonl") if p.stat().st_size]
