@@ -84,6 +84,23 @@ def test_calls_fallbacks_failures_tokens_and_cost_are_counted(gateway, http, fak
     assert metric_value(families, "routerweb_quarantined_rows") == 0
 
 
+def test_a_stream_observes_its_time_to_first_token(gateway, http, fake_model, settings):
+    settings.ROUTERWEB_METRICS_TOKEN = TOKEN
+    name = _name("obs-stream")
+    fake_model(name, "echo+words=4+latency=20")
+    with http.stream("POST", "/v1/chat/completions", json={"model": name, "messages": HELLO, "stream": True}) as r:
+        assert r.status_code == 200
+        r.read()
+    from tests.conftest import calls_settle
+
+    calls_settle()
+    families = scrape(gateway.url, TOKEN)
+    assert metric_value(families, "routerweb_time_to_first_token_seconds_count", model=name) == 1
+    assert metric_value(families, "routerweb_time_to_first_token_seconds_sum", model=name) >= 0.02
+    assert metric_value(families, "routerweb_time_to_first_token_seconds_bucket", model=name, le="0.01") == 0
+    assert metric_value(families, "routerweb_tokens_total", model=name, kind="completion") == 4
+
+
 def test_the_recorder_gauges_are_exported(gateway, http, fake_model, settings):
     settings.ROUTERWEB_METRICS_TOKEN = TOKEN
     families = scrape(gateway.url, TOKEN, wait_refresh=True)
