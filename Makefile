@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
+ROUTERWEB_SHUTDOWN_GRACE_S ?= 30
+# Several workers: their metrics directory (from the environment or .env), emptied before they start.
+PROMETHEUS_MULTIPROC_DIR ?= $(shell sed -n 's/^PROMETHEUS_MULTIPROC_DIR=//p' .env 2>/dev/null)
 export ROUTERWEB_PUBLIC_URL ?= http://$(HOST):$(PORT)
 
 .PHONY: run test lint format setup browser bench bench-dashboard clean
@@ -46,8 +49,10 @@ run: setup
 	@echo "    dashboard:  $(ROUTERWEB_PUBLIC_URL)/dashboard/"
 	@echo "    API:        $(ROUTERWEB_PUBLIC_URL)/v1/   (keys: manage.py createapikey admin)"
 	@echo ""
+	@if [ -n "$(PROMETHEUS_MULTIPROC_DIR)" ]; then rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"; fi
 	$(VENV)/bin/uvicorn routerweb.asgi:application --host $(HOST) --port $(PORT) \
-		--loop uvloop --http httptools --no-access-log --workers $(WORKERS)
+		--loop uvloop --http httptools --no-access-log --workers $(WORKERS) \
+		--timeout-graceful-shutdown $(ROUTERWEB_SHUTDOWN_GRACE_S)
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
 browser:

@@ -141,6 +141,8 @@ def call_outcome_record(outcome: CallOutcome) -> None:
     except Exception:
         logger.exception("could not build the call row of %s; recording it without tokens", outcome.request_id)
         row = _call_row_fallback(outcome)
+    if row["cost_usd"] is not None:
+        outcome.cost_usd = float(row["cost_usd"])
     try:
         budgets_call_ended(outcome.metering or [], row["cost_usd"])
     finally:

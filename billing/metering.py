@@ -7,11 +7,14 @@ draws the call's worst case from the worker's budget allowances (billing/budgets
 turns the outcome into the call row (billing/calls.py).
 """
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 
 from routing.errors import ApiError
 from routing.metering import CallOutcome, CallPlan, Meter, RecordedCall, Reserved
@@ -125,6 +128,22 @@ class BillingMeter(Meter):
         calls = Call.objects.select_related("model", "provider").filter(user_id=user_id, request_id__in=request_ids)
         return {call.request_id: _recorded(call) for call in calls}
 
+    def health(self) -> dict[str, float]:
+        recorder = call_recorder()
+        return {
+            "recorder_backlog_rows": recorder.backlog_rows,
+            "recorder_spool_bytes": _spool_bytes(recorder.spool_dir),
+            "recorder_alive": 1.0 if recorder.alive else 0.0,
+        }
+
+    def shared_gauges(self) -> dict[str, float]:
+        from .models import QuarantinedRow
+
+        return {"quarantined_rows": QuarantinedRow.objects.count()}
+
+    def ready(self) -> dict[str, bool]:
+        return {"recorder": call_recorder().alive}
+
     def start(self) -> None:
         call_recorder().start()
 
@@ -134,6 +153,15 @@ class BillingMeter(Meter):
             budget_upkeep.return_all()
         except Exception:  # the database is down: the allowances expire and are reclaimed
             logger.exception("could not hand back this worker's budget allowances")
+
+
+def _spool_bytes(spool_dir: Path) -> int:
+    """Bytes in this process's spool files (each worker has its own; the metrics add the workers up)."""
+    total = 0
+    for path in spool_dir.glob(f"calls-{os.getpid()}-*"):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
 
 
 def _priced_candidates(plan: CallPlan, snapshot: BillingSnapshot) -> list[ModelSnap]:

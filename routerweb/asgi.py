@@ -5,7 +5,9 @@ Lifespan: at start-up the worker's runtime is built (routing/runtime.py), handed
 through the lifespan state, and started: its meter (billing's replays the rows a previous process
 spooled) and its registry watch. At shutdown the watch stops, the upstream HTTP client closes, the
 meter stops (billing's stores what is queued and hands back the worker's budget allowances) and the
-database threads' connections close.
+database threads' connections close. Before that, on SIGTERM, uvicorn stops accepting and lets open
+connections finish (`--timeout-graceful-shutdown`, routerweb/serve.py), and the lifespan waits for the
+calls in flight to be recorded, at most ROUTERWEB_SHUTDOWN_GRACE_S.
 """
 
 import logging
@@ -22,7 +24,13 @@ from routerweb.db_executor import db_executor  # noqa: E402  (needs Django set u
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.demo_provider import PREFIX as DEMO_PREFIX  # noqa: E402
 from routing.demo_provider import DemoProvider  # noqa: E402
-from routing.runtime import runtime_build, runtime_install, runtime_start, runtime_stop  # noqa: E402
+from routing.runtime import (  # noqa: E402
+    runtime_build,
+    runtime_calls_drained,
+    runtime_install,
+    runtime_start,
+    runtime_stop,
+)
 from routing.upstream import serving_address, upstream_transport_close  # noqa: E402
 
 logger = logging.getLogger("routerweb")
@@ -56,6 +64,10 @@ async def _lifespan(scope, receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if runtime is not None:
+                # The server accepts nothing new by now; calls still in flight (a stream's last bytes,
+                # a row being recorded) finish before the meter stores the rows and hands back budgets.
+                if not await runtime_calls_drained(runtime, grace_s=settings.ROUTERWEB_SHUTDOWN_GRACE_S):
+                    logger.warning("%d calls still in flight at shutdown", runtime.calls_in_flight)
                 await runtime_stop(runtime)
             await upstream_transport_close()
             if runtime is not None:

@@ -193,13 +193,37 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 # ------------------------------------------------------------------------------
 # LOGGING: the gateway logs each fallback hop at INFO; secrets are never logged.
 # ------------------------------------------------------------------------------
+# One line per call on logger routerweb.calls at INFO (routing/call_log.py); LOG_FORMAT=json makes every
+# line a JSON object (routerweb/log_format.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "routerweb.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
+    "loggers": {"routerweb.calls": {"level": env.str("LOG_CALLS_LEVEL", default="INFO")}},
 }
+# The call log line carries the prompt's messages (off: never a prompt or a completion in the logs).
+ROUTERWEB_LOG_CONTENT = env.bool("ROUTERWEB_LOG_CONTENT", default=False)
+
+# ------------------------------------------------------------------------------
+# OPERATIONS: /healthz, /readyz, /metrics (routerweb/ops.py), shutdown
+# ------------------------------------------------------------------------------
+# Bearer token for GET /metrics (staff sessions may read it too); unset: off for everyone else.
+ROUTERWEB_METRICS_TOKEN = env.str("ROUTERWEB_METRICS_TOKEN", default="")
+# Several workers on one machine: the directory their metric values are added up in (prometheus_client's
+# multiprocess mode reads it from the environment; routerweb/serve.py empties it before the workers start).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+# On SIGTERM: how long calls in flight (streams included) may take to finish before the worker exits.
+ROUTERWEB_SHUTDOWN_GRACE_S = env.float("ROUTERWEB_SHUTDOWN_GRACE_S", default=30.0)
+# Load balancers probe over plain HTTP: never redirect the operations endpoints.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 # ------------------------------------------------------------------------------
 # ROUTERWEB

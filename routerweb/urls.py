@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from . import ops
 from .login_throttle import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 admin.site.site_header = "routerweb"
@@ -18,4 +19,7 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("playground/", include("routing.playground_urls")),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
 ]

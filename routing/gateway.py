@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from .call_log import call_logged
 from .errors import ApiError, error_headers
 from .metering import CallOutcome, CallPlan, Meter
 from .registry import RegistryUnavailable
@@ -360,5 +361,14 @@ def _record_failure(
 def _record_outcome(context: CallContext, outcome: CallOutcome) -> None:
     try:
         context.runtime.meter.record(outcome)
+        _observed(context, outcome)
     finally:
         context.runtime.calls_in_flight -= 1
+
+
+def _observed(context: CallContext, outcome: CallOutcome) -> None:
+    """The call's metrics and its log line (routing/metrics.py, routing/call_log.py); never raises."""
+    runtime = context.runtime
+    runtime.metrics.call_observed(outcome)
+    key_prefix = context.key.prefix if context.key else ""
+    call_logged(outcome, key_prefix=key_prefix, tries=context.trace.tries, with_content=runtime.log_content)

@@ -59,6 +59,7 @@ class CallOutcome:
     client_disconnected: bool = False
     metering: Any = None
     snapshot_part: Any = None
+    cost_usd: float | None = None  # set by the meter's record() when it knows the cost (for metrics and logs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,20 @@ class Meter(ABC):
 
     def recorded_calls(self, *, user_id: int, request_ids: Iterable[str]) -> dict[str, RecordedCall]:
         """`user_id`'s recorded calls among `request_ids` (synchronous, for the playground's views)."""
+        return {}
+
+    def health(self) -> dict[str, float]:
+        """This process's gauges, from memory (read once a second for the metrics, and by /readyz),
+        e.g. `{"recorder_backlog_rows": 3}`; names are metric names without the `routerweb_` prefix."""
+        return {}
+
+    def shared_gauges(self) -> dict[str, float]:
+        """Gauges of the whole deployment (synchronous, in a database thread, at each metrics scrape),
+        e.g. rows set aside because they could not be stored."""
+        return {}
+
+    def ready(self) -> dict[str, bool]:
+        """For /readyz: this process's metering parts and whether each works (all true: ready)."""
         return {}
 
     def start(self) -> None:  # noqa: B027 (optional hook: nothing to start by default)

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from .circuit import CircuitBreaker
 from .metering import Meter, meter
+from .metrics import GatewayMetrics, metrics_process_exit, metrics_refresh
 from .registry import RegistryCache
 from .shared_state import SharedState, shared_state
 
@@ -26,9 +27,12 @@ class Runtime:
     registry: RegistryCache
     breaker: CircuitBreaker
     meter: Meter
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     # Calls started whose outcome is not recorded yet (a stream's lasts until its last byte is sent).
     calls_in_flight: int = 0
+    log_content: bool = False  # the call log line carries the prompt (ROUTERWEB_LOG_CONTENT)
     _watch: asyncio.Task | None = field(default=None, repr=False)
+    _metrics_refresh: asyncio.Task | None = field(default=None, repr=False)
 
 
 def runtime_build(*, state: SharedState | None = None, clock: Callable[[], float] = time.time) -> Runtime:
@@ -39,7 +43,7 @@ def runtime_build(*, state: SharedState | None = None, clock: Callable[[], float
         open_seconds=settings.ROUTERWEB_CIRCUIT_OPEN_S,
         clock=clock,
     )
-    return Runtime(registry=RegistryCache(), breaker=breaker, meter=meter())
+    return Runtime(registry=RegistryCache(), breaker=breaker, meter=meter(), log_content=settings.ROUTERWEB_LOG_CONTENT)
 
 
 def runtime_start(runtime: Runtime) -> None:
@@ -47,16 +51,32 @@ def runtime_start(runtime: Runtime) -> None:
     version read twice a second, routing/registry.py)."""
     runtime.meter.start()
     runtime._watch = asyncio.create_task(runtime.registry.watch(), name="registry-watch")
+    read = lambda: (runtime.calls_in_flight, runtime.meter)  # noqa: E731
+    runtime._metrics_refresh = asyncio.create_task(metrics_refresh(runtime.metrics, read), name="metrics-refresh")
+
+
+async def runtime_calls_drained(runtime: Runtime, *, grace_s: float, poll_s: float = 0.05) -> bool:
+    """At shutdown, once the server accepts no more requests: wait until every call in flight is recorded
+    (streams included), at most `grace_s`. True if none is left."""
+    deadline = time.monotonic() + grace_s
+    while runtime.calls_in_flight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(poll_s)
+    return runtime.calls_in_flight <= 0
 
 
 async def runtime_stop(runtime: Runtime) -> None:
-    """At shutdown: the registry watch ends. The meter is stopped by the caller, in a database thread
-    (it stores what is pending and hands back what the worker holds)."""
-    if runtime._watch is not None:
-        runtime._watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runtime._watch
-        runtime._watch = None
+    """At shutdown: the registry watch and the metrics refresh end, and this worker's live gauges stop
+    counting. The meter is stopped by the caller, in a database thread (it stores what is pending and
+    hands back what the worker holds)."""
+    for name in ("_watch", "_metrics_refresh"):
+        task = getattr(runtime, name)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            setattr(runtime, name, None)
+    runtime.metrics.flush()
+    metrics_process_exit()
 
 
 _installed: Runtime | None = None

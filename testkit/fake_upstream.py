@@ -35,6 +35,9 @@ free (``echo``, ``demo-echo``, ``gpt-4o``) and echoed back as ``model``. Directi
 ``cached=C``       ``usage.prompt_tokens_details.cached_tokens`` = C (default 0).
 ``dense``          bill a prompt token per UTF-8 byte of text instead of per word (the densest
                    tokenizer a budget's bound allows for).
+``flaky=P``        P percent of requests (at random) fail in one of five ways, evenly: HTTP 500,
+                   HTTP 503, HTTP 429 (no Retry-After), a malformed 200, or the connection closed
+                   without a response; the others behave as the rest of the directives say.
 =================  ===============================================================================
 
 Unknown or ill-formed directives get a 400 (``param: "model"``) so that typos in tests show up.
@@ -55,6 +58,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -127,6 +131,7 @@ class _Plan:
         "usage",
         "cached",
         "dense",
+        "flaky",
     )
 
     def __init__(self) -> None:
@@ -143,6 +148,21 @@ class _Plan:
         self.usage = True
         self.cached = 0
         self.dense = False
+        self.flaky = 0.0  # share of requests that fail at random
+
+
+def _flaky_failure(rng: random.Random) -> _Plan:
+    """One of `flaky`'s failures, chosen at random."""
+    failure = _Plan()
+    kind = rng.randrange(5)
+    if kind < 3:
+        failure.status = (500, 503, 429)[kind]
+        failure.error = _injected_error(failure.status)
+    elif kind == 3:
+        failure.malformed = True
+    else:
+        failure.drop = 0
+    return failure
 
 
 def _non_negative_int(name: str, value: str) -> int:
@@ -195,6 +215,11 @@ def _apply_setting(plan: _Plan, name: str, value: str) -> None:
         plan.drop = _non_negative_int(name, value)
     elif name == "cached":
         plan.cached = _non_negative_int(name, value)
+    elif name == "flaky":
+        percent = _non_negative_int(name, value)
+        if percent > 100:
+            raise _BadDirective(f"Directive 'flaky' is a percentage (0-100), got {value!r}.")
+        plan.flaky = percent / 100
     else:
         raise _BadDirective(f"Unknown fake-upstream directive {name!r}.")
 
@@ -340,6 +365,7 @@ class _Stats:
         "cancelled_streams",
         "dropped_streams",
         "hanging",
+        "flaky_failures",
         "last_request",
         "last_headers",
     )
@@ -351,6 +377,7 @@ class _Stats:
         self.cancelled_streams = 0
         self.dropped_streams = 0
         self.hanging = 0
+        self.flaky_failures = 0
         self.last_request: Any = None
         self.last_headers: dict[str, str] | None = None
 
@@ -371,6 +398,7 @@ class FakeUpstream:
         self._stats = _Stats()
         self._ids = itertools.count(1)
         self._plans: dict[str, _Plan] = {}
+        self._rng = random.Random()
         self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = {
             f"{self.prefix}/chat/completions": ("POST", self._chat),
             f"{self.prefix}/models": ("GET", self._models),
@@ -446,6 +474,9 @@ class FakeUpstream:
         except _BadDirective as exc:
             await send_json(send, 400, error_body(str(exc), "invalid_request_error", param="model"))
             return
+        if plan.flaky and self._rng.random() < plan.flaky:
+            stats.flaky_failures += 1
+            plan = _flaky_failure(self._rng)
         if plan.hang:
             await self._hang(receive)
         elif request.get("stream") is True and not (plan.status or plan.malformed):

@@ -199,6 +199,7 @@ def gateway_worker_process(transactional_db):
                 time.sleep(0.1)
         raise RuntimeError("worker did not start")
 
+    start.processes = processes  # the Popen of each, in start order (for signals)
     yield start
     for process in processes:
         process.terminate()

@@ -52,6 +52,10 @@ EVERYONE = (200,) * len(CALLERS)
 ROWS: dict[str, list[tuple[str, str, dict | None, tuple[int, ...]]]] = {
     "": [("GET", "/", None, (302,) * len(CALLERS))],
     "accounts/login/": [("GET", "/accounts/login/", None, EVERYONE)],
+    "healthz": [("GET", "/healthz", None, EVERYONE)],
+    "readyz": [("GET", "/readyz", None, EVERYONE)],
+    # No ROUTERWEB_METRICS_TOKEN in the tests: staff sessions only, and 404 for everyone else.
+    "metrics": [("GET", "/metrics", None, (404, 404, 200, 200, 200, *(404,) * 6))],
     "playground/": [("GET", "/playground/", None, PAGE)],
     "playground/api/chat": [("POST", "/playground/api/chat", CHAT, SESSION_JSON)],
     "playground/api/calls/<str:request_id>": [

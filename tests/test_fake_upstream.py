@@ -424,3 +424,29 @@ def test_default_prefix_in_process() -> None:
     status, body = asyncio.run(run())
     assert status == 200
     assert body["choices"][0]["message"]["content"] == EXPECTED_TEXT
+
+
+def test_flaky_fails_that_share_of_requests_in_mixed_ways(client: httpx.Client) -> None:
+    outcomes: dict[str, int] = {}
+    for _ in range(400):
+        try:
+            response = chat(client, "echo+flaky=20")
+        except httpx.TransportError:
+            kind = "closed"
+        else:
+            if response.status_code != 200:
+                kind = str(response.status_code)
+            else:
+                try:
+                    response.json()
+                    kind = "ok"
+                except ValueError:
+                    kind = "malformed"
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    failed = 400 - outcomes.get("ok", 0)
+    assert 40 <= failed <= 130, outcomes  # 80 expected
+    assert client.get("/_fake/stats").json()["flaky_failures"] == failed
+    assert {"500", "503", "429", "malformed", "closed"} <= outcomes.keys(), outcomes
+    assert chat(client, "echo+flaky=0").status_code == 200
+    with pytest.raises(ValueError):
+        parse_model("echo+flaky=101")

@@ -4,7 +4,7 @@ from routerweb.serve import uvicorn_args
 from tests.conftest import REPO_ROOT
 
 # The Makefile's defaults for the variables its uvicorn line uses.
-MAKE_DEFAULTS = {"$(HOST)": "127.0.0.1", "$(PORT)": "8000", "$(WORKERS)": "1"}
+MAKE_DEFAULTS = {"$(HOST)": "127.0.0.1", "$(PORT)": "8000", "$(WORKERS)": "1", "$(ROUTERWEB_SHUTDOWN_GRACE_S)": "30"}
 
 
 def make_run_uvicorn_args() -> list[str]:

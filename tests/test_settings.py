@@ -109,3 +109,23 @@ def test_without_them_check_deploy_names_what_is_missing():
     )
     for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert warning in result.stdout + result.stderr
+
+
+def test_log_format_json_writes_one_json_object_per_line():
+    code = (
+        SETUP
+        + "import logging; logging.getLogger('routerweb.calls').info('call', extra={'call': {'request_id': 'r1'}})"
+    )
+
+    result = start_django(code, SECRET_KEY="x", LOG_FORMAT="json")
+
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert (line["logger"], line["event"], line["request_id"]) == ("routerweb.calls", "call", "r1")
+
+
+def test_an_unknown_log_format_fails_clearly():
+    result = start_django(SECRET_KEY="x", LOG_FORMAT="xml")
+
+    assert result.returncode != 0
+    assert "LOG_FORMAT must be plain or json" in result.stderr
