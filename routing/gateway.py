@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ApiError
 from .metering import CallOutcome, CallPlan
+from .ratelimit import Admission, RateLimitExceeded, tokens_bound
 from .registry import RegistryUnavailable
 from .registry_version import VERSION_KEY
 from .router import RouteResult, Trace, candidates_for, route_request
@@ -54,6 +55,8 @@ class CallContext:
     metering: Any = None  # what the meter reserved for the call (routing/metering.py)
     snapshot_part: Any = None  # the meter's part of the registry snapshot the call was routed with
     runtime: Runtime | None = None  # set by chat_completion_run
+    admission: Admission | None = None  # what the rate limits counted (routing/ratelimit.py)
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)
@@ -79,6 +82,7 @@ class CallContext:
             "X-Router-Model": model,
             "X-Router-Attempts": str(self.trace.tries),
             "X-Router-Overhead-Ms": f"{self.overhead_ms():.2f}",
+            **self.rate_limit_headers,
         }
 
 
@@ -161,6 +165,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         else:
             views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
             _confirm(registry, await runtime.registry.for_token(token))
+        await _admit(registry, context, chat, candidates)
         candidates = await _reserve(registry, context, chat, candidates)
         result = await route_request(
             chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
@@ -194,6 +199,33 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
 def _confirm(snapshot: Registry, current: Registry) -> None:
     if current is not snapshot:
         raise RegistryChanged(current)
+
+
+async def _admit(registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]) -> None:
+    """Count the call against the rate limits that apply (none: a dict lookup); raises the 429."""
+    limiter = context.runtime.ratelimiter
+    limits = limiter.limits_for(registry, key=context.key, user_id=context.user_id)
+    if not limits:
+        return
+    try:
+        context.admission = await limiter.admit(limits, tokens=tokens_bound(chat, candidates))
+    except RateLimitExceeded as refused:
+        context.rate_limit_headers = refused.headers
+        raise
+    if context.admission is not None:
+        context.rate_limit_headers = context.admission.headers
+
+
+def _rate_limit_correct(context: CallContext, usage: Usage | UsageProblem | None) -> None:
+    """After the call: the tokens counted at admission become the real usage (none without an answer;
+    an estimated usage keeps the bound)."""
+    if context.admission is None:
+        return
+    if isinstance(usage, Usage):
+        tokens = usage.prompt + usage.completion
+    else:
+        tokens = None if isinstance(usage, UsageProblem) else 0
+    context.runtime.ratelimiter.correct_soon(context.admission, tokens=tokens)
 
 
 async def _reserve(
@@ -341,6 +373,7 @@ def _record_failure(
 
 def _record_outcome(context: CallContext, outcome: CallOutcome) -> None:
     try:
+        _rate_limit_correct(context, outcome.usage)
         context.runtime.meter.record(outcome)
     finally:
         context.runtime.calls_in_flight -= 1

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from .circuit import CircuitBreaker
 from .metering import Meter, meter
+from .ratelimit import RateLimiter, rate_limiter_build
 from .registry import RegistryCache
 from .shared_state import SharedState, shared_state
 
@@ -26,6 +27,7 @@ class Runtime:
     registry: RegistryCache
     breaker: CircuitBreaker
     meter: Meter
+    ratelimiter: RateLimiter = field(default_factory=rate_limiter_build)
     # Calls started whose outcome is not recorded yet (a stream's lasts until its last byte is sent).
     calls_in_flight: int = 0
     _watch: asyncio.Task | None = field(default=None, repr=False)

@@ -1,0 +1,233 @@
+"""Rate limits: requests and tokens per minute, per API key and per user, shared by every worker.
+
+Limits come from the registry snapshot (an API key's own, else `ROUTERWEB_KEY_RPM`/`_TPM`; a user's
+`UserRateLimit`), so deciding which apply reads no database; a call with none costs a dict lookup.
+Counting is the `limits` library's sliding window counter: on Redis (`REDIS_URL`) one counter per
+limit for every worker and machine, else in the worker's memory.
+
+A call is admitted by hitting each limit that applies: 1 request, and for tokens the prompt bound
+(the body's bytes: a provider's token is at least one byte of UTF-8) plus the completion cap (the
+request's `max_tokens`, else the first candidate's `max_output_tokens`, else 4096, times `n`). A
+refused hit gives back the hits already taken, and the call gets `429 rate_limit_exceeded` naming the
+limit. After the call, `correct` replaces the tokens counted by the call's real usage.
+
+The counters failing (Redis down or slow) never refuses a call: it is served without limits, a
+warning is logged at most once a minute, `failures` counts them, and the counters are left alone for
+a second before they are tried again.
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from .errors import ApiError
+from .schemas import ChatRequest
+from .snapshot import KeySnap, ModelSnap, Registry
+
+logger = logging.getLogger("routerweb.ratelimit")
+
+DEFAULT_COMPLETION_CAP = 4096
+RETRY_STORAGE_AFTER_S = 1.0
+WARN_EVERY_S = 60.0
+KINDS = ("requests", "tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    kind: str  # "requests" or "tokens"
+    amount: int  # per minute
+    scope: str  # "key" or "user"
+    ident: int
+
+    @property
+    def item(self) -> RateLimitItemPerMinute:
+        return RateLimitItemPerMinute(self.amount, namespace="rw")
+
+    @property
+    def identifiers(self) -> tuple[str, ...]:
+        return (self.scope, str(self.ident), self.kind)
+
+    def describe(self) -> str:
+        owner = "this API key" if self.scope == "key" else "your user"
+        return f"{self.amount} {self.kind} per minute of {owner}"
+
+
+@dataclass(frozen=True, eq=False)
+class RateLimitExceeded(ApiError):
+    """A 429 in OpenAI's shape; `headers` carry Retry-After and the x-ratelimit-* headers."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Admission:
+    """What admitting a call counted: the tokens per limit, for `correct`."""
+
+    tokens: int
+    token_limits: tuple[Limit, ...]
+    headers: dict[str, str]
+
+
+def tokens_bound(chat: ChatRequest, candidates: list[ModelSnap]) -> int:
+    """The most tokens the call can use: prompt bound plus completion cap (see the module docstring)."""
+    cap = chat.max_tokens
+    if cap is None:
+        cap = (candidates[0].max_output_tokens if candidates else None) or DEFAULT_COMPLETION_CAP
+    return chat.body_size + cap * chat.choices
+
+
+class RateLimiter:
+    """A worker's rate limiter over `storage` (the limits library's async storage)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        key_rpm: int = 0,
+        key_tpm: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.storage = storage
+        self.strategy = SlidingWindowCounterRateLimiter(storage)
+        self.key_defaults = (key_rpm or None, key_tpm or None)
+        self.clock = clock
+        self.failures = 0  # calls served without limits because the counters failed
+        self._down_until = 0.0
+        self._warned_at = -math.inf
+        self._corrections: set[asyncio.Task] = set()
+
+    def limits_for(self, registry: Registry, *, key: KeySnap | None, user_id: int | None) -> tuple[Limit, ...]:
+        """The limits that apply to a call by `key` (None: the playground) and `user_id`."""
+        found: list[Limit] = []
+        if key is not None:
+            rpm = key.rpm_limit if key.rpm_limit is not None else self.key_defaults[0]
+            tpm = key.tpm_limit if key.tpm_limit is not None else self.key_defaults[1]
+            if rpm:
+                found.append(Limit("requests", rpm, "key", key.id))
+            if tpm:
+                found.append(Limit("tokens", tpm, "key", key.id))
+        user = registry.user_limits.get(user_id) if user_id is not None else None
+        if user is not None:
+            for kind, amount in zip(KINDS, user, strict=True):
+                if amount:
+                    found.append(Limit(kind, amount, "user", user_id))
+        return tuple(found)
+
+    async def admit(self, limits: tuple[Limit, ...], *, tokens: int) -> Admission | None:
+        """Count a call against `limits`; raises RateLimitExceeded, or returns None when the counters
+        failed (the call is served unlimited)."""
+        if not limits or self.clock() < self._down_until:
+            if limits:
+                self.failures += 1
+            return None
+        taken: list[tuple[Limit, int]] = []
+        try:
+            for limit in limits:
+                cost = 1 if limit.kind == "requests" else tokens
+                if not await self.strategy.hit(limit.item, *limit.identifiers, cost=cost):
+                    for hit_limit, hit_cost in taken:
+                        await self._add(hit_limit, -hit_cost)
+                    raise await self._exceeded(limits, limit, cost)
+                taken.append((limit, cost))
+            headers = await self._headers(limits)
+        except RateLimitExceeded:
+            raise
+        except Exception as error:  # the counters' storage failed: serve the call (fail open)
+            self._storage_failed(error)
+            return None
+        token_limits = tuple(limit for limit in limits if limit.kind == "tokens")
+        return Admission(tokens=tokens, token_limits=token_limits, headers=headers)
+
+    async def correct(self, admission: Admission, *, tokens: int) -> None:
+        """Replace the tokens counted at admission by `tokens`, the call's real usage."""
+        delta = tokens - admission.tokens
+        if not delta or not admission.token_limits or self.clock() < self._down_until:
+            return
+        try:
+            for limit in admission.token_limits:
+                await self._add(limit, delta)
+        except Exception as error:
+            self._storage_failed(error)
+
+    def correct_soon(self, admission: Admission, *, tokens: int | None) -> None:
+        """`correct` in the background (from synchronous code on the event loop); `tokens` None: the
+        call's usage is unknown (estimated), the bound counted at admission stays."""
+        if tokens is None or tokens == admission.tokens or not admission.token_limits:
+            return
+        task = asyncio.get_running_loop().create_task(self.correct(admission, tokens=tokens))
+        self._corrections.add(task)
+        task.add_done_callback(self._corrections.discard)
+
+    async def _add(self, limit: Limit, amount: int) -> None:
+        """Add `amount` (negative: give back, never below zero) to the current window of `limit`."""
+        key = _current_window_key(self.storage, limit.item.key_for(*limit.identifiers))
+        if amount < 0:
+            amount = -min(-amount, await self.storage.get(key))
+            if not amount:
+                return
+        await self.storage.incr(key, 2 * limit.item.get_expiry(), amount=amount)
+
+    async def _exceeded(self, limits: tuple[Limit, ...], limit: Limit, cost: int) -> RateLimitExceeded:
+        stats = await self.strategy.get_window_stats(limit.item, *limit.identifiers)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        if cost > limit.amount:
+            message = f"Rate limit exceeded: this request may use {cost} tokens, more than {limit.describe()}."
+        else:
+            message = f"Rate limit exceeded: {limit.describe()}. Try again in {retry_after}s."
+        headers = await self._headers(limits)
+        headers["Retry-After"] = str(retry_after)
+        return RateLimitExceeded(429, message, code="rate_limit_exceeded", headers=headers)
+
+    async def _headers(self, limits: tuple[Limit, ...]) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
+        now = time.time()
+        tightest: dict[str, tuple[int, int, float]] = {}
+        for limit in limits:
+            stats = await self.strategy.get_window_stats(limit.item, *limit.identifiers)
+            if limit.kind not in tightest or stats.remaining < tightest[limit.kind][1]:
+                tightest[limit.kind] = (limit.amount, stats.remaining, max(0.0, stats.reset_time - now))
+        headers = {}
+        for kind, (amount, remaining, reset_in) in tightest.items():
+            headers[f"x-ratelimit-limit-{kind}"] = str(amount)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+            headers[f"x-ratelimit-reset-{kind}"] = f"{reset_in:.3f}".rstrip("0").rstrip(".") + "s"
+        return headers
+
+    def _storage_failed(self, error: Exception) -> None:
+        self.failures += 1
+        now = self.clock()
+        self._down_until = now + RETRY_STORAGE_AFTER_S
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            logger.warning("rate limit counters unavailable (%s); serving calls without rate limits", error)
+
+
+def _current_window_key(storage: Storage, key: str) -> str:
+    """The storage key of the sliding window's current counter (the library keeps it private)."""
+    if isinstance(storage, RedisStorage):
+        return storage._current_window_key(key)
+    return storage.sliding_window_keys(key, RateLimitItemPerMinute(1).get_expiry(), time.time())[1]
+
+
+def rate_limiter_build() -> RateLimiter:
+    """The worker's rate limiter from the settings: Redis with REDIS_URL, else the worker's memory."""
+    if settings.REDIS_URL:
+        prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+        storage: Storage = RedisStorage(
+            "async+" + settings.REDIS_URL,
+            implementation="redispy",
+            key_prefix=f"{prefix}:rw:limits",
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
+    else:
+        storage = MemoryStorage()
+    return RateLimiter(storage, key_rpm=settings.ROUTERWEB_KEY_RPM, key_tpm=settings.ROUTERWEB_KEY_TPM)
