@@ -7,20 +7,17 @@ Exactly one call row is recorded per request, once its outcome is known.
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
+from .admission import call_admit, call_cache_hit_answer, call_cache_lookup, call_cache_store_soon
+from .call_context import CallContext, GatewayResponse
 from .errors import ApiError
-from .metering import CallOutcome, CallPlan
-from .ratelimit import Admission, RateLimitExceeded, tokens_bound
+from .metering import CallPlan
 from .registry import RegistryUnavailable
 from .registry_version import VERSION_KEY
-from .router import RouteResult, Trace, candidates_for, route_request
+from .router import RouteResult, candidates_for, route_request
 from .runtime import Runtime
 from .schemas import ChatRequest, chat_request_parse
 from .snapshot import KeySnap, ModelSnap, Registry
@@ -31,59 +28,6 @@ CLIENT_GONE = ApiError(499, "The client closed the request.", code="client_disco
 INTERNAL_ERROR = ApiError(500, "Internal error in routerweb.", code="internal_error", type="server_error")
 
 logger = logging.getLogger("routerweb.gateway")
-
-
-@dataclass
-class GatewayResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    stream: "RecordedStream | None" = None
-
-
-@dataclass
-class CallContext:
-    """Who is calling and what happened so far; becomes the call row."""
-
-    source: str
-    key: KeySnap | None = None
-    user_id: int | None = None
-    request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(16))
-    started: float = field(default_factory=time.perf_counter)
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    trace: Trace = field(default_factory=Trace)
-    metering: Any = None  # what the meter reserved for the call (routing/metering.py)
-    snapshot_part: Any = None  # the meter's part of the registry snapshot the call was routed with
-    runtime: Runtime | None = None  # set by chat_completion_run
-    admission: Admission | None = None  # what the rate limits counted (routing/ratelimit.py)
-    rate_limit_headers: dict[str, str] = field(default_factory=dict)
-
-    def overhead_ms(self) -> float:
-        return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)
-
-    def outcome(self, **fields) -> CallOutcome:
-        """The call row's outcome: what the context knows, plus `fields`."""
-        return CallOutcome(
-            request_id=self.request_id,
-            created_at=self.created_at,
-            source=self.source,
-            user_id=self.user_id,
-            api_key_id=self.key.id if self.key else None,
-            overhead_ms=self.overhead_ms(),
-            attempts=self.trace.as_list(),
-            metering=self.metering,
-            snapshot_part=self.snapshot_part,
-            **fields,
-        )
-
-    def headers(self, model: str = "") -> dict[str, str]:
-        return {
-            "X-Request-Id": self.request_id,
-            "X-Router-Model": model,
-            "X-Router-Attempts": str(self.trace.tries),
-            "X-Router-Overhead-Ms": f"{self.overhead_ms():.2f}",
-            **self.rate_limit_headers,
-        }
 
 
 class RegistryChanged(Exception):
@@ -165,7 +109,10 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         else:
             views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
             _confirm(registry, await runtime.registry.for_token(token))
-        await _admit(registry, context, chat, candidates)
+        await call_admit(registry, context, chat, candidates)
+        hit = await call_cache_lookup(registry, context, chat, candidates)
+        if hit is not None:
+            return call_cache_hit_answer(registry, context, chat, hit)
         candidates = await _reserve(registry, context, chat, candidates)
         result = await route_request(
             chat.body, candidates, breaker, context.trace, client_wants_usage=chat.client_wants_usage, views=views
@@ -190,6 +137,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         headers = context.headers(result.model.name)
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
     response = GatewayResponse(200, context.headers(result.model.name), body=result.body)
+    call_cache_store_soon(context, result)
     # Recorded on the event loop's next turn: by then the answer is in the client's socket, so the
     # client (and the requests queued behind this one) never wait for the bookkeeping.
     asyncio.get_running_loop().call_soon(partial(_record, context, chat, result, usage=result.usage))
@@ -199,33 +147,6 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
 def _confirm(snapshot: Registry, current: Registry) -> None:
     if current is not snapshot:
         raise RegistryChanged(current)
-
-
-async def _admit(registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]) -> None:
-    """Count the call against the rate limits that apply (none: a dict lookup); raises the 429."""
-    limiter = context.runtime.ratelimiter
-    limits = limiter.limits_for(registry, key=context.key, user_id=context.user_id)
-    if not limits:
-        return
-    try:
-        context.admission = await limiter.admit(limits, tokens=tokens_bound(chat, candidates))
-    except RateLimitExceeded as refused:
-        context.rate_limit_headers = refused.headers
-        raise
-    if context.admission is not None:
-        context.rate_limit_headers = context.admission.headers
-
-
-def _rate_limit_correct(context: CallContext, usage: Usage | UsageProblem | None) -> None:
-    """After the call: the tokens counted at admission become the real usage (none without an answer;
-    an estimated usage keeps the bound)."""
-    if context.admission is None:
-        return
-    if isinstance(usage, Usage):
-        tokens = usage.prompt + usage.completion
-    else:
-        tokens = None if isinstance(usage, UsageProblem) else 0
-    context.runtime.ratelimiter.correct_soon(context.admission, tokens=tokens)
 
 
 async def _reserve(
@@ -327,8 +248,7 @@ def _record(
     client_disconnected: bool = False,
 ) -> None:
     now = time.perf_counter()
-    _record_outcome(
-        context,
+    context.record(
         context.outcome(
             requested=chat.model,
             model=result.model,
@@ -355,8 +275,7 @@ def _record_failure(
     model: ModelSnap | None = None,
 ) -> None:
     status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
-    _record_outcome(
-        context,
+    context.record(
         context.outcome(
             requested=chat.model if chat else "",
             model=model,
@@ -369,11 +288,3 @@ def _record_failure(
             client_disconnected=client_disconnected,
         ),
     )
-
-
-def _record_outcome(context: CallContext, outcome: CallOutcome) -> None:
-    try:
-        _rate_limit_correct(context, outcome.usage)
-        context.runtime.meter.record(outcome)
-    finally:
-        context.runtime.calls_in_flight -= 1

@@ -142,6 +142,8 @@ class Route(TimestampedModel):
         default=False,
         help_text="Cached answers are reused across users of this route. Off: each user has their own entries.",
     )
+    # Part of every cache key of the route: the admin's "clear cached answers" moves it on.
+    cache_generation = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]

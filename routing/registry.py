@@ -80,6 +80,7 @@ def registry_load() -> Registry:
             targets=tuple((by_id[t.model_id], t.weight) for t in r.targets.all()),
             cache_ttl_s=r.cache_ttl_s,
             cache_shared=r.cache_shared,
+            cache_generation=r.cache_generation,
         )
         for r in Route.objects.prefetch_related("targets")
     }

@@ -19,6 +19,7 @@ from .circuit import CircuitBreaker
 from .metering import Meter, meter
 from .ratelimit import RateLimiter, rate_limiter_build
 from .registry import RegistryCache
+from .response_cache import ResponseCache, response_cache_build
 from .shared_state import SharedState, shared_state
 
 
@@ -28,6 +29,7 @@ class Runtime:
     breaker: CircuitBreaker
     meter: Meter
     ratelimiter: RateLimiter = field(default_factory=rate_limiter_build)
+    response_cache: ResponseCache = field(default_factory=response_cache_build)
     # Calls started whose outcome is not recorded yet (a stream's lasts until its last byte is sent).
     calls_in_flight: int = 0
     _watch: asyncio.Task | None = field(default=None, repr=False)

@@ -39,6 +39,7 @@ class RouteSnap:
     targets: tuple[tuple[ModelSnap, int], ...]  # (model, weight) in position order
     cache_ttl_s: int | None = None  # the response cache is on for every request (routing/response_cache.py)
     cache_shared: bool = False  # cached answers are shared by every user of the route
+    cache_generation: int = 0  # part of the route's cache keys; moved on to clear its entries
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from billing.budget_upkeep import budget_upkeep
 from billing.budgets import budget_allowances
 from billing.recorder import call_recorder
 from routerweb.serve import server_command
+from routing import admission
 from routing.ratelimit import rate_limiter_build
 from routing.runtime import runtime_installed
 from routing.services import api_key_create
@@ -94,6 +95,11 @@ def calls_settle(timeout_s: float = 3.0) -> None:
     runtime = runtime_installed()
     deadline = time.monotonic() + timeout_s
     while runtime is not None and runtime.calls_in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # and until the answers to cache are stored and the rate limits corrected
+    while (
+        admission.background_tasks or (runtime and runtime.ratelimiter._corrections)
+    ) and time.monotonic() < deadline:
         time.sleep(0.01)
     call_recorder().flush()
 
