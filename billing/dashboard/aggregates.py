@@ -73,6 +73,10 @@ class Totals(_CallRates):
         return rate(self.cache_hit_calls, self.calls)
 
     @property
+    def cache_hit_pct(self) -> float:
+        return self.cache_hit_rate * 100
+
+    @property
     def error_pct(self) -> float:
         return self.error_rate * 100
 
