@@ -7,7 +7,7 @@ import logging
 import httpx
 import openai
 import pytest
-from django.test import Client, override_settings
+from django.test import override_settings
 from limits.aio.storage import MemoryStorage, RedisStorage
 
 from routing.models import ApiKey, UserRateLimit
@@ -15,6 +15,7 @@ from routing.ratelimit import Limit, RateLimiter, rate_limiter_build
 from routing.runtime import runtime_installed
 from routing.services import api_key_create
 from tests.conftest import calls_settle
+from tests.test_playground_api import login  # noqa: F401 (the fixture)
 
 HELLO = [{"role": "user", "content": "hello router"}]
 HEADERS = [f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")]
@@ -83,7 +84,7 @@ def test_sdk_backs_off_on_429(gateway, fake_model, user, api_key):
     assert refused.value.response.headers["retry-after"]
 
 
-def test_user_limit_spans_keys_and_the_playground(gateway, fake_model, user):
+def test_user_limit_spans_keys_and_the_playground(gateway, fake_model, user, login):  # noqa: F811
     fake_model("echo-model")
     UserRateLimit.objects.create(user=user, rpm_limit=2)
     keys = [api_key_create(user=user, name=f"k{i}")[1] for i in range(2)]
@@ -96,11 +97,8 @@ def test_user_limit_spans_keys_and_the_playground(gateway, fake_model, user):
         for key in keys
     ]
     assert [a.status_code for a in answers] == [200, 200]
-    browser = Client()
-    browser.force_login(user)
-    played = browser.post(
-        "/playground/api/chat", {"model": "echo-model", "messages": HELLO}, content_type="application/json"
-    )
+    browser = login("alice", "pw-alice-123")  # through the live server, as the page does
+    played = browser.post("/playground/api/chat", json={"model": "echo-model", "messages": HELLO})
     assert played.status_code == 429, played.text
     assert "your user" in played.json()["error"]["message"]
 
