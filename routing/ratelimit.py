@@ -2,8 +2,10 @@
 
 Limits come from the registry snapshot (an API key's own, else `ROUTERWEB_KEY_RPM`/`_TPM`; a user's
 `UserRateLimit`), so deciding which apply reads no database; a call with none costs a dict lookup.
-Counting is the `limits` library's sliding window counter: on Redis (`REDIS_URL`) one counter per
-limit for every worker and machine, else in the worker's memory.
+Counting is the `limits` library's sliding window counter (its storages' atomic
+`acquire_sliding_window_entry`, a Lua script on Redis; called on storage keys computed once per limit
+rather than through `SlidingWindowCounterRateLimiter`, which rebuilds them on every call): on Redis
+(`REDIS_URL`) one counter per limit for every worker and machine, else in the worker's memory.
 
 A call is admitted by hitting each limit that applies: 1 request, and for tokens the prompt bound
 (the body's bytes: a provider's token is at least one byte of UTF-8) plus the completion cap (the
@@ -26,7 +28,6 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from .errors import ApiError
 from .schemas import ChatRequest
@@ -38,6 +39,7 @@ DEFAULT_COMPLETION_CAP = 4096
 RETRY_STORAGE_AFTER_S = 1.0
 WARN_EVERY_S = 60.0
 KINDS = ("requests", "tokens")
+WINDOW_S = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +48,11 @@ class Limit:
     amount: int  # per minute
     scope: str  # "key" or "user"
     ident: int
+    key: str = field(init=False, compare=False)  # the limits library's storage key, computed once
 
-    @property
-    def item(self) -> RateLimitItemPerMinute:
-        return RateLimitItemPerMinute(self.amount, namespace="rw")
-
-    @property
-    def identifiers(self) -> tuple[str, ...]:
-        return (self.scope, str(self.ident), self.kind)
+    def __post_init__(self) -> None:
+        key = RateLimitItemPerMinute(self.amount, namespace="rw").key_for(self.scope, str(self.ident), self.kind)
+        object.__setattr__(self, "key", key)
 
     def describe(self) -> str:
         owner = "this API key" if self.scope == "key" else "your user"
@@ -96,16 +95,27 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.storage = storage
-        self.strategy = SlidingWindowCounterRateLimiter(storage)
         self.key_defaults = (key_rpm or None, key_tpm or None)
         self.clock = clock
         self.failures = 0  # calls served without limits because the counters failed
         self._down_until = 0.0
         self._warned_at = -math.inf
         self._corrections: set[asyncio.Task] = set()
+        self._limits: dict[tuple[int, int | None], tuple[Limit, ...]] = {}  # of `_limits_registry`
+        self._limits_registry: Registry | None = None
 
     def limits_for(self, registry: Registry, *, key: KeySnap | None, user_id: int | None) -> tuple[Limit, ...]:
-        """The limits that apply to a call by `key` (None: the playground) and `user_id`."""
+        """The limits that apply to a call by `key` (None: the playground) and `user_id`; remembered per
+        registry snapshot, so a call usually costs one dict lookup here."""
+        if registry is not self._limits_registry:
+            self._limits, self._limits_registry = {}, registry
+        cache_key = (key.id if key is not None else 0, user_id)
+        found = self._limits.get(cache_key)
+        if found is None:
+            found = self._limits[cache_key] = self._limits_find(registry, key=key, user_id=user_id)
+        return found
+
+    def _limits_find(self, registry: Registry, *, key: KeySnap | None, user_id: int | None) -> tuple[Limit, ...]:
         found: list[Limit] = []
         if key is not None:
             rpm = key.rpm_limit if key.rpm_limit is not None else self.key_defaults[0]
@@ -132,7 +142,7 @@ class RateLimiter:
         try:
             for limit in limits:
                 cost = 1 if limit.kind == "requests" else tokens
-                if not await self.strategy.hit(limit.item, *limit.identifiers, cost=cost):
+                if not await self.storage.acquire_sliding_window_entry(limit.key, limit.amount, WINDOW_S, cost):
                     for hit_limit, hit_cost in taken:
                         await self._add(hit_limit, -hit_cost)
                     raise await self._exceeded(limits, limit, cost)
@@ -168,16 +178,16 @@ class RateLimiter:
 
     async def _add(self, limit: Limit, amount: int) -> None:
         """Add `amount` (negative: give back, never below zero) to the current window of `limit`."""
-        key = _current_window_key(self.storage, limit.item.key_for(*limit.identifiers))
+        key = _current_window_key(self.storage, limit.key)
         if amount < 0:
             amount = -min(-amount, await self.storage.get(key))
             if not amount:
                 return
-        await self.storage.incr(key, 2 * limit.item.get_expiry(), amount=amount)
+        await self.storage.incr(key, 2 * WINDOW_S, amount=amount)
 
     async def _exceeded(self, limits: tuple[Limit, ...], limit: Limit, cost: int) -> RateLimitExceeded:
-        stats = await self.strategy.get_window_stats(limit.item, *limit.identifiers)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        _, reset_in = await self._window(limit)
+        retry_after = max(1, math.ceil(reset_in))
         if cost > limit.amount:
             message = f"Rate limit exceeded: this request may use {cost} tokens, more than {limit.describe()}."
         else:
@@ -188,18 +198,29 @@ class RateLimiter:
 
     async def _headers(self, limits: tuple[Limit, ...]) -> dict[str, str]:
         """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
-        now = time.time()
         tightest: dict[str, tuple[int, int, float]] = {}
         for limit in limits:
-            stats = await self.strategy.get_window_stats(limit.item, *limit.identifiers)
-            if limit.kind not in tightest or stats.remaining < tightest[limit.kind][1]:
-                tightest[limit.kind] = (limit.amount, stats.remaining, max(0.0, stats.reset_time - now))
+            remaining, reset_in = await self._window(limit)
+            if limit.kind not in tightest or remaining < tightest[limit.kind][1]:
+                tightest[limit.kind] = (limit.amount, remaining, reset_in)
         headers = {}
         for kind, (amount, remaining, reset_in) in tightest.items():
             headers[f"x-ratelimit-limit-{kind}"] = str(amount)
             headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
             headers[f"x-ratelimit-reset-{kind}"] = f"{reset_in:.3f}".rstrip("0").rstrip(".") + "s"
         return headers
+
+    async def _window(self, limit: Limit) -> tuple[int, float]:
+        """What is left of `limit` and in how many seconds more frees up: the library's
+        SlidingWindowCounterRateLimiter.get_window_stats, on the precomputed key."""
+        previous, previous_ttl, current, current_ttl = await self.storage.get_sliding_window(limit.key, WINDOW_S)
+        remaining = max(0, limit.amount - math.floor(previous * previous_ttl / WINDOW_S + current))
+        reset_in = math.inf
+        if previous:
+            reset_in = previous_ttl % (WINDOW_S / previous)
+        if current:
+            reset_in = min(reset_in, current_ttl % WINDOW_S)
+        return remaining, 0.0 if reset_in == math.inf else reset_in
 
     def _storage_failed(self, error: Exception) -> None:
         self.failures += 1
@@ -214,7 +235,7 @@ def _current_window_key(storage: Storage, key: str) -> str:
     """The storage key of the sliding window's current counter (the library keeps it private)."""
     if isinstance(storage, RedisStorage):
         return storage._current_window_key(key)
-    return storage.sliding_window_keys(key, RateLimitItemPerMinute(1).get_expiry(), time.time())[1]
+    return storage.sliding_window_keys(key, WINDOW_S, time.time())[1]
 
 
 def rate_limiter_build() -> RateLimiter:
