@@ -27,7 +27,7 @@ SETTLE_S = 2.5  # the registry change is in force within a second on every worke
 
 def limits_set(stack: BenchStack, *, on: bool) -> None:
     """Give the bench key limits it never reaches (on), or none; update() is followed by a version bump."""
-    code = LIMITS_SET.format(rpm=10**9 if on else None, tpm=10**12 if on else None)
+    code = LIMITS_SET.format(rpm=10**9 if on else None, tpm=2 * 10**9 if on else None)
     code += "; from routing.registry_version import registry_version_bump; registry_version_bump()"
     manage(stack.env, "shell", "--no-imports", "-c", code)
     time.sleep(SETTLE_S)
