@@ -40,6 +40,7 @@ RETRY_STORAGE_AFTER_S = 1.0
 WARN_EVERY_S = 60.0
 KINDS = ("requests", "tokens")
 WINDOW_S = 60
+CORRECT_EVERY_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,8 @@ class RateLimiter:
         self._down_until = 0.0
         self._warned_at = -math.inf
         self._corrections: set[asyncio.Task] = set()
+        self._pending: dict[Limit, int] = {}  # tokens to add (negative: give back) per limit
+        self._flush_scheduled = False
         self._limits: dict[tuple[int, int | None], tuple[Limit, ...]] = {}  # of `_limits_registry`
         self._limits_registry: Registry | None = None
 
@@ -168,13 +171,39 @@ class RateLimiter:
             self._storage_failed(error)
 
     def correct_soon(self, admission: Admission, *, tokens: int | None) -> None:
-        """`correct` in the background (from synchronous code on the event loop); `tokens` None: the
-        call's usage is unknown (estimated), the bound counted at admission stays."""
+        """`correct` off the request path (from synchronous code on the event loop): the corrections of
+        all calls are summed per limit and applied together every CORRECT_EVERY_S, so a busy worker
+        spends a few storage calls per interval on them, not two per call. `tokens` None: the call's
+        usage is unknown (estimated), the bound counted at admission stays."""
         if tokens is None or tokens == admission.tokens or not admission.token_limits:
             return
-        task = asyncio.get_running_loop().create_task(self.correct(admission, tokens=tokens))
+        for limit in admission.token_limits:
+            self._pending[limit] = self._pending.get(limit, 0) + tokens - admission.tokens
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(CORRECT_EVERY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self._apply(pending))
         self._corrections.add(task)
         task.add_done_callback(self._corrections.discard)
+
+    async def _apply(self, pending: dict[Limit, int]) -> None:
+        if self.clock() < self._down_until:
+            return
+        try:
+            for limit, delta in pending.items():
+                if delta:
+                    await self._add(limit, delta)
+        except Exception as error:
+            self._storage_failed(error)
+
+    @property
+    def settled(self) -> bool:
+        """No correction is waiting or being applied (for tests)."""
+        return not self._pending and not self._corrections
 
     async def _add(self, limit: Limit, amount: int) -> None:
         """Add `amount` (negative: give back, never below zero) to the current window of `limit`."""

@@ -97,9 +97,7 @@ def calls_settle(timeout_s: float = 3.0) -> None:
     while runtime is not None and runtime.calls_in_flight and time.monotonic() < deadline:
         time.sleep(0.01)
     # and until the answers to cache are stored and the rate limits corrected
-    while (
-        admission.background_tasks or (runtime and runtime.ratelimiter._corrections)
-    ) and time.monotonic() < deadline:
+    while (admission.background_tasks or (runtime and not runtime.ratelimiter.settled)) and time.monotonic() < deadline:
         time.sleep(0.01)
     call_recorder().flush()
 
