@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         errors = sum(r["errors"] for r in runs)
         print(f"| {name} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['cpu_ms']:.3f} | {errors} |")
+    reference = results["no limits / cache miss"]
+    for name in ("limits (never reached)", "cache hit"):
+        drops = [100 * (1 - r["rps"] / ref["rps"]) for r, ref in zip(results[name], reference, strict=True)]
+        listed = ", ".join(f"{d:.1f}%" for d in drops)
+        median = statistics.median(drops)
+        print(f"\n- {name}: req/s drop against the same round's reference, median **{median:.1f}%** ({listed})")
     return 0
 
 

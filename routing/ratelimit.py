@@ -9,9 +9,10 @@ rather than through `SlidingWindowCounterRateLimiter`, which rebuilds them on ev
 
 A call is admitted by hitting each limit that applies: 1 request, and for tokens the prompt bound
 (the body's bytes: a provider's token is at least one byte of UTF-8) plus the completion cap (the
-request's `max_tokens`, else the first candidate's `max_output_tokens`, else 4096, times `n`). A
-refused hit gives back the hits already taken, and the call gets `429 rate_limit_exceeded` naming the
-limit. After the call, `correct` replaces the tokens counted by the call's real usage.
+request's `max_tokens`, else the first candidate's `max_output_tokens`, else 4096, times `n`). When
+one refuses, the hits the others took are given back and the call gets `429 rate_limit_exceeded`
+naming the limit. On Redis the limits of a call are hit together, so that their round trips overlap.
+After the call, `correct_soon` replaces the tokens counted by the call's real usage.
 
 The counters failing (Redis down or slow) never refuses a call: it is served without limits, a
 warning is logged at most once a minute, `failures` counts them, and the counters are left alone for
@@ -22,8 +23,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.conf import settings
 from limits import RateLimitItemPerMinute
@@ -34,6 +36,7 @@ from .schemas import ChatRequest
 from .snapshot import KeySnap, ModelSnap, Registry
 
 logger = logging.getLogger("routerweb.ratelimit")
+T = TypeVar("T")
 
 DEFAULT_COMPLETION_CAP = 4096
 RETRY_STORAGE_AFTER_S = 1.0
@@ -96,6 +99,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.storage = storage
+        self.concurrent = not isinstance(storage, MemoryStorage)
         self.key_defaults = (key_rpm or None, key_tpm or None)
         self.clock = clock
         self.failures = 0  # calls served without limits because the counters failed
@@ -141,15 +145,17 @@ class RateLimiter:
             if limits:
                 self.failures += 1
             return None
-        taken: list[tuple[Limit, int]] = []
+        costs = [1 if limit.kind == "requests" else tokens for limit in limits]
         try:
-            for limit in limits:
-                cost = 1 if limit.kind == "requests" else tokens
-                if not await self.storage.acquire_sliding_window_entry(limit.key, limit.amount, WINDOW_S, cost):
-                    for hit_limit, hit_cost in taken:
-                        await self._add(hit_limit, -hit_cost)
-                    raise await self._exceeded(limits, limit, cost)
-                taken.append((limit, cost))
+            acquired = await self._each(
+                self.storage.acquire_sliding_window_entry(limit.key, limit.amount, WINDOW_S, cost)
+                for limit, cost in zip(limits, costs, strict=True)
+            )
+            if not all(acquired):
+                taken = [(limit, cost) for limit, cost, ok in zip(limits, costs, acquired, strict=True) if ok]
+                await self._each(self._add(limit, -cost) for limit, cost in taken)
+                refused = acquired.index(False)
+                raise await self._exceeded(limits, limits[refused], costs[refused])
             headers = await self._headers(limits)
         except RateLimitExceeded:
             raise
@@ -228,8 +234,8 @@ class RateLimiter:
     async def _headers(self, limits: tuple[Limit, ...]) -> dict[str, str]:
         """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
         tightest: dict[str, tuple[int, int, float]] = {}
-        for limit in limits:
-            remaining, reset_in = await self._window(limit)
+        windows = await self._each(self._window(limit) for limit in limits)
+        for limit, (remaining, reset_in) in zip(limits, windows, strict=True):
             if limit.kind not in tightest or remaining < tightest[limit.kind][1]:
                 tightest[limit.kind] = (limit.amount, remaining, reset_in)
         headers = {}
@@ -238,6 +244,13 @@ class RateLimiter:
             headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
             headers[f"x-ratelimit-reset-{kind}"] = f"{reset_in:.3f}".rstrip("0").rstrip(".") + "s"
         return headers
+
+    async def _each(self, calls: Iterable[Awaitable[T]]) -> list[T]:
+        """Await `calls`: together on Redis (their round trips overlap), one after the other in memory
+        (no I/O to overlap, and a task per call would cost more than the call)."""
+        if self.concurrent:
+            return list(await asyncio.gather(*calls))
+        return [await call for call in calls]
 
     async def _window(self, limit: Limit) -> tuple[int, float]:
         """What is left of `limit` and in how many seconds more frees up: the library's
