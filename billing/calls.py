@@ -78,6 +78,21 @@ def call_cost(outcome: CallOutcome, tokens: Tokens) -> Decimal | None:
     )
 
 
+def call_saved(outcome: CallOutcome) -> Decimal | None:
+    """What a cache hit saved: the replayed call's exact cost, its usage at the price in force when it
+    was made; None for other calls and when that model had no price."""
+    hit = outcome.cache_hit_of
+    if hit is None or outcome.model is None or outcome.snapshot_part is None:
+        return None
+    price = outcome.snapshot_part.price_at(outcome.model, hit.created_at)
+    if price is None:
+        return None
+    usage = hit.usage
+    return cost_for_usage(
+        price, prompt_tokens=usage.prompt, cached_tokens=usage.cached, completion_tokens=usage.completion
+    )
+
+
 REQUESTED_MAX = Call._meta.get_field("requested").max_length
 ERROR_CODE_MAX = Call._meta.get_field("error_code").max_length
 
@@ -93,7 +108,7 @@ def call_row(outcome: CallOutcome) -> CallRow:
     JSON form to its spool, and the row writer process stores it from that line.
     """
     tokens = call_tokens(outcome)
-    cost = call_cost(outcome, tokens)
+    cost = Decimal(0) if outcome.cache_hit_of is not None else call_cost(outcome, tokens)
     row = _row_known(outcome)
     row.update(
         requested=text_bounded(outcome.requested, REQUESTED_MAX),
@@ -106,6 +121,7 @@ def call_row(outcome: CallOutcome) -> CallRow:
         estimate_reason=tokens.estimate_reason,
         cost_usd=cost,
         unpriced=cost is None,
+        saved_usd=call_saved(outcome),
         ttft_ms=outcome.ttft_ms,
         overhead_ms=round(outcome.overhead_ms, 3),
         attempt_count=sum(1 for a in outcome.attempts if a["outcome"] != "skipped"),

@@ -103,6 +103,13 @@ class Call(models.Model):
         max_digits=COST_MAX_DIGITS, decimal_places=COST_DECIMAL_PLACES, null=True, blank=True
     )
     unpriced = models.BooleanField(default=False)
+    saved_usd = models.DecimalField(
+        max_digits=COST_MAX_DIGITS,
+        decimal_places=COST_DECIMAL_PLACES,
+        null=True,
+        blank=True,
+        help_text="A cache hit's saving: the exact cost of the call whose answer it replayed (null: unpriced).",
+    )
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     overhead_ms = models.FloatField(default=0)
@@ -281,6 +288,9 @@ class CallRollup(models.Model):
     cached_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cost_pusd = models.BigIntegerField("cost (picodollars)", default=0, help_text="Priced calls only.")
+    saved_pusd = models.BigIntegerField(
+        "saved (picodollars)", default=0, help_text="What cache hits saved: the cost of the calls they replayed."
+    )
 
     # No other index: the primary key serves every dashboard read. A read is a range of one period's
     # buckets, and the filters (user, key, model, requested) are later columns of the key, checked in

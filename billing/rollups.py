@@ -51,6 +51,7 @@ SCALAR_COUNTERS = (
     "cached_tokens",
     "completion_tokens",
     "cost_pusd",
+    "saved_pusd",
 )
 COUNTERS = (*SCALAR_COUNTERS, *LATENCY_COLUMNS, *TTFT_COLUMNS)
 _AT = {name: index for index, name in enumerate(COUNTERS)}
@@ -129,7 +130,7 @@ def rollups_add(rows: Iterable[Mapping[str, Any]]) -> None:
     _upsert(totals)
 
 
-_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _COMPLETION, _COST = range(len(SCALAR_COUNTERS))
+_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _COMPLETION, _COST, _SAVED = range(len(SCALAR_COUNTERS))
 _LATENCY_AT = [_AT[column] for column in LATENCY_COLUMNS]
 _TTFT_AT = [_AT[column] for column in TTFT_COLUMNS]
 
@@ -144,6 +145,7 @@ def _count_row(total: list[int], row: Mapping[str, Any]) -> None:
         total[_UNPRICED] += 1
     else:
         total[_COST] += cost_pusd(cost)
+    total[_SAVED] += cost_pusd(row.get("saved_usd"))
     if row.get("usage_estimated"):
         total[_ESTIMATED] += 1
     total[_PROMPT] += int(row.get("prompt_tokens") or 0)
@@ -253,6 +255,7 @@ def _hours_from_calls(calls: QuerySet[Call]) -> QuerySet:
                 condition = Q(**{f"{field}__gt": HISTOGRAM_BOUNDS_MS[-1]})
             histograms[f"r_{column}"] = Count("id", filter=condition)
     cost = Cast(Round(F("cost_usd") * Value(PICO)), BigIntegerField())
+    saved = Cast(Round(F("saved_usd") * Value(PICO)), BigIntegerField())
     return (
         calls.order_by()
         .annotate(
@@ -273,6 +276,7 @@ def _hours_from_calls(calls: QuerySet[Call]) -> QuerySet:
             r_cached_tokens=Sum("cached_tokens", output_field=BigIntegerField()),
             r_completion_tokens=Sum("completion_tokens", output_field=BigIntegerField()),
             r_cost_pusd=Coalesce(Sum(cost), 0, output_field=BigIntegerField()),
+            r_saved_pusd=Coalesce(Sum(saved), 0, output_field=BigIntegerField()),
             **histograms,
         )
     )

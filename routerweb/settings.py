@@ -237,6 +237,12 @@ ROUTERWEB_METER = env.str("ROUTERWEB_METER", default="billing.metering.BillingMe
 ROUTERWEB_PROVIDER_ADAPTERS = env.list("ROUTERWEB_PROVIDER_ADAPTERS", default=[])
 ROUTERWEB_CIRCUIT_FAILURES = env.int("ROUTERWEB_CIRCUIT_FAILURES", default=3)
 ROUTERWEB_CIRCUIT_OPEN_S = env.float("ROUTERWEB_CIRCUIT_OPEN_S", default=30.0)
+# Rate limits every API key has unless it sets its own (0: unlimited); counted in Redis with REDIS_URL.
+ROUTERWEB_KEY_RPM = env.int("ROUTERWEB_KEY_RPM", default=0)
+ROUTERWEB_KEY_TPM = env.int("ROUTERWEB_KEY_TPM", default=0)
+# Response cache: the largest stored answer, and the bytes stored by all workers over the longest TTL (a day).
+ROUTERWEB_CACHE_MAX_ENTRY_BYTES = env.int("ROUTERWEB_CACHE_MAX_ENTRY_BYTES", default=1024 * 1024)
+ROUTERWEB_CACHE_MAX_TOTAL_BYTES = env.int("ROUTERWEB_CACHE_MAX_TOTAL_BYTES", default=256 * 1024 * 1024)
 # Where cost rows are spooled before their batched insert (survives a crash, replayed at start-up).
 ROUTERWEB_SPOOL_DIR = Path(env.str("ROUTERWEB_SPOOL_DIR", default=str(VAR_DIR / "spool")))
 # Variables a provider's api_key_env may name besides *_API_KEY and *_TOKEN (routing/secrets.py).

@@ -7,10 +7,10 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from .models import ApiKey, ModelEndpoint, PreferenceVote, Provider, Route, RouteTarget
+from .models import ApiKey, ModelEndpoint, PreferenceVote, Provider, Route, RouteTarget, UserRateLimit
 from .providers.registry import api_format_choices
 from .registry_rules import route_targets_error
-from .services import api_key_create, api_key_revoke
+from .services import api_key_create, api_key_revoke, route_cache_clear
 
 NEW_KEY_SESSION = "routerweb_new_api_key"  # a key just created, until its page has shown it once
 
@@ -71,9 +71,16 @@ class RouteTargetInline(admin.TabularInline):
 
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
-    list_display = ["name", "strategy", "target_list", "description"]
+    list_display = ["name", "strategy", "target_list", "cache_ttl_s", "cache_shared", "description"]
     search_fields = ["name"]
     inlines = [RouteTargetInline]
+    actions = ["clear_cache"]
+
+    @admin.action(description="Clear the selected routes' cached answers")
+    def clear_cache(self, request, queryset):
+        for route in queryset:
+            route_cache_clear(route=route)
+        self.message_user(request, "Cleared: no cached answer of these routes is served any more.", messages.SUCCESS)
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("targets__model")
@@ -85,7 +92,17 @@ class RouteAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "user", "reads_dashboard", "created_at", "revoked_at", "calls_total"]
+    list_display = [
+        "prefix",
+        "name",
+        "user",
+        "reads_dashboard",
+        "rpm_limit",
+        "tpm_limit",
+        "created_at",
+        "revoked_at",
+        "calls_total",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "reads_dashboard"]
     search_fields = ["name", "prefix", "user__username"]
     autocomplete_fields = ["user"]
@@ -102,12 +119,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["user", "name", "reads_dashboard", "allowed_models", "allowed_routes"]
+            return ["user", "name", "reads_dashboard", "rpm_limit", "tpm_limit", "allowed_models", "allowed_routes"]
         return [
             "prefix",
             "user",
             "name",
             "reads_dashboard",
+            "rpm_limit",
+            "tpm_limit",
             "allowed_models",
             "allowed_routes",
             "created_at",
@@ -118,6 +137,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             return super().save_model(request, obj, form, change)
         created, raw_key = api_key_create(user=obj.user, name=obj.name, reads_dashboard=obj.reads_dashboard)
+        if obj.rpm_limit is not None or obj.tpm_limit is not None:
+            created.rpm_limit, created.tpm_limit = obj.rpm_limit, obj.tpm_limit
+            created.save(update_fields=["rpm_limit", "tpm_limit"])
         obj.pk, obj.prefix, obj.key_hash, obj.created_at = (
             created.pk,
             created.prefix,
@@ -162,6 +184,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset.filter(revoked_at__isnull=True):
             api_key_revoke(key=key)
         self.message_user(request, "Revoked. The keys are refused from now on, on every worker.", messages.SUCCESS)
+
+
+@admin.register(UserRateLimit)
+class UserRateLimitAdmin(admin.ModelAdmin):
+    """A user's limits over all their keys and the playground; keys have their own on the key."""
+
+    list_display = ["user", "rpm_limit", "tpm_limit"]
+    search_fields = ["user__username"]
+    autocomplete_fields = ["user"]
+    list_select_related = ["user"]
 
 
 @admin.register(PreferenceVote)

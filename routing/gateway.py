@@ -7,20 +7,19 @@ Exactly one call row is recorded per request, once its outcome is known.
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
-from .call_log import call_logged
+from .admission import call_admit, call_cache_hit_answer, call_cache_lookup, call_cache_store_soon
+from .call_context import CallContext, GatewayResponse
 from .errors import ApiError, error_headers
-from .metering import CallOutcome, CallPlan, Meter
+from .metering import CallPlan, Meter
 from .registry import RegistryUnavailable
 from .registry_version import VERSION_KEY
-from .router import RouteResult, Trace, candidates_for, route_request
+from .router import RouteResult, candidates_for, route_request
 from .runtime import Runtime
 from .schemas import ChatRequest, chat_request_parse
 from .snapshot import KeySnap, ModelSnap, Registry
@@ -31,56 +30,6 @@ CLIENT_GONE = ApiError(499, "The client closed the request.", code="client_disco
 INTERNAL_ERROR = ApiError(500, "Internal error in routerweb.", code="internal_error", type="server_error")
 
 logger = logging.getLogger("routerweb.gateway")
-
-
-@dataclass
-class GatewayResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    stream: "RecordedStream | None" = None
-
-
-@dataclass
-class CallContext:
-    """Who is calling and what happened so far; becomes the call row."""
-
-    source: str
-    key: KeySnap | None = None
-    user_id: int | None = None
-    request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(16))
-    started: float = field(default_factory=time.perf_counter)
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    trace: Trace = field(default_factory=Trace)
-    metering: Any = None  # what the meter reserved for the call (routing/metering.py)
-    snapshot_part: Any = None  # the meter's part of the registry snapshot the call was routed with
-    runtime: Runtime | None = None  # set by chat_completion_run
-
-    def overhead_ms(self) -> float:
-        return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)
-
-    def outcome(self, **fields) -> CallOutcome:
-        """The call row's outcome: what the context knows, plus `fields`."""
-        return CallOutcome(
-            request_id=self.request_id,
-            created_at=self.created_at,
-            source=self.source,
-            user_id=self.user_id,
-            api_key_id=self.key.id if self.key else None,
-            overhead_ms=self.overhead_ms(),
-            attempts=self.trace.as_list(),
-            metering=self.metering,
-            snapshot_part=self.snapshot_part,
-            **fields,
-        )
-
-    def headers(self, model: str = "") -> dict[str, str]:
-        return {
-            "X-Request-Id": self.request_id,
-            "X-Router-Model": model,
-            "X-Router-Attempts": str(self.trace.tries),
-            "X-Router-Overhead-Ms": f"{self.overhead_ms():.2f}",
-        }
 
 
 class RegistryChanged(Exception):
@@ -165,6 +114,10 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         else:
             views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
             _confirm(registry, await runtime.registry.for_token(token))
+        await call_admit(registry, context, chat, candidates)
+        hit = await call_cache_lookup(registry, context, chat, candidates)
+        if hit is not None:
+            return call_cache_hit_answer(registry, context, chat, hit)
         candidates = await _reserve(registry, context, chat, candidates)
         result = await route_request(
             chat.body,
@@ -196,6 +149,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         headers = context.headers(result.model.name)
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
     response = GatewayResponse(200, context.headers(result.model.name), body=result.body)
+    call_cache_store_soon(context, result)
     # Recorded on the event loop's next turn: by then the answer is in the client's socket, so the
     # client (and the requests queued behind this one) never wait for the bookkeeping.
     asyncio.get_running_loop().call_soon(partial(_record, context, chat, result, usage=result.usage))
@@ -314,8 +268,7 @@ def _record(
     client_disconnected: bool = False,
 ) -> None:
     now = time.perf_counter()
-    _record_outcome(
-        context,
+    context.record(
         context.outcome(
             requested=chat.model,
             model=result.model,
@@ -342,8 +295,7 @@ def _record_failure(
     model: ModelSnap | None = None,
 ) -> None:
     status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
-    _record_outcome(
-        context,
+    context.record(
         context.outcome(
             requested=chat.model if chat else "",
             model=model,
@@ -356,19 +308,3 @@ def _record_failure(
             client_disconnected=client_disconnected,
         ),
     )
-
-
-def _record_outcome(context: CallContext, outcome: CallOutcome) -> None:
-    try:
-        context.runtime.meter.record(outcome)
-        _observed(context, outcome)
-    finally:
-        context.runtime.calls_in_flight -= 1
-
-
-def _observed(context: CallContext, outcome: CallOutcome) -> None:
-    """The call's metrics and its log line (routing/metrics.py, routing/call_log.py); never raises."""
-    runtime = context.runtime
-    runtime.metrics.call_observed(outcome)
-    key_prefix = context.key.prefix if context.key else ""
-    call_logged(outcome, key_prefix=key_prefix, tries=context.trace.tries, with_content=runtime.log_content)

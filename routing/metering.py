@@ -30,12 +30,23 @@ if TYPE_CHECKING:  # the registry loads the meter's snapshot part: no import bac
     from .snapshot import ModelSnap
 
 
+@dataclass(frozen=True, slots=True)
+class CacheHitOf:
+    """The call whose stored answer a cache hit replayed: what it cost is what the hit saved."""
+
+    request_id: str
+    created_at: datetime  # prices in force then give the original call's exact cost
+    usage: Usage
+
+
 @dataclass(slots=True)
 class CallOutcome:
     """What happened to one request, as the gateway saw it: what the meter records.
 
     `metering` is what `reserve` returned for the call (the backend's own, opaque to routing), and
-    `snapshot_part` the backend's part of the registry snapshot the call was routed with.
+    `snapshot_part` the backend's part of the registry snapshot the call was routed with. A cache hit
+    (status `cache_hit`) costs nothing and names the call it replayed (`cache_hit_of`), so that the
+    backend can price what it saved; `model` is the model that gave the stored answer.
     """
 
     request_id: str
@@ -60,6 +71,7 @@ class CallOutcome:
     metering: Any = None
     snapshot_part: Any = None
     cost_usd: float | None = None  # set by the meter's record() when it knows the cost (for metrics and logs)
+    cache_hit_of: CacheHitOf | None = None  # status "cache_hit": the call answered from the cache
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,7 +173,7 @@ class GatewayMetrics:
                 counts[(self.failures, attempt["model"], error_class(attempt))] += 1
         if outcome.status == "rejected" and not tried:
             counts[(self.rejections, outcome.error_code or "other")] += 1
-        if outcome.error_code == "cache_hit":
+        if outcome.status == "cache_hit":
             counts[(self.cache_hits, model)] += 1
         if not model:
             return

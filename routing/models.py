@@ -152,6 +152,21 @@ class Route(TimestampedModel):
     name = models.CharField(max_length=100, unique=True, validators=[NAME_VALIDATOR])
     strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.ORDERED)
     description = models.CharField(max_length=200, blank=True)
+    cache_ttl_s = models.PositiveIntegerField(
+        "response cache TTL (s)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Answer identical requests from the response cache for this many seconds. Empty: only "
+        "requests that ask for the cache are cached.",
+    )
+    cache_shared = models.BooleanField(
+        "cache shared by all users",
+        default=False,
+        help_text="Cached answers are reused across users of this route. Off: each user has their own entries.",
+    )
+    # Part of every cache key of the route: the admin's "clear cached answers" moves it on.
+    cache_generation = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -202,6 +217,12 @@ class ApiKey(models.Model):
         default=False,
         help_text="Also accepted by the dashboard's JSON and CSV (its owner's spend and calls). Off: /v1 only.",
     )
+    rpm_limit = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, help_text="Empty: the default for every key (if any)."
+    )
+    tpm_limit = models.PositiveIntegerField(
+        "tokens per minute", null=True, blank=True, help_text="Empty: the default for every key (if any)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -215,6 +236,20 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class UserRateLimit(models.Model):
+    """A user's rate limits over all their API keys and the playground (empty: unlimited)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rate_limit")
+    rpm_limit = models.PositiveIntegerField("requests per minute", null=True, blank=True)
+    tpm_limit = models.PositiveIntegerField("tokens per minute", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "user rate limit"
+
+    def __str__(self) -> str:
+        return f"rate limit of {self.user}"
 
 
 class PreferenceVote(TimestampedModel):

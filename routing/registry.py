@@ -44,7 +44,7 @@ def registry_load() -> Registry:
     The version is read first: the snapshot holds at least that version's changes, so a version read
     later that differs means a reload, never a change missed.
     """
-    from .models import ModelEndpoint, Provider, Route
+    from .models import ModelEndpoint, Provider, Route, UserRateLimit
 
     version = registry_version_read()
     providers = {
@@ -78,6 +78,9 @@ def registry_load() -> Registry:
             name=r.name,
             strategy=r.strategy,
             targets=tuple((by_id[t.model_id], t.weight) for t in r.targets.all()),
+            cache_ttl_s=r.cache_ttl_s,
+            cache_shared=r.cache_shared,
+            cache_generation=r.cache_generation,
         )
         for r in Route.objects.prefetch_related("targets")
     }
@@ -86,6 +89,11 @@ def registry_load() -> Registry:
         models=models,
         routes=routes,
         keys_by_hash=api_keys_load(),
+        user_limits={
+            u.user_id: (u.rpm_limit, u.tpm_limit)
+            for u in UserRateLimit.objects.all()
+            if u.rpm_limit is not None or u.tpm_limit is not None
+        },
         metering=meter().snapshot_part(),
     )
 
@@ -111,6 +119,8 @@ def api_keys_load(*, key_hash: str | None = None) -> dict[str, KeySnap]:
             key_hash=key.key_hash,
             allowed=frozenset(allowed) or None,
             reads_dashboard=key.reads_dashboard,
+            rpm_limit=key.rpm_limit,
+            tpm_limit=key.tpm_limit,
         )
     return keys
 

@@ -22,14 +22,15 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import ModelEndpoint, Provider, Route, RouteTarget
+from .rate_limits_file import rate_limits_apply, rate_limits_errors, rate_limits_export
 from .registry_rules import route_targets_error, validate_weight
 from .registry_version import registry_version_bump
 
 PROVIDER_KEYS = {"name", "api_format", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "enabled"}
 MODEL_KEYS = {"name", "provider", "upstream_model", "context_window", "max_output_tokens", "enabled"}
-ROUTE_KEYS = {"name", "strategy", "description", "targets"}
+ROUTE_KEYS = {"name", "strategy", "description", "targets", "cache_ttl_s", "cache_shared"}
 TARGET_KEYS = {"model", "weight"}
-TOP_KEYS = {"providers", "models", "routes"}
+TOP_KEYS = {"providers", "models", "routes", "rate_limits"}
 
 
 class ModelFileExtension(ABC):
@@ -99,6 +100,7 @@ def registry_import(*, data: dict[str, Any]) -> ImportSummary:
                 _model_upsert(entry, providers, summary)
             for entry in data.get("routes") or []:
                 _route_upsert(entry, summary)
+            summary.updated += rate_limits_apply(data.get("rate_limits"))
     except _EntryError as exc:
         raise RegistryFileError([str(exc)]) from None
     return summary
@@ -109,7 +111,8 @@ def registry_export() -> dict[str, Any]:
     providers = [_provider_export(p) for p in Provider.objects.order_by("name")]
     models = [_model_export(m) for m in ModelEndpoint.objects.select_related("provider").order_by("name")]
     routes = [_route_export(r) for r in Route.objects.prefetch_related("targets__model").order_by("name")]
-    return {"providers": providers, "models": models, "routes": routes}
+    limits = rate_limits_export()
+    return {"providers": providers, "models": models, "routes": routes, **({"rate_limits": limits} if limits else {})}
 
 
 def registry_file_render(data: dict[str, Any]) -> str:
@@ -122,7 +125,8 @@ def registry_file_render(data: dict[str, Any]) -> str:
 def _validate_structure(data: dict[str, Any]) -> None:
     errors: list[str] = []
     for key in sorted(set(data) - TOP_KEYS):
-        errors.append(f"unknown top-level key {key!r} (expected providers, models, routes)")
+        errors.append(f"unknown top-level key {key!r} (expected providers, models, routes, rate_limits)")
+    errors += rate_limits_errors(data.get("rate_limits"))
     for section, keys, required in (
         ("providers", PROVIDER_KEYS, ("name", "base_url")),
         ("models", MODEL_KEYS | set(_model_extensions), ("name", "provider")),
@@ -162,6 +166,14 @@ def _entry_errors(section, index, entry, keys, required, seen) -> list[str]:
                 errors += extension.errors(where, entry[key])
     if section == "routes":
         errors += _targets_errors(where, entry.get("targets"), entry.get("strategy", Route.Strategy.ORDERED))
+    if entry.get("cache_ttl_s") is not None and not (
+        isinstance(entry["cache_ttl_s"], int)
+        and not isinstance(entry["cache_ttl_s"], bool)
+        and entry["cache_ttl_s"] > 0
+    ):
+        errors.append(f"{where}: cache_ttl_s must be a positive integer (seconds) or null")
+    if "cache_shared" in entry and not isinstance(entry["cache_shared"], bool):
+        errors.append(f"{where}: cache_shared must be true or false")
     for number_key in ("timeout_s", "connect_timeout_s", "context_window", "max_output_tokens"):
         if number_key in entry and not _is_positive_number(entry[number_key]):
             errors.append(f"{where}: {number_key} must be a positive number")
@@ -307,7 +319,15 @@ def _model_upsert(entry: dict[str, Any], providers: dict[str, Provider], summary
 
 
 def _route_upsert(entry: dict[str, Any], summary: ImportSummary) -> None:
-    values = _given(entry, {"strategy": ("strategy", str), "description": ("description", lambda v: v or "")})
+    values = _given(
+        entry,
+        {
+            "strategy": ("strategy", str),
+            "description": ("description", lambda v: v or ""),
+            "cache_ttl_s": ("cache_ttl_s", lambda v: v),
+            "cache_shared": ("cache_shared", bool),
+        },
+    )
     route = _upsert(Route, entry["name"], values, f"routes ({entry['name']})", summary, "route")
     wanted = [(t["model"], t.get("weight", 1)) for t in entry["targets"]]
     existing = [(t.model.name, t.weight) for t in route.targets.select_related("model").order_by("position", "id")]
@@ -361,6 +381,10 @@ def _route_export(route: Route) -> dict[str, Any]:
     data: dict[str, Any] = {"name": route.name, "strategy": route.strategy}
     if route.description:
         data["description"] = route.description
+    if route.cache_ttl_s:
+        data["cache_ttl_s"] = route.cache_ttl_s
+    if route.cache_shared:
+        data["cache_shared"] = True
     targets = sorted(route.targets.all(), key=lambda t: (t.position, t.id))
     weighted = route.strategy == Route.Strategy.WEIGHTED
     data["targets"] = [{"model": t.model.name, **({"weight": t.weight} if weighted else {})} for t in targets]

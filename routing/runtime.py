@@ -18,7 +18,9 @@ from django.conf import settings
 from .circuit import CircuitBreaker
 from .metering import Meter, meter
 from .metrics import GatewayMetrics, metrics_process_exit, metrics_refresh
+from .ratelimit import RateLimiter, rate_limiter_build
 from .registry import RegistryCache
+from .response_cache import ResponseCache, response_cache_build
 from .shared_state import SharedState, shared_state
 
 
@@ -28,6 +30,8 @@ class Runtime:
     breaker: CircuitBreaker
     meter: Meter
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    ratelimiter: RateLimiter = field(default_factory=rate_limiter_build)
+    response_cache: ResponseCache = field(default_factory=response_cache_build)
     # Calls started whose outcome is not recorded yet (a stream's lasts until its last byte is sent).
     calls_in_flight: int = 0
     log_content: bool = False  # the call log line carries the prompt (ROUTERWEB_LOG_CONTENT)

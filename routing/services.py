@@ -4,9 +4,11 @@ import hashlib
 import secrets
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import F
 from django.utils import timezone
 
-from .models import API_KEY_PREFIX, ApiKey
+from .models import API_KEY_PREFIX, ApiKey, Route
+from .registry_version import registry_version_bump
 
 
 def api_key_hash(raw_key: str) -> str:
@@ -31,3 +33,10 @@ def api_key_revoke(*, key: ApiKey) -> None:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+
+
+def route_cache_clear(*, route: Route) -> None:
+    """Forget the route's cached answers: its cache generation moves on, so no old key is read again
+    (in force on every worker within a second, as any registry change; old entries expire by TTL)."""
+    Route.objects.filter(pk=route.pk).update(cache_generation=F("cache_generation") + 1)
+    registry_version_bump()

@@ -9,10 +9,10 @@ from django.contrib.auth import get_user_model
 from django.db.models import Model
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from .models import ApiKey, ModelEndpoint, Provider, Route, RouteTarget
+from .models import ApiKey, ModelEndpoint, Provider, Route, RouteTarget, UserRateLimit
 from .registry_version import registry_version_bump
 
-REGISTRY_MODELS = (Provider, ModelEndpoint, Route, RouteTarget, ApiKey)
+REGISTRY_MODELS = (Provider, ModelEndpoint, Route, RouteTarget, ApiKey, UserRateLimit)
 # Saves of a user that change nothing the registry holds: a login stamps `last_login`.
 USER_FIELDS_OUTSIDE_REGISTRY = frozenset({"last_login"})
 

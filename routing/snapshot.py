@@ -37,6 +37,9 @@ class RouteSnap:
     name: str
     strategy: str
     targets: tuple[tuple[ModelSnap, int], ...]  # (model, weight) in position order
+    cache_ttl_s: int | None = None  # the response cache is on for every request (routing/response_cache.py)
+    cache_shared: bool = False  # cached answers are shared by every user of the route
+    cache_generation: int = 0  # part of the route's cache keys; moved on to clear its entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,8 @@ class KeySnap:
     key_hash: str
     allowed: frozenset[str] | None  # model and route names; None means everything
     reads_dashboard: bool = False  # the read scope: the dashboard's JSON and CSV accept this key
+    rpm_limit: int | None = None  # requests and tokens per minute; None: the default for keys, if any
+    tpm_limit: int | None = None
 
     def allows(self, name: str) -> bool:
         return self.allowed is None or name in self.allowed
@@ -60,4 +65,6 @@ class Registry:
     models: dict[str, ModelSnap] = field(default_factory=dict)
     routes: dict[str, RouteSnap] = field(default_factory=dict)
     keys_by_hash: dict[str, KeySnap] = field(default_factory=dict)
+    # user id → (requests, tokens) per minute, None for unlimited (routing/ratelimit.py)
+    user_limits: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)
     metering: Any = None  # the metering backend's part (routing/metering.py), e.g. prices and budgets

@@ -45,6 +45,7 @@ def call_row(
     completion: int = 0,
     estimated: bool = False,
     cost: Decimal | str | None = Decimal(0),
+    saved: Decimal | str | None = None,
     latency_ms: int = 100,
     ttft_ms: int | None = None,
     stream: bool = False,
@@ -68,6 +69,7 @@ def call_row(
         "usage_estimated": estimated,
         "cost_usd": cost,
         "unpriced": cost is None,
+        "saved_usd": saved,
         "latency_ms": latency_ms,
         "ttft_ms": ttft_ms,
         "overhead_ms": 0.5,
@@ -165,6 +167,9 @@ def random_rows(world: dict, rng: random.Random, count: int, now: datetime, star
         if number % 5 == 0 and cost is not None:
             cost = str(cost)  # spooled rows carry strings
         status = "cache_hit" if kind > 0.97 else ("error" if kind > 0.94 else "ok")
+        saved = None
+        if status == "cache_hit":  # a hit costs nothing and saved what the replayed call cost
+            saved, cost = cost, Decimal(0)
         rows.append(
             call_row(
                 **row,
@@ -176,6 +181,7 @@ def random_rows(world: dict, rng: random.Random, count: int, now: datetime, star
                 completion=completion,
                 estimated=status == "error" or rng.random() < 0.03,
                 cost=cost,
+                saved=saved,
                 ttft_ms=rng.choice(LATENCIES + [None, None, rng.randint(0, 5000)]),
             )
         )

@@ -23,6 +23,8 @@ from billing.budget_upkeep import budget_upkeep
 from billing.budgets import budget_allowances
 from billing.recorder import call_recorder
 from routerweb.serve import server_command
+from routing import admission
+from routing.ratelimit import rate_limiter_build
 from routing.runtime import runtime_installed
 from routing.services import api_key_create
 from routing.shared_state import shared_state
@@ -66,6 +68,7 @@ def clean_shared_state(request):
     runtime = runtime_installed()
     if runtime is not None:  # the in-process server's, once it has started
         runtime.registry.clear()
+        runtime.ratelimiter = rate_limiter_build()  # fresh counters (on Redis: removed below)
     budget_allowances().clear()
     if settings.REDIS_URL:
         # Never FLUSHDB: only this run's keys (CACHE_KEY_PREFIX) are removed.
@@ -92,6 +95,9 @@ def calls_settle(timeout_s: float = 3.0) -> None:
     runtime = runtime_installed()
     deadline = time.monotonic() + timeout_s
     while runtime is not None and runtime.calls_in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # and until the answers to cache are stored and the rate limits corrected
+    while (admission.background_tasks or (runtime and not runtime.ratelimiter.settled)) and time.monotonic() < deadline:
         time.sleep(0.01)
     call_recorder().flush()
 

@@ -65,6 +65,16 @@ class Totals(_CallRates):
     cached_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    saved_usd: Decimal = Decimal(0)  # what cache hits saved
+
+    @property
+    def cache_hit_rate(self) -> float:
+        """Share of requests answered from the response cache."""
+        return rate(self.cache_hit_calls, self.calls)
+
+    @property
+    def cache_hit_pct(self) -> float:
+        return self.cache_hit_rate * 100
 
     @property
     def error_pct(self) -> float:
@@ -76,7 +86,8 @@ class Totals(_CallRates):
 
 
 _SLICE_COUNTERS = COUNTERS[: COUNTERS.index("cost_pusd")]  # the plain counts, before cost and histograms
-_SLICE_SUMS = {f"n_{name}": Sum(name) for name in (*_SLICE_COUNTERS, "cost_pusd")}
+_SLICE_SUMS = {f"n_{name}": Sum(name) for name in (*_SLICE_COUNTERS, "cost_pusd", "saved_pusd")}
+_MONEY_SUMS = frozenset({"n_cost_pusd", "n_saved_pusd"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,7 @@ class Slice:
     cached_tokens: int
     completion_tokens: int
     cost_usd: Decimal
+    saved_usd: Decimal = Decimal(0)
 
 
 def call_slices(*, filters: CallFilters) -> list[Slice]:
@@ -115,7 +127,8 @@ def call_slices(*, filters: CallFilters) -> list[Slice]:
             requested=row["requested"],
             status=row["status"],
             cost_usd=usd_from_pusd(row["n_cost_pusd"]),
-            **{name[2:]: int(row[name]) for name in row if name.startswith("n_") and name != "n_cost_pusd"},
+            saved_usd=usd_from_pusd(row["n_saved_pusd"]),
+            **{name[2:]: int(row[name]) for name in row if name.startswith("n_") and name not in _MONEY_SUMS},
         )
         for row in rows
     ]
@@ -124,14 +137,16 @@ def call_slices(*, filters: CallFilters) -> list[Slice]:
 def call_totals(*, slices: Iterable[Slice]) -> Totals:
     """The totals of `slices` (read by `call_slices`)."""
     sums: dict[str, Any] = defaultdict(int)
-    cost = Decimal(0)
+    cost = saved = Decimal(0)
     for piece in slices:
         for name in _SLICE_COUNTERS:
             sums[name] += getattr(piece, name)
         sums[f"{piece.status}_calls"] += piece.calls
         cost += piece.cost_usd
+        saved += piece.saved_usd
     return Totals(
         cost_usd=cost,
+        saved_usd=saved,
         error_calls=sums[f"{Call.Status.ERROR}_calls"],
         rejected_calls=sums[f"{Call.Status.REJECTED}_calls"],
         cache_hit_calls=sums[f"{Call.Status.CACHE_HIT}_calls"],

@@ -114,6 +114,8 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "fallback_rate": totals.fallback_rate,
             "rejected_calls": totals.rejected_calls,
             "cache_hit_calls": totals.cache_hit_calls,
+            "cache_hit_rate": totals.cache_hit_rate,
+            "saved_usd": usd_json(totals.saved_usd),
             "unpriced_calls": totals.unpriced_calls,
             "estimated_calls": totals.estimated_calls,
         },

@@ -35,6 +35,7 @@ _EXPORT_SOURCES = {
             "completion_tokens",
             "usage_estimated",
             "cost_usd",
+            "saved_usd",
             "latency_ms",
             "ttft_ms",
             "attempts",
@@ -79,7 +80,7 @@ def csv_chunks(*, rows: Iterable[tuple[Any, ...]], rows_per_chunk: int = CSV_ROW
 
 def _csv_cells(row: tuple[Any, ...]) -> list[Any]:
     created_at, request_id, user, key, requested, model, provider, status, *numbers = row
-    prompt, cached, completion, estimated, cost, latency, ttft, attempts = numbers
+    prompt, cached, completion, estimated, cost, saved, latency, ttft, attempts = numbers
     return [
         created_at.isoformat(),
         request_id,
@@ -94,6 +95,7 @@ def _csv_cells(row: tuple[Any, ...]) -> list[Any]:
         completion,
         "true" if estimated else "false",
         "" if cost is None else f"{cost:f}",
+        "" if saved is None else f"{saved:f}",
         latency,
         "" if ttft is None else ttft,
         orjson.dumps(attempts).decode(),

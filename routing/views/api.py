@@ -16,10 +16,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response(ApiError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed"))
     authorization = request.headers.get("Authorization", "")
+    cache_header = request.headers.get("X-Router-Cache", "")
 
     def caller(registry: Registry) -> CallContext:
         key = api_key_authenticate(registry.keys_by_hash, authorization)
-        return CallContext(source="api", key=key, user_id=key.user_id)
+        return CallContext(source="api", key=key, user_id=key.user_id, cache_header=cache_header)
 
     result = await chat_completion_run(runtime=runtime_of(request), raw_body=request.body, caller=caller)
     return gateway_http_response(result)

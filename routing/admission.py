@@ -1,0 +1,102 @@
+"""What the gateway does for a call between resolving its candidates and routing it: the rate limits
+(routing/ratelimit.py) and the response cache (routing/response_cache.py).
+
+Each costs a dict lookup when nothing applies: no limit for the key or user, no cache asked for and
+none on the route.
+"""
+
+import asyncio
+import time
+from collections.abc import Coroutine
+
+import orjson
+
+from .call_context import CallContext, GatewayResponse
+from .metering import CacheHitOf
+from .ratelimit import RateLimitExceeded, tokens_bound
+from .response_cache import CachedAnswer, ReplayedStream, cache_key, cache_policy, cached_completion, sse_replay
+from .router import RouteResult
+from .schemas import ChatRequest
+from .snapshot import ModelSnap, Registry
+from .usage import Usage
+
+
+async def call_admit(registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]) -> None:
+    """Count the call against the rate limits that apply (none: a dict lookup); raises the 429."""
+    limiter = context.runtime.ratelimiter
+    limits = limiter.limits_for(registry, key=context.key, user_id=context.user_id)
+    if not limits:
+        return
+    try:
+        context.admission = await limiter.admit(limits, tokens=tokens_bound(chat, candidates))
+    except RateLimitExceeded as refused:
+        context.rate_limit_headers = refused.headers
+        raise
+    if context.admission is not None:
+        context.rate_limit_headers = context.admission.headers
+
+
+async def call_cache_lookup(
+    registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]
+) -> CachedAnswer | None:
+    """The stored answer when the response cache applies and has one (routing/response_cache.py)."""
+    route = registry.routes.get(chat.model)
+    policy = cache_policy(chat, route, context.cache_header)
+    if policy is None:
+        return None
+    key = cache_key(chat=chat, candidates=candidates, policy=policy, user_id=context.user_id, route=route)
+    hit = await context.runtime.response_cache.lookup(key)
+    if hit is None:
+        context.cache_entry = (key, policy)
+    return hit
+
+
+def call_cache_store_soon(context: CallContext, result: RouteResult) -> None:
+    """Store a miss's answer in the background: only a complete answer whose usage the provider gave."""
+    if context.cache_entry is None or not isinstance(result.usage, Usage):
+        return
+    key, policy = context.cache_entry
+    store = context.runtime.response_cache.store(
+        key,
+        policy=policy,
+        body=result.body,
+        model=result.model.name,
+        usage=result.usage,
+        request_id=context.request_id,
+        created_at=context.created_at,
+    )
+    _background(store)
+
+
+background_tasks: set[asyncio.Task] = set()  # held until done (the loop keeps only weak references)
+
+
+def _background(coroutine: Coroutine) -> None:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    background_tasks.add(task)
+    task.add_done_callback(background_tasks.discard)
+
+
+def call_cache_hit_answer(
+    registry: Registry, context: CallContext, chat: ChatRequest, hit: CachedAnswer
+) -> GatewayResponse:
+    """The stored answer (fresh id and created), as JSON or replayed as SSE; recorded as a cache hit."""
+    completion = cached_completion(hit)
+    context.snapshot_part = registry.metering  # the meter prices what the hit saved with it
+    headers = {**context.headers(hit.model), "X-Router-Cache": "hit"}
+    outcome = context.outcome(
+        requested=chat.model,
+        model=registry.models.get(hit.model),
+        status="cache_hit",
+        http_status=200,
+        stream=chat.stream,
+        messages=chat.body.get("messages") or [],
+        usage=Usage(0, 0, 0),
+        latency_ms=round((time.perf_counter() - context.started) * 1000),
+        cache_hit_of=CacheHitOf(request_id=hit.request_id, created_at=hit.created_at, usage=hit.usage),
+    )
+    asyncio.get_running_loop().call_soon(context.record, outcome)
+    if chat.stream:
+        events = sse_replay(completion, include_usage=chat.client_wants_usage)
+        return GatewayResponse(200, headers, stream=ReplayedStream(events))
+    return GatewayResponse(200, headers, body=orjson.dumps(completion))

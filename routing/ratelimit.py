@@ -1,0 +1,296 @@
+"""Rate limits: requests and tokens per minute, per API key and per user, shared by every worker.
+
+Limits come from the registry snapshot (an API key's own, else `ROUTERWEB_KEY_RPM`/`_TPM`; a user's
+`UserRateLimit`), so deciding which apply reads no database; a call with none costs a dict lookup.
+Counting is the `limits` library's sliding window counter (its storages' atomic
+`acquire_sliding_window_entry`, a Lua script on Redis; called on storage keys computed once per limit
+rather than through `SlidingWindowCounterRateLimiter`, which rebuilds them on every call): on Redis
+(`REDIS_URL`) one counter per limit for every worker and machine, else in the worker's memory.
+
+A call is admitted by hitting each limit that applies: 1 request, and for tokens the prompt bound
+(the body's bytes: a provider's token is at least one byte of UTF-8) plus the completion cap (the
+request's `max_tokens`, else the first candidate's `max_output_tokens`, else 4096, times `n`). When
+one refuses, the hits the others took are given back and the call gets `429 rate_limit_exceeded`
+naming the limit. On Redis the limits of a call are hit together, so that their round trips overlap.
+After the call, `correct_soon` replaces the tokens counted by the call's real usage.
+
+The counters failing (Redis down or slow) never refuses a call: it is served without limits, a
+warning is logged at most once a minute, `failures` counts them, and the counters are left alone for
+a second before they are tried again.
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from django.conf import settings
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+
+from .errors import ApiError
+from .schemas import ChatRequest
+from .snapshot import KeySnap, ModelSnap, Registry
+
+logger = logging.getLogger("routerweb.ratelimit")
+T = TypeVar("T")
+
+DEFAULT_COMPLETION_CAP = 4096
+RETRY_STORAGE_AFTER_S = 1.0
+WARN_EVERY_S = 60.0
+KINDS = ("requests", "tokens")
+WINDOW_S = 60
+CORRECT_EVERY_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    kind: str  # "requests" or "tokens"
+    amount: int  # per minute
+    scope: str  # "key" or "user"
+    ident: int
+    key: str = field(init=False, compare=False)  # the limits library's storage key, computed once
+
+    def __post_init__(self) -> None:
+        key = RateLimitItemPerMinute(self.amount, namespace="rw").key_for(self.scope, str(self.ident), self.kind)
+        object.__setattr__(self, "key", key)
+
+    def describe(self) -> str:
+        owner = "this API key" if self.scope == "key" else "your user"
+        return f"{self.amount} {self.kind} per minute of {owner}"
+
+
+@dataclass(frozen=True, eq=False)
+class RateLimitExceeded(ApiError):
+    """A 429 in OpenAI's shape; `headers` carry Retry-After and the x-ratelimit-* headers."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Admission:
+    """What admitting a call counted: the tokens per limit, for `correct`."""
+
+    tokens: int
+    token_limits: tuple[Limit, ...]
+    headers: dict[str, str]
+
+
+def tokens_bound(chat: ChatRequest, candidates: list[ModelSnap]) -> int:
+    """The most tokens the call can use: prompt bound plus completion cap (see the module docstring)."""
+    cap = chat.max_tokens
+    if cap is None:
+        cap = (candidates[0].max_output_tokens if candidates else None) or DEFAULT_COMPLETION_CAP
+    return chat.body_size + cap * chat.choices
+
+
+class RateLimiter:
+    """A worker's rate limiter over `storage` (the limits library's async storage)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        key_rpm: int = 0,
+        key_tpm: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.storage = storage
+        self.concurrent = not isinstance(storage, MemoryStorage)
+        self.key_defaults = (key_rpm or None, key_tpm or None)
+        self.clock = clock
+        self.failures = 0  # calls served without limits because the counters failed
+        self._down_until = 0.0
+        self._warned_at = -math.inf
+        self._corrections: set[asyncio.Task] = set()
+        self._pending: dict[Limit, int] = {}  # tokens to add (negative: give back) per limit
+        self._flush_scheduled = False
+        self._limits: dict[tuple[int, int | None], tuple[Limit, ...]] = {}  # of `_limits_registry`
+        self._limits_registry: Registry | None = None
+
+    def limits_for(self, registry: Registry, *, key: KeySnap | None, user_id: int | None) -> tuple[Limit, ...]:
+        """The limits that apply to a call by `key` (None: the playground) and `user_id`; remembered per
+        registry snapshot, so a call usually costs one dict lookup here."""
+        if registry is not self._limits_registry:
+            self._limits, self._limits_registry = {}, registry
+        cache_key = (key.id if key is not None else 0, user_id)
+        found = self._limits.get(cache_key)
+        if found is None:
+            found = self._limits[cache_key] = self._limits_find(registry, key=key, user_id=user_id)
+        return found
+
+    def _limits_find(self, registry: Registry, *, key: KeySnap | None, user_id: int | None) -> tuple[Limit, ...]:
+        found: list[Limit] = []
+        if key is not None:
+            rpm = key.rpm_limit if key.rpm_limit is not None else self.key_defaults[0]
+            tpm = key.tpm_limit if key.tpm_limit is not None else self.key_defaults[1]
+            if rpm:
+                found.append(Limit("requests", rpm, "key", key.id))
+            if tpm:
+                found.append(Limit("tokens", tpm, "key", key.id))
+        user = registry.user_limits.get(user_id) if user_id is not None else None
+        if user is not None:
+            for kind, amount in zip(KINDS, user, strict=True):
+                if amount:
+                    found.append(Limit(kind, amount, "user", user_id))
+        return tuple(found)
+
+    async def admit(self, limits: tuple[Limit, ...], *, tokens: int) -> Admission | None:
+        """Count a call against `limits`; raises RateLimitExceeded, or returns None when the counters
+        failed (the call is served unlimited)."""
+        if not limits or self.clock() < self._down_until:
+            if limits:
+                self.failures += 1
+            return None
+        costs = [1 if limit.kind == "requests" else tokens for limit in limits]
+        try:
+            acquired = await self._each(
+                self.storage.acquire_sliding_window_entry(limit.key, limit.amount, WINDOW_S, cost)
+                for limit, cost in zip(limits, costs, strict=True)
+            )
+            if not all(acquired):
+                taken = [(limit, cost) for limit, cost, ok in zip(limits, costs, acquired, strict=True) if ok]
+                await self._each(self._add(limit, -cost) for limit, cost in taken)
+                refused = acquired.index(False)
+                raise await self._exceeded(limits, limits[refused], costs[refused])
+            headers = await self._headers(limits)
+        except RateLimitExceeded:
+            raise
+        except Exception as error:  # the counters' storage failed: serve the call (fail open)
+            self._storage_failed(error)
+            return None
+        token_limits = tuple(limit for limit in limits if limit.kind == "tokens")
+        return Admission(tokens=tokens, token_limits=token_limits, headers=headers)
+
+    async def correct(self, admission: Admission, *, tokens: int) -> None:
+        """Replace the tokens counted at admission by `tokens`, the call's real usage."""
+        delta = tokens - admission.tokens
+        if not delta or not admission.token_limits or self.clock() < self._down_until:
+            return
+        try:
+            for limit in admission.token_limits:
+                await self._add(limit, delta)
+        except Exception as error:
+            self._storage_failed(error)
+
+    def correct_soon(self, admission: Admission, *, tokens: int | None) -> None:
+        """`correct` off the request path (from synchronous code on the event loop): the corrections of
+        all calls are summed per limit and applied together every CORRECT_EVERY_S, so a busy worker
+        spends a few storage calls per interval on them, not two per call. `tokens` None: the call's
+        usage is unknown (estimated), the bound counted at admission stays."""
+        if tokens is None or tokens == admission.tokens or not admission.token_limits:
+            return
+        for limit in admission.token_limits:
+            self._pending[limit] = self._pending.get(limit, 0) + tokens - admission.tokens
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(CORRECT_EVERY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self._apply(pending))
+        self._corrections.add(task)
+        task.add_done_callback(self._corrections.discard)
+
+    async def _apply(self, pending: dict[Limit, int]) -> None:
+        if self.clock() < self._down_until:
+            return
+        try:
+            for limit, delta in pending.items():
+                if delta:
+                    await self._add(limit, delta)
+        except Exception as error:
+            self._storage_failed(error)
+
+    @property
+    def settled(self) -> bool:
+        """No correction is waiting or being applied (for tests)."""
+        return not self._pending and not self._corrections
+
+    async def _add(self, limit: Limit, amount: int) -> None:
+        """Add `amount` (negative: give back, never below zero) to the current window of `limit`."""
+        key = _current_window_key(self.storage, limit.key)
+        if amount < 0:
+            amount = -min(-amount, await self.storage.get(key))
+            if not amount:
+                return
+        await self.storage.incr(key, 2 * WINDOW_S, amount=amount)
+
+    async def _exceeded(self, limits: tuple[Limit, ...], limit: Limit, cost: int) -> RateLimitExceeded:
+        _, reset_in = await self._window(limit)
+        retry_after = max(1, math.ceil(reset_in))
+        if cost > limit.amount:
+            message = f"Rate limit exceeded: this request may use {cost} tokens, more than {limit.describe()}."
+        else:
+            message = f"Rate limit exceeded: {limit.describe()}. Try again in {retry_after}s."
+        headers = await self._headers(limits)
+        headers["Retry-After"] = str(retry_after)
+        return RateLimitExceeded(429, message, code="rate_limit_exceeded", headers=headers)
+
+    async def _headers(self, limits: tuple[Limit, ...]) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
+        tightest: dict[str, tuple[int, int, float]] = {}
+        windows = await self._each(self._window(limit) for limit in limits)
+        for limit, (remaining, reset_in) in zip(limits, windows, strict=True):
+            if limit.kind not in tightest or remaining < tightest[limit.kind][1]:
+                tightest[limit.kind] = (limit.amount, remaining, reset_in)
+        headers = {}
+        for kind, (amount, remaining, reset_in) in tightest.items():
+            headers[f"x-ratelimit-limit-{kind}"] = str(amount)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+            headers[f"x-ratelimit-reset-{kind}"] = f"{reset_in:.3f}".rstrip("0").rstrip(".") + "s"
+        return headers
+
+    async def _each(self, calls: Iterable[Awaitable[T]]) -> list[T]:
+        """Await `calls`: together on Redis (their round trips overlap), one after the other in memory
+        (no I/O to overlap, and a task per call would cost more than the call)."""
+        if self.concurrent:
+            return list(await asyncio.gather(*calls))
+        return [await call for call in calls]
+
+    async def _window(self, limit: Limit) -> tuple[int, float]:
+        """What is left of `limit` and in how many seconds more frees up: the library's
+        SlidingWindowCounterRateLimiter.get_window_stats, on the precomputed key."""
+        previous, previous_ttl, current, current_ttl = await self.storage.get_sliding_window(limit.key, WINDOW_S)
+        remaining = max(0, limit.amount - math.floor(previous * previous_ttl / WINDOW_S + current))
+        reset_in = math.inf
+        if previous:
+            reset_in = previous_ttl % (WINDOW_S / previous)
+        if current:
+            reset_in = min(reset_in, current_ttl % WINDOW_S)
+        return remaining, 0.0 if reset_in == math.inf else reset_in
+
+    def _storage_failed(self, error: Exception) -> None:
+        self.failures += 1
+        now = self.clock()
+        self._down_until = now + RETRY_STORAGE_AFTER_S
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            logger.warning("rate limit counters unavailable (%s); serving calls without rate limits", error)
+
+
+def _current_window_key(storage: Storage, key: str) -> str:
+    """The storage key of the sliding window's current counter (the library keeps it private)."""
+    if isinstance(storage, RedisStorage):
+        return storage._current_window_key(key)
+    return storage.sliding_window_keys(key, WINDOW_S, time.time())[1]
+
+
+def rate_limiter_build() -> RateLimiter:
+    """The worker's rate limiter from the settings: Redis with REDIS_URL, else the worker's memory."""
+    if settings.REDIS_URL:
+        prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+        storage: Storage = RedisStorage(
+            "async+" + settings.REDIS_URL,
+            implementation="redispy",
+            key_prefix=f"{prefix}:rw:limits",
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
+    else:
+        storage = MemoryStorage()
+    return RateLimiter(storage, key_rpm=settings.ROUTERWEB_KEY_RPM, key_tpm=settings.ROUTERWEB_KEY_TPM)

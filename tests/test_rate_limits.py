@@ -1,0 +1,161 @@
+"""Rate limits through the live gateway: the exact boundary, OpenAI's headers, TPM correction, users,
+the playground, Redis down (fail open) and two worker processes sharing one counter."""
+
+import asyncio
+import logging
+
+import httpx
+import openai
+import pytest
+from django.test import override_settings
+from limits.aio.storage import MemoryStorage, RedisStorage
+
+from routing.models import ApiKey, UserRateLimit
+from routing.ratelimit import Limit, RateLimiter, rate_limiter_build
+from routing.runtime import runtime_installed
+from routing.services import api_key_create
+from tests.conftest import calls_settle
+from tests.test_playground_api import login  # noqa: F401 (the fixture)
+
+HELLO = [{"role": "user", "content": "hello router"}]
+HEADERS = [f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")]
+
+
+def chat(http, model="echo-model", **body):
+    return http.post("/v1/chat/completions", json={"model": model, "messages": HELLO, **body})
+
+
+def test_requests_per_minute_boundary_and_headers(http, fake_model, user, recorded_calls):
+    fake_model("echo-model", "echo+words=3")
+    ApiKey.objects.filter(user=user).update(rpm_limit=3)
+    for n in range(3):
+        answer = chat(http)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-ratelimit-limit-requests"] == "3"
+        assert answer.headers["x-ratelimit-remaining-requests"] == str(2 - n)
+        assert answer.headers["x-ratelimit-reset-requests"].endswith("s")
+    refused = chat(http)
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+    assert "3 requests per minute of this API key" in error["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    calls_settle()
+    rows = recorded_calls()
+    assert [row.status for row in rows].count("ok") == 3
+    (rejected,) = [row for row in rows if row.status == "rejected"]
+    assert (rejected.http_status, rejected.error_code, rejected.cost_usd) == (429, "rate_limit_exceeded", 0)
+
+
+def test_no_limit_no_headers(http, fake_model):
+    fake_model("echo-model")
+    answer = chat(http)
+    assert answer.status_code == 200
+    assert not any(name in answer.headers for name in HEADERS)
+
+
+def test_tokens_per_minute_counts_the_bound_then_corrects_to_usage(http, fake_model, user):
+    fake_model("echo-model", "echo+words=3")
+    ApiKey.objects.filter(user=user).update(tpm_limit=5000)
+    answer = chat(http, max_tokens=1000)
+    assert answer.status_code == 200, answer.text
+    usage = answer.json()["usage"]
+    counted = int(answer.headers["x-ratelimit-limit-tokens"]) - int(answer.headers["x-ratelimit-remaining-tokens"])
+    assert counted >= 1000 + usage["prompt_tokens"]  # the bound: body bytes + max_tokens
+    calls_settle()
+    second = chat(http, max_tokens=10)
+    bound_2 = 5000 - int(second.headers["x-ratelimit-remaining-tokens"])
+    # The first call now counts its real usage, the second its bound.
+    assert bound_2 < usage["total_tokens"] + 10 + 200
+    too_big = chat(http, max_tokens=6000)
+    assert too_big.status_code == 429
+    assert "more than 5000 tokens per minute of this API key" in too_big.json()["error"]["message"]
+
+
+def test_sdk_backs_off_on_429(gateway, fake_model, user, api_key):
+    fake_model("echo-model")
+    ApiKey.objects.filter(user=user).update(rpm_limit=1)
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=api_key, max_retries=0)
+    client.chat.completions.create(model="echo-model", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="echo-model", messages=HELLO)
+    assert refused.value.code == "rate_limit_exceeded"
+    assert refused.value.response.headers["retry-after"]
+
+
+def test_user_limit_spans_keys_and_the_playground(gateway, fake_model, user, login):  # noqa: F811
+    fake_model("echo-model")
+    UserRateLimit.objects.create(user=user, rpm_limit=2)
+    keys = [api_key_create(user=user, name=f"k{i}")[1] for i in range(2)]
+    answers = [
+        httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={"model": "echo-model", "messages": HELLO},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        for key in keys
+    ]
+    assert [a.status_code for a in answers] == [200, 200]
+    browser = login("alice", "pw-alice-123")  # through the live server, as the page does
+    played = browser.post("/playground/api/chat", json={"model": "echo-model", "messages": HELLO})
+    assert played.status_code == 429, played.text
+    assert "your user" in played.json()["error"]["message"]
+
+
+@override_settings(ROUTERWEB_KEY_RPM=2)
+def test_default_for_every_key(http, fake_model, user):
+    fake_model("echo-model")
+    runtime_installed().ratelimiter = rate_limiter_build()
+    assert [chat(http).status_code for _ in range(3)] == [200, 200, 429]
+    key = ApiKey.objects.get(user=user)
+    key.rpm_limit = 10  # a key's own limit wins
+    key.save()
+    assert chat(http).status_code == 200
+
+
+class BrokenStorage(MemoryStorage):
+    async def get_sliding_window(self, *args):
+        raise ConnectionError("redis down")
+
+    async def acquire_sliding_window_entry(self, *args):
+        raise ConnectionError("redis down")
+
+
+def test_counters_down_fail_open_with_warning_and_counter(caplog):
+    limiter = RateLimiter(BrokenStorage(), clock=lambda: 100.0)
+    limits = (Limit("requests", 1, "key", 1),)
+    with caplog.at_level(logging.WARNING, logger="routerweb.ratelimit"):
+        for _ in range(3):
+            assert asyncio.run(limiter.admit(limits, tokens=10)) is None
+    assert limiter.failures == 3
+    assert len([r for r in caplog.records if "serving calls without rate limits" in r.message]) == 1
+
+
+def test_redis_down_serves_calls(http, fake_model, user, caplog):
+    fake_model("echo-model")
+    ApiKey.objects.filter(user=user).update(rpm_limit=1)
+    runtime = runtime_installed()
+    runtime.ratelimiter = RateLimiter(
+        RedisStorage("async+redis://127.0.0.1:1/0", implementation="redispy", socket_connect_timeout=0.2)
+    )
+    with caplog.at_level(logging.WARNING, logger="routerweb.ratelimit"):
+        assert [chat(http).status_code for _ in range(3)] == [200, 200, 200]
+    assert runtime.ratelimiter.failures == 3
+    assert "rate limit counters unavailable" in caplog.text
+
+
+def test_two_workers_share_one_counter(gateway_worker_process, fake_model, user, api_key):
+    fake_model("echo-model")
+    ApiKey.objects.filter(user=user).update(rpm_limit=4)
+    urls = [gateway_worker_process(), gateway_worker_process()]
+    statuses = []
+    for n in range(6):
+        answer = httpx.post(
+            f"{urls[n % 2]}/v1/chat/completions",
+            json={"model": "echo-model", "messages": HELLO},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=10,
+        )
+        statuses.append(answer.status_code)
+    assert statuses == [200, 200, 200, 200, 429, 429]
