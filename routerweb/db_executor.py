@@ -9,8 +9,8 @@ shutdown and before a test database is dropped.
 A database restart leaves every thread with a dead connection. A call that fails with a
 connection-level error (`OperationalError`, `InterfaceError`) before anything it did could have
 committed (on its first statement, or inside its first transaction, which the server rolls back)
-is run once more on a new connection. A call that fails after a statement was autocommitted or a
-transaction ended is not retried.
+is run again on a new connection (up to RECONNECT_TRIES times). A call that fails after a
+statement was autocommitted or a transaction ended is not retried.
 """
 
 import asyncio
@@ -37,7 +37,7 @@ class DbExecutor:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="db")
 
     async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """`func(*args, **kwargs)` in one of the pool's threads; run twice if it fails on a broken
+        """`func(*args, **kwargs)` in one of the pool's threads; run again if it fails on a broken
         connection before anything it did could have committed (its first statement, or inside its
         first transaction: the server rolled that back). `func` must have no effect outside the
         database before then, and a second run after a commit whose answer was lost must be harmless
@@ -78,21 +78,23 @@ class _CommitPoints:
         return result
 
 
+# Fresh connections tried after a lost one: a restart (or a sweep of terminated backends) can take the
+# next connection too before the pool's check sees it.
+RECONNECT_TRIES = 3
+
+
 def _with_thread_connection(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    commit_points = _CommitPoints()
-    try:
-        with connection.execute_wrapper(commit_points):
-            return func(*args, **kwargs)
-    except (InterfaceError, OperationalError) as error:
-        connection.close()  # broken (a database restart?): the next statement on this thread reconnects
-        if commit_points.committed:
-            raise
-        logger.warning("database connection lost before anything committed (%s); retrying on a new one", error)
-    try:
-        return func(*args, **kwargs)
-    except (InterfaceError, OperationalError):
-        connection.close()
-        raise
+    for tries_left in range(RECONNECT_TRIES, -1, -1):
+        commit_points = _CommitPoints()
+        try:
+            with connection.execute_wrapper(commit_points):
+                return func(*args, **kwargs)
+        except (InterfaceError, OperationalError) as error:
+            connection.close()  # broken (a database restart?): the next statement on this thread reconnects
+            if commit_points.committed or not tries_left:
+                raise
+            logger.warning("database connection lost before anything committed (%s); retrying on a new one", error)
+    raise AssertionError("unreachable")
 
 
 db_executor = DbExecutor()
