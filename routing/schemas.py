@@ -47,13 +47,17 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
     body = json_object_parse(raw)
     model = body.get("model")
     if not _is_name(model):
-        raise invalid_param("model", "you must provide a model or route name (non-empty, no control characters)")
+        raise invalid_param(
+            "model", f"you must provide a model or route name (1 to {NAME_MAX} characters, no control characters)"
+        )
     _check_messages(body.get("messages"))
     stream = _optional(body, "stream", bool, False)
     stream_options = _optional(body, "stream_options", dict, None)
     fallback_models = _optional(body, "fallback_models", list, [])
     if not all(_is_name(name) for name in fallback_models):
-        raise invalid_param("fallback_models", "must be a list of model or route names (no control characters)")
+        raise invalid_param(
+            "fallback_models", f"must be a list of model or route names (at most {NAME_MAX} characters, printable)"
+        )
     caps = [_positive_int(body, key, MAX_TOKENS_LIMIT) for key in ("max_tokens", "max_completion_tokens")]
     max_tokens = max((cap for cap in caps if cap is not None), default=None)
     choices = _positive_int(body, "n", CHOICES_LIMIT) or 1
@@ -75,9 +79,14 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
     )
 
 
+# The longest name the registry holds (routing.models.NAME_VALIDATOR): a longer one names nothing, and
+# refusing it here keeps a client's megabyte-long "name" out of rows, logs and error messages.
+NAME_MAX = 100
+
+
 def _is_name(value: Any) -> bool:
-    """A model or route name: a non-empty string without control characters (which no registry name has)."""
-    return isinstance(value, str) and value != "" and value.isprintable()
+    """A model or route name: 1 to NAME_MAX printable characters (no registry name has any other)."""
+    return isinstance(value, str) and 0 < len(value) <= NAME_MAX and value.isprintable()
 
 
 def _check_messages(messages: Any) -> None:
