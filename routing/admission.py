@@ -18,6 +18,7 @@ from .response_cache import CachedAnswer, ReplayedStream, cache_key, cache_polic
 from .router import RouteResult
 from .schemas import ChatRequest
 from .snapshot import ModelSnap, Registry
+from .streaming import StreamRelay
 from .usage import Usage
 
 
@@ -55,13 +56,27 @@ def call_cache_store_soon(context: CallContext, result: RouteResult) -> None:
     """Store a miss's answer in the background: only a complete answer whose usage the provider gave."""
     if context.cache_entry is None or not isinstance(result.usage, Usage):
         return
+    _cache_store_soon(context, result.model, result.body, result.usage)
+
+
+def call_cache_store_stream_soon(context: CallContext, model: ModelSnap, relay: StreamRelay) -> None:
+    """Store a streamed miss's answer in the background: only a stream that reached its end with the
+    usage the provider gave, of one choice's text (streamed tool calls are not assembled for it)."""
+    if context.cache_entry is None or not isinstance(relay.usage, Usage):
+        return
+    completion = relay.completion()
+    if completion is not None:
+        _cache_store_soon(context, model, completion, relay.usage)
+
+
+def _cache_store_soon(context: CallContext, model: ModelSnap, completion: dict | bytes, usage: Usage) -> None:
     key, policy = context.cache_entry
     store = context.runtime.response_cache.store(
         key,
         policy=policy,
-        body=result.body,
-        model=result.model.name,
-        usage=result.usage,
+        completion=completion,
+        model=model.name,
+        usage=usage,
         request_id=context.request_id,
         created_at=context.created_at,
     )

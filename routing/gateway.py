@@ -13,7 +13,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from .admission import call_admit, call_cache_hit_answer, call_cache_lookup, call_cache_store_soon
+from .admission import (
+    call_admit,
+    call_cache_hit_answer,
+    call_cache_lookup,
+    call_cache_store_soon,
+    call_cache_store_stream_soon,
+)
 from .call_context import CallContext, GatewayResponse
 from .errors import ApiError, error_headers
 from .metering import CallPlan, Meter
@@ -241,6 +247,8 @@ class RecordedStream:
                 self.context.trace.stream_broke(
                     content_chunks=self.relay.content_chunks, reason=self.relay.failure.reason
                 )
+            elif self._completed:
+                call_cache_store_stream_soon(self.context, self.result.model, self.relay)
             # On the loop's next turn, as for a non-streamed answer: the end of the response goes first.
             record = partial(
                 _record,

@@ -2,16 +2,16 @@
 
 Limits come from the registry snapshot (an API key's own, else `ROUTERWEB_KEY_RPM`/`_TPM`; a user's
 `UserRateLimit`), so deciding which apply reads no database; a call with none costs a dict lookup.
-Counting is the `limits` library's sliding window counter (its storages' atomic
-`acquire_sliding_window_entry`, a Lua script on Redis; called on storage keys computed once per limit
-rather than through `SlidingWindowCounterRateLimiter`, which rebuilds them on every call): on Redis
+Counting is the `limits` library's sliding window counter (routing/rate_windows.py: its Lua scripts
+on Redis, its memory storage otherwise), on storage keys computed once per limit: on Redis
 (`REDIS_URL`) one counter per limit for every worker and machine, else in the worker's memory.
 
 A call is admitted by hitting each limit that applies: 1 request, and for tokens the prompt bound
 (the body's bytes: a provider's token is at least one byte of UTF-8) plus the completion cap (the
 request's `max_tokens`, else the first candidate's `max_output_tokens`, else 4096, times `n`). When
 one refuses, the hits the others took are given back and the call gets `429 rate_limit_exceeded`
-naming the limit. On Redis the limits of a call are hit together, so that their round trips overlap.
+naming the limit. A call's limits are hit, and their windows read for the headers, in one exchange
+(one round trip on Redis).
 After the call, `correct_soon` replaces the tokens counted by the call's real usage.
 
 The counters failing (Redis down or slow) never refuses a call: it is served without limits, a
@@ -23,26 +23,25 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
 from .errors import ApiError
+from .rate_windows import MemoryWindows, RedisWindows, SlidingWindows, WindowState
+from .redis_pipe import RedisPipe
 from .schemas import ChatRequest
+from .shared_state import REDIS_TIMEOUT_S
 from .snapshot import KeySnap, ModelSnap, Registry
 
 logger = logging.getLogger("routerweb.ratelimit")
-T = TypeVar("T")
 
 DEFAULT_COMPLETION_CAP = 4096
 RETRY_STORAGE_AFTER_S = 1.0
 WARN_EVERY_S = 60.0
 KINDS = ("requests", "tokens")
-WINDOW_S = 60
 CORRECT_EVERY_S = 0.1
 
 
@@ -88,18 +87,17 @@ def tokens_bound(chat: ChatRequest, candidates: list[ModelSnap]) -> int:
 
 
 class RateLimiter:
-    """A worker's rate limiter over `storage` (the limits library's async storage)."""
+    """A worker's rate limiter over `windows` (routing/rate_windows.py: Redis or this worker's memory)."""
 
     def __init__(
         self,
-        storage: Storage,
+        windows: SlidingWindows,
         *,
         key_rpm: int = 0,
         key_tpm: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.storage = storage
-        self.concurrent = not isinstance(storage, MemoryStorage)
+        self.windows = windows
         self.key_defaults = (key_rpm or None, key_tpm or None)
         self.clock = clock
         self.failures = 0  # calls served without limits because the counters failed
@@ -147,23 +145,28 @@ class RateLimiter:
             return None
         costs = [1 if limit.kind == "requests" else tokens for limit in limits]
         try:
-            acquired = await self._each(
-                self.storage.acquire_sliding_window_entry(limit.key, limit.amount, WINDOW_S, cost)
-                for limit, cost in zip(limits, costs, strict=True)
-            )
-            if not all(acquired):
-                taken = [(limit, cost) for limit, cost, ok in zip(limits, costs, acquired, strict=True) if ok]
-                await self._each(self._add(limit, -cost) for limit, cost in taken)
-                refused = acquired.index(False)
-                raise await self._exceeded(limits, limits[refused], costs[refused])
-            headers = await self._headers(limits)
-        except RateLimitExceeded:
-            raise
+            windows = await self.windows.hit([limit.key for limit in limits], [limit.amount for limit in limits], costs)
+            refused = next((i for i, window in enumerate(windows) if not window.acquired), None)
+            if refused is not None:
+                windows = [
+                    await self._give_back(limit, cost, window)
+                    for limit, cost, window in zip(limits, costs, windows, strict=True)
+                ]
         except Exception as error:  # the counters' storage failed: serve the call (fail open)
             self._storage_failed(error)
             return None
+        headers = _headers(limits, windows)
+        if refused is not None:
+            raise _exceeded(limits[refused], costs[refused], windows[refused], headers)
         token_limits = tuple(limit for limit in limits if limit.kind == "tokens")
         return Admission(tokens=tokens, token_limits=token_limits, headers=headers)
+
+    async def _give_back(self, limit: Limit, cost: int, window: WindowState) -> WindowState:
+        """Undo a hit that a refused call took; the window's state without it."""
+        if not window.acquired:
+            return window
+        await self.windows.add(limit.key, -cost)
+        return replace(window, current=max(0, window.current - cost))
 
     async def correct(self, admission: Admission, *, tokens: int) -> None:
         """Replace the tokens counted at admission by `tokens`, the call's real usage."""
@@ -172,7 +175,7 @@ class RateLimiter:
             return
         try:
             for limit in admission.token_limits:
-                await self._add(limit, delta)
+                await self.windows.add(limit.key, delta)
         except Exception as error:
             self._storage_failed(error)
 
@@ -202,7 +205,7 @@ class RateLimiter:
         try:
             for limit, delta in pending.items():
                 if delta:
-                    await self._add(limit, delta)
+                    await self.windows.add(limit.key, delta)
         except Exception as error:
             self._storage_failed(error)
 
@@ -210,59 +213,6 @@ class RateLimiter:
     def settled(self) -> bool:
         """No correction is waiting or being applied (for tests)."""
         return not self._pending and not self._corrections
-
-    async def _add(self, limit: Limit, amount: int) -> None:
-        """Add `amount` (negative: give back, never below zero) to the current window of `limit`."""
-        key = _current_window_key(self.storage, limit.key)
-        if amount < 0:
-            amount = -min(-amount, await self.storage.get(key))
-            if not amount:
-                return
-        await self.storage.incr(key, 2 * WINDOW_S, amount=amount)
-
-    async def _exceeded(self, limits: tuple[Limit, ...], limit: Limit, cost: int) -> RateLimitExceeded:
-        _, reset_in = await self._window(limit)
-        retry_after = max(1, math.ceil(reset_in))
-        if cost > limit.amount:
-            message = f"Rate limit exceeded: this request may use {cost} tokens, more than {limit.describe()}."
-        else:
-            message = f"Rate limit exceeded: {limit.describe()}. Try again in {retry_after}s."
-        headers = await self._headers(limits)
-        headers["Retry-After"] = str(retry_after)
-        return RateLimitExceeded(429, message, code="rate_limit_exceeded", headers=headers)
-
-    async def _headers(self, limits: tuple[Limit, ...]) -> dict[str, str]:
-        """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
-        tightest: dict[str, tuple[int, int, float]] = {}
-        windows = await self._each(self._window(limit) for limit in limits)
-        for limit, (remaining, reset_in) in zip(limits, windows, strict=True):
-            if limit.kind not in tightest or remaining < tightest[limit.kind][1]:
-                tightest[limit.kind] = (limit.amount, remaining, reset_in)
-        headers = {}
-        for kind, (amount, remaining, reset_in) in tightest.items():
-            headers[f"x-ratelimit-limit-{kind}"] = str(amount)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
-            headers[f"x-ratelimit-reset-{kind}"] = f"{reset_in:.3f}".rstrip("0").rstrip(".") + "s"
-        return headers
-
-    async def _each(self, calls: Iterable[Awaitable[T]]) -> list[T]:
-        """Await `calls`: together on Redis (their round trips overlap), one after the other in memory
-        (no I/O to overlap, and a task per call would cost more than the call)."""
-        if self.concurrent:
-            return list(await asyncio.gather(*calls))
-        return [await call for call in calls]
-
-    async def _window(self, limit: Limit) -> tuple[int, float]:
-        """What is left of `limit` and in how many seconds more frees up: the library's
-        SlidingWindowCounterRateLimiter.get_window_stats, on the precomputed key."""
-        previous, previous_ttl, current, current_ttl = await self.storage.get_sliding_window(limit.key, WINDOW_S)
-        remaining = max(0, limit.amount - math.floor(previous * previous_ttl / WINDOW_S + current))
-        reset_in = math.inf
-        if previous:
-            reset_in = previous_ttl % (WINDOW_S / previous)
-        if current:
-            reset_in = min(reset_in, current_ttl % WINDOW_S)
-        return remaining, 0.0 if reset_in == math.inf else reset_in
 
     def _storage_failed(self, error: Exception) -> None:
         self.failures += 1
@@ -273,24 +223,37 @@ class RateLimiter:
             logger.warning("rate limit counters unavailable (%s); serving calls without rate limits", error)
 
 
-def _current_window_key(storage: Storage, key: str) -> str:
-    """The storage key of the sliding window's current counter (the library keeps it private)."""
-    if isinstance(storage, RedisStorage):
-        return storage._current_window_key(key)
-    return storage.sliding_window_keys(key, WINDOW_S, time.time())[1]
+def _exceeded(limit: Limit, cost: int, window: WindowState, headers: dict[str, str]) -> RateLimitExceeded:
+    retry_after = max(1, math.ceil(window.reset_in()))
+    if cost > limit.amount:
+        message = f"Rate limit exceeded: this request may use {cost} tokens, more than {limit.describe()}."
+    else:
+        message = f"Rate limit exceeded: {limit.describe()}. Try again in {retry_after}s."
+    return RateLimitExceeded(
+        429, message, code="rate_limit_exceeded", headers={**headers, "Retry-After": str(retry_after)}
+    )
+
+
+def _headers(limits: tuple[Limit, ...], windows: list[WindowState]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
+    tightest: dict[str, tuple[int, int, WindowState]] = {}
+    for limit, window in zip(limits, windows, strict=True):
+        remaining = window.remaining(limit.amount)
+        if limit.kind not in tightest or remaining < tightest[limit.kind][1]:
+            tightest[limit.kind] = (limit.amount, remaining, window)
+    headers = {}
+    for kind, (amount, remaining, window) in tightest.items():
+        headers[f"x-ratelimit-limit-{kind}"] = str(amount)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = f"{window.reset_in():.3f}".rstrip("0").rstrip(".") + "s"
+    return headers
 
 
 def rate_limiter_build() -> RateLimiter:
     """The worker's rate limiter from the settings: Redis with REDIS_URL, else the worker's memory."""
+    windows: SlidingWindows = MemoryWindows()
     if settings.REDIS_URL:
         prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-        storage: Storage = RedisStorage(
-            "async+" + settings.REDIS_URL,
-            implementation="redispy",
-            key_prefix=f"{prefix}:rw:limits",
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-        )
-    else:
-        storage = MemoryStorage()
-    return RateLimiter(storage, key_rpm=settings.ROUTERWEB_KEY_RPM, key_tpm=settings.ROUTERWEB_KEY_TPM)
+        redis = RedisPipe(settings.REDIS_URL, timeout_s=REDIS_TIMEOUT_S)
+        windows = RedisWindows(redis, key_prefix=f"{prefix}:rw:limits")
+    return RateLimiter(windows, key_rpm=settings.ROUTERWEB_KEY_RPM, key_tpm=settings.ROUTERWEB_KEY_TPM)

@@ -28,10 +28,12 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.cache import caches
-from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache, RedisSerializer
 
 from .errors import ApiError
+from .redis_pipe import RedisPipe
 from .schemas import ChatRequest
+from .shared_state import REDIS_TIMEOUT_S
 from .snapshot import ModelSnap, RouteSnap
 from .usage import Usage
 
@@ -96,19 +98,26 @@ def cache_key(
 
 
 class ResponseCache:
-    """A worker's view of the response cache (Django's cache `alias`)."""
+    """A worker's view of the response cache, Django's cache `alias`: its local memory, read on the
+    event loop (no I/O, no thread hop), or Redis, read and written on the worker's pipelined Redis
+    connection (routing/redis_pipe.py) in the format of Django's RedisCache (its keys and its
+    serializer), so that Django's cache API sees the same entries. Django's RedisCache is synchronous:
+    through it, each lookup was a thread hop and a blocking call (docs/benchmarks.md)."""
 
     def __init__(self, *, alias: str = "default", max_entry_bytes: int, max_total_bytes: int) -> None:
         self.cache = caches[alias]
-        # Local memory answers without I/O: read it on the event loop, no thread hop.
-        self.in_memory = isinstance(self.cache, LocMemCache)
+        self.redis: RedisPipe | None = None
+        if isinstance(self.cache, RedisCache):
+            location = settings.CACHES[alias]["LOCATION"].split(",")[0]  # Django writes to the first server
+            self.redis = RedisPipe(location, decode=False, timeout_s=REDIS_TIMEOUT_S)
+            self.serializer = RedisSerializer()
         self.max_entry_bytes = max_entry_bytes
         self.max_total_bytes = max_total_bytes
         self.hits = self.misses = self.stored = self.refused = 0
 
     async def lookup(self, key: str) -> CachedAnswer | None:
         try:
-            raw = self.cache.get(key) if self.in_memory else await self.cache.aget(key)
+            raw = await self._get(key)
         except Exception:  # the cache is down: a miss, never a failed call
             logger.warning("response cache unavailable for a lookup", exc_info=True)
             raw = None
@@ -126,12 +135,14 @@ class ResponseCache:
         )
 
     async def store(
-        self, key: str, *, policy: CachePolicy, body: bytes, model: str, usage: Usage, request_id: str, created_at
-    ) -> bool:
-        """Store one answer; False when it is over a size cap (or the cache failed)."""
-        completion = orjson.loads(body)
-        completion.pop("id", None)
-        completion.pop("created", None)
+        self, key: str, *, policy: CachePolicy, completion: dict[str, Any] | bytes, model: str, usage: Usage,
+        request_id: str, created_at: datetime,
+    ) -> bool:  # fmt: skip
+        """Store one answer (a chat completion, or its JSON; its `id` and `created` are not kept); False
+        when it is over a size cap (or the cache failed)."""
+        if isinstance(completion, bytes):
+            completion = orjson.loads(completion)
+        completion = {name: value for name, value in completion.items() if name not in ("id", "created")}
         entry = orjson.dumps(
             {
                 "completion": completion,
@@ -145,35 +156,42 @@ class ResponseCache:
             self.refused += 1
             return False
         try:
-            if not await self._total_allows(len(entry)):
-                self.refused += 1
-                return False
-            if self.in_memory:
-                self.cache.set(key, entry, policy.ttl_s)
-            else:
-                await self.cache.aset(key, entry, policy.ttl_s)
+            stored = await self._set_within_total(key, entry, policy.ttl_s)
         except Exception:
             logger.warning("response cache unavailable for a store", exc_info=True)
+            return False
+        if not stored:
+            self.refused += 1
             return False
         self.stored += 1
         return True
 
-    async def _total_allows(self, size: int) -> bool:
+    async def _get(self, key: str) -> bytes | None:
+        if self.redis is None:
+            return self.cache.get(key)
+        (raw,) = await self.redis.execute(("GET", self.cache.make_key(key)))
+        return None if raw is None else self.serializer.loads(raw)
+
+    async def _set_within_total(self, key: str, entry: bytes, ttl_s: int) -> bool:
+        """Store `entry` unless the bytes stored over the last day (every worker's) would pass the cap."""
         day = int(time.time() // MAX_TTL_S)
         current, previous = f"rc-bytes:{day}", f"rc-bytes:{day - 1}"
-        cache = self.cache
-        if self.in_memory:
-            counts = cache.get_many([current, previous])
-        else:
-            counts = await cache.aget_many([current, previous])
-        if sum(counts.values()) + size > self.max_total_bytes:
+        if self.redis is None:
+            if sum(self.cache.get_many([current, previous]).values()) + len(entry) > self.max_total_bytes:
+                return False
+            self.cache.add(current, 0, 2 * MAX_TTL_S)
+            self.cache.incr(current, len(entry))
+            self.cache.set(key, entry, ttl_s)
+            return True
+        current, previous = self.cache.make_key(current), self.cache.make_key(previous)
+        (counts,) = await self.redis.execute(("MGET", current, previous))
+        if sum(int(count or 0) for count in counts) + len(entry) > self.max_total_bytes:
             return False
-        if self.in_memory:
-            cache.add(current, 0, 2 * MAX_TTL_S)
-            cache.incr(current, size)
-        else:
-            await cache.aadd(current, 0, 2 * MAX_TTL_S)
-            await cache.aincr(current, size)
+        await self.redis.execute(
+            ("INCRBY", current, len(entry)),
+            ("EXPIRE", current, 2 * MAX_TTL_S),
+            ("SET", self.cache.make_key(key), self.serializer.dumps(entry), "EX", ttl_s),
+        )
         return True
 
 

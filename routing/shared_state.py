@@ -1,7 +1,7 @@
 """Small shared state for the hot path (registry version token, circuit breakers), async and cheap.
 
-With REDIS_URL set (the same Redis as Django's cache), every worker shares it through Redis with a
-native asyncio client, one per event loop. Without it, the state lives in this process's memory,
+With REDIS_URL set (the same Redis as Django's cache), every worker shares it through Redis, on the
+worker's pipelined connection (routing/redis_pipe.py). Without it, the state lives in this process's memory,
 like Django's local-memory cache: shared by the threads of one process only, the single-process
 default.
 
@@ -10,16 +10,16 @@ memory while Redis does not answer (circuits are then kept per worker), logs one
 outage, tries Redis again at most once a second and goes back to it when it answers.
 """
 
-import asyncio
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Protocol, TypeVar
 
 from django.conf import settings
+
+from .redis_pipe import RedisPipe
 
 logger = logging.getLogger("routerweb.shared_state")
 
@@ -116,35 +116,31 @@ class LocalMemoryState:
 
 
 class RedisState:
-    """Redis with redis-py's asyncio connections, a few per event loop (asyncio sockets belong to one loop).
-
-    Each call takes an idle connection (or opens one), sends its command and reads the reply. The
-    library's `Redis` client and pool do the same with a lock, a health check and observability
-    hooks around every command, paid on every request (docs/architecture.md).
-    """
+    """Redis through the worker's pipelined connection (routing/redis_pipe.py), keys under `prefix`."""
 
     def __init__(self, url: str, prefix: str):
         self.url = url
         self.prefix = prefix
-        self._connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._factory = None
+        self.pipe = RedisPipe(url, timeout_s=REDIS_TIMEOUT_S)
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
-        return await self._call(("MGET", *[self.prefix + k for k in keys]))
+        (values,) = await self.pipe.execute(("MGET", *[self.prefix + k for k in keys]))
+        return values
 
     async def set(self, key: str, value: str, ttl: float) -> None:
-        await self._call(("SET", self.prefix + key, value, "PX", _ms(ttl)))
+        await self.pipe.execute(("SET", self.prefix + key, value, "PX", _ms(ttl)))
 
     async def add(self, key: str, value: str, ttl: float) -> bool:
-        return await self._call(("SET", self.prefix + key, value, "PX", _ms(ttl), "NX")) is not None
+        (reply,) = await self.pipe.execute(("SET", self.prefix + key, value, "PX", _ms(ttl), "NX"))
+        return reply is not None
 
     async def incr(self, key: str, ttl: float) -> int:
         key = self.prefix + key
-        *_, (value, _) = await self._call(("MULTI",), ("INCR", key), ("PEXPIRE", key, _ms(ttl)), ("EXEC",))
+        *_, (value, _) = await self.pipe.execute(("MULTI",), ("INCR", key), ("PEXPIRE", key, _ms(ttl)), ("EXEC",))
         return int(value)
 
     async def delete(self, *keys: str) -> None:
-        await self._call(("DEL", *[self.prefix + k for k in keys]))
+        await self.pipe.execute(("DEL", *[self.prefix + k for k in keys]))
 
     def set_sync(self, key: str, value: str) -> None:
         import redis
@@ -153,53 +149,6 @@ class RedisState:
             self.url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
         ) as client:
             client.set(self.prefix + key, value)
-
-    async def _call(self, *commands: tuple):
-        """Send `commands` in one write on one connection; the last reply (all of them for several).
-
-        An idle connection may have died since its last use (a Redis restart): a connection error on
-        one is retried once on a new connection, as the library's client would.
-        """
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
-        idle = self._idle_connections()
-        if idle:
-            try:
-                return await self._exchange(idle.pop(), commands, idle)
-            except (RedisConnectionError, OSError):
-                pass
-        return await self._exchange(self._new_connection(), commands, idle)
-
-    async def _exchange(self, connection, commands: tuple, idle: list):
-        try:
-            await connection.send_packed_command(connection.pack_commands(commands))  # connects if needed
-            replies = [await connection.read_response() for _ in commands]
-        except BaseException:
-            # A failed or cancelled exchange may leave a reply unread: that connection is not reused.
-            await connection.disconnect(nowait=True)
-            raise
-        idle.append(connection)
-        return replies[0] if len(commands) == 1 else replies
-
-    def _idle_connections(self) -> list:
-        loop = asyncio.get_running_loop()
-        idle = self._connections.get(loop)
-        if idle is None:
-            idle = self._connections[loop] = []
-        return idle
-
-    def _new_connection(self):
-        if self._factory is None:
-            from redis.asyncio import ConnectionPool
-
-            # Only for parsing the URL into a connection class and its arguments (TLS, socket, auth, db).
-            self._factory = ConnectionPool.from_url(
-                self.url,
-                decode_responses=True,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-                socket_timeout=REDIS_TIMEOUT_S,
-            )
-        return self._factory.make_connection()
 
 
 class FailoverState:

@@ -22,6 +22,8 @@ DONE_EVENT = b"data: [DONE]\n\n"
 # Of a streamed answer's text, this many characters are kept (all of them are counted): enough for
 # any record of the answer, while an endless stream cannot fill the worker's memory.
 TEXT_KEPT_CHARS = 1 << 20
+FINISH_REASON_MAX = 40
+MODEL_NAME_MAX = 200
 
 
 class SseParser:
@@ -63,6 +65,9 @@ class StreamRelay(ABC):
         self.started = False  # a content chunk has been seen
         self.first_content_at: float | None = None
         self.finished = False  # [DONE] (or a clean end) was seen
+        self.finish_reason: str | None = None  # of the (first) choice, as the upstream gave it
+        self.text_only = True  # one choice, only text: `completion()` can rebuild the whole answer
+        self.model_name = ""  # the model the upstream named in its chunks
         self.failure: UpstreamFailure | None = None
         # What the usage costs, for the usage chunk the client gets (`usage.cost`); set by the router.
         self.usage_cost: Callable[[Usage], str | None] | None = None
@@ -134,6 +139,40 @@ class StreamRelay(ABC):
             self.text_parts.append(content[: TEXT_KEPT_CHARS - self.text_chars])
         self.text_chars += len(content)
         self.content_chunks += 1
+
+    def note_finish(self, reason: object) -> None:
+        """The choice's finish reason, when it is one OpenAI could give (a short name)."""
+        if isinstance(reason, str) and reason.isidentifier() and len(reason) <= FINISH_REASON_MAX:
+            self.finish_reason = reason
+
+    def note_model(self, name: object) -> None:
+        if not self.model_name and isinstance(name, str) and 0 < len(name) <= MODEL_NAME_MAX:
+            self.model_name = name
+
+    def note_not_text(self) -> None:
+        """The stream carries more than one choice's text (tool calls, a second choice)."""
+        self.text_only = False
+
+    def completion(self) -> dict | None:
+        """The streamed answer as one chat completion (for the response cache), when the stream reached
+        its end cleanly with the whole text of one choice; else None."""
+        if not (self.finished and self.failure is None and self.text_only and self.text_chars <= TEXT_KEPT_CHARS):
+            return None
+        if not isinstance(self.usage, Usage):
+            return None
+        usage = self.usage
+        message = {"role": "assistant", "content": self.text}
+        return {
+            "object": "chat.completion",
+            "model": self.model_name,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "usage": {
+                "prompt_tokens": usage.prompt,
+                "completion_tokens": usage.completion,
+                "total_tokens": usage.prompt + usage.completion,
+                "prompt_tokens_details": {"cached_tokens": usage.cached},
+            },
+        }
 
     def note_started(self) -> None:
         if not self.started:

@@ -8,10 +8,11 @@ import httpx
 import openai
 import pytest
 from django.test import override_settings
-from limits.aio.storage import MemoryStorage, RedisStorage
 
 from routing.models import ApiKey, UserRateLimit
+from routing.rate_windows import MemoryWindows, RedisWindows
 from routing.ratelimit import Limit, RateLimiter, rate_limiter_build
+from routing.redis_pipe import RedisPipe
 from routing.runtime import runtime_installed
 from routing.services import api_key_create
 from tests.conftest import calls_settle
@@ -114,16 +115,13 @@ def test_default_for_every_key(http, fake_model, user):
     assert chat(http).status_code == 200
 
 
-class BrokenStorage(MemoryStorage):
-    async def get_sliding_window(self, *args):
-        raise ConnectionError("redis down")
-
-    async def acquire_sliding_window_entry(self, *args):
+class BrokenWindows(MemoryWindows):
+    async def hit(self, *args):
         raise ConnectionError("redis down")
 
 
 def test_counters_down_fail_open_with_warning_and_counter(caplog):
-    limiter = RateLimiter(BrokenStorage(), clock=lambda: 100.0)
+    limiter = RateLimiter(BrokenWindows(), clock=lambda: 100.0)
     limits = (Limit("requests", 1, "key", 1),)
     with caplog.at_level(logging.WARNING, logger="routerweb.ratelimit"):
         for _ in range(3):
@@ -136,9 +134,7 @@ def test_redis_down_serves_calls(http, fake_model, user, caplog):
     fake_model("echo-model")
     ApiKey.objects.filter(user=user).update(rpm_limit=1)
     runtime = runtime_installed()
-    runtime.ratelimiter = RateLimiter(
-        RedisStorage("async+redis://127.0.0.1:1/0", implementation="redispy", socket_connect_timeout=0.2)
-    )
+    runtime.ratelimiter = RateLimiter(RedisWindows(RedisPipe("redis://127.0.0.1:1/0"), key_prefix="down"))
     with caplog.at_level(logging.WARNING, logger="routerweb.ratelimit"):
         assert [chat(http).status_code for _ in range(3)] == [200, 200, 200]
     assert runtime.ratelimiter.failures == 3

@@ -119,7 +119,7 @@ def test_ttl_expiry(http, fake_model):
         ("echo+status=500", {}),  # errors
         ("echo+nousage", {}),  # estimated usage
         ("echo+drop=2", {"stream": True}),  # dropped streams
-        ("echo", {"stream": True}),  # streams are replayed, never stored
+        ("echo+nousage", {"stream": True}),  # streams without usage
     ],
 )
 def test_never_cached(http, fake_model, fake_upstream, upstream, body):
@@ -156,3 +156,37 @@ def test_entry_size_cap(http, fake_model, monkeypatch):
     chat(http, headers=CACHE)
     calls_settle()
     assert chat(http, headers=CACHE).headers["X-Router-Cache"] == "miss"
+
+
+def test_a_complete_stream_fills_the_cache(client, fake_model, fake_upstream, recorded_calls):
+    fake_model("echo-model", "echo+words=6", price=(1, 2))
+    streamed = client.chat.completions.create(model="echo-model", messages=HELLO, extra_headers=CACHE, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    calls_settle()
+    answer = client.chat.completions.with_raw_response.create(model="echo-model", messages=HELLO, extra_headers=CACHE)
+    assert answer.headers["X-Router-Cache"] == "hit"
+    completion = answer.parse()
+    assert completion.choices[0].message.content == text
+    assert completion.choices[0].finish_reason == "stop"
+    assert (completion.usage.completion_tokens, completion.usage.total_tokens) == (
+        6,
+        completion.usage.prompt_tokens + 6,
+    )
+    replayed = client.chat.completions.create(model="echo-model", messages=HELLO, extra_headers=CACHE, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in replayed if c.choices) == text
+    assert upstream_calls(fake_upstream) == 1
+    calls_settle()
+    original, *hits = recorded_calls()
+    assert original.stream and [hit.status for hit in hits] == ["cache_hit", "cache_hit"]
+    assert all(hit.saved_usd == original.cost_usd > 0 for hit in hits)
+
+
+def test_a_stream_the_client_left_is_not_stored(gateway, fake_model, fake_upstream, user, api_key):
+    fake_model("echo-model", "echo+words=40+chunk-delay=20")
+    body = {"model": "echo-model", "messages": HELLO, "stream": True}
+    headers = {"Authorization": f"Bearer {api_key}", **CACHE}
+    with httpx.Client(base_url=gateway.url, headers=headers) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            next(response.iter_bytes())  # the first chunk, then the client leaves
+        calls_settle()
+        assert http.post("/v1/chat/completions", json=body).headers["X-Router-Cache"] == "miss"

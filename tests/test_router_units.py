@@ -286,12 +286,11 @@ def test_redis_state_recovers_when_redis_drops_its_connections():
 
     async def scenario():
         await state.set("k", "v", ttl=10)
-        (connection,) = state._idle_connections()
-        host, port = connection._writer.get_extra_info("sockname")[:2]
+        connection = await state.pipe._pipe()
+        host, port = connection.transport.get_extra_info("sockname")[:2]
         with redis.Redis(host="127.0.0.1", port=6379) as admin:  # as a Redis restart would
             admin.client_kill_filter(_type=None, addr=f"{host}:{port}")
         assert await state.get_many(["k"]) == ["v"]  # retried once on a new connection
-        (replacement,) = state._idle_connections()
-        assert replacement is not connection
+        assert await state.pipe._pipe() is not connection
 
     run(scenario())

@@ -92,6 +92,7 @@ class OpenAIStreamRelay(StreamRelay):
         choices = event.get("choices")
         if not isinstance(choices, list):
             choices = []
+        self.note_model(event.get("model"))
         for choice in choices:
             if isinstance(choice, dict):
                 self._note_choice(choice)
@@ -114,6 +115,15 @@ class OpenAIStreamRelay(StreamRelay):
         if not isinstance(delta, dict):
             delta = {}
         content = delta.get("content")
+        if (
+            choice.get("index", 0) != 0
+            or delta.get("tool_calls")
+            or content not in (None, "")
+            and not isinstance(content, str)
+        ):
+            self.note_not_text()
+        if choice.get("finish_reason") is not None:
+            self.note_finish(choice["finish_reason"])
         if isinstance(content, str) and content:
             self.note_text(content)
             self.note_started()

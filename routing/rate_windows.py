@@ -1,0 +1,180 @@
+"""The rate limits' counters: the `limits` library's sliding window counter, hit for all of a call's
+limits at once.
+
+A sliding window counter is two fixed one-minute counters, the current minute's and the previous one's;
+a limit's count is the current counter plus the previous one weighted by how much of its minute is still
+inside the sliding window. `hit` takes a call's cost on each limit it fits and returns every window's
+state after that (for the x-ratelimit-* headers and Retry-After), so admitting a call is one exchange:
+
+- `RedisWindows`: the library's own Lua scripts (`acquire_sliding_window.lua`, then `sliding_window.lua`
+  for the state), for every limit of the call, sent in one pipelined write on routerweb's lean Redis
+  connection (routing/redis_pipe.py), keys exactly as the library's `RedisStorage` names
+  them. Each script is atomic on the Redis server, so workers and machines share the counters without
+  a race. Through the library's storage this took four round trips per call through redis-py's client
+  (docs/benchmarks.md).
+- `MemoryWindows`: the library's in-memory storage (`limits.storage.MemoryStorage`: its counters, keys
+  and expiry), for one worker. Its reading and hitting of a window happen without an await in between,
+  on the worker's one event loop, so no other call can come between them.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from hashlib import sha1
+from typing import Protocol
+
+from limits.aio.storage.redis.bridge import RedisBridge
+from limits.storage import MemoryStorage
+from redis.exceptions import ResponseError
+
+from .redis_pipe import RedisPipe, resp_pack, resp_pack_argument
+
+WINDOW_S = 60
+PACKED_KEPT = 10_000  # limits whose packed commands are kept (a few hundred bytes each)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """A limit's sliding window after a hit: whether the hit was taken, and the two counters with the
+    seconds each has left (the previous one's weight is its time left over WINDOW_S)."""
+
+    acquired: bool
+    previous: int
+    previous_ttl: float
+    current: int
+    current_ttl: float
+
+    def remaining(self, amount: int) -> int:
+        return max(0, amount - math.floor(self.previous * self.previous_ttl / WINDOW_S + self.current))
+
+    def reset_in(self) -> float:
+        """Seconds until the window frees up again: the library's `get_window_stats` reset time."""
+        reset = math.inf
+        if self.previous:
+            reset = self.previous_ttl % (WINDOW_S / self.previous)
+        if self.current:
+            reset = min(reset, self.current_ttl % WINDOW_S)
+        return 0.0 if reset == math.inf else reset
+
+
+class SlidingWindows(Protocol):
+    concurrent: bool  # its calls do I/O (worth overlapping)
+
+    async def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> list[WindowState]:
+        """Take `costs[i]` on the window `keys[i]` (limit `amounts[i]` per minute) where it fits; every
+        window's state after that, in order."""
+        raise NotImplementedError
+
+    async def add(self, key: str, amount: int) -> None:
+        """Add `amount` to the window's current counter; a negative amount gives back, never below 0."""
+        raise NotImplementedError
+
+
+class MemoryWindows:
+    concurrent = False
+
+    def __init__(self) -> None:
+        self.storage = MemoryStorage()
+
+    async def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> list[WindowState]:
+        now = time.time()
+        return [self._hit(key, amount, cost, now) for key, amount, cost in zip(keys, amounts, costs, strict=True)]
+
+    def _hit(self, key: str, amount: int, cost: int, now: float) -> WindowState:
+        previous_key, current_key = self.storage.sliding_window_keys(key, WINDOW_S, now)
+        previous = self.storage.get(previous_key)
+        current = self.storage.get(current_key)
+        # The library's MemoryStorage._get_sliding_window_info: the time left of each fixed window.
+        previous_ttl = (1 - (((now - WINDOW_S) / WINDOW_S) % 1)) * WINDOW_S if previous else 0.0
+        current_ttl = (1 - ((now / WINDOW_S) % 1)) * WINDOW_S + WINDOW_S
+        acquired = cost <= amount and math.floor(previous * previous_ttl / WINDOW_S + current) + cost <= amount
+        if acquired:
+            current = self.storage.incr(current_key, 2 * WINDOW_S, amount=cost)
+        return WindowState(acquired, previous, previous_ttl, current, current_ttl)
+
+    async def add(self, key: str, amount: int) -> None:
+        current_key = self.storage.sliding_window_keys(key, WINDOW_S, time.time())[1]
+        if amount > 0:
+            self.storage.incr(current_key, 2 * WINDOW_S, amount=amount)
+        elif amount < 0:
+            self.storage.decr(current_key, min(-amount, self.storage.get(current_key)))
+
+
+class _Script:
+    def __init__(self, source: bytes):
+        self.source = source
+        self.sha = sha1(source).hexdigest()
+
+
+ACQUIRE = _Script(RedisBridge.SCRIPT_ACQUIRE_SLIDING_WINDOW)
+READ = _Script(RedisBridge.SCRIPT_SLIDING_WINDOW)
+
+
+class RedisWindows:
+    concurrent = True
+
+    def __init__(self, redis: RedisPipe, *, key_prefix: str) -> None:
+        self.redis = redis
+        self.key_prefix = key_prefix
+        self._packed: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+
+    def _keys(self, key: str) -> tuple[str, str]:
+        """The previous and current window's keys, as the library's RedisStorage names them."""
+        current = f"{self.key_prefix}:{{{key}}}"
+        return f"{current}/-1", current
+
+    async def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> list[WindowState]:
+        acquires, reads = [], []
+        for key, amount, cost in zip(keys, amounts, costs, strict=True):
+            acquire, read = self._packed.get((key, amount)) or self._pack(key, amount)
+            acquires.append(acquire + resp_pack_argument(cost))
+            reads.append(read)
+        packed, count = b"".join(acquires + reads), 2 * len(keys)
+        try:
+            replies = await self.redis.execute_packed(packed, count)
+        except ResponseError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+            # A Redis that has not seen the scripts yet (new, restarted or flushed).
+            await self.redis.execute(("SCRIPT", "LOAD", ACQUIRE.source), ("SCRIPT", "LOAD", READ.source))
+            replies = await self.redis.execute_packed(packed, count)
+        return [
+            _window_state(acquired, read)
+            for acquired, read in zip(replies[: len(keys)], replies[len(keys) :], strict=True)
+        ]
+
+    def _pack(self, key: str, amount: int) -> tuple[bytes, bytes]:
+        """A limit's two script calls in the Redis protocol: all of the acquire but its last argument
+        (the call's cost), and the read. Packed once per limit: each call only adds its cost."""
+        previous_key, current_key = self._keys(key)
+        acquire = resp_pack((("EVALSHA", ACQUIRE.sha, 2, previous_key, current_key, amount, WINDOW_S, 0),))
+        acquire = acquire[: -len(resp_pack_argument(0))]
+        read = resp_pack((("EVALSHA", READ.sha, 2, previous_key, current_key, WINDOW_S),))
+        if len(self._packed) >= PACKED_KEPT:
+            self._packed.clear()
+        self._packed[key, amount] = acquire, read
+        return acquire, read
+
+    async def add(self, key: str, amount: int) -> None:
+        current_key = self._keys(key)[1]
+        if amount > 0:
+            (value,) = await self.redis.execute(("INCRBY", current_key, amount))
+            if int(value) == amount:  # a new counter: the library's expiry for it
+                await self.redis.execute(("EXPIRE", current_key, 2 * WINDOW_S))
+        elif amount < 0:
+            (value,) = await self.redis.execute(("GET", current_key))
+            taken = min(-amount, int(value or 0))
+            if taken:
+                await self.redis.execute(("DECRBY", current_key, taken))
+
+
+def _window_state(acquired, read) -> WindowState:
+    """The reply of the library's sliding_window.lua, as its RedisStorage reads it (milliseconds)."""
+    previous, previous_ttl, current, current_ttl = read or (0, 0, 0, 0)
+    return WindowState(
+        acquired=bool(acquired),
+        previous=int(previous or 0),
+        previous_ttl=max(0.0, float(previous_ttl or 0)) / 1000,
+        current=int(current or 0),
+        current_ttl=max(0.0, float(current_ttl or 0)) / 1000,
+    )

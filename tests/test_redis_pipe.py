@@ -1,0 +1,116 @@
+"""The hot path's Redis connection (routing/redis_pipe.py) against a real Redis, and a silent server:
+pipelined requests, error replies, timeouts, the database number, and the response cache's entries in
+the format of Django's RedisCache."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from django.core.cache import caches
+from django.test import override_settings
+from redis.exceptions import ResponseError
+
+from routing.redis_pipe import RedisPipe, resp_pack
+from routing.response_cache import CachePolicy, ResponseCache
+from routing.usage import Usage
+
+REDIS = "redis://127.0.0.1:6379/1"
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_resp_pack_matches_redis_py():
+    commands = (("SET", "k", "välue", "PX", 1500), ("EVALSHA", "ab", 2, b"raw", 1.5))
+    connection = redis.Connection()
+    assert resp_pack(commands) == b"".join(connection.pack_commands(commands))
+
+
+def test_concurrent_requests_each_get_their_own_replies():
+    pipe = RedisPipe(REDIS)
+    prefix = f"pipe-{uuid.uuid4().hex[:8]}:"
+
+    async def one(n: int):
+        key = f"{prefix}{n}"
+        _, (value,), _ = await pipe.execute(("SET", key, str(n)), ("MGET", key), ("DEL", key))
+        return value
+
+    async def scenario():
+        return await asyncio.gather(*(one(n) for n in range(200)))
+
+    assert run(scenario()) == [str(n) for n in range(200)]
+
+
+def test_an_error_reply_raises_after_all_replies_and_the_connection_goes_on():
+    pipe = RedisPipe(REDIS)
+    key = f"pipe-{uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        with pytest.raises(ResponseError, match="NOSCRIPT"):
+            await pipe.execute(("SET", key, "1", "EX", 10), ("EVALSHA", "0" * 40, 0))
+        return await pipe.execute(("GET", key))
+
+    assert run(scenario()) == ["1"]  # the SET before the error was applied, and the connection still works
+
+
+def test_bytes_and_the_database_number():
+    pipe = RedisPipe("redis://127.0.0.1:6379/5", decode=False)
+    key = f"pipe-{uuid.uuid4().hex[:8]}"
+    run(pipe.execute(("SET", key, b"\x00\xff", "EX", 10)))
+    with redis.Redis(host="127.0.0.1", port=6379, db=5) as other:
+        assert other.get(key) == b"\x00\xff"
+    assert run(pipe.execute(("GET", key))) == [b"\x00\xff"]
+
+
+def test_a_silent_server_times_out_and_the_connection_is_dropped():
+    connections = []
+
+    async def scenario():
+        async def accept(reader, writer):
+            connections.append(writer)  # reads nothing, answers nothing
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pipe = RedisPipe(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                await pipe.execute(("PING",))
+        server.close()
+
+    run(scenario())
+    assert len(connections) == 2  # the second request did not wait behind the first one's lost replies
+
+
+def test_redis_down_is_a_connection_error():
+    with pytest.raises((redis.exceptions.ConnectionError, OSError)):
+        run(RedisPipe("redis://127.0.0.1:1/0").execute(("PING",)))
+
+
+@override_settings(
+    CACHES={
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS, "KEY_PREFIX": "pipe"},
+    }
+)
+def test_response_cache_entries_are_django_redis_cache_entries():
+    cache = ResponseCache(alias="shared", max_entry_bytes=10_000, max_total_bytes=1_000_000)
+    assert cache.redis is not None
+    key = f"rc:test:{uuid.uuid4().hex}"
+    completion = {"id": "x", "created": 1, "object": "chat.completion", "choices": [], "model": "m"}
+
+    async def scenario():
+        stored = await cache.store(
+            key, policy=CachePolicy(ttl_s=60, shared=False), completion=completion, model="m",
+            usage=Usage(3, 1, 2), request_id="req_1", created_at=datetime(2026, 12, 4, tzinfo=UTC),
+        )  # fmt: skip
+        return stored, await cache.lookup(key)
+
+    stored, hit = run(scenario())
+    assert stored and hit.usage == Usage(3, 1, 2)
+    assert hit.completion == {"object": "chat.completion", "choices": [], "model": "m"}  # no id, no created
+    assert caches["shared"].get(key) is not None  # Django's own RedisCache reads the same entry
+    caches["shared"].delete(key)
+    assert run(cache.lookup(key)) is None
