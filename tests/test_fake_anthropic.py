@@ -106,9 +106,12 @@ def test_injected_errors_have_anthropics_shape(sdk, status, error_class, error_t
 
 
 def test_an_error_event_mid_stream_reaches_the_sdk(sdk):
-    with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
-        with sdk.messages.stream(model="claude+stream-error=2", max_tokens=10, messages=MESSAGES) as stream:
-            list(stream)
+    model = "claude+stream-error=2"
+    with (
+        pytest.raises(anthropic.APIStatusError, match="Overloaded"),
+        sdk.messages.stream(model=model, max_tokens=10, messages=MESSAGES) as stream,
+    ):
+        list(stream)
 
 
 def test_headers_and_required_fields_are_checked(http):
