@@ -1,6 +1,7 @@
 """Test support shared by the test suite (``tests/``) and the benchmarks (``bench/``).
 
-- ``testkit.fake_upstream``: the fake OpenAI-compatible upstream with fault injection (a test double).
+- ``testkit.fake_upstream``: the fake upstream with fault injection (a test double): OpenAI-compatible,
+  and Anthropic's Messages API at ``/messages`` (its wire format in ``testkit.fake_anthropic``).
 - ``testkit.live``: run an ASGI app on a real socket (``serve_asgi``, ``LiveServer``), ``free_port``,
   ``redis_delete_prefix``.
 

@@ -1,4 +1,6 @@
-"""A fake OpenAI-compatible upstream with fault injection, as a pure ASGI application.
+"""A fake upstream with fault injection, as a pure ASGI application: OpenAI-compatible chat
+completions and, at ``/messages``, Anthropic's Messages API (its wire format is in
+``testkit/fake_anthropic.py``).
 
 A test double, never served by the product: it serves the test suite and the benchmarks (so it
 must stay cheap per request and never be the bottleneck). The product's offline demo model is the
@@ -8,6 +10,8 @@ small, bounded routing/demo_provider.py instead. It imports nothing outside the 
 Routes, relative to ``prefix`` (``scope["root_path"]`` is stripped too when the path carries it):
 
 - ``POST {prefix}/chat/completions`` -- the chat endpoint described below.
+- ``POST {prefix}/messages``         -- the Anthropic mode: the same directives and rules in the
+  Messages API's format, its stream events and error shape (see ``testkit/fake_anthropic.py``).
 - ``GET  {prefix}/models``           -- a one-model list (``echo``).
 - ``GET  {prefix}/_fake/stats``      -- counters for tests, see ``FakeUpstream.stats()``.
 - ``POST {prefix}/_fake/reset``      -- zeroes the counters.
@@ -40,6 +44,21 @@ free (``echo``, ``demo-echo``, ``gpt-4o``) and echoed back as ``model``. Directi
                    without a response; the others behave as the rest of the directives say.
 =================  ===============================================================================
 
+Directives of the Anthropic mode (the OpenAI mode accepts the others and ignores them):
+
+=================  ===============================================================================
+``cache-write=W``  ``usage.cache_creation_input_tokens`` = W (default 0); in the OpenAI mode,
+                   ``usage.prompt_tokens_details.cache_write_tokens`` = W when W > 0 (OpenRouter's
+                   field, part of ``prompt_tokens`` there).
+``tool-use``       the answer calls the request's first tool (``stop_reason`` ``tool_use``).
+``bad-usage=K``    every usage count is a hostile value of kind K: ``negative``, ``huge`` (2**40),
+                   ``string``, ``float``, ``null`` or ``bool``.
+``stream-error=N`` streaming: N text deltas, then an ``error`` event (``overloaded_error``) and the
+                   end of the stream, as Anthropic does when it is overloaded mid-stream.
+``odd-events``     streaming: events of unknown types (and a block of an unknown type) before the
+                   last block's stop.
+=================  ===============================================================================
+
 Unknown or ill-formed directives get a 400 (``param: "model"``) so that typos in tests show up.
 Precedence: ``hang``, then ``latency``, then ``status``, then ``malformed``, then ``drop``.
 
@@ -61,6 +80,8 @@ import json
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from testkit import fake_anthropic
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -132,6 +153,11 @@ class _Plan:
         "cached",
         "dense",
         "flaky",
+        "cache_write",
+        "tool_use",
+        "bad_usage",
+        "stream_error",
+        "odd_events",
     )
 
     def __init__(self) -> None:
@@ -149,6 +175,11 @@ class _Plan:
         self.cached = 0
         self.dense = False
         self.flaky = 0.0  # share of requests that fail at random
+        self.cache_write = 0
+        self.tool_use = False
+        self.bad_usage = ""
+        self.stream_error = -1  # -1: no error event
+        self.odd_events = False
 
 
 def _flaky_failure(rng: random.Random) -> _Plan:
@@ -192,6 +223,10 @@ def _apply_flag(plan: _Plan, name: str) -> None:
         plan.usage = False
     elif name == "dense":
         plan.dense = True
+    elif name == "tool-use":
+        plan.tool_use = True
+    elif name == "odd-events":
+        plan.odd_events = True
     else:
         raise _BadDirective(f"Unknown fake-upstream directive {name!r}.")
 
@@ -215,6 +250,16 @@ def _apply_setting(plan: _Plan, name: str, value: str) -> None:
         plan.drop = _non_negative_int(name, value)
     elif name == "cached":
         plan.cached = _non_negative_int(name, value)
+    elif name == "cache-write":
+        plan.cache_write = _non_negative_int(name, value)
+    elif name == "stream-error":
+        plan.stream_error = _non_negative_int(name, value)
+    elif name == "bad-usage":
+        if value not in fake_anthropic.BAD_USAGE_VALUES:
+            raise _BadDirective(
+                f"Directive 'bad-usage' is one of {sorted(fake_anthropic.BAD_USAGE_VALUES)}, got {value!r}."
+            )
+        plan.bad_usage = value
     elif name == "flaky":
         percent = _non_negative_int(name, value)
         if percent > 100:
@@ -272,12 +317,15 @@ def answer_words(messages: list[Any], n: int) -> list[str]:
 
 
 def _usage(messages: list[Any], plan: _Plan) -> dict[str, Any]:
-    prompt = prompt_tokens(messages, dense=plan.dense)
+    prompt = prompt_tokens(messages, dense=plan.dense) + plan.cache_write
+    details = {"cached_tokens": plan.cached}
+    if plan.cache_write:
+        details["cache_write_tokens"] = plan.cache_write
     return {
         "prompt_tokens": prompt,
         "completion_tokens": plan.words,
         "total_tokens": prompt + plan.words,
-        "prompt_tokens_details": {"cached_tokens": plan.cached},
+        "prompt_tokens_details": details,
     }
 
 
@@ -401,6 +449,7 @@ class FakeUpstream:
         self._rng = random.Random()
         self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = {
             f"{self.prefix}/chat/completions": ("POST", self._chat),
+            f"{self.prefix}/messages": ("POST", self._messages),
             f"{self.prefix}/models": ("GET", self._models),
             f"{self.prefix}/_fake/stats": ("GET", self._stats_endpoint),
             f"{self.prefix}/_fake/reset": ("POST", self._reset_endpoint),
@@ -480,9 +529,114 @@ class FakeUpstream:
         if plan.hang:
             await self._hang(receive)
         elif request.get("stream") is True and not (plan.status or plan.malformed):
-            await self._stream(request, plan, receive, send)
+            await self._stream(request, plan, receive, send, self._send_stream)
         else:
-            await self._complete(request, plan, receive, send)
+            await self._complete(plan, receive, send, plan.error, lambda: self._completion_body(request, plan))
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The Anthropic mode: ``POST {prefix}/messages``."""
+        stats = self._stats
+        stats.requests += 1
+        stats.last_headers = _headers_dict(scope)
+        raw = await _read_body(receive)
+        if raw is None:
+            return
+        try:
+            request = json.loads(raw)
+        except ValueError:
+            request = None
+        problem = fake_anthropic.request_problem(request, stats.last_headers)
+        if problem:
+            await send_json(send, *problem)
+            return
+        stats.last_request = request
+        try:
+            plan = self._plan(request["model"])
+        except _BadDirective as exc:
+            await send_json(send, 400, fake_anthropic.error_body(400, str(exc)))
+            return
+        if plan.flaky and self._rng.random() < plan.flaky:
+            stats.flaky_failures += 1
+            plan = _flaky_failure(self._rng)
+        if plan.hang:
+            await self._hang(receive)
+        elif request.get("stream") is True and not (plan.status or plan.malformed):
+            await self._stream(request, plan, receive, send, self._send_anthropic_stream)
+        else:
+            error = fake_anthropic.error_body(plan.status, f"Fake upstream: injected HTTP {plan.status} error.")
+            await self._complete(plan, receive, send, error, lambda: self._message_body(request, plan))
+
+    def _anthropic_answer(
+        self, request: dict[str, Any], plan: _Plan
+    ) -> tuple[list[str], dict | None, str, dict | None]:
+        """The answer's words, tool call, stop reason and usage (None with ``nousage``)."""
+        texts = fake_anthropic.text_messages(request)
+        words = answer_words(texts, min(plan.words, request["max_tokens"]))
+        tool = (
+            fake_anthropic.tool_call(request, f"toolu_fake_{next(self._ids)}", " ".join(words))
+            if plan.tool_use
+            else None
+        )
+        reason = fake_anthropic.stop_reason(cut=plan.words > request["max_tokens"], tool=tool)
+        usage = None
+        if plan.usage:
+            usage = fake_anthropic.usage(
+                prompt_tokens(texts, dense=plan.dense),
+                len(words),
+                cache_write=plan.cache_write,
+                cache_read=plan.cached,
+                bad=plan.bad_usage,
+            )
+        return words, tool, reason, usage
+
+    def _message_body(self, request: dict[str, Any], plan: _Plan) -> bytes:
+        words, tool, reason, usage = self._anthropic_answer(request, plan)
+        return fake_anthropic.message_body(
+            message_id=f"msg_fake_{next(self._ids)}",
+            model=request["model"],
+            text=" ".join(words),
+            tool=tool,
+            reason=reason,
+            usage=usage,
+        )
+
+    async def _send_anthropic_stream(
+        self, request: dict[str, Any], plan: _Plan, gone: asyncio.Event, send: Send
+    ) -> bool:
+        """Send the Messages API event stream; True if it ended normally (an ``error`` event included)."""
+        if not await _pause(plan.latency, gone):
+            return False
+        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *plan.headers]})
+        if plan.empty_stream:
+            await send({"type": "http.response.body", "body": b""})
+            return True
+        words, tool, reason, usage = self._anthropic_answer(request, plan)
+        start_usage = {**usage, "output_tokens": 1} if usage is not None and not plan.bad_usage else usage
+        head = fake_anthropic.stream_head(
+            message_id=f"msg_fake_{next(self._ids)}", model=request["model"], usage=start_usage
+        )
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        overloaded = fake_anthropic.error_event(529, "Overloaded")
+        for index, word in enumerate(words):
+            if index == plan.drop:
+                raise UpstreamDropped(f"drop={plan.drop}: aborting the stream")
+            if index == plan.stream_error:
+                await send({"type": "http.response.body", "body": overloaded})
+                return True
+            if index and plan.chunk_delay and not await _pause(plan.chunk_delay, gone):
+                return False
+            piece = " " + word if index else word
+            await send({"type": "http.response.body", "body": fake_anthropic.text_delta(piece), "more_body": True})
+        if plan.drop >= 0:
+            raise UpstreamDropped(f"drop={plan.drop}: aborting the stream")
+        if plan.stream_error >= 0:
+            await send({"type": "http.response.body", "body": overloaded})
+            return True
+        if gone.is_set():
+            return False
+        tail = fake_anthropic.stream_tail(tool=tool, reason=reason, usage=usage, odd=plan.odd_events)
+        await send({"type": "http.response.body", "body": tail})
+        return True
 
     async def _hang(self, receive: Receive) -> None:
         stats = self._stats
@@ -493,17 +647,19 @@ class FakeUpstream:
             stats.hanging -= 1
         stats.cancelled_streams += 1
 
-    async def _complete(self, request: dict[str, Any], plan: _Plan, receive: Receive, send: Send) -> None:
+    async def _complete(
+        self, plan: _Plan, receive: Receive, send: Send, error: bytes, answer: Callable[[], bytes]
+    ) -> None:
         if plan.latency:
             await asyncio.sleep(plan.latency)
         if plan.status:
-            await send_json(send, plan.status, plan.error, plan.headers)
+            await send_json(send, plan.status, error, plan.headers)
         elif plan.malformed:
             await send_json(send, 200, MALFORMED_BODY, plan.headers)
         elif plan.drop >= 0:
             await _abort_without_response(send, receive)
         else:
-            await send_json(send, 200, self._completion_body(request, plan), plan.headers)
+            await send_json(send, 200, answer(), plan.headers)
 
     def _completion_body(self, request: dict[str, Any], plan: _Plan) -> bytes:
         messages = request["messages"]
@@ -524,14 +680,21 @@ class FakeUpstream:
             completion["usage"] = _usage(messages, plan)
         return _dumps(completion).encode()
 
-    async def _stream(self, request: dict[str, Any], plan: _Plan, receive: Receive, send: Send) -> None:
+    async def _stream(
+        self,
+        request: dict[str, Any],
+        plan: _Plan,
+        receive: Receive,
+        send: Send,
+        sender: Callable[[dict[str, Any], _Plan, asyncio.Event, Send], Awaitable[bool]],
+    ) -> None:
         stats = self._stats
         stats.active_streams += 1
         gone = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         finished = False
         try:
-            finished = await self._send_stream(request, plan, gone, send)
+            finished = await sender(request, plan, gone, send)
         finally:
             watcher.cancel()
             stats.active_streams -= 1
