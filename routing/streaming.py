@@ -170,7 +170,7 @@ class StreamRelay(ABC):
                 "prompt_tokens": usage.prompt,
                 "completion_tokens": usage.completion,
                 "total_tokens": usage.prompt + usage.completion,
-                "prompt_tokens_details": {"cached_tokens": usage.cached},
+                "prompt_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": usage.cache_write},
             },
         }
 

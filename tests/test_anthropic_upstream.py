@@ -8,6 +8,7 @@ from decimal import Decimal
 import openai
 import pytest
 
+from tests.conftest import calls_settle
 from tests.factories import model_create, provider_create, route_create
 
 MESSAGES = [
@@ -427,3 +428,28 @@ def test_an_openai_compatible_upstreams_cache_writes_are_priced_too(client, fake
     [call] = recorded_calls()
     assert (call.prompt_tokens, call.cached_tokens, call.cache_write_tokens) == (22, 4, 10)
     assert call.cost_usd == (8 * Decimal(3) + 4 * Decimal("0.3") + 10 * Decimal("3.75") + 2 * Decimal(15)) / 10**6
+
+
+def test_a_text_stream_fills_the_response_cache_and_a_tool_call_stream_does_not(client, claude_model, fake_upstream):
+    claude_model("claude", "claude+words=3+cache-write=2")
+    cache = {"X-Router-Cache": "true"}
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="claude", messages=MESSAGES, stream=True, extra_headers=cache)
+        if c.choices
+    )
+    calls_settle()
+    hit = client.chat.completions.with_raw_response.create(model="claude", messages=MESSAGES, extra_headers=cache)
+    assert hit.headers["X-Router-Cache"] == "hit"
+    assert hit.parse().choices[0].message.content == text
+    assert hit.parse().choices[0].finish_reason == "stop"
+
+    claude_model("claude-tools", "claude+tool-use+words=2")
+    tool_ask = [{"role": "user", "content": "find it"}]
+    for _ in range(2):
+        chunks = client.chat.completions.with_raw_response.create(
+            model="claude-tools", messages=tool_ask, tools=TOOLS, stream=True, extra_headers=cache
+        )
+        assert chunks.headers["X-Router-Cache"] == "miss"
+        list(chunks.parse())
+        calls_settle()

@@ -115,6 +115,11 @@ class AnthropicStreamRelay(StreamRelay):
     def _note_chunk(self, chunk: dict[str, Any]) -> None:
         choice = chunk["choices"][0]
         content = choice["delta"].get("content")
+        self.note_model(chunk.get("model"))
+        if choice["delta"].get("tool_calls"):
+            self.note_not_text()
+        if choice["finish_reason"]:
+            self.note_finish(choice["finish_reason"])
         if content:
             self.note_text(content)
             self.note_started()
