@@ -63,7 +63,8 @@ class Provider(TimestampedModel):
         max_length=32,
         default="openai",
         validators=[validate_api_format],
-        help_text="How routerweb talks to it: openai (OpenAI-compatible chat completions).",
+        help_text="How routerweb talks to it: openai (OpenAI-compatible chat completions) or anthropic "
+        "(Anthropic's Messages API).",
     )
     base_url = models.CharField(
         max_length=500,

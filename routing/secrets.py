@@ -1,7 +1,8 @@
 """Which environment variables may hold a provider's key, and reading one at call time.
 
 A provider names the variable that holds its key (`api_key_env`), and routerweb sends that
-variable's value as a Bearer token to the provider's `base_url`. Whoever may edit providers picks
+variable's value to the provider's `base_url` (as a Bearer token, or as its API format wants it:
+`x-api-key` for Anthropic). Whoever may edit providers picks
 both, so an arbitrary name would hand any secret of the process (the Django secret key, the database
 URL with its password) to any server. A name is therefore allowed only when it ends in one of
 `KEY_VARIABLE_SUFFIXES` or is listed in the `ROUTERWEB_KEY_VARIABLES` setting, and never when

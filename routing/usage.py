@@ -17,11 +17,14 @@ TOKENS_MAX = 2**31 - 1  # the largest count a token column holds
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens of one call: `cached` is the part of `prompt` read from the provider's cache."""
+    """Tokens of one call: `prompt` counts every input token (OpenAI's `prompt_tokens`); `cached` is
+    the part of it read from the provider's cache and `cache_write` the part written to it (Anthropic's
+    `cache_creation_input_tokens`, priced at the cache-write rate). `cached + cache_write <= prompt`."""
 
     prompt: int
     cached: int
     completion: int
+    cache_write: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,51 @@ def usage_parse(raw: Any) -> Usage | UsageProblem:
     if cached is None:
         return UsageProblem("invalid_usage:cached_tokens")
     return Usage(prompt=prompt, cached=min(cached, prompt), completion=completion)
+
+
+def anthropic_usage_parse(raw: Any) -> Usage | UsageProblem:
+    """The usage in an Anthropic Messages API `usage` object, or why it cannot be used.
+
+    Anthropic's `input_tokens` leaves out the cached tokens, so `prompt` is `input_tokens +
+    cache_read_input_tokens + cache_creation_input_tokens` (OpenAI's `prompt_tokens`), `cached` the
+    cache reads and `cache_write` the cache writes. `input_tokens` and `output_tokens` are required;
+    the cache counts are 0 when absent or null. The sum must fit a token column too.
+    """
+    if raw is None:
+        return UsageProblem("no_usage")
+    if not isinstance(raw, dict):
+        return UsageProblem("invalid_usage")
+    counts = {}
+    for name, required, label in _ANTHROPIC_COUNTS:
+        count = _count(raw.get(name), required=required)
+        if count is None:
+            return UsageProblem(f"invalid_usage:{label}")
+        counts[name] = count
+    cached, cache_write = counts["cache_read_input_tokens"], counts["cache_creation_input_tokens"]
+    prompt = counts["input_tokens"] + cached + cache_write
+    if prompt > TOKENS_MAX:
+        return UsageProblem("invalid_usage:prompt_tokens")
+    return Usage(prompt=prompt, cached=cached, completion=counts["output_tokens"], cache_write=cache_write)
+
+
+# (field, required, its name in a row's estimate reason: at most 26 characters)
+_ANTHROPIC_COUNTS = (
+    ("input_tokens", True, "input_tokens"),
+    ("output_tokens", True, "output_tokens"),
+    ("cache_read_input_tokens", False, "cache_read_tokens"),
+    ("cache_creation_input_tokens", False, "cache_write_tokens"),
+)
+
+
+def usage_openai_fields(usage: Usage) -> dict[str, Any]:
+    """`usage` as OpenAI's `usage` object; cache writes are `prompt_tokens_details.cache_write_tokens`
+    (OpenRouter's name)."""
+    return {
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.completion,
+        "total_tokens": usage.prompt + usage.completion,
+        "prompt_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": usage.cache_write},
+    }
 
 
 def _count(value: Any, *, required: bool = False) -> int | None:

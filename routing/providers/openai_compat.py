@@ -55,16 +55,22 @@ class OpenAICompatAdapter(ProviderAdapter):
         return OpenAIStreamRelay(response, provider, client_wants_usage=client_wants_usage)
 
     def error_fields(self, raw: bytes, status: int) -> dict[str, str | None]:
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            error = parsed["error"]
-            message = error_text(error.get("message"), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
-            return {"message": message, **{name: error_text(error.get(name), ERROR_FIELD_MAX) for name in ERROR_FIELDS}}
-        text = error_text(raw.decode("utf-8", "replace").strip(), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
-        return {"message": text, "type": "invalid_request_error", "param": None, "code": None}
+        return error_fields_parse(raw, status)
+
+
+def error_fields_parse(raw: bytes, status: int) -> dict[str, str | None]:
+    """OpenAI's error fields from a body with an `error` object (OpenAI's shape, and Anthropic's
+    `{"type": "error", "error": {"type", "message"}}`), else from the body's text."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        error = parsed["error"]
+        message = error_text(error.get("message"), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
+        return {"message": message, **{name: error_text(error.get(name), ERROR_FIELD_MAX) for name in ERROR_FIELDS}}
+    text = error_text(raw.decode("utf-8", "replace").strip(), ERROR_MESSAGE_MAX) or f"upstream answered {status}"
+    return {"message": text, "type": "invalid_request_error", "param": None, "code": None}
 
 
 def error_text(value: object, max_length: int) -> str | None:

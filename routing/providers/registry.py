@@ -9,10 +9,11 @@ from functools import cache
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from .anthropic import AnthropicAdapter
 from .base import ProviderAdapter
 from .openai_compat import OpenAICompatAdapter
 
-BUILT_IN: tuple[type[ProviderAdapter], ...] = (OpenAICompatAdapter,)
+BUILT_IN: tuple[type[ProviderAdapter], ...] = (OpenAICompatAdapter, AnthropicAdapter)
 DEFAULT_API_FORMAT = OpenAICompatAdapter.api_format
 
 
