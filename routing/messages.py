@@ -23,7 +23,7 @@ import orjson
 from .call_context import CallContext, GatewayResponse
 from .errors import ApiError, anthropic_error_answer, error_headers
 from .gateway import Caller, Endpoint, call_run, check_allowed, registry_checked_get
-from .messages_format import anthropic_usage_parse, input_tokens_estimate, message_from_completion
+from .messages_format import input_tokens_estimate, message_from_completion
 from .messages_schema import MessagesRequest, messages_request_parse
 from .messages_stream import ChunkTranslator, NativeMessagesRelay, TranslatedStream
 from .providers.registry import adapter_for
@@ -32,7 +32,7 @@ from .runtime import Runtime
 from .secrets import provider_api_key
 from .snapshot import ModelSnap
 from .upstream import UpstreamFailure, upstream_read, upstream_send
-from .usage import TOKENS_MAX
+from .usage import TOKENS_MAX, anthropic_usage_parse
 
 logger = logging.getLogger("routerweb.gateway")
 

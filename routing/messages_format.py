@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .usage import TOKENS_MAX, Usage, UsageProblem
+from .usage import Usage, UsageProblem
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -24,13 +24,6 @@ STOP_REASONS = {
     "content_filter": "refusal",
 }
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
-# Anthropic's usage fields and the short names a call row's usage problem uses (at most 40 characters).
-ANTHROPIC_USAGE_FIELDS = (
-    ("input_tokens", "input"),
-    ("output_tokens", "output"),
-    ("cache_read_input_tokens", "cache_read"),
-    ("cache_creation_input_tokens", "cache_write"),
-)
 
 
 # ----------------------------------------------------------------------------- the request
@@ -155,11 +148,10 @@ def usage_fields(usage: Usage | UsageProblem | None) -> dict[str, int]:
     to) the prompt cache, which have fields of their own."""
     if not isinstance(usage, Usage):
         return {"input_tokens": 0, "output_tokens": 0}
-    written = getattr(usage, "cache_write", 0)
     return {
-        "input_tokens": max(0, usage.prompt - usage.cached - written),
+        "input_tokens": max(0, usage.prompt - usage.cached - usage.cache_write),
         "output_tokens": usage.completion,
-        "cache_creation_input_tokens": written,
+        "cache_creation_input_tokens": usage.cache_write,
         "cache_read_input_tokens": usage.cached,
     }
 
@@ -220,30 +212,6 @@ def stop_reason(finish_reason: Any) -> str:
 def sse_event(data: dict[str, Any]) -> bytes:
     """One Anthropic server-sent event: its `event:` line names the data's `type`."""
     return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-def anthropic_usage_parse(raw: Any) -> Usage | UsageProblem:
-    """The usage in an Anthropic `usage` object, or why it cannot be used. `input_tokens` is required;
-    the cache counts and `output_tokens` count as 0 when absent or null. As in `usage_parse`, every
-    count must fit a token column, and so must the whole prompt (input, cache read and cache write)."""
-    if raw is None:
-        return UsageProblem("no_usage")
-    if not isinstance(raw, dict):
-        return UsageProblem("invalid_usage")
-    counts = {}
-    for field, short in ANTHROPIC_USAGE_FIELDS:
-        value = raw.get(field)
-        if value is None and field != "input_tokens":
-            value = 0
-        if type(value) is not int or not 0 <= value <= TOKENS_MAX:  # bool is an int subclass: refused too
-            return UsageProblem(f"invalid_usage:{short}")
-        counts[short] = value
-    prompt = counts["input"] + counts["cache_read"] + counts["cache_write"]
-    if prompt > TOKENS_MAX:
-        return UsageProblem("invalid_usage:input_tokens")
-    return Usage(
-        prompt=prompt, cached=counts["cache_read"], completion=counts["output"], cache_write=counts["cache_write"]
-    )
 
 
 # routerweb's token estimate (billing/pricing.py `prompt_tokens_estimate` uses the same rule for a call

@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from .messages_format import anthropic_usage_parse, sse_event, stop_reason, usage_fields
+from .messages_format import sse_event, stop_reason, usage_fields
 from .streaming import SseParser, StreamRelay
 from .upstream import UpstreamFailure
-from .usage import Usage, UsageProblem
+from .usage import Usage, UsageProblem, anthropic_usage_parse
 
 # An upstream's event name is repeated on the client's `event:` line: only a plain name is.
 EVENT_NAME = re.compile(rb"[a-z_]{1,40}")
@@ -191,8 +191,9 @@ class NativeMessagesRelay(StreamRelay):
     """An Anthropic upstream's events, relayed as they are (unknown event types included, under a
     plain name); usage from `message_start` and `message_delta`, text from `text_delta`s.
 
-    An `error` event before the first content block fails the try (the next candidate may answer); a
-    later one is relayed and the call recorded as a failed stream.
+    An `error` event before the first delta fails the try (the next candidate may answer; Anthropic
+    may send `message_start` and an empty block before it is overloaded); a later one is relayed and
+    the call recorded as a failed stream.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -220,15 +221,14 @@ class NativeMessagesRelay(StreamRelay):
         elif kind == "message_start":
             message = event.get("message")
             self._note_usage(message.get("usage") if isinstance(message, dict) else None)
-        elif kind == "content_block_start":
-            self.note_started()
         elif kind == "content_block_delta":
             delta = event.get("delta")
             if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 self.note_text(delta["text"])
             self.note_started()
-        elif kind == "message_delta":
+        elif kind == "message_delta":  # an answer without content is still an answer
             self._note_usage(event.get("usage"))
+            self.note_started()
         elif kind == "message_stop":
             self._stopped = self.finished = True
         return b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"

@@ -12,7 +12,7 @@ import pytest
 from billing.pricing import prompt_tokens_estimate
 from routing.models import ApiKey
 from tests.billing_fixtures import budget_for
-from tests.factories import route_create
+from tests.factories import model_create, provider_create, route_create
 
 HELLO = [{"role": "user", "content": "hello router"}]
 ECHO_5 = "Echo: hello router lorem ipsum"
@@ -424,3 +424,142 @@ def test_count_tokens_errors(claude, gateway):
     bad = anthropic.Anthropic(base_url=gateway.url, api_key="rw-wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.count_tokens(model="nothing", messages=HELLO)
+
+
+# ---------------------------------------------------------------------------- Anthropic candidates (native)
+
+
+@pytest.fixture
+def anthropic_model(fake_upstream, transactional_db, monkeypatch):
+    """`anthropic_model("name", "echo+words=3")`: a model on a provider of kind Anthropic (the fake's
+    Anthropic mode), whose key is in FAKE_ANTHROPIC_API_KEY."""
+    monkeypatch.setenv("FAKE_ANTHROPIC_API_KEY", "sk-ant-fake")
+    provider = provider_create(
+        name="fake-anthropic",
+        base_url=f"{fake_upstream.url}/v1",
+        api_format="anthropic",
+        api_key_env="FAKE_ANTHROPIC_API_KEY",
+        read_timeout_s=5,
+        connect_timeout_s=2,
+    )
+
+    def create(name: str, upstream: str = "echo", **fields):
+        return model_create(name=name, provider=provider, upstream_model=upstream, **fields)
+
+    return create
+
+
+CLAUDE_SYSTEM = [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}]
+
+
+def test_native_message_passes_through(claude, anthropic_model, fake_upstream, recorded_calls):
+    anthropic_model("claude-fake", "echo+words=5+cached=3", price=(3, 15))
+    body = {"model": "claude-fake", "max_tokens": 50, "system": CLAUDE_SYSTEM, "messages": HELLO, "top_k": 5}
+    response = claude.messages.with_raw_response.create(
+        model="claude-fake", max_tokens=50, system=CLAUDE_SYSTEM, messages=HELLO, extra_body={"top_k": 5}
+    )
+    message = response.parse()
+    assert message.id.startswith("msg_fake_") and message.content[0].text == ECHO_5
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (
+        (4 + 3) + (2 + 3),
+        3,
+        5,
+    )
+    assert fake_upstream.app.stats()["last_request"] == {**body, "model": "echo+words=5+cached=3"}  # as sent
+    headers = fake_upstream.app.stats()["last_headers"]
+    assert headers["x-api-key"] == "sk-ant-fake" and headers["anthropic-version"]
+    (call,) = recorded_calls()
+    assert (call.status, call.model.name) == ("ok", "claude-fake")
+    assert (call.prompt_tokens, call.cached_tokens, call.completion_tokens, call.usage_estimated) == (15, 3, 5, False)
+    assert call.cost_usd == Decimal(12 * 3 + 3 * 3 + 5 * 15) / 1_000_000  # cache reads at the input price here
+
+
+def test_native_stream_passes_events_through(raw, claude, anthropic_model, recorded_calls):
+    anthropic_model("claude-fake", "echo+words=3+cached=2", price=(1, 2))
+    body = {"model": "claude-fake", "max_tokens": 50, "messages": HELLO, "stream": True}
+    names = [name for name, _ in sse_events(raw.post("/v1/messages", json=body))]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    with claude.messages.stream(model="claude-fake", max_tokens=50, messages=HELLO) as stream:
+        assert "".join(stream.text_stream) == "Echo: hello router"
+    first, second = recorded_calls()
+    for call in (first, second):
+        assert (call.status, call.stream, call.usage_estimated) == ("ok", True, False)
+        assert (call.prompt_tokens, call.cached_tokens, call.completion_tokens) == (5 + 2, 2, 3)
+        assert call.cost_usd == Decimal(7 * 1 + 3 * 2) / 1_000_000
+
+
+def test_native_streamed_tool_use(claude, anthropic_model):
+    anthropic_model("claude-fake", "echo+words=2+tool-use")
+    with claude.messages.stream(
+        model="claude-fake", max_tokens=50, messages=[{"role": "user", "content": "weather in Paris"}], tools=TOOLS
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert (final.content[1].name, final.content[1].input) == ("get_weather", {"echo": "Echo: weather"})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fallback_from_anthropic_to_chat_completions(claude, anthropic_model, fake_model, recorded_calls, stream):
+    overloaded = "echo+status=529" if not stream else "echo+stream-error=0"
+    route_create("crossing", [anthropic_model("claude-down", overloaded), fake_model("gpt-up", "echo+words=2")])
+    if stream:
+        with claude.messages.stream(model="crossing", max_tokens=50, messages=HELLO) as events:
+            text = "".join(events.text_stream)
+    else:
+        text = claude.messages.create(model="crossing", max_tokens=50, messages=HELLO).content[0].text
+    assert text == "Echo: hello"
+    (call,) = recorded_calls()
+    assert call.model.name == "gpt-up" and [a["outcome"] for a in call.attempts] == ["error", "ok"]
+
+
+def test_fallback_from_chat_completions_to_anthropic(claude, anthropic_model, fake_model, recorded_calls):
+    route_create("back", [fake_model("gpt-down", "echo+status=503"), anthropic_model("claude-up", "echo+words=2")])
+    message = claude.messages.create(model="back", max_tokens=50, messages=HELLO)
+    assert message.content[0].text == "Echo: hello" and message.id.startswith("msg_fake_")
+    (call,) = recorded_calls()
+    assert call.model.name == "claude-up" and [a["outcome"] for a in call.attempts] == ["error", "ok"]
+
+
+def test_anthropic_upstream_400_is_passed_on(claude, anthropic_model, recorded_calls):
+    anthropic_model("claude-fake", "echo+status=400")
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        claude.messages.create(model="claude-fake", max_tokens=50, messages=HELLO)
+    assert raised.value.body["error"]["type"] == "invalid_request_error"
+    assert "injected HTTP 400" in raised.value.body["error"]["message"]
+    (call,) = recorded_calls()
+    assert (call.status, call.http_status) == ("error", 400)
+
+
+def test_native_stream_error_after_content(raw, anthropic_model, recorded_calls):
+    anthropic_model("claude-fake", "echo+words=5+stream-error=2")
+    body = {"model": "claude-fake", "max_tokens": 50, "messages": HELLO, "stream": True}
+    events = sse_events(raw.post("/v1/messages", json=body))
+    assert events[-1] == ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    (call,) = recorded_calls()
+    assert (call.status, call.error_code) == ("error", "upstream_stream_failed")
+
+
+def test_hostile_usage_from_an_anthropic_upstream_is_estimated(claude, anthropic_model, recorded_calls):
+    anthropic_model("claude-fake", "echo+words=2+bad-usage=huge", price=(1, 1))
+    assert claude.messages.create(model="claude-fake", max_tokens=50, messages=HELLO).content[0].text == "Echo: hello"
+    (call,) = recorded_calls()
+    assert call.usage_estimated and call.prompt_tokens < 100
+
+
+def test_count_tokens_by_an_anthropic_candidate(claude, anthropic_model):
+    anthropic_model("claude-fake")
+    counted = claude.messages.count_tokens(model="claude-fake", system="Be brief.", messages=HELLO)
+    assert counted.input_tokens == (2 + 3) + (2 + 3)  # the fake's own count, not routerweb's estimate
+    anthropic_model("claude-broken", "echo+status=500")
+    estimated = claude.messages.count_tokens(model="claude-broken", system="Be brief.", messages=HELLO)
+    assert estimated.input_tokens == prompt_tokens_estimate([{"role": "system", "content": "Be brief."}, *HELLO])
