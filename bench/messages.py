@@ -1,0 +1,162 @@
+"""What /v1/messages costs next to /v1/chat/completions, through each kind of candidate.
+
+Usage: `.venv/bin/python -m bench.messages [--database-url URL] [--redis-url URL] [--duration 5]
+[--concurrency 8] [--streams 200]`
+
+One routerweb worker (the production command) in a throwaway environment (bench.harness.BenchStack)
+in front of the fake upstream, which answers at once: routerweb's CPU is the limit, so what a
+translation adds shows. Rows, non-streaming (wrk, `--concurrency` connections, `--duration` s each):
+
+- `chat → openai`: /v1/chat/completions on an OpenAI-compatible candidate (the reference);
+- `messages → openai`: /v1/messages on the same candidate (translated both ways);
+- `messages → anthropic`: /v1/messages on a candidate of kind Anthropic (the fake's Anthropic mode,
+  passed through natively);
+- `chat → anthropic`: /v1/chat/completions on that candidate (the adapter's translation), for scale.
+
+Then the same four streaming (16 chunks), `--streams` streams one after another on one connection,
+for the total time of a stream and the CPU per stream. The server's CPU time (with its row writer)
+is read from /proc around each run; its difference to the reference row is the added CPU per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from .gateway import SETTLE_S, WARMUP_S, wait_quiet
+from .harness import BenchStack, manage
+from .wrk import wrk_run
+
+ANTHROPIC_KEY_ENV = "BENCH_ANTHROPIC_API_KEY"
+# An Anthropic provider on the fake upstream's Anthropic mode (it wants a key, any key), with two models.
+ANTHROPIC_SETUP = (
+    "from decimal import Decimal; from billing.services import price_set; "
+    "from routing.models import ModelEndpoint, Provider; "
+    "p = Provider.objects.create(name='fake-anthropic', base_url={base!r}, api_format='anthropic', "
+    f"api_key_env='{ANTHROPIC_KEY_ENV}'); "
+    "[price_set(model=ModelEndpoint.objects.create(name=n, provider=p, upstream_model=u), "
+    "input_per_mtok=Decimal(1), output_per_mtok=Decimal(2)) "
+    "for n, u in (('fast-anthropic', 'echo'), ('stream-anthropic', 'echo+words=16'))]"
+)
+OPENAI_SETUP = (
+    "from decimal import Decimal; from billing.services import price_set; "
+    "from routing.models import ModelEndpoint, Provider; "
+    "price_set(model=ModelEndpoint.objects.create(name='stream-openai', provider=Provider.objects.get(name='fake'), "
+    "upstream_model='echo+words=16'), input_per_mtok=Decimal(1), output_per_mtok=Decimal(2))"
+)
+SYSTEM = "You are a helpful assistant."
+QUIET_WAIT_S = 10.0  # the machine may be shared: wait this long at most for it to get quiet
+USER = "Say hello to the benchmark in a few words, please."
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    path: str
+    model: str
+    stream_model: str
+
+
+ROWS = (
+    Row("chat → openai", "/v1/chat/completions", "fast", "stream-openai"),
+    Row("messages → openai", "/v1/messages", "fast", "stream-openai"),
+    Row("messages → anthropic", "/v1/messages", "fast-anthropic", "stream-anthropic"),
+    Row("chat → anthropic", "/v1/chat/completions", "fast-anthropic", "stream-anthropic"),
+)
+
+
+def request_body(row: Row, *, stream: bool) -> bytes:
+    model = row.stream_model if stream else row.model
+    if row.path == "/v1/messages":
+        body = {"model": model, "max_tokens": 64, "system": SYSTEM, "messages": [{"role": "user", "content": USER}]}
+    else:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+        body = {"model": model, "max_tokens": 64, "messages": messages}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def non_streaming(stack: BenchStack, row: Row, *, concurrency: int, duration_s: float) -> dict:
+    body_file = stack.tmp / f"body-{row.model}-{row.path.strip('/').replace('/', '-')}.json"
+    body_file.write_bytes(request_body(row, stream=False))
+    url = stack.routerweb.url + row.path
+    wrk_run(url, body_file, api_key=stack.api_key, connections=concurrency, duration_s=WARMUP_S)
+    wait_quiet(stack, timeout_s=QUIET_WAIT_S)
+    cpu_before = stack.routerweb.cpu_seconds()
+    result = wrk_run(url, body_file, api_key=stack.api_key, connections=concurrency, duration_s=duration_s)
+    time.sleep(SETTLE_S)
+    cpu_ms = (stack.routerweb.cpu_seconds() - cpu_before) * 1000 / max(1, result.requests)
+    return {
+        "rps": result.rps,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "cpu_ms": cpu_ms,
+        "errors": result.errors,
+    }
+
+
+def streaming(stack: BenchStack, row: Row, *, streams: int) -> dict:
+    body = request_body(row, stream=True)
+    headers = {**stack.auth_headers, "content-type": "application/json"}
+    with httpx.Client(base_url=stack.routerweb.url, headers=headers, timeout=30) as client:
+        for _ in range(10):  # warm-up
+            client.post(row.path, content=body).read()
+        wait_quiet(stack, timeout_s=QUIET_WAIT_S)
+        cpu_before, totals, errors = stack.routerweb.cpu_seconds(), [], 0
+        for _ in range(streams):
+            started = time.perf_counter()
+            with client.stream("POST", row.path, content=body) as response:
+                tail = b"".join(response.iter_bytes())[-200:]
+            totals.append((time.perf_counter() - started) * 1000)
+            errors += response.status_code != 200 or not (b"[DONE]" in tail or b"message_stop" in tail)
+        time.sleep(SETTLE_S)
+        cpu_ms = (stack.routerweb.cpu_seconds() - cpu_before) * 1000 / streams
+    return {"p50_ms": statistics.median(totals), "cpu_ms": cpu_ms, "errors": errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--streams", type=int, default=200)
+    args = parser.parse_args(argv)
+    os.environ[ANTHROPIC_KEY_ENV] = "sk-bench"  # the stack's processes inherit the environment
+    with BenchStack(database_url=args.database_url, redis_url=args.redis_url) as stack:
+        manage(stack.env, "shell", "--no-imports", "-c", ANTHROPIC_SETUP.replace("{base!r}", repr(stack.upstream.url)))
+        manage(stack.env, "shell", "--no-imports", "-c", OPENAI_SETUP)
+        time.sleep(1.0)  # the registry version bump reaches the server
+        print(f"non-streaming, upstream answers at once, concurrency {args.concurrency}, {args.duration:g} s each")
+        print(f"{'row':24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'added CPU':>10} errors")
+        reference = None
+        for row in ROWS:
+            r = non_streaming(stack, row, concurrency=args.concurrency, duration_s=args.duration)
+            reference = r["cpu_ms"] if reference is None else reference
+            added = r["cpu_ms"] - reference
+            print(
+                f"{row.label:24} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['cpu_ms']:11.3f}"
+                f" {added:+10.3f} {r['errors']}"
+            )
+        print(f"\nstreaming, 16 chunks, {args.streams} streams one after another")
+        print(f"{'row':24} {'p50 ms':>8} {'CPU ms/stream':>14} {'added CPU':>10} errors")
+        reference = None
+        for row in ROWS:
+            r = streaming(stack, row, streams=args.streams)
+            reference = r["cpu_ms"] if reference is None else reference
+            print(
+                f"{row.label:24} {r['p50_ms']:8.2f} {r['cpu_ms']:14.3f} {r['cpu_ms'] - reference:+10.3f} {r['errors']}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
