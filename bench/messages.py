@@ -5,7 +5,8 @@ Usage: `.venv/bin/python -m bench.messages [--database-url URL] [--redis-url URL
 
 One routerweb worker (the production command) in a throwaway environment (bench.harness.BenchStack)
 in front of the fake upstream, which answers at once: routerweb's CPU is the limit, so what a
-translation adds shows. Rows, non-streaming (wrk, `--concurrency` connections, `--duration` s each):
+translation adds shows. Rows, non-streaming (`--concurrency` keep-alive connections of an httpx
+client, `--duration` s each):
 
 - `chat → openai`: /v1/chat/completions on an OpenAI-compatible candidate (the reference);
 - `messages → openai`: /v1/messages on the same candidate (translated both ways);
@@ -21,6 +22,7 @@ is read from /proc around each run; its difference to the reference row is the a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -32,7 +34,7 @@ import httpx
 
 from .gateway import SETTLE_S, WARMUP_S, wait_quiet
 from .harness import BenchStack, manage
-from .wrk import wrk_run
+from .sse_client import percentile
 
 ANTHROPIC_KEY_ENV = "BENCH_ANTHROPIC_API_KEY"
 # An Anthropic provider on the fake upstream's Anthropic mode (it wants a key, any key), with two models.
@@ -85,22 +87,47 @@ def request_body(row: Row, *, stream: bool) -> bytes:
 
 
 def non_streaming(stack: BenchStack, row: Row, *, concurrency: int, duration_s: float) -> dict:
-    body_file = stack.tmp / f"body-{row.model}-{row.path.strip('/').replace('/', '-')}.json"
-    body_file.write_bytes(request_body(row, stream=False))
-    url = stack.routerweb.url + row.path
-    wrk_run(url, body_file, api_key=stack.api_key, connections=concurrency, duration_s=WARMUP_S)
+    url, body = stack.routerweb.url + row.path, request_body(row, stream=False)
+    asyncio.run(_load(url, body, stack.api_key, concurrency=concurrency, duration_s=WARMUP_S))
     wait_quiet(stack, timeout_s=QUIET_WAIT_S)
     cpu_before = stack.routerweb.cpu_seconds()
-    result = wrk_run(url, body_file, api_key=stack.api_key, connections=concurrency, duration_s=duration_s)
+    latencies, errors, elapsed = asyncio.run(
+        _load(url, body, stack.api_key, concurrency=concurrency, duration_s=duration_s)
+    )
     time.sleep(SETTLE_S)
-    cpu_ms = (stack.routerweb.cpu_seconds() - cpu_before) * 1000 / max(1, result.requests)
+    cpu_ms = (stack.routerweb.cpu_seconds() - cpu_before) * 1000 / max(1, len(latencies))
     return {
-        "rps": result.rps,
-        "p50_ms": result.p50_ms,
-        "p99_ms": result.p99_ms,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
         "cpu_ms": cpu_ms,
-        "errors": result.errors,
+        "errors": errors,
     }
+
+
+async def _load(url: str, body: bytes, api_key: str, *, concurrency: int, duration_s: float):
+    """`concurrency` keep-alive connections posting `body` in a loop for `duration_s` (httpx: wrk, which
+    the other benchmarks use, may be missing; the client's CPU is not the server's)."""
+    headers = {"Authorization": f"Bearer {api_key}", "content-type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    errors = 0
+    started = time.perf_counter()
+    deadline = started + duration_s
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            response = await client.post(url, content=body)
+            if response.status_code == 200:
+                latencies.append((time.perf_counter() - sent) * 1000)
+            else:
+                errors += 1
+
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return latencies, errors, time.perf_counter() - started
 
 
 def streaming(stack: BenchStack, row: Row, *, streams: int) -> dict:

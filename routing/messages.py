@@ -15,6 +15,7 @@ The response cache does not apply to /v1/messages. Errors are written in Anthrop
 """
 
 import logging
+import re
 import secrets
 from functools import partial
 
@@ -37,10 +38,26 @@ from .usage import TOKENS_MAX, anthropic_usage_parse
 logger = logging.getLogger("routerweb.gateway")
 
 ANTHROPIC_FORMAT = "anthropic"  # the `Provider.api_format` of upstreams that speak the Messages API
+# `anthropic-beta`: comma-separated feature names (Claude Code sends several); passed to Anthropic upstreams.
+BETA_HEADER = re.compile(r"[A-Za-z0-9_.-]+(?:\s*,\s*[A-Za-z0-9_.-]+)*")
+BETA_HEADER_MAX = 1000
+
+
+def messages_native_headers(anthropic_beta: str) -> list[tuple[bytes, bytes]]:
+    """The client's `anthropic-beta` header for Anthropic candidates (a beta field in the body needs
+    it there), or ApiError 400 when it is not a list of feature names."""
+    if not anthropic_beta:
+        return []
+    if len(anthropic_beta) > BETA_HEADER_MAX or not BETA_HEADER.fullmatch(anthropic_beta.strip()):
+        raise ApiError(
+            400, "Invalid 'anthropic-beta' header: a comma-separated list of beta names.", code="invalid_header"
+        )
+    return [(b"anthropic-beta", anthropic_beta.strip().encode())]
 
 
 def _messages_attempt(chat: MessagesRequest, context: CallContext, usage_cost: UsageCost) -> CandidateTry:
-    return partial(_messages_try, request=chat, message_id="msg_" + context.request_id.removeprefix("req_"))
+    message_id = "msg_" + context.request_id.removeprefix("req_")
+    return partial(_messages_try, request=chat, message_id=message_id, native_headers=context.native_headers)
 
 
 MESSAGES = Endpoint(
@@ -53,9 +70,11 @@ async def messages_run(*, runtime: Runtime, raw_body: bytes, caller: Caller) -> 
     return await call_run(MESSAGES, runtime=runtime, raw_body=raw_body, caller=caller)
 
 
-async def _messages_try(model: ModelSnap, *, request: MessagesRequest, message_id: str) -> RouteResult:
+async def _messages_try(
+    model: ModelSnap, *, request: MessagesRequest, message_id: str, native_headers: list[tuple[bytes, bytes]]
+) -> RouteResult:
     if model.provider.api_format == ANTHROPIC_FORMAT:
-        return await _native_try(model, request)
+        return await _native_try(model, request, native_headers)
     result = await chat_attempt(model, request=request.body, stream=request.stream, client_wants_usage=True)
     if result.stream is not None:
         translator = ChunkTranslator(message_id=message_id, model=request.model)
@@ -75,12 +94,16 @@ def native_body(request: MessagesRequest, model: ModelSnap) -> bytes:
     return orjson.dumps({**request.native, "model": model.upstream_model})
 
 
-async def _native_try(model: ModelSnap, request: MessagesRequest) -> RouteResult:
+async def _native_try(
+    model: ModelSnap, request: MessagesRequest, native_headers: list[tuple[bytes, bytes]]
+) -> RouteResult:
     provider = model.provider
     adapter = adapter_for(provider.api_format)
     api_key = provider_api_key(provider.api_key_env)
     body = native_body(request, model)
-    response = await upstream_send(provider, adapter, body=body, api_key=api_key, stream=request.stream)
+    response = await upstream_send(
+        provider, adapter, body=body, api_key=api_key, stream=request.stream, extra_headers=native_headers
+    )
     if request.stream:
         relay = NativeMessagesRelay(response, provider, client_wants_usage=True)
         try:
@@ -127,13 +150,15 @@ async def messages_count_tokens(*, runtime: Runtime, raw_body: bytes, caller: Ca
     except ApiError as error:
         status, body = anthropic_error_answer(error)
         return GatewayResponse(status, {"request-id": request_id} | error_headers(error), body=body)
-    tokens = await _upstream_count(candidates, request)
+    tokens = await _upstream_count(candidates, request, context.native_headers)
     if tokens is None:
         tokens = input_tokens_estimate(request.body)
     return GatewayResponse(200, {"request-id": request_id}, body=orjson.dumps({"input_tokens": tokens}))
 
 
-async def _upstream_count(candidates: list[ModelSnap], request: MessagesRequest) -> int | None:
+async def _upstream_count(
+    candidates: list[ModelSnap], request: MessagesRequest, native_headers: list[tuple[bytes, bytes]]
+) -> int | None:
     """The count of the first usable Anthropic candidate that gives one, or None."""
     for model in candidates:
         if model.provider.api_format != ANTHROPIC_FORMAT or skip_reason(model) is not None:
@@ -148,6 +173,7 @@ async def _upstream_count(candidates: list[ModelSnap], request: MessagesRequest)
                 api_key=provider_api_key(provider.api_key_env),
                 stream=False,
                 url_suffix="/count_tokens",
+                extra_headers=native_headers,
             )
             answer = orjson.loads(await upstream_read(response, provider))
         except (UpstreamFailure, orjson.JSONDecodeError) as failure:

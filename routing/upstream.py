@@ -79,14 +79,18 @@ async def upstream_send(
     api_key: str | None,
     stream: bool,
     url_suffix: str = "",
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> httpx.Response:
     """POST `body` to the provider's endpoint (plus `url_suffix`: another endpoint under it, such as
-    Anthropic's `/count_tokens`); returns a 2xx response whose body is not read yet.
+    Anthropic's `/count_tokens`), with the adapter's headers and `extra_headers` (checked ones a client
+    passes on); returns a 2xx response whose body is not read yet.
 
     The caller must `aclose()` the response. Raises UpstreamFailure for every failure.
     """
     url, timeout = _target(provider, adapter, url_suffix)
     headers = adapter.headers(api_key, stream=stream)
+    if extra_headers:
+        headers = [*headers, *extra_headers]
     request = httpx.Request("POST", url, content=body, headers=headers, extensions={"timeout": timeout})
     try:
         response = await upstream_transport().handle_async_request(request)

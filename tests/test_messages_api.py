@@ -468,6 +468,7 @@ def test_native_message_passes_through(claude, anthropic_model, fake_upstream, r
     assert fake_upstream.app.stats()["last_request"] == {**body, "model": "echo+words=5+cached=3"}  # as sent
     headers = fake_upstream.app.stats()["last_headers"]
     assert headers["x-api-key"] == "sk-ant-fake" and headers["anthropic-version"]
+    assert "anthropic-beta" not in headers
     (call,) = recorded_calls()
     assert (call.status, call.model.name) == ("ok", "claude-fake")
     assert (call.prompt_tokens, call.cached_tokens, call.completion_tokens, call.usage_estimated) == (15, 3, 5, False)
@@ -563,3 +564,18 @@ def test_count_tokens_by_an_anthropic_candidate(claude, anthropic_model):
     anthropic_model("claude-broken", "echo+status=500")
     estimated = claude.messages.count_tokens(model="claude-broken", system="Be brief.", messages=HELLO)
     assert estimated.input_tokens == prompt_tokens_estimate([{"role": "system", "content": "Be brief."}, *HELLO])
+
+
+def test_anthropic_beta_header_reaches_anthropic_candidates_only(claude, anthropic_model, fake_model, fake_upstream):
+    anthropic_model("claude-fake", "echo+words=2")
+    fake_model("gpt-fake", "echo+words=2")
+    beta = "claude-code-20250219, fine-grained-tool-streaming-2025-05-14"
+    claude.messages.create(model="claude-fake", max_tokens=5, messages=HELLO, extra_headers={"anthropic-beta": beta})
+    assert fake_upstream.app.stats()["last_headers"]["anthropic-beta"] == beta
+    claude.messages.create(model="gpt-fake", max_tokens=5, messages=HELLO, extra_headers={"anthropic-beta": beta})
+    assert "anthropic-beta" not in fake_upstream.app.stats()["last_headers"]
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        claude.messages.create(
+            model="claude-fake", max_tokens=5, messages=HELLO, extra_headers={"anthropic-beta": "a;b=c"}
+        )
+    assert "anthropic-beta" in raised.value.body["error"]["message"]

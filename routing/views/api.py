@@ -8,7 +8,7 @@ from ..auth import api_key_authenticate, api_key_authorization
 from ..errors import ApiError, error_response
 from ..gateway import CallContext, Caller, GatewayResponse, chat_completion_run, registry_checked_get
 from ..messages import messages_count_tokens as count_tokens_run
-from ..messages import messages_run
+from ..messages import messages_native_headers, messages_run
 from ..runtime import runtime_of
 from ..snapshot import KeySnap, Registry
 
@@ -52,9 +52,12 @@ def _messages_caller(request: HttpRequest) -> Caller:
         x_api_key=request.headers.get("x-api-key", ""), authorization=request.headers.get("Authorization", "")
     )
 
+    anthropic_beta = request.headers.get("anthropic-beta", "")
+
     def caller(registry: Registry) -> CallContext:
         key = api_key_authenticate(registry.keys_by_hash, authorization)
-        return CallContext(source="api", key=key, user_id=key.user_id)
+        native_headers = messages_native_headers(anthropic_beta)
+        return CallContext(source="api", key=key, user_id=key.user_id, native_headers=native_headers)
 
     return caller
 
