@@ -48,7 +48,14 @@ MODELS = {
     "fast": "echo",
     "slow50": "echo+latency=50",
     "stream50": "echo+latency=50+words=16",
+    "stream16": "echo+words=16",  # bench.anthropic's OpenAI-compatible stream
 }
+# Models of the provider `fake-anthropic` (`api_format: anthropic`, the fake upstream's Anthropic mode).
+ANTHROPIC_MODELS = {
+    "claude-fast": "claude",
+    "claude-stream": "claude+words=16",
+}
+ANTHROPIC_KEY_VARIABLE = "BENCH_ANTHROPIC_API_KEY"
 
 # Settings a developer's environment or `.env` might set, pinned to their defaults: settings.py reads
 # `.env` only for variables the environment leaves unset, so removing them would let `.env` decide.
@@ -206,6 +213,7 @@ def django_env(tmp: Path, database: Database, redis_url: str | None, cache_prefi
         ROUTERWEB_PUBLIC_URL=f"http://{HOST}:1",
         PYTHONUNBUFFERED="1",
     )
+    env[ANTHROPIC_KEY_VARIABLE] = "bench-anthropic-key"  # the fake's Anthropic mode wants a key
     return env
 
 
@@ -241,16 +249,33 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 def registry_yaml(upstream_url: str) -> str:
-    """The benchmark registry: provider `fake` (no API key) and the models of MODELS, with a price.
+    """The benchmark registry: provider `fake` (no API key) and the models of MODELS, provider
+    `fake-anthropic` (the same fake in its Anthropic mode) and those of ANTHROPIC_MODELS, with a price.
 
     JSON is valid YAML, so the file is written as JSON (no quoting questions for `echo+latency=50`).
     """
     price = {"input_per_mtok": 1, "output_per_mtok": 2}
     data = {
-        "providers": [{"name": "fake", "base_url": upstream_url, "timeout_s": 30, "connect_timeout_s": 5}],
+        "providers": [
+            {"name": "fake", "base_url": upstream_url, "timeout_s": 30, "connect_timeout_s": 5},
+            {
+                "name": "fake-anthropic",
+                "api_format": "anthropic",
+                "base_url": upstream_url,
+                "api_key_env": ANTHROPIC_KEY_VARIABLE,
+                "timeout_s": 30,
+                "connect_timeout_s": 5,
+            },
+        ],
         "models": [
-            {"name": name, "provider": "fake", "upstream_model": upstream, "price": price}
-            for name, upstream in MODELS.items()
+            *(
+                {"name": name, "provider": "fake", "upstream_model": upstream, "price": price}
+                for name, upstream in MODELS.items()
+            ),
+            *(
+                {"name": name, "provider": "fake-anthropic", "upstream_model": upstream, "price": price}
+                for name, upstream in ANTHROPIC_MODELS.items()
+            ),
         ],
     }
     return json.dumps(data, indent=2)

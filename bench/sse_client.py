@@ -64,6 +64,8 @@ class StreamTarget:
     path: str
     body: bytes
     api_key: str = ""
+    headers: tuple[str, ...] = ()  # more request header lines, "Name: value"
+    done_mark: bytes = DONE_MARK  # what the last bytes of a complete stream hold; b"": a JSON answer
 
     def request_bytes(self) -> bytes:
         lines = [
@@ -75,6 +77,7 @@ class StreamTarget:
         ]
         if self.api_key:
             lines.append(f"Authorization: Bearer {self.api_key}")
+        lines.extend(self.headers)
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
 
 
@@ -101,7 +104,7 @@ async def _worker(target: StreamTarget, deadline: float, stats: StreamStats) -> 
             if writer is None:
                 reader, writer = await asyncio.open_connection(target.host, target.port)
             stats.started += 1
-            ttfb, total, keep_alive = await _one_stream(reader, writer, request)
+            ttfb, total, keep_alive = await _one_stream(reader, writer, request, target.done_mark)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, StreamFailed, ValueError) as exc:
             stats.note_error(exc)
             writer = await _close(writer)
@@ -123,7 +126,7 @@ async def _close(writer: asyncio.StreamWriter | None) -> None:
 
 
 async def _one_stream(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, done_mark: bytes = DONE_MARK
 ) -> tuple[float, float, bool]:
     """Send one request and read its chunked event stream; returns (ttfb s, total s, connection reusable)."""
     begin = time.perf_counter()
@@ -132,6 +135,10 @@ async def _one_stream(
     status, headers = _parse_head(head)
     if status != 200:
         raise StreamFailed(f"HTTP {status}")
+    if "content-length" in headers and not done_mark:  # a whole JSON answer (bench.anthropic's non-streamed runs)
+        await reader.readexactly(int(headers["content-length"]))
+        total = time.perf_counter() - begin
+        return total, total, headers.get("connection") != "close"
     if headers.get("transfer-encoding") != "chunked":
         raise StreamFailed("expected a chunked event stream")
     ttfb: float | None = None
@@ -146,8 +153,8 @@ async def _one_stream(
             ttfb = time.perf_counter() - begin
         tail = (tail + chunk)[-64:]
     total = time.perf_counter() - begin
-    if ttfb is None or DONE_MARK not in tail:
-        raise StreamFailed("the stream did not end with data: [DONE]")
+    if ttfb is None or done_mark not in tail:
+        raise StreamFailed(f"the stream did not end with {done_mark.decode()}")
     return ttfb, total, headers.get("connection") != "close"
 
 

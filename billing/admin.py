@@ -27,7 +27,14 @@ def _usd_column(field: str, description: str):
 class PriceInline(admin.TabularInline):
     model = Price
     extra = 0
-    fields = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "effective_from", "source"]
+    fields = [
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "cache_write_per_mtok",
+        "effective_from",
+        "source",
+    ]
     readonly_fields = ["source"]
     ordering = ["-effective_from"]
 
@@ -87,7 +94,15 @@ class PricedModelEndpointAdmin(ModelEndpointAdmin):
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
-    list_display = ["model", "input_text", "output_text", "cached_input_text", "effective_from", "source"]
+    list_display = [
+        "model",
+        "input_text",
+        "output_text",
+        "cached_input_text",
+        "cache_write_text",
+        "effective_from",
+        "source",
+    ]
     list_filter = ["source", "model__provider"]
     search_fields = ["model__name"]
     autocomplete_fields = ["model"]
@@ -96,6 +111,7 @@ class PriceAdmin(admin.ModelAdmin):
     input_text = _usd_column("input_per_mtok", "input per Mtok")
     output_text = _usd_column("output_per_mtok", "output per Mtok")
     cached_input_text = _usd_column("cached_input_per_mtok", "cached input per Mtok")
+    cache_write_text = _usd_column("cache_write_per_mtok", "cache write per Mtok")
 
 
 @admin.register(Call)

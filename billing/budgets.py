@@ -102,13 +102,21 @@ def worst_case_cost(
     `priced` holds each candidate with its price in force (an unpriced one would make it a guess);
     `prompt_tokens` must be an upper bound (billing.pricing.prompt_tokens_bound); output is
     `max_tokens`, else the model's `max_output_tokens`, else `DEFAULT_MAX_OUTPUT_TOKENS`, for each of
-    `choices`.
+    `choices`. Every prompt token is priced at the dearer of the input and the cache-write price (a
+    provider may write the whole prompt to its cache).
     """
     worst = Decimal(0)
     for model, price in priced:
         output = (max_tokens or model.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS) * choices
-        cost = cost_for_usage(price, prompt_tokens=prompt_tokens, cached_tokens=0, completion_tokens=output)
-        worst = max(worst, cost)
+        for written in (0, prompt_tokens):
+            cost = cost_for_usage(
+                price,
+                prompt_tokens=prompt_tokens,
+                cached_tokens=0,
+                completion_tokens=output,
+                cache_write_tokens=written,
+            )
+            worst = max(worst, cost)
     return worst
 
 

@@ -35,6 +35,7 @@ class Tokens:
     completion: int
     estimated: bool
     estimate_reason: str = ""  # why the tokens are estimated: what was wrong with the provider's usage
+    cache_write: int = 0
 
 
 def call_tokens(outcome: CallOutcome) -> Tokens:
@@ -42,7 +43,13 @@ def call_tokens(outcome: CallOutcome) -> Tokens:
     text, with the reason (`no_usage`, `client_disconnected`, `invalid_usage:<field>`)."""
     usage = outcome.usage
     if isinstance(usage, Usage):
-        return Tokens(prompt=usage.prompt, cached=usage.cached, completion=usage.completion, estimated=False)
+        return Tokens(
+            prompt=usage.prompt,
+            cached=usage.cached,
+            completion=usage.completion,
+            estimated=False,
+            cache_write=usage.cache_write,
+        )
     if outcome.model is None:
         return Tokens(0, 0, 0, False)
     reason = usage.reason if usage is not None else "no_usage"
@@ -74,7 +81,11 @@ def call_cost(outcome: CallOutcome, tokens: Tokens) -> Decimal | None:
     if price is None:
         return None
     return cost_for_usage(
-        price, prompt_tokens=tokens.prompt, cached_tokens=tokens.cached, completion_tokens=tokens.completion
+        price,
+        prompt_tokens=tokens.prompt,
+        cached_tokens=tokens.cached,
+        completion_tokens=tokens.completion,
+        cache_write_tokens=tokens.cache_write,
     )
 
 
@@ -89,7 +100,11 @@ def call_saved(outcome: CallOutcome) -> Decimal | None:
         return None
     usage = hit.usage
     return cost_for_usage(
-        price, prompt_tokens=usage.prompt, cached_tokens=usage.cached, completion_tokens=usage.completion
+        price,
+        prompt_tokens=usage.prompt,
+        cached_tokens=usage.cached,
+        completion_tokens=usage.completion,
+        cache_write_tokens=usage.cache_write,
     )
 
 
@@ -116,6 +131,7 @@ def call_row(outcome: CallOutcome) -> CallRow:
         stream=outcome.stream,
         prompt_tokens=tokens.prompt,
         cached_tokens=tokens.cached,
+        cache_write_tokens=tokens.cache_write,
         completion_tokens=tokens.completion,
         usage_estimated=tokens.estimated,
         estimate_reason=tokens.estimate_reason,

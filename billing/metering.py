@@ -61,7 +61,13 @@ def billing_snapshot_load() -> BillingSnapshot:
     prices: dict[int, list[PriceSnap]] = {}
     for price in Price.objects.order_by("model_id", "effective_from"):
         prices.setdefault(price.model_id, []).append(
-            PriceSnap(price.effective_from, price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
+            PriceSnap(
+                price.effective_from,
+                price.input_per_mtok,
+                price.output_per_mtok,
+                price.cached_input_per_mtok,
+                price.cache_write_per_mtok,
+            )
         )
     budget_by_user, budget_by_key = {}, {}
     for budget_id, user_id, key_id in Budget.objects.values_list("id", "user_id", "api_key_id"):
@@ -118,7 +124,11 @@ class BillingMeter(Meter):
         if price is None:
             return None
         cost = cost_for_usage(
-            price, prompt_tokens=usage.prompt, cached_tokens=usage.cached, completion_tokens=usage.completion
+            price,
+            prompt_tokens=usage.prompt,
+            cached_tokens=usage.cached,
+            completion_tokens=usage.completion,
+            cache_write_tokens=usage.cache_write,
         )
         return _decimal_text(cost)
 
@@ -193,6 +203,7 @@ def _recorded(call) -> RecordedCall:
         stream=call.stream,
         prompt_tokens=call.prompt_tokens,
         cached_tokens=call.cached_tokens,
+        cache_write_tokens=call.cache_write_tokens,
         completion_tokens=call.completion_tokens,
         usage_estimated=call.usage_estimated,
         cost_usd=_decimal_text(call.cost_usd),

@@ -36,6 +36,14 @@ class Price(models.Model):
         help_text="Empty: cached tokens cost the input price.",
         **PRICE_FIELD,
     )
+    cache_write_per_mtok = models.DecimalField(
+        "cache write $/1M tokens",
+        null=True,
+        blank=True,
+        help_text="Input tokens written to the provider's cache (Anthropic's cache_creation_input_tokens). "
+        "Empty: they cost the input price.",
+        **PRICE_FIELD,
+    )
     effective_from = models.DateTimeField(default=timezone.now)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.MANUAL)
 
@@ -93,7 +101,10 @@ class Call(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     stream = models.BooleanField(default=False)
     prompt_tokens = models.PositiveIntegerField(default=0)
-    cached_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0, help_text="The part of prompt_tokens read from the cache.")
+    cache_write_tokens = models.PositiveIntegerField(
+        default=0, help_text="The part of prompt_tokens written to the provider's cache (priced at its own rate)."
+    )
     completion_tokens = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)
     estimate_reason = models.CharField(
@@ -286,6 +297,7 @@ class CallRollup(models.Model):
     estimated_calls = models.BigIntegerField(default=0, help_text="Calls whose tokens are estimates.")
     prompt_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cost_pusd = models.BigIntegerField("cost (picodollars)", default=0, help_text="Priced calls only.")
     saved_pusd = models.BigIntegerField(

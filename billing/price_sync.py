@@ -27,7 +27,7 @@ from routing.models import ModelEndpoint
 from .models import Price
 from .services import price_current, price_set
 
-PriceTuple = tuple[Decimal, Decimal, Decimal | None]
+PriceTuple = tuple[Decimal, Decimal, Decimal | None, Decimal | None]  # input, output, cached input, cache write
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,7 @@ def price_sync(*, dry_run: bool = False, at: datetime | None = None) -> list[Pri
                         input_per_mtok=change.new[0],
                         output_per_mtok=change.new[1],
                         cached_input_per_mtok=change.new[2],
+                        cache_write_per_mtok=change.new[3],
                         source=Price.Source.GENAI_PRICES,
                         effective_from=at,
                     )
@@ -60,7 +61,7 @@ def price_sync(*, dry_run: bool = False, at: datetime | None = None) -> list[Pri
 
 
 def genai_price_for(*, base_url: str, provider_name: str, upstream_model: str, at: datetime) -> PriceTuple | None:
-    """The (input, output, cached input) USD per 1M tokens genai-prices has for this model, or None."""
+    """The (input, output, cached input, cache write) USD per 1M tokens genai-prices has for this model, or None."""
     info = _model_info(base_url, provider_name, upstream_model)
     if info is None:
         return None
@@ -72,7 +73,14 @@ def genai_price_for(*, base_url: str, provider_name: str, upstream_model: str, a
 
 def _change_for(model: ModelEndpoint, at: datetime) -> PriceChange:
     current = price_current(model=model, at=at)
-    old = (current.input_per_mtok, current.output_per_mtok, current.cached_input_per_mtok) if current else None
+    old = None
+    if current is not None:
+        old = (
+            current.input_per_mtok,
+            current.output_per_mtok,
+            current.cached_input_per_mtok,
+            current.cache_write_per_mtok,
+        )
     new = genai_price_for(
         base_url=model.provider.base_url,
         provider_name=model.provider.name,
@@ -99,10 +107,11 @@ def _model_info(base_url: str, provider_name: str, upstream_model: str) -> Model
 
 
 def _as_tuple(price: ModelPrice) -> PriceTuple | None:
-    values = [_base(getattr(price, key, None)) for key in ("input_mtok", "output_mtok", "cache_read_mtok")]
+    keys = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+    values = [_base(getattr(price, key, None)) for key in keys]
     if values[0] is None or values[1] is None:
         return None
-    return values[0], values[1], values[2]
+    return values[0], values[1], values[2], values[3]
 
 
 def _base(value: Decimal | TieredPrices | None) -> Decimal | None:

@@ -1,11 +1,15 @@
 """Pure cost arithmetic, in Decimal only.
 
 Prices are USD per 1M tokens. `prompt_tokens` counts every input token, cached ones included (as
-OpenAI reports it), so the cached part is priced at the cached price and the rest at the input price:
+OpenAI reports it; for Anthropic it is input + cache reads + cache writes), so four token classes
+are priced apart: the part read from the cache (`cached`) at the cached price, the part written to
+it (`cache_write`, Anthropic's `cache_creation_input_tokens`) at the cache-write price, the rest of
+the input at the input price, and the output at the output price:
 
-    cost = (prompt - cached) × input + cached × (cached price, or input when none) + completion × output
-           ─────────────────────────────────────────────────────────────────────────────────────────────
-                                                  1,000,000
+    cost = (prompt - cached - cache_write) × input + cached × (cached price, or input when none)
+           + cache_write × (cache-write price, or input when none) + completion × output
+           ─────────────────────────────────────────────────────────────────────────────────────
+                                               1,000,000
 """
 
 import math
@@ -32,12 +36,14 @@ class PriceSnap:
     input_per_mtok: Decimal
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None
+    cache_write_per_mtok: Decimal | None = None
 
 
 class PriceLike(Protocol):
     input_per_mtok: Decimal
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None
+    cache_write_per_mtok: Decimal | None
 
 
 def price_cached_error(*, input_per_mtok: Decimal | None, cached_input_per_mtok: Decimal | None) -> str | None:
@@ -52,16 +58,24 @@ def price_cached_error(*, input_per_mtok: Decimal | None, cached_input_per_mtok:
     return None
 
 
-def cost_for_usage(price: PriceLike, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Decimal:
-    """The exact cost of a call; `cached_tokens` is the part of `prompt_tokens` read from the cache."""
+def cost_for_usage(
+    price: PriceLike, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int, cache_write_tokens: int = 0
+) -> Decimal:
+    """The exact cost of a call; `cached_tokens` is the part of `prompt_tokens` read from the cache and
+    `cache_write_tokens` the part written to it (neither can exceed what is left of the prompt)."""
     cached = min(cached_tokens, prompt_tokens)
-    cached_price = price.input_per_mtok if price.cached_input_per_mtok is None else price.cached_input_per_mtok
+    written = min(cache_write_tokens, prompt_tokens - cached)
     total = (
-        (prompt_tokens - cached) * price.input_per_mtok
-        + cached * cached_price
+        (prompt_tokens - cached - written) * price.input_per_mtok
+        + cached * _or_input(price.cached_input_per_mtok, price)
+        + written * _or_input(price.cache_write_per_mtok, price)
         + completion_tokens * price.output_per_mtok
     )
     return total / PER_TOKENS
+
+
+def _or_input(rate: Decimal | None, price: PriceLike) -> Decimal:
+    return price.input_per_mtok if rate is None else rate
 
 
 def tokens_estimate(text: str) -> int:

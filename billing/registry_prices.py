@@ -12,7 +12,7 @@ from routing.registry_file import ModelFileExtension, decimal_or_none, plain_num
 from .pricing import price_cached_error
 from .services import price_current, price_set
 
-PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
+PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok")
 REQUIRED_PRICE_KEYS = ("input_per_mtok", "output_per_mtok")
 
 
@@ -41,14 +41,11 @@ class PriceInRegistryFile(ModelFileExtension):
         return errors
 
     def apply(self, model: ModelEndpoint, value: Any) -> bool:
-        new = tuple(decimal_or_none(value.get(key)) for key in PRICE_KEYS)
+        new = {key: decimal_or_none(value.get(key)) for key in PRICE_KEYS}
         current = price_current(model=model)
-        if (
-            current is not None
-            and (current.input_per_mtok, current.output_per_mtok, current.cached_input_per_mtok) == new
-        ):
+        if current is not None and all(getattr(current, key) == number for key, number in new.items()):
             return False
-        price_set(model=model, input_per_mtok=new[0], output_per_mtok=new[1], cached_input_per_mtok=new[2])
+        price_set(model=model, **new)
         return True
 
     def export(self, model: ModelEndpoint) -> dict[str, Any] | None:
@@ -59,6 +56,7 @@ class PriceInRegistryFile(ModelFileExtension):
             "input_per_mtok": plain_number(price.input_per_mtok),
             "output_per_mtok": plain_number(price.output_per_mtok),
         }
-        if price.cached_input_per_mtok is not None:
-            data["cached_input_per_mtok"] = plain_number(price.cached_input_per_mtok)
+        for key in ("cached_input_per_mtok", "cache_write_per_mtok"):
+            if getattr(price, key) is not None:
+                data[key] = plain_number(getattr(price, key))
         return data

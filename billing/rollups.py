@@ -49,6 +49,7 @@ SCALAR_COUNTERS = (
     "estimated_calls",
     "prompt_tokens",
     "cached_tokens",
+    "cache_write_tokens",
     "completion_tokens",
     "cost_pusd",
     "saved_pusd",
@@ -130,7 +131,9 @@ def rollups_add(rows: Iterable[Mapping[str, Any]]) -> None:
     _upsert(totals)
 
 
-_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _COMPLETION, _COST, _SAVED = range(len(SCALAR_COUNTERS))
+_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _CACHE_WRITE, _COMPLETION, _COST, _SAVED = range(
+    len(SCALAR_COUNTERS)
+)
 _LATENCY_AT = [_AT[column] for column in LATENCY_COLUMNS]
 _TTFT_AT = [_AT[column] for column in TTFT_COLUMNS]
 
@@ -150,6 +153,7 @@ def _count_row(total: list[int], row: Mapping[str, Any]) -> None:
         total[_ESTIMATED] += 1
     total[_PROMPT] += int(row.get("prompt_tokens") or 0)
     total[_CACHED] += int(row.get("cached_tokens") or 0)
+    total[_CACHE_WRITE] += int(row.get("cache_write_tokens") or 0)
     total[_COMPLETION] += int(row.get("completion_tokens") or 0)
     total[_LATENCY_AT[histogram_bucket(int(row.get("latency_ms") or 0))]] += 1
     ttft = row.get("ttft_ms")
@@ -274,6 +278,7 @@ def _hours_from_calls(calls: QuerySet[Call]) -> QuerySet:
             r_estimated_calls=Count("id", filter=Q(usage_estimated=True)),
             r_prompt_tokens=Sum("prompt_tokens", output_field=BigIntegerField()),
             r_cached_tokens=Sum("cached_tokens", output_field=BigIntegerField()),
+            r_cache_write_tokens=Sum("cache_write_tokens", output_field=BigIntegerField()),
             r_completion_tokens=Sum("completion_tokens", output_field=BigIntegerField()),
             r_cost_pusd=Coalesce(Sum(cost), 0, output_field=BigIntegerField()),
             r_saved_pusd=Coalesce(Sum(saved), 0, output_field=BigIntegerField()),

@@ -23,6 +23,7 @@ def price_set(
     input_per_mtok: Decimal,
     output_per_mtok: Decimal,
     cached_input_per_mtok: Decimal | None = None,
+    cache_write_per_mtok: Decimal | None = None,
     source: str = Price.Source.MANUAL,
     effective_from: datetime | None = None,
 ) -> Price:
@@ -32,6 +33,7 @@ def price_set(
         input_per_mtok=input_per_mtok,
         output_per_mtok=output_per_mtok,
         cached_input_per_mtok=cached_input_per_mtok,
+        cache_write_per_mtok=cache_write_per_mtok,
         source=source,
         effective_from=effective_from or timezone.now(),
     )

@@ -90,6 +90,7 @@ class DashboardView(LoginRequiredMixin, View):
             tokens_in=compact_count(totals.prompt_tokens),
             tokens_out=compact_count(totals.completion_tokens),
             tokens_cached=compact_count(totals.cached_tokens),
+            tokens_cache_written=compact_count(totals.cache_write_tokens),
             budgets=[budget_bar(use=use) for use in summary.budgets],
             budget_count=summary.budget_count,
             chart_data=dashboard_document(summary=summary),

@@ -120,6 +120,7 @@ class RecordedCall:
     client_disconnected: bool
     attempts: list[dict]
     model_id: int | None = None
+    cache_write_tokens: int = 0
 
 
 class Meter(ABC):

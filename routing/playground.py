@@ -149,6 +149,7 @@ CALL_DETAIL_FIELDS = (
     "stream",
     "prompt_tokens",
     "cached_tokens",
+    "cache_write_tokens",
     "completion_tokens",
     "usage_estimated",
     "cost_usd",

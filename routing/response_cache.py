@@ -136,7 +136,7 @@ class ResponseCache:
             {
                 "completion": completion,
                 "model": model,
-                "usage": [usage.prompt, usage.cached, usage.completion],
+                "usage": [usage.prompt, usage.cached, usage.completion, usage.cache_write],
                 "request_id": request_id,
                 "created_at": created_at.isoformat(),
             }

@@ -200,7 +200,8 @@ def test_sync_prices_fills_models_with_real_ids_and_keeps_manual_prices(transact
     call_command("sync_prices", "--dry-run", stdout=out)
     assert Price.objects.count() == 1
     assert (
-        "gpt-4o           -                             2.5 / 10 / 1.25               would be added" in out.getvalue()
+        "gpt-4o           -                                 2.5 / 10 / 1.25 / -               would be added"
+        in out.getvalue()
     )
 
     call_command("sync_prices", stdout=io.StringIO())
@@ -213,6 +214,7 @@ def test_sync_prices_fills_models_with_real_ids_and_keeps_manual_prices(transact
     )
     claude = Price.objects.get(model__name="claude-sonnet-4")
     assert (claude.input_per_mtok, claude.output_per_mtok) == (Decimal("3"), Decimal("15"))
+    assert (claude.cached_input_per_mtok, claude.cache_write_per_mtok) == (Decimal("0.3"), Decimal("3.75"))
     assert list(manual.prices.values_list("input_per_mtok", flat=True)) == [Decimal("0.2")]  # manual wins
     assert not Price.objects.filter(model__name="in-house").exists()
 

@@ -63,6 +63,7 @@ class Totals(_CallRates):
     estimated_calls: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     saved_usd: Decimal = Decimal(0)  # what cache hits saved
@@ -105,6 +106,7 @@ class Slice:
     estimated_calls: int
     prompt_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
     completion_tokens: int
     cost_usd: Decimal
     saved_usd: Decimal = Decimal(0)

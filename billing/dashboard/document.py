@@ -107,6 +107,7 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "calls": totals.calls,
             "prompt_tokens": totals.prompt_tokens,
             "cached_tokens": totals.cached_tokens,
+            "cache_write_tokens": totals.cache_write_tokens,
             "completion_tokens": totals.completion_tokens,
             "error_calls": totals.error_calls,
             "error_rate": totals.error_rate,

@@ -32,6 +32,7 @@ _EXPORT_SOURCES = {
             "status",
             "prompt_tokens",
             "cached_tokens",
+            "cache_write_tokens",
             "completion_tokens",
             "usage_estimated",
             "cost_usd",
@@ -80,7 +81,7 @@ def csv_chunks(*, rows: Iterable[tuple[Any, ...]], rows_per_chunk: int = CSV_ROW
 
 def _csv_cells(row: tuple[Any, ...]) -> list[Any]:
     created_at, request_id, user, key, requested, model, provider, status, *numbers = row
-    prompt, cached, completion, estimated, cost, saved, latency, ttft, attempts = numbers
+    prompt, cached, cache_write, completion, estimated, cost, saved, latency, ttft, attempts = numbers
     return [
         created_at.isoformat(),
         request_id,
@@ -92,6 +93,7 @@ def _csv_cells(row: tuple[Any, ...]) -> list[Any]:
         status,
         prompt,
         cached,
+        cache_write,
         completion,
         "true" if estimated else "false",
         "" if cost is None else f"{cost:f}",

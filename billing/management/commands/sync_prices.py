@@ -20,13 +20,13 @@ class Command(BaseCommand):
     def handle(self, *args, dry_run: bool = False, **options):
         changes = price_sync(dry_run=dry_run)
         width = max((len(c.model) for c in changes), default=5)
-        header = ("model", "old (in / out / cached)", "new (in / out / cached)")
-        self.stdout.write(f"{header[0]:<{width}}  {header[1]:<28}  {header[2]:<28}  result")
+        header = ("model", "old (in / out / cached / write)", "new (in / out / cached / write)")
+        self.stdout.write(f"{header[0]:<{width}}  {header[1]:<32}  {header[2]:<32}  result")
         for change in changes:
             verb = ACTIONS[change.action]
             if dry_run and change.action in ("add", "update"):
                 verb = f"would be {verb}"
-            self.stdout.write(f"{change.model:<{width}}  {_fmt(change.old):<28}  {_fmt(change.new):<28}  {verb}")
+            self.stdout.write(f"{change.model:<{width}}  {_fmt(change.old):<32}  {_fmt(change.new):<32}  {verb}")
         applied = sum(c.action in ("add", "update") for c in changes)
         self.stdout.write(f"{applied} price(s) {'would change' if dry_run else 'changed'}.")
 
