@@ -12,7 +12,7 @@ import pytest
 from billing.pricing import prompt_tokens_estimate
 from routing.models import ApiKey
 from tests.billing_fixtures import budget_for
-from tests.factories import model_create, provider_create, route_create
+from tests.factories import model_create, price_create, provider_create, route_create
 
 HELLO = [{"role": "user", "content": "hello router"}]
 ECHO_5 = "Echo: hello router lorem ipsum"
@@ -579,3 +579,33 @@ def test_anthropic_beta_header_reaches_anthropic_candidates_only(claude, anthrop
             model="claude-fake", max_tokens=5, messages=HELLO, extra_headers={"anthropic-beta": "a;b=c"}
         )
     assert "anthropic-beta" in raised.value.body["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_four_token_classes_priced_exactly(claude, anthropic_model, recorded_calls, stream):
+    """Claude Code's prompt cache through a native candidate: input, cache write, cache read and output
+    each at its own rate (Decimal, every digit)."""
+    model = anthropic_model("claude-cached", "echo+words=4+cached=1000+cache-write=333")
+    price_create(
+        model=model,
+        input_per_mtok="3",
+        output_per_mtok="15",
+        cached_input_per_mtok=Decimal("0.30"),
+        cache_write_per_mtok=Decimal("3.75"),
+    )
+    body = {"model": "claude-cached", "max_tokens": 50, "system": CLAUDE_SYSTEM, "messages": HELLO}
+    if stream:
+        with claude.messages.stream(**body) as events:
+            usage = events.get_final_message().usage
+    else:
+        usage = claude.messages.create(**body).usage
+    assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (333, 1000, 4)
+    (call,) = recorded_calls()
+    assert (call.prompt_tokens, call.cached_tokens, call.cache_write_tokens, call.completion_tokens) == (
+        12 + 1000 + 333,
+        1000,
+        333,
+        4,
+    )
+    expected = (12 * Decimal(3) + 1000 * Decimal("0.30") + 333 * Decimal("3.75") + 4 * Decimal(15)) / 1_000_000
+    assert call.cost_usd == expected and not call.usage_estimated
