@@ -1,7 +1,7 @@
 """What /v1/messages costs next to /v1/chat/completions, through each kind of candidate.
 
 Usage: `.venv/bin/python -m bench.messages [--database-url URL] [--redis-url URL] [--duration 5]
-[--concurrency 8] [--streams 200]`
+[--concurrency 8] [--streams 200] [--rounds 3]`
 
 One routerweb worker (the production command) in a throwaway environment (bench.harness.BenchStack)
 in front of the fake upstream, which answers at once: routerweb's CPU is the limit, so what a
@@ -54,7 +54,7 @@ OPENAI_SETUP = (
     "upstream_model='echo+words=16'), input_per_mtok=Decimal(1), output_per_mtok=Decimal(2))"
 )
 SYSTEM = "You are a helpful assistant."
-QUIET_WAIT_S = 10.0  # the machine may be shared: wait this long at most for it to get quiet
+QUIET_WAIT_S = 5.0  # the machine may be shared: wait this long at most for it to get quiet
 USER = "Say hello to the benchmark in a few words, please."
 
 
@@ -149,6 +149,15 @@ def streaming(stack: BenchStack, row: Row, *, streams: int) -> dict:
     return {"p50_ms": statistics.median(totals), "cpu_ms": cpu_ms, "errors": errors}
 
 
+def _rounds(rounds: int, measure) -> dict[Row, dict]:
+    """Each row measured `rounds` times, the rows taking turns; per row the median of each figure."""
+    samples: dict[Row, list[dict]] = {row: [] for row in ROWS}
+    for _ in range(rounds):
+        for row in ROWS:
+            samples[row].append(measure(row))
+    return {row: {name: statistics.median(s[name] for s in runs) for name in runs[0]} for row, runs in samples.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url")
@@ -156,31 +165,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     os.environ[ANTHROPIC_KEY_ENV] = "sk-bench"  # the stack's processes inherit the environment
     with BenchStack(database_url=args.database_url, redis_url=args.redis_url) as stack:
         manage(stack.env, "shell", "--no-imports", "-c", ANTHROPIC_SETUP.replace("{base!r}", repr(stack.upstream.url)))
         manage(stack.env, "shell", "--no-imports", "-c", OPENAI_SETUP)
         time.sleep(1.0)  # the registry version bump reaches the server
-        print(f"non-streaming, upstream answers at once, concurrency {args.concurrency}, {args.duration:g} s each")
+        print(
+            f"non-streaming, upstream answers at once, concurrency {args.concurrency}, {args.duration:g} s each,"
+            f" median of {args.rounds} rounds (rows take turns)"
+        )
+        results = _rounds(
+            args.rounds, lambda row: non_streaming(stack, row, concurrency=args.concurrency, duration_s=args.duration)
+        )
         print(f"{'row':24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'added CPU':>10} errors")
-        reference = None
+        reference = results[ROWS[0]]["cpu_ms"]
         for row in ROWS:
-            r = non_streaming(stack, row, concurrency=args.concurrency, duration_s=args.duration)
-            reference = r["cpu_ms"] if reference is None else reference
-            added = r["cpu_ms"] - reference
+            r = results[row]
             print(
                 f"{row.label:24} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['cpu_ms']:11.3f}"
-                f" {added:+10.3f} {r['errors']}"
+                f" {r['cpu_ms'] - reference:+10.3f} {r['errors']:.0f}"
             )
-        print(f"\nstreaming, 16 chunks, {args.streams} streams one after another")
+        print(f"\nstreaming, 16 chunks, {args.streams} streams one after another, median of {args.rounds} rounds")
+        results = _rounds(args.rounds, lambda row: streaming(stack, row, streams=args.streams))
         print(f"{'row':24} {'p50 ms':>8} {'CPU ms/stream':>14} {'added CPU':>10} errors")
-        reference = None
+        reference = results[ROWS[0]]["cpu_ms"]
         for row in ROWS:
-            r = streaming(stack, row, streams=args.streams)
-            reference = r["cpu_ms"] if reference is None else reference
+            r = results[row]
             print(
-                f"{row.label:24} {r['p50_ms']:8.2f} {r['cpu_ms']:14.3f} {r['cpu_ms'] - reference:+10.3f} {r['errors']}"
+                f"{row.label:24} {r['p50_ms']:8.2f} {r['cpu_ms']:14.3f}"
+                f" {r['cpu_ms'] - reference:+10.3f} {r['errors']:.0f}"
             )
     return 0
 
