@@ -3,10 +3,10 @@
 Usage: `.venv/bin/python -m bench.messages [--database-url URL] [--redis-url URL] [--duration 5]
 [--concurrency 8] [--streams 200] [--rounds 3]`
 
-One routerweb worker (the production command) in a throwaway environment (bench.harness.BenchStack)
-in front of the fake upstream, which answers at once: routerweb's CPU is the limit, so what a
-translation adds shows. Rows, non-streaming (`--concurrency` keep-alive connections of an httpx
-client, `--duration` s each):
+One routerweb worker (the production command) in a throwaway environment (bench.harness.BenchStack,
+whose registry has both kinds of provider on the same fake upstream), which answers at once:
+routerweb's CPU is the limit, so what a translation adds shows. Rows, non-streaming
+(`--concurrency` keep-alive connections of an httpx client, `--duration` s each):
 
 - `chat → openai`: /v1/chat/completions on an OpenAI-compatible candidate (the reference);
 - `messages → openai`: /v1/messages on the same candidate (translated both ways);
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -33,26 +32,9 @@ from dataclasses import dataclass
 import httpx
 
 from .gateway import SETTLE_S, WARMUP_S, wait_quiet
-from .harness import BenchStack, manage
+from .harness import BenchStack
 from .sse_client import percentile
 
-ANTHROPIC_KEY_ENV = "BENCH_ANTHROPIC_API_KEY"
-# An Anthropic provider on the fake upstream's Anthropic mode (it wants a key, any key), with two models.
-ANTHROPIC_SETUP = (
-    "from decimal import Decimal; from billing.services import price_set; "
-    "from routing.models import ModelEndpoint, Provider; "
-    "p = Provider.objects.create(name='fake-anthropic', base_url={base!r}, api_format='anthropic', "
-    f"api_key_env='{ANTHROPIC_KEY_ENV}'); "
-    "[price_set(model=ModelEndpoint.objects.create(name=n, provider=p, upstream_model=u), "
-    "input_per_mtok=Decimal(1), output_per_mtok=Decimal(2)) "
-    "for n, u in (('fast-anthropic', 'echo'), ('stream-anthropic', 'echo+words=16'))]"
-)
-OPENAI_SETUP = (
-    "from decimal import Decimal; from billing.services import price_set; "
-    "from routing.models import ModelEndpoint, Provider; "
-    "price_set(model=ModelEndpoint.objects.create(name='stream-openai', provider=Provider.objects.get(name='fake'), "
-    "upstream_model='echo+words=16'), input_per_mtok=Decimal(1), output_per_mtok=Decimal(2))"
-)
 SYSTEM = "You are a helpful assistant."
 QUIET_WAIT_S = 5.0  # the machine may be shared: wait this long at most for it to get quiet
 USER = "Say hello to the benchmark in a few words, please."
@@ -67,10 +49,10 @@ class Row:
 
 
 ROWS = (
-    Row("chat → openai", "/v1/chat/completions", "fast", "stream-openai"),
-    Row("messages → openai", "/v1/messages", "fast", "stream-openai"),
-    Row("messages → anthropic", "/v1/messages", "fast-anthropic", "stream-anthropic"),
-    Row("chat → anthropic", "/v1/chat/completions", "fast-anthropic", "stream-anthropic"),
+    Row("chat → openai", "/v1/chat/completions", "fast", "stream16"),
+    Row("messages → openai", "/v1/messages", "fast", "stream16"),
+    Row("messages → anthropic", "/v1/messages", "claude-fast", "claude-stream"),
+    Row("chat → anthropic", "/v1/chat/completions", "claude-fast", "claude-stream"),
 )
 
 
@@ -167,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    os.environ[ANTHROPIC_KEY_ENV] = "sk-bench"  # the stack's processes inherit the environment
     with BenchStack(database_url=args.database_url, redis_url=args.redis_url) as stack:
-        manage(stack.env, "shell", "--no-imports", "-c", ANTHROPIC_SETUP.replace("{base!r}", repr(stack.upstream.url)))
-        manage(stack.env, "shell", "--no-imports", "-c", OPENAI_SETUP)
-        time.sleep(1.0)  # the registry version bump reaches the server
         print(
             f"non-streaming, upstream answers at once, concurrency {args.concurrency}, {args.duration:g} s each,"
             f" median of {args.rounds} rounds (rows take turns)"
