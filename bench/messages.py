@@ -1,7 +1,7 @@
 """What /v1/messages costs next to /v1/chat/completions, through each kind of candidate.
 
 Usage: `.venv/bin/python -m bench.messages [--database-url URL] [--redis-url URL] [--duration 5]
-[--concurrency 8] [--streams 200] [--rounds 3]`
+[--concurrency 8] [--streams 200] [--rounds 3] [--micro-only]`
 
 One routerweb worker (the production command) in a throwaway environment (bench.harness.BenchStack,
 whose registry has both kinds of provider on the same fake upstream), which answers at once:
@@ -17,6 +17,8 @@ routerweb's CPU is the limit, so what a translation adds shows. Rows, non-stream
 Then the same four streaming (16 chunks), `--streams` streams one after another on one connection,
 for the total time of a stream and the CPU per stream. The server's CPU time (with its row writer)
 is read from /proc around each run; its difference to the reference row is the added CPU per request.
+First, in process, the translation's own CPU per call (`translation_micro`), which a busy machine
+does not blur as it does a whole request's.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
+import timeit
 from dataclasses import dataclass
 
 import httpx
@@ -140,6 +144,54 @@ def _rounds(rounds: int, measure) -> dict[Row, dict]:
     return {row: {name: statistics.median(s[name] for s in runs) for name in runs[0]} for row, runs in samples.items()}
 
 
+def translation_micro() -> dict[str, float]:
+    """The translation's own CPU, in process (µs per call, best of 5; steady even on a busy machine):
+    what /v1/messages adds on top of the chat path's work for an OpenAI-compatible candidate."""
+    import orjson
+
+    from routing.messages_format import message_from_completion
+    from routing.messages_schema import messages_request_parse
+    from routing.messages_stream import ChunkTranslator
+    from routing.schemas import chat_request_parse
+    from routing.usage import Usage
+
+    messages_raw = request_body(ROWS[1], stream=False)
+    chat_raw = request_body(ROWS[0], stream=False)
+    completion = {
+        "id": "chatcmpl-1",
+        "model": "echo",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": USER}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 16},
+    }
+    completion_raw = orjson.dumps(completion)
+    usage = Usage(20, 0, 16)
+    head = {"id": "c", "object": "chat.completion.chunk", "model": "echo"}
+    chunks = [
+        orjson.dumps({**head, "choices": [{"index": 0, "delta": {"content": f" word{i}"}, "finish_reason": None}]})
+        for i in range(16)
+    ]
+    chunks += [orjson.dumps({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}), b"[DONE]"]
+
+    def answer() -> bytes:
+        parsed = orjson.loads(completion_raw)
+        return orjson.dumps(message_from_completion(parsed, message_id="msg_1", model="echo", usage=usage))
+
+    def stream() -> None:
+        translator = ChunkTranslator(message_id="msg_1", model="echo")
+        for payload in chunks:
+            translator.events(payload, usage)
+
+    def best_us(fn, number: int = 2000) -> float:
+        return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+
+    return {
+        "chat request check (reference)": best_us(lambda: chat_request_parse(chat_raw)),
+        "messages request check + translation": best_us(lambda: messages_request_parse(messages_raw)),
+        "answer → message": best_us(answer),
+        "16-chunk stream → events": best_us(stream),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url")
@@ -148,7 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--micro-only", action="store_true", help="only the in-process translation timings")
     args = parser.parse_args(argv)
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
+    os.environ.setdefault("SECRET_KEY", "bench")
+    django.setup()
+    print("translation's own CPU, in process, µs per call (best of 5)")
+    for label, micros in translation_micro().items():
+        print(f"  {label:40} {micros:8.1f}")
+    if args.micro_only:
+        return 0
     with BenchStack(database_url=args.database_url, redis_url=args.redis_url) as stack:
         print(
             f"non-streaming, upstream answers at once, concurrency {args.concurrency}, {args.duration:g} s each,"
