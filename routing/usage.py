@@ -37,8 +37,10 @@ class UsageProblem:
 def usage_parse(raw: Any) -> Usage | UsageProblem:
     """The usage in an upstream's `usage` object (OpenAI's shape), or why it cannot be used.
 
-    `prompt_tokens` is required; `completion_tokens` and `prompt_tokens_details.cached_tokens` count
-    as 0 when absent or null. Cached tokens beyond the prompt are capped at the prompt.
+    `prompt_tokens` is required; `completion_tokens`, `prompt_tokens_details.cached_tokens` and
+    `prompt_tokens_details.cache_write_tokens` (OpenRouter's, and routerweb's own for an Anthropic
+    call) count as 0 when absent or null. Cache reads beyond the prompt are capped at the prompt, and
+    cache writes at what is left of it.
     """
     if raw is None:
         return UsageProblem("no_usage")
@@ -56,7 +58,11 @@ def usage_parse(raw: Any) -> Usage | UsageProblem:
     cached = _count((details or {}).get("cached_tokens"))
     if cached is None:
         return UsageProblem("invalid_usage:cached_tokens")
-    return Usage(prompt=prompt, cached=min(cached, prompt), completion=completion)
+    cache_write = _count((details or {}).get("cache_write_tokens"))
+    if cache_write is None:
+        return UsageProblem("invalid_usage:cache_write_tokens")
+    cached = min(cached, prompt)
+    return Usage(prompt=prompt, cached=cached, completion=completion, cache_write=min(cache_write, prompt - cached))
 
 
 def anthropic_usage_parse(raw: Any) -> Usage | UsageProblem:

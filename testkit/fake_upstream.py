@@ -45,12 +45,14 @@ free (``echo``, ``demo-echo``, ``gpt-4o``) and echoed back as ``model``. Directi
                    without a response; the others behave as the rest of the directives say.
 =================  ===============================================================================
 
-Directives of the Anthropic mode only (the OpenAI mode accepts and ignores them), except ``tool-use``,
-which the OpenAI mode honours too (``tool_calls``, ``finish_reason`` ``tool_calls``; streamed as two
-argument pieces after the text):
+Directives of the Anthropic mode (the OpenAI mode accepts the others and ignores them; it honours
+``cache-write``, as below, and ``tool-use``: ``tool_calls`` and ``finish_reason`` ``tool_calls``,
+streamed as two argument pieces after the text):
 
 =================  ===============================================================================
-``cache-write=W``  ``usage.cache_creation_input_tokens`` = W (default 0).
+``cache-write=W``  ``usage.cache_creation_input_tokens`` = W (default 0); in the OpenAI mode,
+                   ``usage.prompt_tokens_details.cache_write_tokens`` = W when W > 0 (OpenRouter's
+                   field, part of ``prompt_tokens`` there).
 ``tool-use``       the answer calls the request's first tool (``stop_reason`` ``tool_use``).
 ``bad-usage=K``    every usage count is a hostile value of kind K: ``negative``, ``huge`` (2**40),
                    ``string``, ``float``, ``null`` or ``bool``.
@@ -318,12 +320,15 @@ def answer_words(messages: list[Any], n: int) -> list[str]:
 
 
 def _usage(messages: list[Any], plan: _Plan) -> dict[str, Any]:
-    prompt = prompt_tokens(messages, dense=plan.dense)
+    prompt = prompt_tokens(messages, dense=plan.dense) + plan.cache_write
+    details = {"cached_tokens": plan.cached}
+    if plan.cache_write:
+        details["cache_write_tokens"] = plan.cache_write
     return {
         "prompt_tokens": prompt,
         "completion_tokens": plan.words,
         "total_tokens": prompt + plan.words,
-        "prompt_tokens_details": {"cached_tokens": plan.cached},
+        "prompt_tokens_details": details,
     }
 
 

@@ -268,3 +268,18 @@ def test_the_stream_mapper_notes_an_error_event_and_has_no_usage_before_message_
     assert mapper.usage() == UsageProblem("no_usage")
     mapper.chunks({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     assert mapper.error == ("overloaded_error", "Overloaded")
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        ({"cached_tokens": 3, "cache_write_tokens": 4}, Usage(prompt=10, cached=3, completion=1, cache_write=4)),
+        ({"cached_tokens": 8, "cache_write_tokens": 4}, Usage(prompt=10, cached=8, completion=1, cache_write=2)),
+        ({"cache_write_tokens": -1}, UsageProblem("invalid_usage:cache_write_tokens")),
+        ({"cache_write_tokens": None}, Usage(prompt=10, cached=0, completion=1, cache_write=0)),
+    ],
+)
+def test_openai_usage_reads_cache_writes_from_prompt_tokens_details(details, expected):
+    from routing.usage import usage_parse
+
+    assert usage_parse({"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": details}) == expected

@@ -409,3 +409,21 @@ def test_an_anthropic_provider_imports_and_exports_from_the_registry_yaml(tmp_pa
     path.write_text(ANTHROPIC_REGISTRY.replace("cache_write_per_mtok: 3.75", "cache_write_per_mtok: -1"))
     with pytest.raises(Exception, match="cache_write_per_mtok"):
         call_command("import_registry", str(path), stdout=io.StringIO())
+
+
+def test_an_openai_compatible_upstreams_cache_writes_are_priced_too(client, fake_model, recorded_calls):
+    from billing.services import price_set
+
+    model = fake_model("routed", "echo+words=2+cached=4+cache-write=10")
+    price_set(
+        model=model,
+        input_per_mtok=Decimal("3"),
+        output_per_mtok=Decimal("15"),
+        cached_input_per_mtok=Decimal("0.3"),
+        cache_write_per_mtok=Decimal("3.75"),
+    )
+    completion = client.chat.completions.create(model="routed", messages=MESSAGES)
+    assert completion.usage.prompt_tokens == INPUT_TOKENS + 10
+    [call] = recorded_calls()
+    assert (call.prompt_tokens, call.cached_tokens, call.cache_write_tokens) == (22, 4, 10)
+    assert call.cost_usd == (8 * Decimal(3) + 4 * Decimal("0.3") + 10 * Decimal("3.75") + 2 * Decimal(15)) / 10**6

@@ -174,6 +174,7 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
             "calls": len(rows),
             "prompt_tokens": sum(c.prompt_tokens for c in rows),
             "cached_tokens": sum(c.cached_tokens for c in rows),
+            "cache_write_tokens": sum(c.cache_write_tokens for c in rows),
             "completion_tokens": sum(c.completion_tokens for c in rows),
             "error_calls": errors,
             "error_rate": rate(errors, len(rows)),
@@ -543,6 +544,9 @@ def test_the_page_shows_the_totals_budgets_and_recent_calls(world, calls):
     )
     html = response.content.decode()
     assert f'id="kpi-calls">{len(rows):,}<' in html
+    read, written = sum(c.cached_tokens for c in rows), sum(c.cache_write_tokens for c in rows)
+    assert written > 0 and (totals.cached_tokens, totals.cache_write_tokens) == (read, written)
+    assert f"{read} input tokens read from the provider's cache, {written} written to it" in html
     budgets = response.context["budgets"]
     assert [(b.use.label, b.use.spent_usd, b.used_pct, b.state) for b in budgets] == [
         ("user alice", Decimal("45.5"), 91.0, "soft")
