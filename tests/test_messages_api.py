@@ -609,3 +609,12 @@ def test_four_token_classes_priced_exactly(claude, anthropic_model, recorded_cal
     )
     expected = (12 * Decimal(3) + 1000 * Decimal("0.30") + 333 * Decimal("3.75") + 4 * Decimal(15)) / 1_000_000
     assert call.cost_usd == expected and not call.usage_estimated
+
+
+def test_cache_counts_of_a_chat_completions_candidate_reach_the_message(claude, fake_model, recorded_calls):
+    fake_model("cached-gpt", "echo+words=2+cached=1+cache-write=2")
+    usage = claude.messages.create(model="cached-gpt", max_tokens=5, messages=HELLO).usage
+    # the fake's prompt_tokens (5 + 2 written) include both cache counts; Anthropic's input_tokens do not
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (4, 1, 2)
+    (call,) = recorded_calls()
+    assert (call.prompt_tokens, call.cached_tokens, call.cache_write_tokens) == (7, 1, 2)
