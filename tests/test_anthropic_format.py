@@ -283,3 +283,18 @@ def test_openai_usage_reads_cache_writes_from_prompt_tokens_details(details, exp
     from routing.usage import usage_parse
 
     assert usage_parse({"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": details}) == expected
+
+
+def test_empty_messages_are_left_out_and_their_neighbours_merge():
+    body = to_anthropic(
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": ""},
+                {"role": "user", "content": [{"type": "text", "text": "b"}]},
+            ]
+        }
+    )
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+    ]

@@ -7,9 +7,9 @@ one is checked for its type and anything odd is left out rather than passed on.
 
 What maps to what:
 
-- `system` and `developer` messages -> `system` (a string, or text blocks when a message has parts,
-  so `cache_control` marks survive); consecutive messages of one role are merged into one, as the
-  Messages API wants user and assistant turns to alternate.
+- `system` and `developer` messages -> `system` (a string, or text blocks when a part carries more
+  than its text, so `cache_control` marks survive); consecutive messages of one role are merged into
+  one, as the Messages API wants user and assistant turns to alternate, and empty ones are left out.
 - content parts: `text` -> text block; `image_url` -> image block, a `data:` URL as a base64
   source and any other URL as a url source; other parts are passed as they are.
 - an assistant's `tool_calls` -> `tool_use` blocks (arguments parsed from JSON); `tool` messages ->
@@ -105,6 +105,8 @@ def _turns(messages: list[dict[str, Any]]) -> tuple[str | list[Block], list[Turn
             blocks = [*_blocks(message.get("content")), *_tool_uses(message.get("tool_calls"))]
         else:  # user, and the legacy `function` role's result as its text
             role, blocks = "user", _blocks(message.get("content"))
+        if not blocks:  # an empty turn is refused; leaving it out lets its neighbours merge
+            continue
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
