@@ -5,7 +5,8 @@ chain (sessions, CSRF, messages, auth), a spooled temp file for the body, and `r
 `request_finished` signals whose receivers each cost a thread hop. This handler keeps what the API
 needs: the body read into memory with a size limit (413 early), an `ASGIRequest`, URL resolving
 against `routing.api_urls`, the async view, and cancellation of the view when the client goes
-away (which closes the upstream request). Any error still answers in OpenAI's JSON shape.
+away (which closes the upstream request). Any error still answers in OpenAI's JSON shape (in
+Anthropic's on /v1/messages).
 
 Of the page stack's protections, the two that matter to a JSON API are kept here: the `Host` header
 is checked against ALLOWED_HOSTS (400, as CommonMiddleware does for pages) and every response carries
@@ -27,6 +28,7 @@ from .errors import ApiError, body_too_large, error_response
 
 logger = logging.getLogger("routerweb.api")
 API_URLCONF = "routing.api_urls"
+MESSAGES_PATH = "/v1/messages"  # Anthropic's Messages API: its errors have Anthropic's shape
 
 
 class BodyTooLarge(Exception):
@@ -45,7 +47,8 @@ class ApiHandler:
         try:
             body = await self._read_body(scope, receive)
         except BodyTooLarge:
-            await _send_response(send, error_response(body_too_large(self.max_body)))
+            anthropic = scope["path"].startswith(MESSAGES_PATH)
+            await _send_response(send, error_response(body_too_large(self.max_body), anthropic=anthropic))
             return
         except ClientGone:
             return
@@ -86,21 +89,24 @@ class ApiHandler:
 
     async def _view_response(self, scope, body: bytes) -> HttpResponse:
         request = ASGIRequest(scope, io.BytesIO(body))
+        anthropic = request.path_info.startswith(MESSAGES_PATH)
         try:
             request.get_host()  # validated against ALLOWED_HOSTS
         except DisallowedHost:
-            return error_response(ApiError(400, "Invalid Host header.", code="invalid_host"))
+            return error_response(ApiError(400, "Invalid Host header.", code="invalid_host"), anthropic=anthropic)
         try:
             match = resolve(request.path_info, urlconf=API_URLCONF)
         except Resolver404:
-            return error_response(ApiError(404, f"Unknown API path {request.path_info}.", code="not_found"))
+            error = ApiError(404, f"Unknown API path {request.path_info}.", code="not_found")
+            return error_response(error, anthropic=anthropic)
         try:
             return await match.func(request, *match.args, **match.kwargs)
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("unhandled error on %s", request.path_info)
-            return error_response(ApiError(500, "Internal error in routerweb.", code="internal_error"))
+            error = ApiError(500, "Internal error in routerweb.", code="internal_error")
+            return error_response(error, anthropic=anthropic)
 
 
 async def _cancel_on_disconnect(receive, task: asyncio.Task, client_gone: asyncio.Event) -> None:

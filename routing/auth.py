@@ -26,6 +26,13 @@ def api_key_authenticate(keys_by_hash: Mapping[str, KeySnap], authorization: str
     return key
 
 
+def api_key_authorization(*, x_api_key: str, authorization: str) -> str:
+    """The `Authorization` value a request authenticates with: Anthropic's clients send the key as
+    `x-api-key` (the `anthropic` SDK with `api_key`, Claude Code with ANTHROPIC_API_KEY), others as
+    `Authorization: Bearer` (ANTHROPIC_AUTH_TOKEN); `x-api-key` wins when both are sent."""
+    return f"Bearer {x_api_key}" if x_api_key else authorization
+
+
 def api_key_authenticate_now(authorization: str) -> KeySnap:
     """`api_key_authenticate` against the database as it is now (one query; for synchronous views)."""
     keys = api_keys_load(key_hash=api_key_hash(_bearer_token(authorization)))
@@ -36,5 +43,6 @@ def _bearer_token(authorization: str) -> str:
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "Missing API key: send 'Authorization: Bearer rw-…'.", code="missing_api_key")
+        message = "Missing API key: send 'Authorization: Bearer rw-…' (or, on /v1/messages, 'x-api-key: rw-…')."
+        raise ApiError(401, message, code="missing_api_key")
     return token

@@ -50,6 +50,8 @@ class CallContext:
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
     cache_header: str = ""  # the request's X-Router-Cache header
     cache_entry: tuple[str, CachePolicy] | None = None  # where a miss's answer is stored
+    # Checked client headers an upstream of the request's own API gets (/v1/messages: `anthropic-beta`).
+    native_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.trace.upstream_s) * 1000)

@@ -1,14 +1,17 @@
-"""One chat completion through routerweb, from checked body to recorded call.
+"""One call through routerweb, from checked body to recorded call.
 
-Both the API (key-authenticated) and the playground (session-authenticated) call
-`chat_completion_run`, so fallback, circuit breakers and cost rows behave the same for both.
-Exactly one call row is recorded per request, once its outcome is known.
+`call_run` is the path every calling endpoint shares: registry snapshot, candidates, circuit state,
+rate limits, the response cache, budgets, fallback, and exactly one call row per request, recorded
+once its outcome is known. An `Endpoint` brings what differs: how its body is checked, how a
+candidate is tried for it, and how an error is written. Both the API (key-authenticated) and the
+playground (session-authenticated) call `chat_completion_run`; /v1/messages is `routing/messages.py`.
 """
 
 import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -25,7 +28,7 @@ from .errors import ApiError, error_headers
 from .metering import CallPlan, Meter
 from .registry import RegistryUnavailable
 from .registry_version import VERSION_KEY
-from .router import RouteResult, candidates_for, route_request
+from .router import CandidateTry, RouteResult, UsageCost, candidates_for, chat_attempt, route_request
 from .runtime import Runtime
 from .schemas import ChatRequest, chat_request_parse
 from .snapshot import KeySnap, ModelSnap, Registry
@@ -52,9 +55,47 @@ UNCHECKED_TRIES = 2
 Caller = Callable[[Registry], CallContext]
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What one calling endpoint brings to `call_run`.
+
+    `parse` checks a raw body (raises ApiError 400); the `ChatRequest` it returns (or a subclass) is
+    what rate limits, budgets and the call row see. `attempt(request, context, usage_cost)` is the
+    try of one candidate for it (router.CandidateTry). `error_answer` writes an ApiError in the
+    endpoint's shape, as (HTTP status, body). `cacheable`: the response cache applies.
+    """
+
+    parse: Callable[[bytes], ChatRequest]
+    attempt: Callable[[ChatRequest, CallContext, UsageCost], CandidateTry]
+    error_answer: Callable[[ApiError], tuple[int, bytes]]
+    cacheable: bool = True
+
+
+def _chat_attempt(chat: ChatRequest, context: CallContext, usage_cost: UsageCost) -> CandidateTry:
+    return partial(
+        chat_attempt,
+        request=chat.body,
+        stream=chat.stream,
+        client_wants_usage=chat.client_wants_usage,
+        usage_cost=usage_cost,
+    )
+
+
+def openai_error_answer(error: ApiError) -> tuple[int, bytes]:
+    return error.status, error.body()
+
+
+CHAT_COMPLETIONS = Endpoint(parse=chat_request_parse, attempt=_chat_attempt, error_answer=openai_error_answer)
+
+
 async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Caller) -> GatewayResponse:
-    """Route one chat completion for whoever `caller(registry)` says is calling; never raises for bad
-    input or upstream trouble (answers an OpenAI error). `caller` raises ApiError to refuse (401):
+    """Route one chat completion for whoever `caller(registry)` says is calling (see `call_run`)."""
+    return await call_run(CHAT_COMPLETIONS, runtime=runtime, raw_body=raw_body, caller=caller)
+
+
+async def call_run(endpoint: Endpoint, *, runtime: Runtime, raw_body: bytes, caller: Caller) -> GatewayResponse:
+    """Route one call of `endpoint` for whoever `caller(registry)` says is calling; never raises for bad
+    input or upstream trouble (answers the endpoint's error). `caller` raises ApiError to refuse (401):
     that answer writes no row.
 
     The request starts from the worker's registry snapshot without a round trip: the snapshot's
@@ -74,16 +115,17 @@ async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Call
             break
         context.runtime = runtime
         try:
-            return await _run(raw_body, registry, context, registry_checked=False)
+            return await _run(endpoint, raw_body, registry, context, registry_checked=False)
         except RegistryChanged as changed:
             registry = changed.registry
     try:
         registry = await registry_checked_get(runtime, after_miss=missed)
         context = caller(registry)
     except ApiError as error:
-        return GatewayResponse(error.status, error_headers(error), body=error.body())
+        status, body = endpoint.error_answer(error)
+        return GatewayResponse(status, error_headers(error), body=body)
     context.runtime = runtime
-    return await _run(raw_body, registry, context, registry_checked=True)
+    return await _run(endpoint, raw_body, registry, context, registry_checked=True)
 
 
 async def registry_checked_get(runtime: Runtime, *, after_miss: bool = False) -> Registry:
@@ -96,7 +138,9 @@ async def registry_checked_get(runtime: Runtime, *, after_miss: bool = False) ->
         raise ApiError(503, message, code="registry_unavailable", type="server_error", retry_after_s=1) from None
 
 
-async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, registry_checked: bool) -> GatewayResponse:
+async def _run(
+    endpoint: Endpoint, raw_body: bytes, registry: Registry, context: CallContext, *, registry_checked: bool
+) -> GatewayResponse:
     """One try with `registry`. Unchecked, it raises RegistryChanged when the registry turns out to have
     changed; an error found before the version is read is only answered once the snapshot is confirmed
     (a key, model or route created a moment ago must not be refused by an old snapshot).
@@ -106,9 +150,9 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
     chat: ChatRequest | None = None
     try:
         try:
-            chat = chat_request_parse(raw_body)
+            chat = endpoint.parse(raw_body)
             if context.key is not None:
-                _check_allowed(context.key, chat)
+                check_allowed(context.key, chat)
             candidates = candidates_for(registry, chat.model, chat.fallback_models)
         except ApiError:
             if not registry_checked:  # a model created since the snapshot gets its chance
@@ -121,25 +165,21 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
             _confirm(registry, await runtime.registry.for_token(token))
         await call_admit(registry, context, chat, candidates)
-        hit = await call_cache_lookup(registry, context, chat, candidates)
-        if hit is not None:
-            return call_cache_hit_answer(registry, context, chat, hit)
+        if endpoint.cacheable:
+            hit = await call_cache_lookup(registry, context, chat, candidates)
+            if hit is not None:
+                return call_cache_hit_answer(registry, context, chat, hit)
         candidates = await _reserve(registry, context, chat, candidates)
-        result = await route_request(
-            chat.body,
-            candidates,
-            breaker,
-            context.trace,
-            client_wants_usage=chat.client_wants_usage,
-            views=views,
-            usage_cost=partial(_usage_cost, runtime.meter, registry.metering, context.created_at),
-        )
+        usage_cost = partial(_usage_cost, runtime.meter, registry.metering, context.created_at)
+        attempt = endpoint.attempt(chat, context, usage_cost)
+        result = await route_request(candidates, breaker, context.trace, attempt=attempt, views=views)
     except RegistryChanged:
         runtime.calls_in_flight -= 1  # nothing to record: the caller starts over
         raise
     except ApiError as error:
         _record_failure(context, chat, error)
-        return GatewayResponse(error.status, context.headers() | error_headers(error), body=error.body())
+        status, body = endpoint.error_answer(error)
+        return GatewayResponse(status, context.headers() | error_headers(error), body=body)
     except asyncio.CancelledError:
         # The client left while the upstreams were being tried; the upstream request is closed by now.
         # The candidate that had the request may bill its prompt: it is recorded with an estimate.
@@ -147,10 +187,10 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
         raise
     except Exception:
         # routerweb's own fault: still one row, and an OpenAI error (Redis down is not one: shared_state.py).
-        logger.exception("chat completion %s failed inside routerweb", context.request_id)
+        logger.exception("call %s failed inside routerweb", context.request_id)
         _record_failure(context, chat, INTERNAL_ERROR)
-        headers = context.headers() | error_headers(INTERNAL_ERROR)
-        return GatewayResponse(INTERNAL_ERROR.status, headers, body=INTERNAL_ERROR.body())
+        status, body = endpoint.error_answer(INTERNAL_ERROR)
+        return GatewayResponse(status, context.headers() | error_headers(INTERNAL_ERROR), body=body)
     if result.stream is not None:
         headers = context.headers(result.model.name)
         return GatewayResponse(200, headers, stream=RecordedStream(context, chat, result))
@@ -193,7 +233,8 @@ def _usage_cost(meter: Meter, snapshot_part: Any, at: datetime, model: ModelSnap
     return meter.usage_cost(snapshot_part, model, usage, at)
 
 
-def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:
+def check_allowed(key: KeySnap, chat: ChatRequest) -> None:
+    """Raises ApiError 403 when `key` may not use the requested model or a fallback."""
     for name, param in [(chat.model, "model"), *((n, "fallback_models") for n in chat.fallback_models)]:
         if not key.allows(name):
             raise ApiError(403, f"This API key may not use {name!r}.", code="model_not_allowed", param=param)

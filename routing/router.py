@@ -7,7 +7,7 @@ state in circuit.py, and what is recorded in gateway.py.
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -18,13 +18,15 @@ from .providers.registry import adapter_for
 from .secrets import api_key_env_refusal, provider_api_key
 from .snapshot import ModelSnap, Registry
 from .strategies import route_order
-from .streaming import StreamRelay
+from .streaming import ClientStream
 from .upstream import UpstreamFailure, upstream_read, upstream_send
 from .usage import Usage, UsageProblem, answer_with_cost
 
 logger = logging.getLogger("routerweb.router")
 # What a model's usage costs (an exact decimal string), or None: the answer's `usage.cost`.
 UsageCost = Callable[[ModelSnap, Usage], str | None]
+# One try of the request on a candidate (`chat_attempt` for chat completions); raises UpstreamFailure.
+CandidateTry = Callable[[ModelSnap], Awaitable["RouteResult"]]
 RETRY_AFTER_S = 1.0  # what a 502 after transient failures suggests to the client
 
 
@@ -55,13 +57,13 @@ class Attempt:
 
 @dataclass(slots=True)
 class RouteResult:
-    """What the attempts produced, from `model`: an OpenAI chat completion (`body`, with its `usage`)
-    or an open stream of OpenAI chunks."""
+    """What the attempts produced, from `model`: the answer for the client (`body`, with its `usage`;
+    an OpenAI chat completion for chat completions) or an open stream of events for the client."""
 
     model: ModelSnap
     body: bytes = b""
     usage: Usage | UsageProblem | None = None
-    stream: StreamRelay | None = None
+    stream: ClientStream | None = None
 
 
 @dataclass
@@ -139,24 +141,20 @@ def skip_reason(model: ModelSnap) -> str | None:
 
 
 async def route_request(
-    request: dict[str, Any],
     candidates: list[ModelSnap],
     breaker: CircuitBreaker,
     trace: Trace,
     *,
-    client_wants_usage: bool = False,
+    attempt: CandidateTry,
     views: dict[str, CircuitView] | None = None,
-    usage_cost: UsageCost | None = None,
 ) -> RouteResult:
-    """Try `candidates` in order until one answers; fills `trace` as it goes. `views`: their circuit
-    state if the caller has read it already. With `usage_cost`, the answer's usage (the final usage
-    chunk of a stream) carries the call's cost as `usage.cost`.
+    """Try `candidates` in order with `attempt` until one answers; fills `trace` as it goes. `views`:
+    their circuit state if the caller has read it already.
 
     Raises ApiError: the upstream's own error for a non-retryable failure (e.g. 400), or 502 listing
     every attempt when all candidates failed or were skipped (worth retrying only if one failed or its
     circuit was open, not when each was skipped for its configuration: disabled, no key).
     """
-    stream = bool(request.get("stream"))
     if views is None:
         views = await breaker.read(candidates)
     transient = False  # a candidate failed or was held back for now: the same request may succeed later
@@ -171,7 +169,7 @@ async def route_request(
         started = time.perf_counter()
         trace.in_flight = model
         try:
-            result = await _try(model, request, stream, client_wants_usage, usage_cost)
+            result = await attempt(model)
         except UpstreamFailure as failure:
             trace.in_flight = None
             elapsed = time.perf_counter() - started
@@ -197,9 +195,17 @@ async def route_request(
     )
 
 
-async def _try(
-    model: ModelSnap, request: dict[str, Any], stream: bool, client_wants_usage: bool, usage_cost: UsageCost | None
+async def chat_attempt(
+    model: ModelSnap,
+    *,
+    request: dict[str, Any],
+    stream: bool,
+    client_wants_usage: bool = False,
+    usage_cost: UsageCost | None = None,
 ) -> RouteResult:
+    """One try of a chat completions `request` on `model`, through its provider's adapter. With
+    `usage_cost`, the answer's usage (the final usage chunk of a stream) carries the call's cost as
+    `usage.cost`. Raises UpstreamFailure."""
     adapter = adapter_for(model.provider.api_format)
     api_key = provider_api_key(model.provider.api_key_env)
     body = adapter.request_body(request, model)

@@ -9,7 +9,8 @@ chunks for the client and notes the call's usage and text on the way.
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 import httpx
 import orjson
@@ -48,6 +49,21 @@ class SseParser:
 def sse_error_event(message: str, code: str = "upstream_error") -> bytes:
     error = {"message": message, "type": "server_error", "param": None, "code": code}
     return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+
+
+class ClientStream(Protocol):
+    """What the gateway relays to a client and records (a `StreamRelay`, or a stream built on one):
+    the client's bytes, and what the relay learned of the call on the way."""
+
+    usage: "Usage | UsageProblem"
+    failure: UpstreamFailure | None
+    content_chunks: int
+    text_chars: int
+    first_content_at: float | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class StreamRelay(ABC):
@@ -96,16 +112,24 @@ class StreamRelay(ABC):
                 chunk = await self._read()
             except UpstreamFailure as failure:
                 self.failure = failure
-                yield sse_error_event(f"upstream stream failed: {failure.reason}") + DONE_EVENT
+                yield self.failure_bytes(f"upstream stream failed: {failure.reason}")
                 return
             if chunk is None:
-                yield DONE_EVENT
+                yield self.end_bytes()
                 return
             if chunk:
                 yield chunk
 
     async def aclose(self) -> None:
         await self.response.aclose()
+
+    def end_bytes(self) -> bytes:
+        """What the client gets when the upstream stream ends without its own end event."""
+        return DONE_EVENT
+
+    def failure_bytes(self, message: str) -> bytes:
+        """What ends the client's stream when the upstream fails after the first content."""
+        return sse_error_event(message) + DONE_EVENT
 
     @property
     def text(self) -> str:

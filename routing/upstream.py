@@ -72,14 +72,25 @@ async def upstream_transport_close() -> None:
 
 
 async def upstream_send(
-    provider: ProviderSnap, adapter: "ProviderAdapter", *, body: bytes, api_key: str | None, stream: bool
+    provider: ProviderSnap,
+    adapter: "ProviderAdapter",
+    *,
+    body: bytes,
+    api_key: str | None,
+    stream: bool,
+    url_suffix: str = "",
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> httpx.Response:
-    """POST `body` to the provider's endpoint; returns a 2xx response whose body is not read yet.
+    """POST `body` to the provider's endpoint (plus `url_suffix`: another endpoint under it, such as
+    Anthropic's `/count_tokens`), with the adapter's headers and `extra_headers` (checked ones a client
+    passes on); returns a 2xx response whose body is not read yet.
 
     The caller must `aclose()` the response. Raises UpstreamFailure for every failure.
     """
-    url, timeout = _target(provider, adapter)
+    url, timeout = _target(provider, adapter, url_suffix)
     headers = adapter.headers(api_key, stream=stream)
+    if extra_headers:
+        headers = [*headers, *extra_headers]
     request = httpx.Request("POST", url, content=body, headers=headers, extensions={"timeout": timeout})
     try:
         response = await upstream_transport().handle_async_request(request)
@@ -97,14 +108,16 @@ async def upstream_send(
     return response
 
 
-def _target(provider: ProviderSnap, adapter: "ProviderAdapter") -> tuple[httpx.URL, dict]:
+def _target(provider: ProviderSnap, adapter: "ProviderAdapter", url_suffix: str = "") -> tuple[httpx.URL, dict]:
     """The parsed URL and timeouts of a provider, computed once per registry snapshot (and, for a
-    provider on routerweb itself, per address it serves on)."""
+    provider on routerweb itself, per address it serves on; for another endpoint, per suffix)."""
     base_url = provider.base_url
     key: ProviderSnap | tuple[ProviderSnap, str] = provider
     if base_url.startswith("/"):
         base_url = own_origin() + base_url
-        key = (provider, base_url)
+        key = (provider, base_url + url_suffix)
+    elif url_suffix:
+        key = (provider, url_suffix)
     target = _targets.get(key)
     if target is None:
         if len(_targets) > 10_000:  # old snapshots' providers: drop them all, they are cheap to rebuild
@@ -112,7 +125,7 @@ def _target(provider: ProviderSnap, adapter: "ProviderAdapter") -> tuple[httpx.U
         timeout = httpx.Timeout(
             provider.read_timeout_s, connect=provider.connect_timeout_s, pool=provider.connect_timeout_s
         )
-        target = _targets[key] = (httpx.URL(adapter.url(base_url)), timeout.as_dict())
+        target = _targets[key] = (httpx.URL(adapter.url(base_url) + url_suffix), timeout.as_dict())
     return target
 
 

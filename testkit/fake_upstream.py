@@ -12,6 +12,7 @@ Routes, relative to ``prefix`` (``scope["root_path"]`` is stripped too when the 
 - ``POST {prefix}/chat/completions`` -- the chat endpoint described below.
 - ``POST {prefix}/messages``         -- the Anthropic mode: the same directives and rules in the
   Messages API's format, its stream events and error shape (see ``testkit/fake_anthropic.py``).
+- ``POST {prefix}/messages/count_tokens`` -- ``{"input_tokens": N}``, N by the prompt rule below.
 - ``GET  {prefix}/models``           -- a one-model list (``echo``).
 - ``GET  {prefix}/_fake/stats``      -- counters for tests, see ``FakeUpstream.stats()``.
 - ``POST {prefix}/_fake/reset``      -- zeroes the counters.
@@ -44,7 +45,9 @@ free (``echo``, ``demo-echo``, ``gpt-4o``) and echoed back as ``model``. Directi
                    without a response; the others behave as the rest of the directives say.
 =================  ===============================================================================
 
-Directives of the Anthropic mode (the OpenAI mode accepts the others and ignores them):
+Directives of the Anthropic mode (the OpenAI mode accepts the others and ignores them; it honours
+``cache-write``, as below, and ``tool-use``: ``tool_calls`` and ``finish_reason`` ``tool_calls``,
+streamed as two argument pieces after the text):
 
 =================  ===============================================================================
 ``cache-write=W``  ``usage.cache_creation_input_tokens`` = W (default 0); in the OpenAI mode,
@@ -450,6 +453,7 @@ class FakeUpstream:
         self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = {
             f"{self.prefix}/chat/completions": ("POST", self._chat),
             f"{self.prefix}/messages": ("POST", self._messages),
+            f"{self.prefix}/messages/count_tokens": ("POST", self._count_tokens),
             f"{self.prefix}/models": ("GET", self._models),
             f"{self.prefix}/_fake/stats": ("GET", self._stats_endpoint),
             f"{self.prefix}/_fake/reset": ("POST", self._reset_endpoint),
@@ -566,6 +570,37 @@ class FakeUpstream:
             error = fake_anthropic.error_body(plan.status, f"Fake upstream: injected HTTP {plan.status} error.")
             await self._complete(plan, receive, send, error, lambda: self._message_body(request, plan))
 
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The Anthropic mode's token counter: ``{"input_tokens": N}`` by the prompt rule (``dense`` and
+        ``status`` honoured; the body needs no ``max_tokens``)."""
+        stats = self._stats
+        stats.requests += 1
+        stats.last_headers = _headers_dict(scope)
+        raw = await _read_body(receive)
+        if raw is None:
+            return
+        try:
+            request = json.loads(raw)
+        except ValueError:
+            request = None
+        if isinstance(request, dict):
+            request.setdefault("max_tokens", 1)
+        problem = fake_anthropic.request_problem(request, stats.last_headers)
+        if problem:
+            await send_json(send, *problem)
+            return
+        stats.last_request = request
+        try:
+            plan = self._plan(request["model"])
+        except _BadDirective as exc:
+            await send_json(send, 400, fake_anthropic.error_body(400, str(exc)))
+            return
+        if plan.status:
+            await send_json(send, plan.status, fake_anthropic.error_body(plan.status, "Fake upstream: injected error."))
+            return
+        tokens = prompt_tokens(fake_anthropic.text_messages(request), dense=plan.dense)
+        await send_json(send, 200, _dumps({"input_tokens": tokens}).encode())
+
     def _anthropic_answer(
         self, request: dict[str, Any], plan: _Plan
     ) -> tuple[list[str], dict | None, str, dict | None]:
@@ -676,9 +711,27 @@ class FakeUpstream:
                 }
             ],
         }
+        tool = self._openai_tool_call(request, plan, completion["choices"][0]["message"]["content"])
+        if tool:
+            completion["choices"][0]["message"]["tool_calls"] = [tool]
+            completion["choices"][0]["finish_reason"] = "tool_calls"
         if plan.usage:
             completion["usage"] = _usage(messages, plan)
         return _dumps(completion).encode()
+
+    def _openai_tool_call(self, request: dict[str, Any], plan: _Plan, text: str) -> dict[str, Any] | None:
+        """With ``tool-use``: a call of the request's first tool (OpenAI's shape), or None."""
+        tools = request.get("tools")
+        if not plan.tool_use or not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+            return None
+        function = tools[0].get("function") or {}
+        name = function.get("name") if isinstance(function.get("name"), str) else "tool"
+        arguments = _dumps({"echo": text})
+        return {
+            "id": f"call_fake_{next(self._ids)}",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
 
     async def _stream(
         self,
@@ -735,6 +788,22 @@ class FakeUpstream:
         if gone.is_set():
             return False
         tail = [head + _STOP_CHOICES]
+        tool = self._openai_tool_call(request, plan, " ".join(answer_words(request["messages"], plan.words)))
+        if tool:
+            arguments, function = tool["function"]["arguments"], tool["function"]
+            half = len(arguments) // 2
+            first = {
+                "index": 0,
+                "id": tool["id"],
+                "type": "function",
+                "function": {**function, "arguments": arguments[:half]},
+            }
+            rest = {"index": 0, "function": {"arguments": arguments[half:]}}
+            tail = [
+                head + _dumps([{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]) + "}"
+                for call in (first, rest)
+            ]
+            tail.append(head + '[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}')
         options = request.get("stream_options")
         if plan.usage and isinstance(options, dict) and options.get("include_usage") is True:
             tail.append(head + '[],"usage":' + _dumps(_usage(request["messages"], plan)) + "}")

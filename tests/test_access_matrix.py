@@ -38,6 +38,7 @@ CALLERS = (
 )
 HELLO = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "m2", "messages": HELLO}
+MESSAGE = {"model": "m2", "max_tokens": 5, "messages": HELLO}  # /v1/messages (Anthropic's Messages API)
 
 # What each kind of URL answers, caller by caller (in CALLERS order).
 PAGE = (302, 200, 200, 200, 200, 302, 302, 302, 302, 302, 302)  # login page for anyone without a session
@@ -74,6 +75,14 @@ ROWS: dict[str, list[tuple[str, str, dict | None, tuple[int, ...]]]] = {
     "v1/chat/completions": [
         ("POST", "/v1/chat/completions", CHAT, (*V1[:7], 403, *V1[8:])),  # the scoped key may use m1 only
         ("POST", "/v1/chat/completions", {"model": "m1", "messages": HELLO}, V1),
+    ],
+    "v1/messages": [
+        ("POST", "/v1/messages", MESSAGE, (*V1[:7], 403, *V1[8:])),  # the scoped key may use m1 only
+        ("POST", "/v1/messages", {**MESSAGE, "model": "m1"}, V1),
+    ],
+    "v1/messages/count_tokens": [
+        ("POST", "/v1/messages/count_tokens", MESSAGE, (*V1[:7], 403, *V1[8:])),
+        ("POST", "/v1/messages/count_tokens", {**MESSAGE, "model": "m1"}, V1),
     ],
     "v1/models": [("GET", "/v1/models", None, V1)],
     "v1/models/<path:model_id>": [

@@ -1,11 +1,14 @@
-"""The OpenAI-compatible API: thin views over routing.gateway. Served by routing.asgi_api's lean handler."""
+"""The API: thin views over routing.gateway (chat completions) and routing.messages (Anthropic's
+Messages API). Served by routing.asgi_api's lean handler."""
 
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from ..auth import api_key_authenticate
+from ..auth import api_key_authenticate, api_key_authorization
 from ..errors import ApiError, error_response
-from ..gateway import CallContext, GatewayResponse, chat_completion_run, registry_checked_get
+from ..gateway import CallContext, Caller, GatewayResponse, chat_completion_run, registry_checked_get
+from ..messages import messages_count_tokens as count_tokens_run
+from ..messages import messages_native_headers, messages_run
 from ..runtime import runtime_of
 from ..snapshot import KeySnap, Registry
 
@@ -24,6 +27,46 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
     result = await chat_completion_run(runtime=runtime_of(request), raw_body=request.body, caller=caller)
     return gateway_http_response(result)
+
+
+async def messages(request: HttpRequest) -> HttpResponse:
+    """POST /v1/messages: Anthropic's Messages API (`anthropic-version` accepted, not required)."""
+    if request.method != "POST":
+        return error_response(ApiError(405, "Use POST for /v1/messages.", code="method_not_allowed"), anthropic=True)
+    result = await messages_run(runtime=runtime_of(request), raw_body=request.body, caller=_messages_caller(request))
+    return _with_request_id(gateway_http_response(result))
+
+
+async def messages_count_tokens(request: HttpRequest) -> HttpResponse:
+    """POST /v1/messages/count_tokens."""
+    if request.method != "POST":
+        error = ApiError(405, "Use POST for /v1/messages/count_tokens.", code="method_not_allowed")
+        return error_response(error, anthropic=True)
+    caller = _messages_caller(request)
+    result = await count_tokens_run(runtime=runtime_of(request), raw_body=request.body, caller=caller)
+    return gateway_http_response(result)
+
+
+def _messages_caller(request: HttpRequest) -> Caller:
+    authorization = api_key_authorization(
+        x_api_key=request.headers.get("x-api-key", ""), authorization=request.headers.get("Authorization", "")
+    )
+
+    anthropic_beta = request.headers.get("anthropic-beta", "")
+
+    def caller(registry: Registry) -> CallContext:
+        key = api_key_authenticate(registry.keys_by_hash, authorization)
+        native_headers = messages_native_headers(anthropic_beta)
+        return CallContext(source="api", key=key, user_id=key.user_id, native_headers=native_headers)
+
+    return caller
+
+
+def _with_request_id(response: HttpResponse) -> HttpResponse:
+    """Anthropic's clients read the request's id from `request-id`."""
+    if response.has_header("X-Request-Id"):
+        response["request-id"] = response["X-Request-Id"]
+    return response
 
 
 async def models_list(request: HttpRequest) -> HttpResponse:
