@@ -14,8 +14,8 @@ from django.utils import timezone
 from billing.body_models import BodyStorage, BodyStorageRule, CallBody
 from billing.body_policy import BodyPolicy
 from billing.body_retention import BodyRetention, call_bodies_purge
-from billing.call_body_build import TRUNCATED, redaction
 from billing.call_bodies import call_body_for
+from billing.call_body_build import TRUNCATED, redaction
 from billing.models import Call
 from routing.services import api_key_create
 from tests.conftest import calls_settle
@@ -160,7 +160,9 @@ def test_redaction_built_in_and_configured(client, fake_model, settings):
     settings.ROUTERWEB_BODY_REDACT = [r"\b\d{3}-\d{2}-\d{4}\b"]
     redaction.cache_clear()
     try:
-        secret = "my keys: sk-proj-abcdefgh12345678 and Bearer abc.def-ghi_123456 and rw-AbCdEf1234567890, ssn 123-45-6789"
+        secret = (
+            "my keys: sk-proj-abcdefgh12345678 and Bearer abc.def-ghi_123456 and rw-AbCdEf1234567890, ssn 123-45-6789"
+        )
         ask(client, messages=[{"role": "user", "content": secret}], user="sk-ant-0123456789abcdef")
         (body,) = bodies().values()  # recorded after the answer: the setting stays until then
     finally:
