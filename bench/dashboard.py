@@ -112,7 +112,7 @@ from billing.models import CallRollup
 from routing.models import ApiKey, Route
 from routing.services import api_key_create
 User = get_user_model()
-User.objects.create_user({STAFF!r}, password={PASSWORD!r}, is_staff=True)
+User.objects.create_superuser({STAFF!r}, password={PASSWORD!r})  # sees everyone (view_all_spend)
 heavy = CallRollup.objects.filter(period="day").values("user_id").annotate(c=Sum("calls")).order_by("-c")
 user = User.objects.get(pk=heavy[0]["user_id"])
 member = User.objects.get(pk=heavy[1]["user_id"])
