@@ -197,6 +197,8 @@ def listed(client: Client, **params) -> list[Call]:
         ({"status": "fallback"}, {"fallback"}),
         ({"estimated": "yes"}, {"disconnected", "estimated"}),
         ({"estimated": "no", "status": "ok"}, {"ok", "fallback"}),
+        ({"estimated": "no", "status": "fallback"}, {"fallback"}),
+        ({"estimated": "yes", "status": "fallback"}, set()),
         ({"route": "smart"}, {"fallback"}),
         ({"model": "mini"}, {"fallback"}),
         ({"q": "req_rejected"}, {"rejected"}),

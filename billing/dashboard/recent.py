@@ -66,8 +66,8 @@ class CallNarrowing:
 
     def counted(self, row: dict) -> int:
         """How many of a rollup row's calls match (all of them when the rollups cannot tell)."""
-        if self.search:
-            return 0  # unknown: the matching calls may be anywhere in the range
+        if self.search or (self.status == FALLBACK and self.estimated is not None):
+            return 0  # unknown (the rollups do not count fallbacks by estimate): the whole range is read
         if self.status == FALLBACK:
             return row["fallback_calls"]
         if self.estimated is True:
