@@ -119,3 +119,21 @@ class DashboardFilterForm(forms.Form):
         data["start_at"], data["end_at"] = start, end
         data["first_day"], data["last_day"] = first, last
         return data
+
+
+STATUS_CHOICES = [("", "Any status"), ("ok", "ok"), ("error", "error"), ("rejected", "rejected")]
+STATUS_CHOICES += [("cache_hit", "cache hit"), ("fallback", "fallback")]
+ESTIMATED_CHOICES = [("", "Any usage"), ("yes", "estimated"), ("no", "reported by the provider")]
+SEARCH_MAX = 200
+
+
+class CallListFilterForm(DashboardFilterForm):
+    """The dashboard's filters, plus the call list's: status, estimated usage and a search (a request id,
+    or text in stored bodies)."""
+
+    status = forms.ChoiceField(choices=STATUS_CHOICES, required=False)
+    estimated = forms.ChoiceField(choices=ESTIMATED_CHOICES, required=False)
+    q = forms.CharField(required=False, max_length=SEARCH_MAX, strip=True)
+
+    def clean_estimated(self) -> bool | None:
+        return {"yes": True, "no": False}.get(self.cleaned_data.get("estimated") or "")
