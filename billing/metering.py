@@ -61,7 +61,13 @@ def billing_snapshot_load() -> BillingSnapshot:
     prices: dict[int, list[PriceSnap]] = {}
     for price in Price.objects.order_by("model_id", "effective_from"):
         prices.setdefault(price.model_id, []).append(
-            PriceSnap(price.effective_from, price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
+            PriceSnap(
+                price.effective_from,
+                price.input_per_mtok,
+                price.output_per_mtok,
+                price.cached_input_per_mtok,
+                id=price.id,
+            )
         )
     budget_by_user, budget_by_key = {}, {}
     for budget_id, user_id, key_id in Budget.objects.values_list("id", "user_id", "api_key_id"):
