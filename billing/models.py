@@ -317,3 +317,6 @@ class CallRollup(models.Model):
 for _column in LATENCY_COLUMNS + TTFT_COLUMNS:
     CallRollup.add_to_class(_column, models.IntegerField(default=0))
 del _column
+
+
+from .body_models import BodyStorageRule, CallBody  # noqa: E402,F401 (models of this app, kept in their own module)
