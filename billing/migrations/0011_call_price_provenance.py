@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0009_cache_savings"),
+        ("billing", "0010_call_bodies"),
     ]
 
     operations = [
