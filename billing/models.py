@@ -302,6 +302,11 @@ class CallRollup(models.Model):
     saved_pusd = models.BigIntegerField(
         "saved (picodollars)", default=0, help_text="What cache hits saved: the cost of the calls they replayed."
     )
+    # The tokens of unpriced calls (counted in the token totals above, never in the cost): the what-if
+    # view re-prices priced calls only, so that both its sides count the same calls.
+    unpriced_prompt_tokens = models.BigIntegerField(default=0)
+    unpriced_cached_tokens = models.BigIntegerField(default=0)
+    unpriced_completion_tokens = models.BigIntegerField(default=0)
 
     # No other index: the primary key serves every dashboard read. A read is a range of one period's
     # buckets, and the filters (user, key, model, requested) are later columns of the key, checked in
