@@ -10,8 +10,8 @@ class BillingConfig(AppConfig):
         from routing.registry_file import model_extension_register
         from routing.signals import registry_models_connect
 
-        from .models import Budget, Price
+        from .models import BodyStorageRule, Budget, Price
         from .registry_prices import PriceInRegistryFile
 
-        registry_models_connect(Price, Budget)  # both are in the metering part of the registry snapshot
+        registry_models_connect(Price, Budget, BodyStorageRule)  # in the metering part of the registry snapshot
         model_extension_register(PriceInRegistryFile())

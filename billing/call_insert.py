@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from django.db import connection, models
 
-from .models import Call
+from .models import Call, CallBody
 
 COLUMNS = [field for field in Call._meta.concrete_fields if not field.primary_key]
 
@@ -81,3 +81,23 @@ def _converter(field: models.Field, vendor: str) -> Callable[[Any], Any] | None:
     if isinstance(field, models.DecimalField):
         return lambda value: None if value is None else str(value)
     return None
+
+
+def call_bodies_insert(rows: list[dict[str, Any]]) -> None:
+    """Insert the bodies that `rows` carry (a row's `body`, built by billing/call_body_build.py), inside
+    the caller's transaction: a call's body is stored with its row or not at all."""
+    bodies = [_call_body(row["request_id"], row["created_at"], row["body"]) for row in rows if row.get("body")]
+    if bodies:
+        CallBody.objects.bulk_create(bodies)
+
+
+def _call_body(request_id: str, created_at: Any, body: dict[str, Any]) -> CallBody:
+    return CallBody(
+        request_id=request_id,
+        created_at=created_at,
+        request=body.get("request") or {},
+        answer=body.get("answer") or "",
+        tool_calls=body.get("tool_calls") or [],
+        request_truncated=bool(body.get("request_truncated")),
+        answer_truncated=bool(body.get("answer_truncated")),
+    )

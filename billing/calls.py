@@ -19,7 +19,8 @@ from routing.text import text_bounded
 from routing.usage import TOKENS_MAX, Usage
 
 from .budgets import Reservation, budgets_call_ended, budgets_settle
-from .call_insert import calls_insert
+from .call_body_build import call_body_build
+from .call_insert import call_bodies_insert, calls_insert
 from .models import Call, QuarantinedRow
 from .price_provenance import price_provenance_columns
 from .pricing import PriceSnap, cost_for_usage, prompt_tokens_estimate, tokens_for_chars
@@ -133,7 +134,17 @@ def call_row(outcome: CallOutcome) -> CallRow:
         client_disconnected=outcome.client_disconnected,
     )
     row.update(price_provenance_columns(price))
+    if _body_stored(outcome):
+        row["body"] = call_body_build(outcome)
     return row
+
+
+def _body_stored(outcome: CallOutcome) -> bool:
+    """Whether the body storage rules of the snapshot the call was routed with keep its body."""
+    policy = getattr(outcome.snapshot_part, "bodies", None)
+    return policy is not None and policy.stores(
+        user_id=outcome.user_id, key_id=outcome.api_key_id, requested=outcome.requested, status=outcome.status
+    )
 
 
 def _row_known(outcome: CallOutcome) -> CallRow:
@@ -298,6 +309,7 @@ def _store_chunk(rows: list[dict[str, Any]], may_be_stored: bool) -> None:
         fresh = list({row["request_id"]: row for row in rows if row["request_id"] not in stored}.values())
         fresh = _deleted_links_cleared(fresh)
         calls_insert(fresh)
+        call_bodies_insert(fresh)
         rollups_add(fresh)
         budgets_settle(_settlements(fresh))
 

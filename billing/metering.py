@@ -22,6 +22,7 @@ from routing.router import Attempt
 from routing.snapshot import ModelSnap
 from routing.usage import Usage
 
+from .body_policy import BodyPolicy, body_policy_load
 from .budget_upkeep import budget_upkeep
 from .budgets import BudgetExceeded, BudgetsUnavailable, budgets_reserve, worst_case_cost
 from .calls import call_outcome_record
@@ -41,6 +42,7 @@ class BillingSnapshot:
     prices: dict[int, tuple[PriceSnap, ...]] = field(default_factory=dict)
     budget_by_user: dict[int, int] = field(default_factory=dict)  # user id -> budget id
     budget_by_key: dict[int, int] = field(default_factory=dict)  # API key id -> budget id
+    bodies: BodyPolicy = field(default_factory=BodyPolicy)  # which calls get their bodies stored
 
     def price_at(self, model: ModelSnap, at: datetime) -> PriceSnap | None:
         for price in reversed(self.prices.get(model.id, ())):
@@ -55,7 +57,7 @@ class BillingSnapshot:
 
 
 def billing_snapshot_load() -> BillingSnapshot:
-    """Every price and budget assignment, from the database (synchronous; two queries)."""
+    """Every price, budget assignment and body storage rule, from the database (synchronous; three queries)."""
     from .models import Budget, Price
 
     prices: dict[int, list[PriceSnap]] = {}
@@ -79,6 +81,7 @@ def billing_snapshot_load() -> BillingSnapshot:
         prices={model_id: tuple(rows) for model_id, rows in prices.items()},
         budget_by_user=budget_by_user,
         budget_by_key=budget_by_key,
+        bodies=body_policy_load(),
     )
 
 

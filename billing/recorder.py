@@ -319,7 +319,7 @@ class CallRecorder:
         try:
             self.upkeep()
         except Exception:
-            logger.exception("budget upkeep failed; will retry")
+            logger.exception("upkeep (budgets, body retention) failed; will retry")
             connection.close()
 
     def replay_orphans(self) -> int:
@@ -379,9 +379,11 @@ def call_recorder() -> CallRecorder:
     if _recorder is None:
         from django.conf import settings
 
+        from .body_retention import BodyRetention, upkeep_chain
         from .budget_upkeep import budget_upkeep
 
         with _recorder_lock:
             if _recorder is None:
-                _recorder = CallRecorder(settings.ROUTERWEB_SPOOL_DIR, upkeep=budget_upkeep)
+                upkeep = upkeep_chain(budget_upkeep, BodyRetention())
+                _recorder = CallRecorder(settings.ROUTERWEB_SPOOL_DIR, upkeep=upkeep)
     return _recorder

@@ -4,6 +4,7 @@ Every variable read here is listed, with its default, in `.env.example` and in t
 """
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -255,3 +256,24 @@ ROUTERWEB_DEMO_PROVIDER = env.bool("ROUTERWEB_DEMO_PROVIDER", default=False)
 # Base URL the app is reachable at: where a provider whose base URL is a path (the demo provider's
 # /demo/v1) is reached outside a request; within one it is the address the call came in on.
 ROUTERWEB_PUBLIC_URL = env.str("ROUTERWEB_PUBLIC_URL", default="http://127.0.0.1:8000")
+
+# ------------------------------------------------------------------------------
+# CALL BODIES (stored only where a body storage rule opts in; billing/call_body_build.py)
+# ------------------------------------------------------------------------------
+# The most bytes kept of a call's request and of its answer (each); what is cut ends with a marker.
+ROUTERWEB_BODY_MAX_BYTES = env.int("ROUTERWEB_BODY_MAX_BYTES", default=64 * 1024)
+if ROUTERWEB_BODY_MAX_BYTES < 1024:
+    raise ImproperlyConfigured("ROUTERWEB_BODY_MAX_BYTES must be at least 1024.")
+# Regular expressions (a JSON list) redacted from bodies before they are stored, besides the built-in
+# ones (API-key-like strings such as sk-…, rw-… and Bearer tokens).
+ROUTERWEB_BODY_REDACT = env.json("ROUTERWEB_BODY_REDACT", default=[])
+try:
+    if not isinstance(ROUTERWEB_BODY_REDACT, list):
+        raise TypeError(f"not a list: {ROUTERWEB_BODY_REDACT!r}")
+    for _pattern in ROUTERWEB_BODY_REDACT:
+        re.compile(_pattern)
+except (TypeError, re.error) as _exc:
+    raise ImproperlyConfigured(f"ROUTERWEB_BODY_REDACT must be a JSON list of regular expressions: {_exc}") from None
+# Stored bodies are deleted this many days after their call (by the recorder's upkeep and by
+# `manage.py purge_call_bodies`); 0 keeps them.
+ROUTERWEB_BODY_RETENTION_DAYS = env.int("ROUTERWEB_BODY_RETENTION_DAYS", default=30)

@@ -91,6 +91,8 @@ def call_cache_hit_answer(
         http_status=200,
         stream=chat.stream,
         messages=chat.body.get("messages") or [],
+        request_body=chat.body,
+        answer=completion,
         usage=Usage(0, 0, 0),
         latency_ms=round((time.perf_counter() - context.started) * 1000),
         cache_hit_of=CacheHitOf(request_id=hit.request_id, created_at=hit.created_at, usage=hit.usage),

@@ -97,6 +97,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
     """
     runtime = context.runtime
     runtime.calls_in_flight += 1
+    context.snapshot_part = registry.metering  # a call refused before it is reserved is recorded with it too
     chat: ChatRequest | None = None
     try:
         try:
@@ -268,6 +269,7 @@ def _record(
     client_disconnected: bool = False,
 ) -> None:
     now = time.perf_counter()
+    relay = result.stream
     context.record(
         context.outcome(
             requested=chat.model,
@@ -277,6 +279,10 @@ def _record(
             error_code="upstream_stream_failed" if failed else "",
             stream=chat.stream,
             messages=chat.body.get("messages") or [],
+            request_body=chat.body,
+            answer=result.body if relay is None else None,
+            answer_text=relay.text if relay is not None else None,
+            answer_tool_calls=relay.tool_calls() if relay is not None else [],
             usage=usage,
             completion_chars=completion_chars,
             latency_ms=round((now - context.started) * 1000),
@@ -300,6 +306,7 @@ def _record_failure(
             requested=chat.model if chat else "",
             model=model,
             messages=(chat.body.get("messages") or []) if chat else [],
+            request_body=chat.body if chat else None,
             status=status,
             http_status=error.status,
             error_code=error.code or "",

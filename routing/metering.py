@@ -72,6 +72,12 @@ class CallOutcome:
     snapshot_part: Any = None
     cost_usd: float | None = None  # set by the meter's record() when it knows the cost (for metrics and logs)
     cache_hit_of: CacheHitOf | None = None  # status "cache_hit": the call answered from the cache
+    # What was asked and answered, for a meter that stores call bodies: references to what the gateway
+    # holds anyway (nothing is copied or parsed here; the meter decides whether to keep any of it).
+    request_body: dict[str, Any] | None = None  # the client's request as parsed (None: not valid JSON)
+    answer: bytes | dict[str, Any] | None = None  # a non-streamed answer: the chat completion, JSON or a dict
+    answer_text: str | None = None  # a streamed answer: its text (routing/streaming.py keeps up to 1 MiB)
+    answer_tool_calls: list[dict[str, Any]] = field(default_factory=list)  # a streamed answer's tool calls
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ DONE_EVENT = b"data: [DONE]\n\n"
 # Of a streamed answer's text, this many characters are kept (all of them are counted): enough for
 # any record of the answer, while an endless stream cannot fill the worker's memory.
 TEXT_KEPT_CHARS = 1 << 20
+TOOL_NAME_KEPT_CHARS = 200
+TOOL_CALLS_KEPT = 128
 
 
 class SseParser:
@@ -59,6 +61,9 @@ class StreamRelay(ABC):
         self.usage: Usage | UsageProblem = UsageProblem("no_usage")
         self.text_parts: list[str] = []
         self.text_chars = 0  # every content character relayed, kept in `text_parts` or not
+        # Tool calls by index as their deltas arrive: [id, type, name, argument parts].
+        self._tool_calls: dict[int, list] = {}
+        self._tool_chars = 0
         self.content_chunks = 0  # upstream events that carried content
         self.started = False  # a content chunk has been seen
         self.first_content_at: float | None = None
@@ -134,6 +139,32 @@ class StreamRelay(ABC):
             self.text_parts.append(content[: TEXT_KEPT_CHARS - self.text_chars])
         self.text_chars += len(content)
         self.content_chunks += 1
+
+    def note_tool_calls(self, deltas: list) -> None:
+        """Note OpenAI tool call deltas (`index`, then `id`, `type`, `function.name` once and
+        `function.arguments` in parts); up to TEXT_KEPT_CHARS characters of arguments are kept."""
+        for delta in deltas:
+            if not isinstance(delta, dict) or not isinstance(delta.get("index", 0), int):
+                continue
+            index = delta.get("index", 0)
+            if index not in self._tool_calls and len(self._tool_calls) >= TOOL_CALLS_KEPT:
+                continue
+            call = self._tool_calls.setdefault(index, ["", "function", "", []])
+            function = delta.get("function") if isinstance(delta.get("function"), dict) else {}
+            for slot, value in ((0, delta.get("id")), (1, delta.get("type")), (2, function.get("name"))):
+                if isinstance(value, str) and value:
+                    call[slot] = value[:TOOL_NAME_KEPT_CHARS]
+            arguments = function.get("arguments")
+            if isinstance(arguments, str) and arguments and self._tool_chars < TEXT_KEPT_CHARS:
+                call[3].append(arguments[: TEXT_KEPT_CHARS - self._tool_chars])
+                self._tool_chars += len(arguments)
+
+    def tool_calls(self) -> list[dict]:
+        """The streamed answer's tool calls, assembled, in OpenAI's message form."""
+        return [
+            {"id": call_id, "type": kind, "function": {"name": name, "arguments": "".join(parts)}}
+            for _, (call_id, kind, name, parts) in sorted(self._tool_calls.items())
+        ]
 
     def note_started(self) -> None:
         if not self.started:

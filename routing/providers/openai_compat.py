@@ -119,3 +119,6 @@ class OpenAIStreamRelay(StreamRelay):
             self.note_started()
         elif delta.get("tool_calls") or choice.get("finish_reason"):
             self.note_started()
+        tool_calls = delta.get("tool_calls")
+        if isinstance(tool_calls, list):
+            self.note_tool_calls(tool_calls)
