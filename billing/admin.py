@@ -2,12 +2,14 @@ from django.contrib import admin, messages
 from django.db import DatabaseError
 from django.db.models import Count, Exists, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils.html import format_html
 
 from routing.admin import ModelEndpointAdmin
 from routing.models import ModelEndpoint
 
 from .calls import quarantined_rows_retry
-from .models import Budget, BudgetAllowance, Call, Price, QuarantinedRow
+from .models import BodyStorageRule, Budget, BudgetAllowance, Call, CallBody, Price, QuarantinedRow
 from .money import usd_text
 
 
@@ -103,6 +105,7 @@ class CallAdmin(admin.ModelAdmin):
     list_display = [
         "created_at",
         "request_id",
+        "page_link",
         "user",
         "requested",
         "model",
@@ -119,6 +122,36 @@ class CallAdmin(admin.ModelAdmin):
     list_select_related = ["user", "model"]
     show_full_result_count = False
     cost_text = _usd_column("cost_usd", "cost")
+    readonly_fields = ["page_link"]
+
+    @admin.display(description="page")
+    def page_link(self, call: Call) -> str:
+        return format_html('<a href="{}">call page</a>', reverse("calls:detail", args=[call.request_id]))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BodyStorageRule)
+class BodyStorageRuleAdmin(admin.ModelAdmin):
+    """Which calls get their request and answer stored (billing/body_policy.py says how rules combine)."""
+
+    list_display = ["scope", "storage"]
+    list_filter = ["storage"]
+    raw_id_fields = ["user", "route", "api_key"]
+    fields = ["storage", "user", "route", "api_key"]
+
+
+@admin.register(CallBody)
+class CallBodyAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "request_id", "page_link", "request_truncated", "answer_truncated"]
+    search_fields = ["request_id"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    page_link = CallAdmin.page_link
 
     def has_add_permission(self, request):
         return False

@@ -21,7 +21,7 @@ REDACTED = "[redacted]"
 REDACT_BUILT_IN = (
     r"\bsk-[A-Za-z0-9_\-]{8,}",
     r"\brw-[A-Za-z0-9_\-]{8,}",
-    r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{8,}",
+    r"\b(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}",
     r"\bAKIA[0-9A-Z]{16}\b",
 )
 TRUNCATED = "[… truncated by routerweb: over {limit} bytes]"
@@ -30,9 +30,10 @@ ITEM_BYTES = 8  # what each list item or dict entry counts against the limit bes
 
 
 @cache
-def redaction() -> re.Pattern:
-    """The built-in patterns and ROUTERWEB_BODY_REDACT as one alternation (compiled once per process)."""
-    return re.compile("|".join(f"(?:{pattern})" for pattern in (*REDACT_BUILT_IN, *settings.ROUTERWEB_BODY_REDACT)))
+def redaction() -> tuple[re.Pattern, ...]:
+    """The built-in patterns and ROUTERWEB_BODY_REDACT, compiled once per process (each on its own:
+    a configured pattern may carry global flags such as `(?i)`)."""
+    return tuple(re.compile(pattern) for pattern in (*REDACT_BUILT_IN, *settings.ROUTERWEB_BODY_REDACT))
 
 
 class Bounded:
@@ -48,7 +49,8 @@ class Bounded:
         return TRUNCATED.format(limit=self.limit)
 
     def text(self, value: str) -> str:
-        value = redaction().sub(REDACTED, value)
+        for pattern in redaction():
+            value = pattern.sub(REDACTED, value)
         if "\x00" in value:
             value = value.replace("\x00", "")
         size = len(value.encode("utf-8", "surrogatepass"))
@@ -85,7 +87,8 @@ class Bounded:
                 self.truncated = True
                 break
             self.left -= ITEM_BYTES
-            entries[self.text(str(key))] = self.json(item, depth + 1)
+            name = self.text(str(key))  # before the value, which may use up what is left
+            entries[name] = self.json(item, depth + 1)
         return entries
 
 

@@ -139,3 +139,21 @@ class WhatIfForm(forms.Form):
             if data["price"] is None:
                 self.add_error("whatif", f"{model.name} has no price: set one to re-price calls at it.")
         return data
+
+
+STATUS_CHOICES = [("", "Any status"), ("ok", "ok"), ("error", "error"), ("rejected", "rejected")]
+STATUS_CHOICES += [("cache_hit", "cache hit"), ("fallback", "fallback")]
+ESTIMATED_CHOICES = [("", "Any usage"), ("yes", "estimated"), ("no", "reported by the provider")]
+SEARCH_MAX = 200
+
+
+class CallListFilterForm(DashboardFilterForm):
+    """The dashboard's filters, plus the call list's: status, estimated usage and a search (a request id,
+    or text in stored bodies)."""
+
+    status = forms.ChoiceField(choices=STATUS_CHOICES, required=False)
+    estimated = forms.ChoiceField(choices=ESTIMATED_CHOICES, required=False)
+    q = forms.CharField(required=False, max_length=SEARCH_MAX, strip=True)
+
+    def clean_estimated(self) -> bool | None:
+        return {"yes": True, "no": False}.get(self.cleaned_data.get("estimated") or "")

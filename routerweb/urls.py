@@ -14,6 +14,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/playground/", permanent=False)),
     path("admin/", admin.site.urls),
     path("dashboard/", include("billing.urls")),
+    path("calls/", include("billing.call_urls")),
     path(
         "accounts/login/", auth_views.LoginView.as_view(authentication_form=ThrottledAuthenticationForm), name="login"
     ),

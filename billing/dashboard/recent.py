@@ -1,4 +1,9 @@
-"""The newest calls the filters select, keyset-paginated on the `(created_at, id)` index."""
+"""The newest calls the filters select, keyset-paginated on the `(created_at, id)` index.
+
+The dashboard's recent calls use the range, user, key, model and route filters; the call list
+(`/calls/`) narrows further (`CallNarrowing`: status, fallback, estimated usage, a request id or
+text in stored bodies).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,54 @@ import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
+from ..call_bodies import call_bodies_matching
 from ..models import Call, CallRollup
+from ..rollups import AnsweredByFallback
 from .access import CallFilters, calls_matching, rollups_matching
+
+FALLBACK = "fallback"  # a status filter of the call list: answered by a candidate other than the first
+
+
+@dataclass(frozen=True, slots=True)
+class CallNarrowing:
+    """The call list's filters beyond the dashboard's: `status` (a Call status or "fallback"),
+    `estimated` (True/False: usage estimated or not), `search` (a request id, or text in stored bodies)."""
+
+    status: str = ""
+    estimated: bool | None = None
+    search: str = ""
+
+    def calls(self, calls: QuerySet[Call]) -> QuerySet[Call]:
+        if self.status == FALLBACK:
+            calls = calls.filter(AnsweredByFallback("attempts"))
+        elif self.status:
+            calls = calls.filter(status=self.status)
+        if self.estimated is not None:
+            calls = calls.filter(usage_estimated=self.estimated)
+        if self.search:
+            by_text = Q(request_id__in=call_bodies_matching(self.search))
+            calls = calls.filter(Q(request_id=self.search) | by_text)
+        return calls
+
+    def rollups(self, rows: QuerySet[CallRollup]) -> QuerySet[CallRollup]:
+        """The rollup rows that count the matching calls (an upper bound when searching)."""
+        if self.status and self.status != FALLBACK:
+            rows = rows.filter(status=self.status)
+        return rows
+
+    def counted(self, row: dict) -> int:
+        """How many of a rollup row's calls match (all of them when the rollups cannot tell)."""
+        if self.search:
+            return 0  # unknown: the matching calls may be anywhere in the range
+        if self.status == FALLBACK:
+            return row["fallback_calls"]
+        if self.estimated is True:
+            return row["estimated_calls"]
+        if self.estimated is False:
+            return row["calls"] - row["estimated_calls"]
+        return row["calls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +93,23 @@ class CallPage:
     next_cursor: CallCursor | None
 
 
-def recent_calls(*, filters: CallFilters, before: CallCursor | None = None, limit: int = 25) -> CallPage:
+def recent_calls(
+    *, filters: CallFilters, before: CallCursor | None = None, limit: int = 25, narrowing: CallNarrowing | None = None
+) -> CallPage:
     """The newest calls matching `filters` (older than `before`), keyset-paginated on (created_at, id).
 
     The raw rows are read only from the newest hours that hold a page's worth of matching calls, as
     the hour rollups tell: without that bound, a filter that matches few or no calls (a route with
     no index of its own, a route and a model that never answered it) would scan the whole range.
     """
-    calls = calls_matching(filters=filters)
+    narrowing = narrowing or CallNarrowing()
+    calls = narrowing.calls(calls_matching(filters=filters))
     newest_hour = filters.end
     if before is not None:
         calls = calls.filter(Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id))
         # The cursor's own hour is read whole: part of it is newer than the cursor, so it cannot count.
         newest_hour = before.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    calls = calls.filter(created_at__gte=_hours_holding(filters, before=newest_hour, calls=limit + 1))
+    calls = calls.filter(created_at__gte=_hours_holding(filters, narrowing, before=newest_hour, calls=limit + 1))
     page = list(calls.select_related("user", "api_key", "model").order_by("-created_at", "-id")[: limit + 1])
     more = len(page) > limit
     page = page[:limit]
@@ -65,19 +117,24 @@ def recent_calls(*, filters: CallFilters, before: CallCursor | None = None, limi
     return CallPage(calls=page, next_cursor=next_cursor)
 
 
-def _hours_holding(filters: CallFilters, *, before: datetime, calls: int) -> datetime:
+def _hours_holding(filters: CallFilters, narrowing: CallNarrowing, *, before: datetime, calls: int) -> datetime:
     """The start of the newest whole hours before `before` that hold `calls` matching calls, or all
-    there are (per the hour rollups); `before` itself when there are none. Every rollup row counts at
-    least one call, so the newest `calls` rows always decide."""
+    there are (per the hour rollups); `before` itself when there are none. Without a narrowing every
+    rollup row counts at least one call, so the newest `calls` rows always decide; with one, rows are
+    read until enough calls match (a text search cannot be counted: the whole range is read)."""
     rows = (
-        rollups_matching(filters=filters, period=CallRollup.Period.HOUR)
+        narrowing.rollups(rollups_matching(filters=filters, period=CallRollup.Period.HOUR))
         .filter(bucket_start__lt=before)
         .order_by("-bucket_start")
-        .values_list("bucket_start", "calls")[:calls]
+        .values("bucket_start", "calls", "estimated_calls", "fallback_calls")
     )
+    if narrowing == CallNarrowing():
+        rows = rows[:calls]
+    elif narrowing.search:
+        return filters.start
     since, seen = before, 0
-    for bucket_start, count in rows:
-        since, seen = bucket_start, seen + count
+    for row in rows.iterator(chunk_size=2000):
+        since, seen = row["bucket_start"], seen + narrowing.counted(row)
         if seen >= calls:
             break
     return since
