@@ -970,6 +970,8 @@
         Object.assign(answer, { turn, finished: !replayed, text: kept.replies.join("\n\n") });
         if (index === last && lane === 0) {
           Object.assign(answer, { text: stored.answer, requestId: stored.call.request_id, call: stored.call });
+          const tag = h("span", { class: "tag", title: `the recorded call ${stored.call.request_id}` }, "recorded");
+          answer.dom.status.before(tag);
         }
         return answer;
       });
