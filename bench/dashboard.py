@@ -113,7 +113,12 @@ from billing.models import CallRollup
 from routing.models import ApiKey, Route
 from routing.services import api_key_create
 User = get_user_model()
-User.objects.create_user({STAFF!r}, password={PASSWORD!r}, is_staff=True)
+from django.contrib.auth.models import Group, Permission
+staff = User.objects.create_user({STAFF!r}, password={PASSWORD!r}, is_staff=True)
+# The staff flag alone sees only its own calls: the spend permission shows everyone's.
+viewers, _ = Group.objects.get_or_create(name="spend viewers")
+viewers.permissions.add(Permission.objects.get(codename="view_all_spend"))
+staff.groups.add(viewers)
 heavy = CallRollup.objects.filter(period="day").values("user_id").annotate(c=Sum("calls")).order_by("-c")
 user = User.objects.get(pk=heavy[0]["user_id"])
 member = User.objects.get(pk=heavy[1]["user_id"])
@@ -179,6 +184,8 @@ def measure(clients: dict[str, httpx.Client], scenario: Scenario, requests: int)
         status, size = response.status_code, len(response.content)
         if status != 200:
             raise BenchError(f"{scenario.name}: HTTP {status}: {response.text[:300]}")
+        if scenario.path == WHATIF_PATH and not response.json()["by_model"]:
+            raise BenchError(f"{scenario.name}: no calls re-priced: the viewer sees none")
         if index >= WARMUP:
             times.append(elapsed)
     return Timing(scenario, times, status, size)
@@ -285,8 +292,8 @@ def section(results: list[SizeResult], command: str, database_url: str) -> str:
         "`bench/dashboard.py` fills a fresh PostgreSQL database with `generate_calls` (90 days, 60 users",
         "with 1–3 keys each, heavy and light users, the demo registry's 7 models and 3 routes plus an",
         "unpriced model, ~4% errors and rejections, fallbacks, streams) and times routerweb's dashboard",
-        "over HTTP, one request at a time, 30-day range unless said otherwise, as a staff user unless said",
-        "otherwise (the member sees only their own calls). Production command: `uvicorn",
+        "over HTTP, one request at a time, 30-day range unless said otherwise, as a staff user with the",
+        "spend permission unless said otherwise (the member sees only their own calls). Production command: `uvicorn",
         "routerweb.asgi:application --workers 1` (uvloop, httptools). Wall time as the client sees it,",
         "after 3 warm-up requests.",
         "",
