@@ -5,9 +5,11 @@ rejected ones, and they reproduce the stored cost exactly."""
 from datetime import timedelta
 from decimal import Decimal
 
+from django.test import Client
 from django.utils import timezone
 
 from billing.models import Call, Price
+from billing.money import usd_json
 from billing.price_provenance import price_provenance_of, price_provenance_text
 from billing.pricing import cost_for_usage
 from tests.conftest import calls_settle
@@ -18,6 +20,16 @@ HELLO = [{"role": "user", "content": "hello provenance"}]
 
 def chat(http, model, headers=None, **body):
     return http.post("/v1/chat/completions", json={"model": model, "messages": HELLO, **body}, headers=headers or {})
+
+
+def page_price(call: Call) -> str:
+    """The price block of the call's page, as its owner sees it."""
+    client = Client()
+    client.force_login(call.user)
+    response = client.get(f"/calls/{call.request_id}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    return html[html.index('id="call-price"') :].split("</div>")[0]
 
 
 def assert_priced_by(call: Call, price: Price, *, replayed: bool = False) -> None:
@@ -32,6 +44,10 @@ def assert_priced_by(call: Call, price: Price, *, replayed: bool = False) -> Non
         price.output_per_mtok,
     )
     assert provenance.of_replayed_call is replayed
+    block = page_price(call)
+    assert f"#{price.id}" in block and f"{price.effective_from:%Y-%m-%d %H:%M} UTC" in block
+    assert f"${usd_json(price.input_per_mtok)} /1M tokens" in block
+    assert f"${usd_json(price.output_per_mtok)} /1M tokens" in block
     if not replayed:
         recomputed = cost_for_usage(
             provenance,
@@ -127,3 +143,5 @@ def test_unpriced_and_rejected_calls_keep_no_price(http, fake_model, recorded_ca
     assert price_provenance_text(unpriced).startswith("no price: the model that answered had none")
     assert rejected.model_id is None and rejected.cost_usd == Decimal(0)
     assert price_provenance_text(rejected).startswith("no price: no model answered")
+    assert "No price: the model that answered had none" in page_price(unpriced)
+    assert "No price: no model answered" in page_price(rejected)

@@ -18,7 +18,11 @@ register = template.Library()
 
 @register.inclusion_tag("billing/_price_provenance.html")
 def price_provenance(call: Any) -> dict[str, Any]:
-    return {"provenance": price_provenance_of(call), "text": price_provenance_text(call)}
+    """The block's context: the provenance (None without a price), its rates as exact dollar figures
+    ("2.50", "0.075"; the cached one None when cached tokens cost the input rate) and the line."""
+    provenance = price_provenance_of(call)
+    rates = provenance.as_json() if provenance is not None else None
+    return {"provenance": provenance, "rates": rates, "text": price_provenance_text(call)}
 
 
 @register.inclusion_tag("billing/_replay_actions.html")

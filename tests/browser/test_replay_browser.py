@@ -49,7 +49,7 @@ def test_open_a_stored_call_in_the_playground(playground, gateway, stored_call):
     page = playground
     page.goto(f"{gateway.url}/calls/{stored_call.request_id}/")
     expect(page.locator("#call-price")).to_contain_text(f"#{stored_call.price_id}")
-    expect(page.locator("#call-price")).to_contain_text("2.000000 $/1M tokens")
+    expect(page.locator("#call-price")).to_contain_text("$2.00 /1M tokens")
     page.get_by_role("link", name="Open in playground").click()
     page.wait_for_url(re.compile(r"/playground/$"))  # the query is dropped once loaded
     wait_idle(page, turns=1)
