@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from billing.dashboard.access import CallFilters
+from billing.dashboard.whatif import what_if
 from billing.models import Call
 from billing.money import usd_json
 from routing.services import api_key_create
@@ -160,3 +161,11 @@ def _filters(world, dims: dict) -> CallFilters:
     if "model" in dims:
         dims["model_id"] = world["models"][dims.pop("model")].id
     return make_filters(days=days, **dims)
+
+
+def test_one_rollup_scan_and_no_raw_call_row(world, calls, mini_cached, django_assert_num_queries):
+    with django_assert_num_queries(1) as captured:
+        result = what_if(filters=make_filters(), chosen=world["models"]["mini"], price=mini_cached)
+        assert result.lines
+    (query,) = captured.captured_queries
+    assert "billing_callrollup" in query["sql"] and 'billing_call"' not in query["sql"]
