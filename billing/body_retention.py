@@ -39,7 +39,7 @@ class BodyRetention:
     def __init__(self, *, every_s: float = RETENTION_EVERY_S, clock: Callable[[], float] = time.monotonic):
         self.every_s = every_s
         self.clock = clock
-        self._due = 0.0
+        self._due = clock() + every_s  # not at start-up: a worker's first flushes stay light
 
     def __call__(self) -> None:
         if self.clock() >= self._due:

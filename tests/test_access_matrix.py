@@ -71,6 +71,9 @@ ROWS: dict[str, list[tuple[str, str, dict | None, tuple[int, ...]]]] = {
         ("GET", "/dashboard/export.csv", None, SPEND_JSON),
         ("GET", "/dashboard/export.csv?user=alice", None, SPEND_JSON_OF_ALICE),
     ],
+    "calls/": [("GET", "/calls/", None, PAGE)],
+    # An unknown request id and another user's are the same 404 (tests/test_call_pages.py).
+    "calls/<str:request_id>/": [("GET", "/calls/req-unknown/", None, (302, 404, 404, 404, 404, *(302,) * 6))],
     "v1/chat/completions": [
         ("POST", "/v1/chat/completions", CHAT, (*V1[:7], 403, *V1[8:])),  # the scoped key may use m1 only
         ("POST", "/v1/chat/completions", {"model": "m1", "messages": HELLO}, V1),
