@@ -20,7 +20,7 @@ from routing.models import ApiKey, ModelEndpoint, Route
 
 from .dashboard.access import viewer_sees_everyone
 from .dashboard.recent import CallCursor
-from .dashboard.whatif import price_in_force
+from .services import price_current
 
 RANGE_PRESETS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "month": "This month"}
 RANGE_CHOICES = [*RANGE_PRESETS.items(), ("custom", "Custom")]
@@ -135,7 +135,7 @@ class WhatIfForm(forms.Form):
         data = super().clean()
         model = data.get("whatif")
         if model is not None:
-            data["price"] = price_in_force(model=model, at=timezone.now())
+            data["price"] = price_current(model=model)
             if data["price"] is None:
                 self.add_error("whatif", f"{model.name} has no price: set one to re-price calls at it.")
         return data

@@ -18,7 +18,6 @@ sum of tokens is exact (Decimal) and equals the sum of pricing each call, the fo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -96,11 +95,6 @@ class WhatIf:
     @property
     def unpriced_calls(self) -> int:
         return sum(line.unpriced_calls for line in self.lines)
-
-
-def price_in_force(*, model: ModelEndpoint, at: datetime) -> Price | None:
-    """The price of `model` in force at `at` (its newest row from then or before), or None."""
-    return model.prices.filter(effective_from__lte=at).order_by("-effective_from").first()
 
 
 def what_if(*, filters: CallFilters, chosen: ModelEndpoint, price: Price) -> WhatIf:
