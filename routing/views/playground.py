@@ -137,7 +137,7 @@ async def stored_call(request: HttpRequest, user, request_id: str) -> HttpRespon
     meter = runtime_of(request).meter
     stored = await sync_to_async(stored_call_get)(meter=meter, viewer=user, request_id=request_id)
     if stored is None:
-        raise ApiError(404, f"No call {request_id!r} that you may see is recorded.", code="call_not_found")
+        raise ApiError(404, "No call with this request id that you may see is recorded.", code="call_not_found")
     if not stored["body_stored"]:
         message = "This call's conversation was not stored (body storage is off for it), so it cannot be opened."
         raise ApiError(404, message, code="body_not_stored")
