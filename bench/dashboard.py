@@ -114,12 +114,7 @@ from billing.models import CallRollup
 from routing.models import ApiKey, Route
 from routing.services import api_key_create
 User = get_user_model()
-from django.contrib.auth.models import Group, Permission
-staff = User.objects.create_user({STAFF!r}, password={PASSWORD!r}, is_staff=True)
-# The staff flag alone sees only its own calls: the spend permission shows everyone's.
-viewers, _ = Group.objects.get_or_create(name="spend viewers")
-viewers.permissions.add(Permission.objects.get(codename="view_all_spend"))
-staff.groups.add(viewers)
+User.objects.create_superuser({STAFF!r}, password={PASSWORD!r})  # sees everyone (view_all_spend)
 heavy = CallRollup.objects.filter(period="day").values("user_id").annotate(c=Sum("calls")).order_by("-c")
 user = User.objects.get(pk=heavy[0]["user_id"])
 member = User.objects.get(pk=heavy[1]["user_id"])

@@ -18,10 +18,11 @@ def call_body_for(request_id: str) -> CallBody | None:
     return CallBody.objects.filter(request_id=request_id).first()
 
 
-def call_bodies_matching(text: str) -> QuerySet:
-    """The request ids of stored bodies that contain `text`: PostgreSQL's full-text search (every word,
-    any order, through the GIN index), a plain case-insensitive contains elsewhere."""
-    bodies = CallBody.objects.all()
+def call_bodies_matching(text: str, *, bodies: QuerySet | None = None) -> QuerySet:
+    """The request ids of stored bodies (all, or those of `bodies`) that contain `text`: PostgreSQL's
+    full-text search (every word, any order, through the GIN index), a plain case-insensitive contains
+    elsewhere."""
+    bodies = CallBody.objects.all() if bodies is None else bodies
     if connection.vendor == "postgresql":
         matches = RawSQL(f"{BODY_TEXT_SQL} @@ plainto_tsquery('simple', %s)", [text], output_field=BooleanField())
         bodies = bodies.filter(matches)

@@ -139,8 +139,8 @@ def _fits_as_is(value: Any, limit: int) -> bool:
 
 def _answer_parts(outcome: CallOutcome) -> tuple[str, list]:
     """The answer's text and tool calls: a stream's as assembled, a completion's first choice's message."""
-    if outcome.answer_text is not None:
-        return outcome.answer_text, outcome.answer_tool_calls
+    if outcome.answer_text_parts is not None:
+        return "".join(outcome.answer_text_parts), outcome.answer_tool_calls
     completion = outcome.answer
     if isinstance(completion, bytes | str):
         try:

@@ -281,7 +281,7 @@ def _record(
             messages=chat.body.get("messages") or [],
             request_body=chat.body,
             answer=result.body if relay is None else None,
-            answer_text=relay.text if relay is not None else None,
+            answer_text_parts=relay.text_parts if relay is not None else None,
             answer_tool_calls=relay.tool_calls() if relay is not None else [],
             usage=usage,
             completion_chars=completion_chars,

@@ -76,7 +76,7 @@ class CallOutcome:
     # holds anyway (nothing is copied or parsed here; the meter decides whether to keep any of it).
     request_body: dict[str, Any] | None = None  # the client's request as parsed (None: not valid JSON)
     answer: bytes | dict[str, Any] | None = None  # a non-streamed answer: the chat completion, JSON or a dict
-    answer_text: str | None = None  # a streamed answer: its text (routing/streaming.py keeps up to 1 MiB)
+    answer_text_parts: list[str] | None = None  # a streamed answer's text in parts (streaming.py keeps 1 MiB)
     answer_tool_calls: list[dict[str, Any]] = field(default_factory=list)  # a streamed answer's tool calls
 
 

@@ -197,6 +197,8 @@ def listed(client: Client, **params) -> list[Call]:
         ({"status": "fallback"}, {"fallback"}),
         ({"estimated": "yes"}, {"disconnected", "estimated"}),
         ({"estimated": "no", "status": "ok"}, {"ok", "fallback"}),
+        ({"estimated": "no", "status": "fallback"}, {"fallback"}),
+        ({"estimated": "yes", "status": "fallback"}, set()),
         ({"route": "smart"}, {"fallback"}),
         ({"model": "mini"}, {"fallback"}),
         ({"q": "req_rejected"}, {"rejected"}),
@@ -293,3 +295,9 @@ def test_keyset_pages(world):
             cursor = next_cursor.encode()
         assert len(seen) == len(set(seen)) == expected
         assert seen == sorted(seen, reverse=True)
+
+
+def test_admin_call_list_links_to_the_call_page(world, kinds):
+    superuser = client_for(world["root"].__class__.objects.create_superuser("boss", password="pw-boss-12345"))
+    html = superuser.get(reverse("admin:billing_call_changelist")).content.decode()
+    assert f'href="{reverse("calls:detail", args=["req_ok"])}"' in html

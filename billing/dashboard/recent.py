@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db.models import Q, QuerySet
 
 from ..call_bodies import call_bodies_matching
-from ..models import Call, CallRollup
+from ..models import Call, CallBody, CallRollup
 from ..rollups import AnsweredByFallback
 from .access import CallFilters, calls_matching, rollups_matching
 
 FALLBACK = "fallback"  # a status filter of the call list: answered by a candidate other than the first
+REQUEST_ID = re.compile(r"req_\S+")  # a request id (routing/call_context.py): looked up as one, not as text
+# A text search reads the calls of this many matching bodies at most per page (the newest first): calls
+# filtered out by the other filters may leave a page short, never a wrong one.
+SEARCH_BODIES_MAX = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +36,27 @@ class CallNarrowing:
     estimated: bool | None = None
     search: str = ""
 
-    def calls(self, calls: QuerySet[Call]) -> QuerySet[Call]:
+    def calls(self, calls: QuerySet[Call], *, filters: CallFilters, before: CallCursor | None) -> QuerySet[Call]:
         if self.status == FALLBACK:
             calls = calls.filter(AnsweredByFallback("attempts"))
         elif self.status:
             calls = calls.filter(status=self.status)
         if self.estimated is not None:
             calls = calls.filter(usage_estimated=self.estimated)
-        if self.search:
-            by_text = Q(request_id__in=call_bodies_matching(self.search))
-            calls = calls.filter(Q(request_id=self.search) | by_text)
+        if self.search and REQUEST_ID.fullmatch(self.search):
+            calls = calls.filter(request_id=self.search)
+        elif self.search:
+            calls = calls.filter(request_id__in=self._bodies_matching(filters, before))
         return calls
+
+    def _bodies_matching(self, filters: CallFilters, before: CallCursor | None) -> QuerySet:
+        """The request ids of the newest SEARCH_BODIES_MAX bodies of the range (older than the page
+        cursor) that match the search: the text index finds them, the calls are then read by request id,
+        so a search never walks the range's calls."""
+        bodies = CallBody.objects.filter(created_at__gte=filters.start, created_at__lt=filters.end)
+        if before is not None:
+            bodies = bodies.filter(created_at__lte=before.created_at)
+        return call_bodies_matching(self.search, bodies=bodies).order_by("-created_at")[:SEARCH_BODIES_MAX]
 
     def rollups(self, rows: QuerySet[CallRollup]) -> QuerySet[CallRollup]:
         """The rollup rows that count the matching calls (an upper bound when searching)."""
@@ -51,8 +66,8 @@ class CallNarrowing:
 
     def counted(self, row: dict) -> int:
         """How many of a rollup row's calls match (all of them when the rollups cannot tell)."""
-        if self.search:
-            return 0  # unknown: the matching calls may be anywhere in the range
+        if self.search or (self.status == FALLBACK and self.estimated is not None):
+            return 0  # unknown (the rollups do not count fallbacks by estimate): the whole range is read
         if self.status == FALLBACK:
             return row["fallback_calls"]
         if self.estimated is True:
@@ -103,7 +118,7 @@ def recent_calls(
     no index of its own, a route and a model that never answered it) would scan the whole range.
     """
     narrowing = narrowing or CallNarrowing()
-    calls = narrowing.calls(calls_matching(filters=filters))
+    calls = narrowing.calls(calls_matching(filters=filters), filters=filters, before=before)
     newest_hour = filters.end
     if before is not None:
         calls = calls.filter(Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id))
