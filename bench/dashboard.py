@@ -44,6 +44,8 @@ from .harness import (
 
 TARGET_1M_P95_MS = 300.0
 TARGET_10M_P95_MS = 1000.0
+TARGET_WHATIF_P95_MS = 300.0  # issue 19: the what-if view as fast as the dashboard, at any size
+WHATIF, WHATIF_PATH = "what-if JSON", "/dashboard/whatif.json"
 TARGET_CALL_LIST_P95_MS = 300.0  # the call list (/calls/) and a call's page, at every size (issue 19)
 STAFF, MEMBER, PASSWORD = "bench-staff", "bench-member", "bench-password-123"
 WARMUP = 3
@@ -183,6 +185,8 @@ def measure(clients: dict[str, httpx.Client], scenario: Scenario, requests: int)
         status, size = response.status_code, len(response.content)
         if status != 200:
             raise BenchError(f"{scenario.name}: HTTP {status}: {response.text[:300]}")
+        if scenario.path == WHATIF_PATH and not response.json()["by_model"]:
+            raise BenchError(f"{scenario.name}: no calls re-priced: the viewer sees none")
         if index >= WARMUP:
             times.append(elapsed)
     return Timing(scenario, times, status, size)
@@ -248,6 +252,11 @@ def scenarios(extra: dict[str, str]) -> list[Scenario]:
         Scenario("JSON, 30 days, as a member (own calls)", "/dashboard/data.json", month, viewer=MEMBER),
         Scenario("JSON, today (hourly)", "/dashboard/data.json", {"range": "today"}),
         Scenario("JSON, this month", "/dashboard/data.json", {"range": "month"}),
+        # What would it have cost? (billing/dashboard/whatif.py): one rollup scan, whatever the calls.
+        Scenario(f"{WHATIF}, 30 days, no filter", WHATIF_PATH, {**month, "whatif": "gpt-4o-mini"}),
+        Scenario(f"{WHATIF}, 30 days, route", WHATIF_PATH, {**month, "whatif": "gpt-4o", "route": extra["route"]}),
+        Scenario(f"{WHATIF}, 30 days, as a member", WHATIF_PATH, {**month, "whatif": "gpt-4o-mini"}, viewer=MEMBER),
+        Scenario(f"{WHATIF}, today (hour rollups)", WHATIF_PATH, {"range": "today", "whatif": "gpt-4o-mini"}),
         *call_list_scenarios(extra),
     ]
 
@@ -272,7 +281,7 @@ def call_list_scenarios(extra: dict[str, str]) -> list[Scenario]:
     ]
 
 
-def run_size(rows: int, database_url: str, requests: int, keep_tmp: bool) -> SizeResult:
+def run_size(rows: int, database_url: str, requests: int, keep_tmp: bool, only: str = "") -> SizeResult:
     with BenchSandbox(database_url=database_url, keep_tmp=keep_tmp) as sandbox:
         env = sandbox.env
         manage(env, "migrate", "--no-input", "--verbosity", "0")
@@ -284,7 +293,7 @@ def run_size(rows: int, database_url: str, requests: int, keep_tmp: bool) -> Siz
         wait_ready(server, "/accounts/login/")
         result = SizeResult(rows, total, insert, rollup, counts, sizes, raw_ms)
         clients = {STAFF: logged_in(server.url, STAFF), MEMBER: logged_in(server.url, MEMBER)}
-        for scenario in scenarios(extra):
+        for scenario in (s for s in scenarios(extra) if only in s.name):
             timing = measure(clients, scenario, requests)
             print(f"  {scenario.name:<42} p50 {timing.p50:7.1f} ms  p95 {timing.p95:7.1f} ms", flush=True)
             result.timings.append(timing)
@@ -305,8 +314,8 @@ def section(results: list[SizeResult], command: str, database_url: str) -> str:
         "`bench/dashboard.py` fills a fresh PostgreSQL database with `generate_calls` (90 days, 60 users",
         "with 1–3 keys each, heavy and light users, the demo registry's 7 models and 3 routes plus an",
         "unpriced model, ~4% errors and rejections, fallbacks, streams) and times routerweb's dashboard",
-        "over HTTP, one request at a time, 30-day range unless said otherwise, as a staff user unless said",
-        "otherwise (the member sees only their own calls). Production command: `uvicorn",
+        "over HTTP, one request at a time, 30-day range unless said otherwise, as a staff user with the",
+        "spend permission unless said otherwise (the member sees only their own calls). Production command: `uvicorn",
         "routerweb.asgi:application --workers 1` (uvloop, httptools). Wall time as the client sees it,",
         "after 3 warm-up requests.",
         "",
@@ -349,6 +358,11 @@ def section(results: list[SizeResult], command: str, database_url: str) -> str:
         target = TARGET_1M_P95_MS if r.rows <= 1_000_000 else TARGET_10M_P95_MS
         verdict = "met" if worst < target else "**missed**"
         lines.append(f"- {r.rows:,} calls: slowest p95 {worst:.0f} ms, target under {target:.0f} ms: {verdict}.")
+        whatif = max((t.p95 for t in r.timings if t.scenario.path == WHATIF_PATH), default=None)
+        if whatif is None:
+            continue
+        verdict = "met" if whatif < TARGET_WHATIF_P95_MS else "**missed**"
+        lines.append(f"- {r.rows:,} calls, what-if: slowest p95 {whatif:.0f} ms, target under 300 ms: {verdict}.")
     return "\n".join(lines)
 
 
@@ -376,12 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=30, help="timed requests per scenario (30)")
     parser.add_argument("--write-docs", action="store_true", help="replace the dashboard section of docs/benchmarks.md")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server log)")
+    parser.add_argument("--only", default="", help="time only the scenarios whose name contains this (e.g. what-if)")
     args = parser.parse_args(argv)
     if not args.database_url.startswith(("postgres://", "postgresql://")):
         parser.error("--database-url must be a PostgreSQL URL (the benchmark is about PostgreSQL at scale)")
     command = "python -m bench.dashboard " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
-        results = [run_size(rows, args.database_url, args.requests, args.keep_tmp) for rows in args.rows]
+        results = [run_size(rows, args.database_url, args.requests, args.keep_tmp, args.only) for rows in args.rows]
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1

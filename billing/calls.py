@@ -22,6 +22,7 @@ from .budgets import Reservation, budgets_call_ended, budgets_settle
 from .call_body_build import call_body_build
 from .call_insert import call_bodies_insert, calls_insert
 from .models import Call, QuarantinedRow
+from .price_provenance import price_provenance_columns
 from .pricing import PriceSnap, cost_for_usage, prompt_tokens_estimate, tokens_for_chars
 from .recorder import call_recorder
 from .rollups import rollups_add
@@ -66,19 +67,24 @@ def call_tokens(outcome: CallOutcome) -> Tokens:
 
 
 def call_price(outcome: CallOutcome) -> PriceSnap | None:
-    """The price in force at the call's time for the model that answered, from the registry snapshot
-    the call was routed with."""
+    """The price the call is priced with, from the registry snapshot the call was routed with: the
+    one in force at the call's time for the model that answered; for a cache hit, the one in force
+    when the replayed call was made (it prices the saving)."""
     if outcome.model is None or outcome.snapshot_part is None:
         return None
-    return outcome.snapshot_part.price_at(outcome.model, outcome.created_at)
+    at = outcome.cache_hit_of.created_at if outcome.cache_hit_of is not None else outcome.created_at
+    return outcome.snapshot_part.price_at(outcome.model, at)
 
 
 def call_cost(outcome: CallOutcome, tokens: Tokens) -> Decimal | None:
     """The cost with the price in force at the call's time; 0 when no model answered, None when the
     model that did has no price (unpriced, never a made-up zero)."""
+    return _cost_at(call_price(outcome), outcome, tokens)
+
+
+def _cost_at(price: PriceSnap | None, outcome: CallOutcome, tokens: Tokens) -> Decimal | None:
     if outcome.model is None:
         return Decimal(0)
-    price = call_price(outcome)
     if price is None:
         return None
     return cost_for_usage(
@@ -90,14 +96,11 @@ def call_cost(outcome: CallOutcome, tokens: Tokens) -> Decimal | None:
     )
 
 
-def call_saved(outcome: CallOutcome) -> Decimal | None:
-    """What a cache hit saved: the replayed call's exact cost, its usage at the price in force when it
-    was made; None for other calls and when that model had no price."""
+def call_saved(outcome: CallOutcome, price: PriceSnap | None) -> Decimal | None:
+    """What a cache hit saved: the replayed call's exact cost, its usage at `price` (`call_price`: in
+    force when it was made); None for other calls and when that model had no price."""
     hit = outcome.cache_hit_of
-    if hit is None or outcome.model is None or outcome.snapshot_part is None:
-        return None
-    price = outcome.snapshot_part.price_at(outcome.model, hit.created_at)
-    if price is None:
+    if hit is None or outcome.model is None or price is None:
         return None
     usage = hit.usage
     return cost_for_usage(
@@ -124,7 +127,8 @@ def call_row(outcome: CallOutcome) -> CallRow:
     JSON form to its spool, and the row writer process stores it from that line.
     """
     tokens = call_tokens(outcome)
-    cost = Decimal(0) if outcome.cache_hit_of is not None else call_cost(outcome, tokens)
+    price = call_price(outcome)
+    cost = Decimal(0) if outcome.cache_hit_of is not None else _cost_at(price, outcome, tokens)
     row = _row_known(outcome)
     row.update(
         requested=text_bounded(outcome.requested, REQUESTED_MAX),
@@ -138,13 +142,14 @@ def call_row(outcome: CallOutcome) -> CallRow:
         estimate_reason=tokens.estimate_reason,
         cost_usd=cost,
         unpriced=cost is None,
-        saved_usd=call_saved(outcome),
+        saved_usd=call_saved(outcome, price),
         ttft_ms=outcome.ttft_ms,
         overhead_ms=round(outcome.overhead_ms, 3),
         attempt_count=sum(1 for a in outcome.attempts if a["outcome"] != "skipped"),
         attempts=outcome.attempts,
         client_disconnected=outcome.client_disconnected,
     )
+    row.update(price_provenance_columns(price))
     if _body_stored(outcome):
         row["body"] = call_body_build(outcome)
     return row

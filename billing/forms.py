@@ -20,6 +20,7 @@ from routing.models import ApiKey, ModelEndpoint, Route
 
 from .dashboard.access import viewer_sees_everyone
 from .dashboard.recent import CallCursor
+from .services import price_current
 
 RANGE_PRESETS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "month": "This month"}
 RANGE_CHOICES = [*RANGE_PRESETS.items(), ("custom", "Custom")]
@@ -118,6 +119,25 @@ class DashboardFilterForm(forms.Form):
             return data
         data["start_at"], data["end_at"] = start, end
         data["first_day"], data["last_day"] = first, last
+        return data
+
+
+class WhatIfForm(forms.Form):
+    """The what-if question's model: one with a price in force now (`cleaned_data["price"]`)."""
+
+    whatif = forms.ModelChoiceField(
+        ModelEndpoint.objects.all(),
+        to_field_name="name",
+        error_messages={"required": "Pick the model to re-price the calls at.", "invalid_choice": "No such model."},
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        model = data.get("whatif")
+        if model is not None:
+            data["price"] = price_current(model=model)
+            if data["price"] is None:
+                self.add_error("whatif", f"{model.name} has no price: set one to re-price calls at it.")
         return data
 
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from routing.errors import ApiError
-from routing.metering import CallOutcome, CallPlan, Meter, RecordedCall, Reserved
+from routing.metering import CallOutcome, CallPlan, Meter, RecordedCall, Reserved, StoredCall
 from routing.router import Attempt
 from routing.snapshot import ModelSnap
 from routing.usage import Usage
@@ -26,6 +26,7 @@ from .body_policy import BodyPolicy, body_policy_load
 from .budget_upkeep import budget_upkeep
 from .budgets import BudgetExceeded, BudgetsUnavailable, budgets_reserve, worst_case_cost
 from .calls import call_outcome_record
+from .price_provenance import price_provenance_text
 from .pricing import PriceSnap, cost_for_usage, prompt_tokens_bound
 from .recorder import call_recorder
 
@@ -69,6 +70,7 @@ def billing_snapshot_load() -> BillingSnapshot:
                 price.output_per_mtok,
                 price.cached_input_per_mtok,
                 price.cache_write_per_mtok,
+                id=price.id,
             )
         )
     budget_by_user, budget_by_key = {}, {}
@@ -140,6 +142,35 @@ class BillingMeter(Meter):
 
         calls = Call.objects.select_related("model", "provider").filter(user_id=user_id, request_id__in=request_ids)
         return {call.request_id: _recorded(call) for call in calls}
+
+    def stored_call(self, *, viewer, request_id: str) -> StoredCall | None:
+        """The call and its body if `viewer` may see it: the dashboard's rules (their own calls, or
+        everyone's with the spend permission)."""
+        from .call_bodies import call_body_for
+        from .dashboard.access import viewer_sees_everyone
+        from .models import Call
+
+        calls = Call.objects.select_related("model", "provider").filter(request_id=request_id)
+        if not viewer_sees_everyone(viewer):
+            calls = calls.filter(user_id=viewer.pk)
+        call = calls.first()
+        if call is None:
+            return None
+        own = call.user_id == viewer.pk
+        body = call_body_for(request_id)
+        if body is None:
+            return StoredCall(call=_recorded(call), own=own, body_stored=False)
+        return StoredCall(
+            call=_recorded(call),
+            own=own,
+            body_stored=True,
+            messages=body.messages,
+            parameters=body.parameters,
+            answer=body.answer,
+            tool_calls=body.tool_calls if isinstance(body.tool_calls, list) else [],
+            request_truncated=body.request_truncated,
+            answer_truncated=body.answer_truncated,
+        )
 
     def health(self) -> dict[str, float]:
         recorder = call_recorder()
@@ -215,6 +246,7 @@ def _recorded(call) -> RecordedCall:
         ttft_ms=call.ttft_ms,
         client_disconnected=call.client_disconnected,
         attempts=call.attempts,
+        price_text=price_provenance_text(call),
     )
 
 

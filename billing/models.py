@@ -15,7 +15,8 @@ from routing.models import ApiKey, ModelEndpoint, Provider
 from .money import usd_text
 from .pricing import price_cached_error
 
-PRICE_FIELD = dict(max_digits=18, decimal_places=6, validators=[MinValueValidator(0)])
+PRICE_DIGITS = dict(max_digits=18, decimal_places=6)
+PRICE_FIELD = dict(**PRICE_DIGITS, validators=[MinValueValidator(0)])
 COST_MAX_DIGITS, COST_DECIMAL_PLACES = 24, 12
 
 
@@ -121,6 +122,17 @@ class Call(models.Model):
         blank=True,
         help_text="A cache hit's saving: the exact cost of the call whose answer it replayed (null: unpriced).",
     )
+    # Price provenance: the price row that produced `cost_usd` and its rates as they were used, so
+    # that a cost can be explained even after its price row is gone. Null: no price was used (no
+    # model answered, or the model had none). A cache hit keeps the replayed call's price: the one
+    # that priced `saved_usd` (billing/price_provenance.py). A plain id, no link: nothing reads calls
+    # by price, and an index or a constraint would be paid by every insert.
+    price_id = models.BigIntegerField(null=True, blank=True, help_text="The Price row used (kept if it is deleted).")
+    price_input_per_mtok = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    price_cached_input_per_mtok = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    price_cache_write_per_mtok = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    price_output_per_mtok = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    price_effective_from = models.DateTimeField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     overhead_ms = models.FloatField(default=0)
@@ -303,6 +315,12 @@ class CallRollup(models.Model):
     saved_pusd = models.BigIntegerField(
         "saved (picodollars)", default=0, help_text="What cache hits saved: the cost of the calls they replayed."
     )
+    # The tokens of unpriced calls (counted in the token totals above, never in the cost): the what-if
+    # view re-prices priced calls only, so that both its sides count the same calls.
+    unpriced_prompt_tokens = models.BigIntegerField(default=0)
+    unpriced_cached_tokens = models.BigIntegerField(default=0)
+    unpriced_cache_write_tokens = models.BigIntegerField(default=0)
+    unpriced_completion_tokens = models.BigIntegerField(default=0)
 
     # No other index: the primary key serves every dashboard read. A read is a range of one period's
     # buckets, and the filters (user, key, model, requested) are later columns of the key, checked in

@@ -30,13 +30,14 @@ TOOLS_FRAMING_TOKENS = 1024  # once when tools are offered: the tool-use instruc
 
 @dataclass(frozen=True, slots=True)
 class PriceSnap:
-    """A price as the registry snapshot holds it (billing/metering.py)."""
+    """A price as the registry snapshot holds it (billing/metering.py); `id` is its `Price` row's."""
 
     effective_from: datetime
     input_per_mtok: Decimal
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None
     cache_write_per_mtok: Decimal | None = None
+    id: int | None = None
 
 
 class PriceLike(Protocol):

@@ -12,7 +12,8 @@ Two ways in, which must always give the same rows (tests/test_dashboard_rollups.
 
 The definitions shared by both: the bucket is the UTC hour (day) of `created_at`; a call is a
 fallback when its `attempts` has at least one entry before the `ok` one; its cost counts only when
-priced, in picodollars; latency and TTFT go to the first bucket whose bound is >= the value.
+priced, in picodollars (an unpriced call's tokens count in the `unpriced_*` counters too); latency
+and TTFT go to the first bucket whose bound is >= the value.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ SCALAR_COUNTERS = (
     "completion_tokens",
     "cost_pusd",
     "saved_pusd",
+    "unpriced_prompt_tokens",
+    "unpriced_cached_tokens",
+    "unpriced_cache_write_tokens",
+    "unpriced_completion_tokens",
 )
 COUNTERS = (*SCALAR_COUNTERS, *LATENCY_COLUMNS, *TTFT_COLUMNS)
 _AT = {name: index for index, name in enumerate(COUNTERS)}
@@ -131,9 +136,9 @@ def rollups_add(rows: Iterable[Mapping[str, Any]]) -> None:
     _upsert(totals)
 
 
-_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _CACHE_WRITE, _COMPLETION, _COST, _SAVED = range(
-    len(SCALAR_COUNTERS)
-)
+(_CALLS, _FALLBACK, _UNPRICED, _ESTIMATED, _PROMPT, _CACHED, _CACHE_WRITE, _COMPLETION, _COST, _SAVED,
+ _UNPRICED_PROMPT, _UNPRICED_CACHED, _UNPRICED_CACHE_WRITE, _UNPRICED_COMPLETION,
+ ) = range(len(SCALAR_COUNTERS))  # fmt: skip
 _LATENCY_AT = [_AT[column] for column in LATENCY_COLUMNS]
 _TTFT_AT = [_AT[column] for column in TTFT_COLUMNS]
 
@@ -143,18 +148,26 @@ def _count_row(total: list[int], row: Mapping[str, Any]) -> None:
     total[_CALLS] += 1
     if answered_by_fallback(row.get("attempts")):
         total[_FALLBACK] += 1
+    prompt = int(row.get("prompt_tokens") or 0)
+    cached = int(row.get("cached_tokens") or 0)
+    cache_write = int(row.get("cache_write_tokens") or 0)
+    completion = int(row.get("completion_tokens") or 0)
     cost = row["cost_usd"]
     if cost is None:
         total[_UNPRICED] += 1
+        total[_UNPRICED_PROMPT] += prompt
+        total[_UNPRICED_CACHED] += cached
+        total[_UNPRICED_CACHE_WRITE] += cache_write
+        total[_UNPRICED_COMPLETION] += completion
     else:
         total[_COST] += cost_pusd(cost)
     total[_SAVED] += cost_pusd(row.get("saved_usd"))
     if row.get("usage_estimated"):
         total[_ESTIMATED] += 1
-    total[_PROMPT] += int(row.get("prompt_tokens") or 0)
-    total[_CACHED] += int(row.get("cached_tokens") or 0)
-    total[_CACHE_WRITE] += int(row.get("cache_write_tokens") or 0)
-    total[_COMPLETION] += int(row.get("completion_tokens") or 0)
+    total[_PROMPT] += prompt
+    total[_CACHED] += cached
+    total[_CACHE_WRITE] += cache_write
+    total[_COMPLETION] += completion
     total[_LATENCY_AT[histogram_bucket(int(row.get("latency_ms") or 0))]] += 1
     ttft = row.get("ttft_ms")
     if ttft is not None:
@@ -282,6 +295,12 @@ def _hours_from_calls(calls: QuerySet[Call]) -> QuerySet:
             r_completion_tokens=Sum("completion_tokens", output_field=BigIntegerField()),
             r_cost_pusd=Coalesce(Sum(cost), 0, output_field=BigIntegerField()),
             r_saved_pusd=Coalesce(Sum(saved), 0, output_field=BigIntegerField()),
+            **{
+                f"r_unpriced_{name}": Coalesce(
+                    Sum(name, filter=Q(cost_usd__isnull=True)), 0, output_field=BigIntegerField()
+                )
+                for name in ("prompt_tokens", "cached_tokens", "completion_tokens")
+            },
             **histograms,
         )
     )

@@ -32,7 +32,8 @@ from .dashboard.export import call_export_csv
 from .dashboard.names import filter_choices
 from .dashboard.presentation import budget_bar, compact_count, kpi_changes
 from .dashboard.recent import recent_calls
-from .forms import DEFAULT_RANGE, RANGE_CHOICES, DashboardFilterForm, time_zone_choices
+from .dashboard.whatif import what_if, what_if_document
+from .forms import DEFAULT_RANGE, RANGE_CHOICES, DashboardFilterForm, WhatIfForm, time_zone_choices
 from .models import QuarantinedRow
 
 
@@ -119,7 +120,7 @@ def _unpriced_url(form: DashboardFilterForm) -> str:
 # ---------------------------------------------------------------------------- JSON and CSV
 
 
-def _form_error(form: DashboardFilterForm) -> HttpResponse:
+def _form_error(form: DashboardFilterForm | WhatIfForm) -> HttpResponse:
     param, errors = next(iter(form.errors.items()))
     message = f"Invalid '{param}': {' '.join(errors)}" if param != "__all__" else " ".join(errors)
     return error_response(ApiError(400, message, code="invalid_filter", param=None if param == "__all__" else param))
@@ -168,6 +169,17 @@ def _api_viewer(request: HttpRequest) -> AbstractBaseUser:
 class DashboardDataView(_ApiView):
     def respond(self, request, viewer, form, filters) -> HttpResponse:
         return JsonResponse(dashboard_data(filters=filters, all_users=viewer_sees_everyone(viewer)))
+
+
+class WhatIfDataView(_ApiView):
+    """`whatif.json?<filters>&whatif=<model>`: the filtered calls re-priced at that model's prices."""
+
+    def respond(self, request, viewer, form, filters) -> HttpResponse:
+        question = WhatIfForm(request.GET)
+        if not question.is_valid():
+            return _form_error(question)
+        data = question.cleaned_data
+        return JsonResponse(what_if_document(what_if(filters=filters, chosen=data["whatif"], price=data["price"])))
 
 
 class DashboardExportView(_ApiView):

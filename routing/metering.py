@@ -8,8 +8,8 @@ backend; routing never imports it. routerweb's own backend is `billing.metering.
 
 A backend may keep its own part of the registry snapshot (`snapshot_part`, loaded with the rest and
 reloaded with it), so that reserving needs no database read, reads recorded calls back for the
-playground (`recorded_calls`), and prices an answer's usage for the client (`usage_cost`, the
-answer's `usage.cost`).
+playground (`recorded_calls`; `stored_call` with what a call asked and answered, to open or replay
+it), and prices an answer's usage for the client (`usage_cost`, the answer's `usage.cost`).
 """
 
 from abc import ABC, abstractmethod
@@ -127,6 +127,28 @@ class RecordedCall:
     attempts: list[dict]
     model_id: int | None = None
     cache_write_tokens: int = 0
+    price_text: str = ""  # which price produced the cost, in words (empty: the backend does not say)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCall:
+    """A recorded call with what it asked and answered, for the playground to open or replay it.
+
+    `body_stored` is False when the call's body was not stored (storage off for it, or deleted by
+    retention): the other body fields are then empty. `parameters` are the request's fields besides
+    `messages`, as the client sent them (model, stream and the sampling parameters). `own`: the call
+    is the viewer's own (only those count in compare-mode votes).
+    """
+
+    call: RecordedCall
+    own: bool
+    body_stored: bool
+    messages: list[Any] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    answer: str = ""
+    tool_calls: list[Any] = field(default_factory=list)
+    request_truncated: bool = False
+    answer_truncated: bool = False
 
 
 class Meter(ABC):
@@ -157,6 +179,12 @@ class Meter(ABC):
     def recorded_calls(self, *, user_id: int, request_ids: Iterable[str]) -> dict[str, RecordedCall]:
         """`user_id`'s recorded calls among `request_ids` (synchronous, for the playground's views)."""
         return {}
+
+    def stored_call(self, *, viewer: Any, request_id: str) -> StoredCall | None:
+        """The recorded call `request_id` with its stored body, if `viewer` (a user) may see it under the
+        backend's access rules; None when there is no such call or the viewer may not see it (the two
+        are not told apart). Synchronous, for the playground's views."""
+        return None
 
     def health(self) -> dict[str, float]:
         """This process's gauges, from memory (read once a second for the metrics, and by /readyz),

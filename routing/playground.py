@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from .demo_provider import PREFIX as DEMO_PREFIX
-from .metering import Meter
+from .metering import Meter, RecordedCall
 from .models import ModelEndpoint, PreferenceVote
 from .router import Attempt, skip_reason
 from .schemas import invalid_param, json_object_parse
@@ -128,8 +128,11 @@ def call_detail_get(*, meter: Meter, user_id: int, request_id: str) -> dict[str,
     if not REQUEST_ID.fullmatch(request_id):
         return None
     call = meter.recorded_calls(user_id=user_id, request_ids=[request_id]).get(request_id)
-    if call is None:
-        return None
+    return None if call is None else call_detail(call)
+
+
+def call_detail(call: RecordedCall) -> dict[str, Any]:
+    """A recorded call as the page shows it: its fields, speed and the attempt chain in words."""
     detail = {name: getattr(call, name) for name in CALL_DETAIL_FIELDS}
     detail["tokens_per_second"] = tokens_per_second(
         completion_tokens=call.completion_tokens, latency_ms=call.latency_ms, ttft_ms=call.ttft_ms, stream=call.stream
@@ -157,7 +160,32 @@ CALL_DETAIL_FIELDS = (
     "latency_ms",
     "ttft_ms",
     "client_disconnected",
+    "price_text",
 )
+
+
+# ---------------------------------------------------------------------------- a stored call, to open or replay
+
+
+def stored_call_get(*, meter: Meter, viewer: AbstractBaseUser, request_id: str) -> dict[str, Any] | None:
+    """The stored call `request_id` (its detail and, when stored, its conversation and parameters) if
+    `viewer` may see it under the meter's access rules; None otherwise."""
+    if not REQUEST_ID.fullmatch(request_id):
+        return None
+    stored = meter.stored_call(viewer=viewer, request_id=request_id)
+    if stored is None:
+        return None
+    return {
+        "call": call_detail(stored.call),
+        "own": stored.own,
+        "body_stored": stored.body_stored,
+        "messages": stored.messages,
+        "parameters": stored.parameters,
+        "answer": stored.answer,
+        "tool_calls": stored.tool_calls,
+        "request_truncated": stored.request_truncated,
+        "answer_truncated": stored.answer_truncated,
+    }
 
 
 # ---------------------------------------------------------------------------- compare-mode votes

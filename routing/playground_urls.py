@@ -11,5 +11,6 @@ urlpatterns = [
     path("", playground.playground_page, name="page"),
     path("api/chat", playground.chat, name="api-chat"),
     path("api/calls/<str:request_id>", playground.call_detail, name="api-call"),
+    path("api/stored/<str:request_id>", playground.stored_call, name="api-stored"),
     path("api/votes", playground.votes, name="api-votes"),
 ]

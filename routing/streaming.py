@@ -202,6 +202,7 @@ class StreamRelay(ABC):
                 "prompt_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": usage.cache_write},
             },
         }
+
     def note_tool_calls(self, deltas: list) -> None:
         """Note OpenAI tool call deltas (`index`, then `id`, `type`, `function.name` once and
         `function.arguments` in parts); up to TEXT_KEPT_CHARS characters of arguments are kept."""

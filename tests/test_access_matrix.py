@@ -62,11 +62,19 @@ ROWS: dict[str, list[tuple[str, str, dict | None, tuple[int, ...]]]] = {
     "playground/api/calls/<str:request_id>": [
         ("GET", "/playground/api/calls/req-unknown", None, (401, 404, 404, 404, 404, *(401,) * 6))
     ],
+    # An unknown request id and another user's are the same 404 (tests/test_playground_stored_call.py).
+    "playground/api/stored/<str:request_id>": [
+        ("GET", "/playground/api/stored/req-unknown", None, (401, 404, 404, 404, 404, *(401,) * 6))
+    ],
     "playground/api/votes": [("POST", "/playground/api/votes", {}, (401, 400, 400, 400, 400, *(401,) * 6))],
     "dashboard/": [("GET", "/dashboard/", None, PAGE)],
     "dashboard/data.json": [
         ("GET", "/dashboard/data.json", None, SPEND_JSON),
         ("GET", "/dashboard/data.json?user=alice", None, SPEND_JSON_OF_ALICE),
+    ],
+    "dashboard/whatif.json": [
+        ("GET", "/dashboard/whatif.json?whatif=m2", None, SPEND_JSON),
+        ("GET", "/dashboard/whatif.json?whatif=m2&user=alice", None, SPEND_JSON_OF_ALICE),
     ],
     "dashboard/export.csv": [
         ("GET", "/dashboard/export.csv", None, SPEND_JSON),
@@ -136,7 +144,7 @@ def callers(gateway, fake_model, transactional_db) -> dict[str, httpx.Client]:
         "superuser": user_create("root", is_staff=True, is_superuser=True),
     }
     sessions["staff_spend"].groups.add(spend_viewers_group())
-    m1, _ = fake_model("m1"), fake_model("m2")
+    m1, _ = fake_model("m1"), fake_model("m2", price=(1, 2))  # m2 priced: the what-if question can use it
     revoked, revoked_raw = api_key_create(user=alice, name="revoked")
     api_key_revoke(key=revoked)
     scoped, scoped_raw = api_key_create(user=alice, name="m1 only")

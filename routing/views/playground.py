@@ -26,6 +26,7 @@ from ..playground import (
     call_detail_get,
     default_choice,
     playground_choices,
+    stored_call_get,
     vote_as_dict,
     vote_record,
     vote_request_parse,
@@ -126,6 +127,21 @@ def _wait_seconds(raw: str | None) -> float:
     if not 0 <= value <= CALL_WAIT_MAX_S:
         raise ApiError(400, f"wait must be 0 to {CALL_WAIT_MAX_S:g} seconds.", code="invalid_value", param="wait")
     return value
+
+
+@session_api("GET")
+async def stored_call(request: HttpRequest, user, request_id: str) -> HttpResponse:
+    """A recorded call with its conversation and parameters, to open in the page or replay: the calls
+    the dashboard would show this user (their own, or everyone's with the spend permission). 404 for
+    a call that does not exist or is someone else's, alike."""
+    meter = runtime_of(request).meter
+    stored = await sync_to_async(stored_call_get)(meter=meter, viewer=user, request_id=request_id)
+    if stored is None:
+        raise ApiError(404, "No call with this request id that you may see is recorded.", code="call_not_found")
+    if not stored["body_stored"]:
+        message = "This call's conversation was not stored (body storage is off for it), so it cannot be opened."
+        raise ApiError(404, message, code="body_not_stored")
+    return HttpResponse(orjson.dumps(stored), content_type=JSON)
 
 
 @session_api("POST")

@@ -59,6 +59,84 @@
     window.location.assign(form.action + (query ? "?" + query : ""));
   }
 
+  // ------------------------------------------------------------------ what would it have cost?
+  // The page's filters (without the page cursor) plus the chosen model, sent to whatif.json; the
+  // answer's exact decimal strings are only written out.
+  const whatif = document.getElementById("whatif");
+  if (whatif) {
+    const whatifForm = document.getElementById("whatif-form");
+    const cellText = (text, className) => {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      if (className) cell.className = className;
+      return cell;
+    };
+    const whole = (n) => Number(n).toLocaleString("en-US");
+    const signed = (amount) => (Number(amount) > 0 ? "+" : "") + usdText(amount);
+    const tokens = (line) => [line.prompt_tokens, line.cached_tokens, line.completion_tokens].map(whole).join(" / ");
+    const showWhatIf = (answer) => {
+      document.getElementById("whatif-chosen-head").textContent = "On " + answer.model;
+      document.getElementById("whatif-rows").replaceChildren(...answer.by_model.map((line) => {
+        const row = document.createElement("tr");
+        const name = cellText(line.model);
+        if (line.estimated_calls) name.title = `${whole(line.estimated_calls)} calls with estimated tokens`;
+        const calls = cellText(whole(line.calls), "num mono");
+        if (line.unpriced_calls) {
+          const unpriced = document.createElement("span");
+          unpriced.className = "muted";
+          unpriced.textContent = ` + ${whole(line.unpriced_calls)} unpriced`;
+          calls.append(unpriced);
+        }
+        row.append(name, calls, cellText(tokens(line), "num mono"),
+          cellText(usdText(line.cost_now_usd), "num mono"), cellText(usdText(line.cost_chosen_usd), "num mono"),
+          cellText(signed(line.difference_usd), "num mono"));
+        return row;
+      }));
+      const total = answer.total;
+      const head = document.createElement("th");
+      head.scope = "row";
+      head.textContent = "Total";
+      document.getElementById("whatif-total").replaceChildren(head, cellText(whole(total.calls), "num mono"),
+        cellText(""), cellText(usdText(total.cost_now_usd), "num mono"),
+        cellText(usdText(total.cost_chosen_usd), "num mono"), cellText(signed(total.difference_usd), "num mono"));
+      const notes = [];
+      if (!answer.by_model.length) notes.push("No priced calls in this range.");
+      const p = answer.price;
+      const cached = p.cached_input_per_mtok === null ? "as input" : usdText(p.cached_input_per_mtok);
+      notes.push(`${answer.model} at ${usdText(p.input_per_mtok)} input, ${cached} cached input, ` +
+        `${usdText(p.output_per_mtok)} output per 1M tokens (price in force now). Cache hits are left out.`);
+      if (answer.estimated_calls) {
+        notes.push(`${whole(answer.estimated_calls)} of these calls had no usage from the provider: their tokens are estimates.`);
+      }
+      if (answer.unpriced_calls) {
+        notes.push(`${whole(answer.unpriced_calls)} calls had no price and are left out of both columns.`);
+      }
+      const note = document.getElementById("whatif-note");
+      note.textContent = notes.join(" ");
+      note.hidden = false;
+      document.getElementById("whatif-result").hidden = false;
+    };
+    whatifForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const params = new URLSearchParams(window.location.search);
+      params.delete("before");
+      params.set("whatif", whatifForm.elements.whatif.value);
+      const error = document.getElementById("whatif-error");
+      error.hidden = true;
+      try {
+        const response = await fetch(`${whatif.dataset.url}?${params}`, { headers: { Accept: "application/json" } });
+        const answer = await response.json();
+        if (!response.ok) throw new Error(answer.error ? answer.error.message : `HTTP ${response.status}`);
+        showWhatIf(answer);
+      } catch (problem) {
+        error.textContent = String(problem.message || problem);
+        error.hidden = false;
+        document.getElementById("whatif-result").hidden = true;
+        document.getElementById("whatif-note").hidden = true;
+      }
+    });
+  }
+
   if (!dataNode || typeof Chart === "undefined") return;
 
   // ------------------------------------------------------------------ look

@@ -21,6 +21,7 @@
     chat: root.dataset.chatUrl,
     call: root.dataset.callUrl,
     votes: root.dataset.votesUrl,
+    stored: root.dataset.storedUrl,
     login: root.dataset.loginUrl,
     api: root.dataset.apiUrl,
   };
@@ -647,7 +648,7 @@
   // ------------------------------------------------------------------ compare-mode votes
 
   function canVote(turn) {
-    return turn.answers.every((a) => a.requestId && a.call) && turn.answers.some(answered);
+    return !turn.noVote && turn.answers.every((a) => a.requestId && a.call) && turn.answers.some(answered);
   }
 
   function answered(answer) {
@@ -815,6 +816,7 @@
   function saveConversation() {
     const turns = state.turns.map((turn) => ({
       user: turn.user,
+      noVote: Boolean(turn.noVote),
       answers: turn.answers.map((a) => ({
         target: a.target,
         text: a.text,
@@ -865,7 +867,7 @@
     setMode(saved.mode === "compare" ? "compare" : "single");
     for (const kept of saved.turns || []) {
       if (!kept || typeof kept.user !== "string" || !Array.isArray(kept.answers)) continue;
-      const turn = { user: kept.user, answers: [] };
+      const turn = { user: kept.user, answers: [], noVote: Boolean(kept.noVote) };
       turn.answers = kept.answers.map((k, lane) => {
         const answer = newAnswer(String(k.target || ""), lane);
         Object.assign(answer, {
@@ -889,6 +891,120 @@
       if (state.mode === "compare" && canVote(turn)) showVoteButtons(turn);
     }
     updateLock();
+  }
+
+  // ------------------------------------------------------------------ a stored call: open it, or replay it
+  // `?call=<request id>` loads a recorded call's conversation and parameters (when its body was
+  // stored); `&replay=<model or route>` also runs its last request again on that target and shows the
+  // original answer and the replay side by side, as a compare turn.
+
+  const OWN_PARAMETERS = new Set(["model", "messages", "stream", "stream_options", "fallback_models"]);
+
+  /** A message's content as text: a string, or the text parts of a list of parts. */
+  function contentText(content) {
+    if (typeof content === "string") return content;
+    if (!Array.isArray(content)) return "";
+    return content.map((part) => (part && part.type === "text" ? String(part.text || "") : "[non-text part]")).join("\n");
+  }
+
+  function showNotice(text, isError) {
+    const note = h("p", { class: `pg-notice${isError ? " is-error" : ""}`, role: isError ? "alert" : "status" }, text);
+    ui.transcript.prepend(note);
+    return note;
+  }
+
+  async function openStoredCall(requestId, replayTarget) {
+    let stored = null;
+    let problem = null;
+    try {
+      const url = urls.stored.replace("REQUEST_ID", encodeURIComponent(requestId));
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.ok) stored = await response.json();
+      else problem = await errorFromResponse(response);
+    } catch {
+      problem = describeError({ code: "network", message: "The call could not be loaded. Try again." }, 0);
+    }
+    history.replaceState(null, "", window.location.pathname); // a reload keeps what is shown, not the query
+    if (!stored) {
+      showNotice(`${problem.title}: ${problem.message}`, true);
+      return;
+    }
+    const original = stored.call.requested;
+    if (replayTarget === original) {
+      showNotice(`The call already asked ${original}: pick another model or route to replay it on.`, true);
+      replayTarget = null;
+    }
+    newChat();
+    const parameters = stored.parameters || {};
+    const system = stored.messages.filter((m) => m && m.role === "system").map((m) => contentText(m.content));
+    ui.system.value = system.join("\n\n");
+    ui.temperature.value = typeof parameters.temperature === "number" ? String(parameters.temperature) : "";
+    ui.maxTokens.value = Number.isInteger(parameters.max_tokens) ? String(parameters.max_tokens) : "";
+    ui.stream.checked = parameters.stream === true;
+    state.fallbacks = [];
+    renderFallbacks();
+    const lanes = replayTarget ? [original, replayTarget] : [original];
+    if (replayTarget) {
+      state.columns = lanes;
+      setMode("compare");
+    } else {
+      if (optionsOf(ui.target).some((o) => o.value === original)) ui.target.value = original;
+      setMode("single");
+    }
+    showTargetNote();
+
+    // The user's messages make the turns; the assistant message after each is every lane's answer to it.
+    const turns = [];
+    for (const message of stored.messages) {
+      if (!message || message.role === "system") continue;
+      if (message.role === "user") turns.push({ user: contentText(message.content), replies: [] });
+      else if (turns.length && message.role === "assistant") turns[turns.length - 1].replies.push(contentText(message.content));
+    }
+    if (!turns.length) turns.push({ user: "", replies: [] });
+    const last = turns.length - 1;
+    turns.forEach((kept, index) => {
+      const turn = { user: kept.user, answers: [], noVote: index < last || !stored.own };
+      turn.answers = lanes.map((target, lane) => {
+        const answer = newAnswer(target, lane);
+        const replayed = index === last && lane === 1; // runs below: not finished yet
+        Object.assign(answer, { turn, finished: !replayed, text: kept.replies.join("\n\n") });
+        if (index === last && lane === 0) {
+          Object.assign(answer, { text: stored.answer, requestId: stored.call.request_id, call: stored.call });
+          const tag = h("span", { class: "tag", title: `the recorded call ${stored.call.request_id}` }, "recorded");
+          answer.dom.status.before(tag);
+        }
+        return answer;
+      });
+      state.turns.push(turn);
+      renderTurn(turn);
+      for (const answer of turn.answers) {
+        if (!answer.finished) continue; // the replay: run below
+        showOutcome(answer);
+        renderMeta(answer);
+      }
+    });
+    updateLock();
+    const extra = Object.keys(parameters).filter((name) => !OWN_PARAMETERS.has(name));
+    const dropped = extra.filter((name) => name !== "temperature" && name !== "max_tokens");
+    let note = `Opened call ${stored.call.request_id} (${original}).`;
+    if (stored.request_truncated || stored.answer_truncated) note += " It was stored truncated: the conversation is cut where marked.";
+    if (!replayTarget && dropped.length) note += ` Not sent again from here: ${dropped.join(", ")}.`;
+    if (replayTarget) note += ` Replaying its last request on ${replayTarget} with the same messages and parameters.`;
+    if (replayTarget && !stored.own) note += " It is another user's call: the two answers cannot be voted on.";
+    showNotice(note, false);
+    saveConversation();
+    if (!replayTarget) return;
+
+    const turn = state.turns[last];
+    const replay = turn.answers[1];
+    const body = { model: replayTarget, messages: stored.messages, stream: ui.stream.checked };
+    for (const name of extra) body[name] = parameters[name];
+    setBusy(true);
+    await runAnswer(replay, body);
+    if (turn.discarded) return;
+    setBusy(false);
+    saveConversation();
+    addVoteButtons(turn);
   }
 
   // ------------------------------------------------------------------ view as code
@@ -1023,4 +1139,6 @@
   showTargetNote();
   renderFallbacks();
   ui.prompt.focus();
+  const opened = new URLSearchParams(window.location.search);
+  if (opened.get("call")) openStoredCall(opened.get("call"), opened.get("replay"));
 })();
