@@ -87,11 +87,9 @@ class PriceProvenance:
         $1.25 cached input, $10.00 output per 1M tokens"."""
         row = f"price #{self.price_id}" if self.price_id is not None else "a price"
         cached = "as input" if self.cached_input_per_mtok is None else usd_text(self.cached_input_per_mtok)
-        written = "as input" if self.cache_write_per_mtok is None else usd_text(self.cache_write_per_mtok)
-        rates = (
-            f"{usd_text(self.input_per_mtok)} input, {cached} cached input, {written} cache write, "
-            f"{usd_text(self.output_per_mtok)} output"
-        )
+        written = "" if self.cache_write_per_mtok is None else f"{usd_text(self.cache_write_per_mtok)} cache write, "
+        rates = f"{usd_text(self.input_per_mtok)} input, {cached} cached input, {written}"
+        rates += f"{usd_text(self.output_per_mtok)} output"
         line = f"{row}, in force from {self.effective_from:%Y-%m-%d %H:%M} UTC: {rates} per 1M tokens"
         return f"the replayed call's {line}" if self.of_replayed_call else line
 

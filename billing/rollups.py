@@ -299,7 +299,7 @@ def _hours_from_calls(calls: QuerySet[Call]) -> QuerySet:
                 f"r_unpriced_{name}": Coalesce(
                     Sum(name, filter=Q(cost_usd__isnull=True)), 0, output_field=BigIntegerField()
                 )
-                for name in ("prompt_tokens", "cached_tokens", "completion_tokens")
+                for name in ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens")
             },
             **histograms,
         )
