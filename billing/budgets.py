@@ -101,12 +101,13 @@ def worst_case_cost(
 
     `priced` holds each candidate with its price in force (an unpriced one would make it a guess);
     `prompt_tokens` must be an upper bound (billing.pricing.prompt_tokens_bound); output is
-    `max_tokens`, else the model's `max_output_tokens`, else `DEFAULT_MAX_OUTPUT_TOKENS`, for each of
-    `choices`.
+    `max_tokens` (0 for an embedding, which has none), else the model's `max_output_tokens`, else
+    `DEFAULT_MAX_OUTPUT_TOKENS`, for each of `choices`.
     """
     worst = Decimal(0)
     for model, price in priced:
-        output = (max_tokens or model.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS) * choices
+        cap = max_tokens if max_tokens is not None else (model.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
+        output = cap * choices
         cost = cost_for_usage(price, prompt_tokens=prompt_tokens, cached_tokens=0, completion_tokens=output)
         worst = max(worst, cost)
     return worst

@@ -1,8 +1,10 @@
-"""One chat completion through routerweb, from checked body to recorded call.
+"""One call through routerweb (a chat completion or an embeddings request), from checked body to
+recorded call.
 
 Both the API (key-authenticated) and the playground (session-authenticated) call
-`chat_completion_run`, so fallback, circuit breakers and cost rows behave the same for both.
-Exactly one call row is recorded per request, once its outcome is known.
+`chat_completion_run`, so fallback, circuit breakers and cost rows behave the same for both;
+`embeddings_run` is the same path with the embeddings body's check, its kind of models and no
+response cache. Exactly one call row is recorded per request, once its outcome is known.
 """
 
 import asyncio
@@ -15,6 +17,7 @@ from typing import Any
 
 from .admission import call_admit, call_cache_hit_answer, call_cache_lookup, call_cache_store_soon
 from .call_context import CallContext, GatewayResponse
+from .embedding_request import EmbeddingRequest, embedding_request_parse
 from .errors import ApiError, error_headers
 from .metering import CallPlan, Meter
 from .registry import RegistryUnavailable
@@ -44,12 +47,25 @@ class RegistryChanged(Exception):
 UNCHECKED_TRIES = 2
 
 Caller = Callable[[Registry], CallContext]
+ApiRequest = ChatRequest | EmbeddingRequest
+# How each kind of call's body is checked (the kind is also the kind of model that may answer it).
+PARSERS: dict[str, Callable[[bytes], ApiRequest]] = {"chat": chat_request_parse, "embeddings": embedding_request_parse}
 
 
 async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Caller) -> GatewayResponse:
-    """Route one chat completion for whoever `caller(registry)` says is calling; never raises for bad
-    input or upstream trouble (answers an OpenAI error). `caller` raises ApiError to refuse (401):
-    that answer writes no row.
+    """Route one chat completion (see `call_run`)."""
+    return await call_run(kind="chat", runtime=runtime, raw_body=raw_body, caller=caller)
+
+
+async def embeddings_run(*, runtime: Runtime, raw_body: bytes, caller: Caller) -> GatewayResponse:
+    """Route one embeddings request (see `call_run`): models of kind embeddings only, never cached."""
+    return await call_run(kind="embeddings", runtime=runtime, raw_body=raw_body, caller=caller)
+
+
+async def call_run(*, kind: str, runtime: Runtime, raw_body: bytes, caller: Caller) -> GatewayResponse:
+    """Route one call of `kind` (a key of PARSERS), for whoever `caller(registry)` says is calling; never
+    raises for bad input or upstream trouble (answers an OpenAI error). `caller` raises ApiError to
+    refuse (401): that answer writes no row.
 
     The request starts from the worker's registry snapshot without a round trip: the snapshot's
     version is read with the candidates' circuit state, in one round trip for both. If the registry
@@ -66,7 +82,7 @@ async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Call
         except ApiError:
             missed = True  # perhaps a key created since the snapshot: decide on the checked registry
             break
-        context.runtime = runtime
+        context.runtime, context.kind = runtime, kind
         try:
             return await _run(raw_body, registry, context, registry_checked=False)
         except RegistryChanged as changed:
@@ -76,7 +92,7 @@ async def chat_completion_run(*, runtime: Runtime, raw_body: bytes, caller: Call
         context = caller(registry)
     except ApiError as error:
         return GatewayResponse(error.status, error_headers(error), body=error.body())
-    context.runtime = runtime
+    context.runtime, context.kind = runtime, kind
     return await _run(raw_body, registry, context, registry_checked=True)
 
 
@@ -97,13 +113,13 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
     """
     runtime = context.runtime
     runtime.calls_in_flight += 1
-    chat: ChatRequest | None = None
+    chat: ApiRequest | None = None
     try:
         try:
-            chat = chat_request_parse(raw_body)
+            chat = PARSERS[context.kind](raw_body)
             if context.key is not None:
                 _check_allowed(context.key, chat)
-            candidates = candidates_for(registry, chat.model, chat.fallback_models)
+            candidates = candidates_for(registry, chat.model, chat.fallback_models, kind=chat.kind)
         except ApiError:
             if not registry_checked:  # a model created since the snapshot gets its chance
                 _confirm(registry, await runtime.registry.get_after_miss())
@@ -115,9 +131,10 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
             _confirm(registry, await runtime.registry.for_token(token))
         await call_admit(registry, context, chat, candidates)
-        hit = await call_cache_lookup(registry, context, chat, candidates)
-        if hit is not None:
-            return call_cache_hit_answer(registry, context, chat, hit)
+        if chat.kind == "chat":
+            hit = await call_cache_lookup(registry, context, chat, candidates)
+            if hit is not None:
+                return call_cache_hit_answer(registry, context, chat, hit)
         candidates = await _reserve(registry, context, chat, candidates)
         result = await route_request(
             chat.body,
@@ -127,6 +144,7 @@ async def _run(raw_body: bytes, registry: Registry, context: CallContext, *, reg
             client_wants_usage=chat.client_wants_usage,
             views=views,
             usage_cost=partial(_usage_cost, runtime.meter, registry.metering, context.created_at),
+            kind=chat.kind,
         )
     except RegistryChanged:
         runtime.calls_in_flight -= 1  # nothing to record: the caller starts over
@@ -162,7 +180,7 @@ def _confirm(snapshot: Registry, current: Registry) -> None:
 
 
 async def _reserve(
-    registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]
+    registry: Registry, context: CallContext, chat: ApiRequest, candidates: list[ModelSnap]
 ) -> list[ModelSnap]:
     """Ask the meter to reserve the call (it may refuse with ApiError); returns the candidates it covers."""
     context.snapshot_part = registry.metering
@@ -174,7 +192,7 @@ async def _reserve(
             api_key_id=context.key.id if context.key else None,
             registry_version=registry.version,
             snapshot_part=registry.metering,
-            chat=chat,
+            request=chat,
             candidates=candidates,
             trace=context.trace,
         )
@@ -187,7 +205,7 @@ def _usage_cost(meter: Meter, snapshot_part: Any, at: datetime, model: ModelSnap
     return meter.usage_cost(snapshot_part, model, usage, at)
 
 
-def _check_allowed(key: KeySnap, chat: ChatRequest) -> None:
+def _check_allowed(key: KeySnap, chat: ApiRequest) -> None:
     for name, param in [(chat.model, "model"), *((n, "fallback_models") for n in chat.fallback_models)]:
         if not key.allows(name):
             raise ApiError(403, f"This API key may not use {name!r}.", code="model_not_allowed", param=param)
@@ -258,7 +276,7 @@ class RecordedStream:
 
 def _record(
     context: CallContext,
-    chat: ChatRequest,
+    chat: ApiRequest,
     result: RouteResult,
     *,
     usage: Usage | UsageProblem,
@@ -270,13 +288,11 @@ def _record(
     now = time.perf_counter()
     context.record(
         context.outcome(
-            requested=chat.model,
+            **_asked(chat),
             model=result.model,
             status="error" if failed else "ok",
             http_status=200,
             error_code="upstream_stream_failed" if failed else "",
-            stream=chat.stream,
-            messages=chat.body.get("messages") or [],
             usage=usage,
             completion_chars=completion_chars,
             latency_ms=round((now - context.started) * 1000),
@@ -288,7 +304,7 @@ def _record(
 
 def _record_failure(
     context: CallContext,
-    chat: ChatRequest | None,
+    chat: ApiRequest | None,
     error: ApiError,
     *,
     client_disconnected: bool = False,
@@ -297,14 +313,21 @@ def _record_failure(
     status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
     context.record(
         context.outcome(
-            requested=chat.model if chat else "",
+            **(_asked(chat) if chat else {"requested": "", "kind": context.kind}),
             model=model,
-            messages=(chat.body.get("messages") or []) if chat else [],
             status=status,
             http_status=error.status,
             error_code=error.code or "",
-            stream=bool(chat and chat.stream),
             latency_ms=round((time.perf_counter() - context.started) * 1000),
             client_disconnected=client_disconnected,
         ),
     )
+
+
+def _asked(request: ApiRequest) -> dict[str, Any]:
+    """What the call row keeps of the request (and what estimates its tokens without usage)."""
+    if request.kind == "embeddings":
+        sizes = {"input_chars": request.input_chars, "input_token_ids": request.input_token_ids}
+        return {"requested": request.model, "kind": request.kind, "stream": False, **sizes}
+    messages = request.body.get("messages") or []
+    return {"requested": request.model, "kind": request.kind, "stream": request.stream, "messages": messages}

@@ -31,6 +31,7 @@ from django.conf import settings
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
+from .embedding_request import EmbeddingRequest
 from .errors import ApiError
 from .schemas import ChatRequest
 from .snapshot import KeySnap, ModelSnap, Registry
@@ -79,8 +80,9 @@ class Admission:
     headers: dict[str, str]
 
 
-def tokens_bound(chat: ChatRequest, candidates: list[ModelSnap]) -> int:
-    """The most tokens the call can use: prompt bound plus completion cap (see the module docstring)."""
+def tokens_bound(chat: ChatRequest | EmbeddingRequest, candidates: list[ModelSnap]) -> int:
+    """The most tokens the call can use: prompt bound plus completion cap (see the module docstring; an
+    embedding's cap is 0)."""
     cap = chat.max_tokens
     if cap is None:
         cap = (candidates[0].max_output_tokens if candidates else None) or DEFAULT_COMPLETION_CAP

@@ -15,12 +15,13 @@ from typing import Any
 from .circuit import CircuitBreaker, CircuitView
 from .errors import ApiError
 from .providers.registry import adapter_for
+from .registry_rules import kind_label
 from .secrets import api_key_env_refusal, provider_api_key
 from .snapshot import ModelSnap, Registry
 from .strategies import route_order
 from .streaming import StreamRelay
-from .upstream import UpstreamFailure, upstream_read, upstream_send
-from .usage import Usage, UsageProblem, answer_with_cost
+from .upstream import MAX_EMBEDDINGS_ANSWER_BYTES, UpstreamFailure, upstream_read, upstream_send
+from .usage import Usage, UsageProblem, answer_with_cost, embedding_answer_with_cost
 
 logger = logging.getLogger("routerweb.router")
 # What a model's usage costs (an exact decimal string), or None: the answer's `usage.cost`.
@@ -90,12 +91,18 @@ class Trace:
 
 
 def candidates_for(
-    registry: Registry, requested: str, fallback_models: list[str], rng: random.Random | None = None
+    registry: Registry,
+    requested: str,
+    fallback_models: list[str],
+    rng: random.Random | None = None,
+    *,
+    kind: str = "chat",
 ) -> list[ModelSnap]:
     """The models to try, in order: the route's (or the one model), then `fallback_models` (a route
     among them brings its targets), no repeats.
 
-    Raises ApiError 404 for a name that is neither a model nor a route.
+    Raises ApiError 404 for a name that is neither a model nor a route, and 400 for one whose models
+    are of another kind than the endpoint's (`kind`: an embeddings model on chat completions, say).
     """
     route = registry.routes.get(requested)
     if route is not None:
@@ -121,13 +128,30 @@ def candidates_for(
     if not ordered:  # a route saved before routes needed a target (routing/registry_rules.py)
         message = f"The route {requested!r} has no targets: give it one in the admin."
         raise ApiError(502, message, code="route_without_targets", param="model")
+    for model in ordered:
+        if model.kind != kind:
+            raise _wrong_kind(model, requested, kind)
     return ordered
 
 
-def skip_reason(model: ModelSnap) -> str | None:
+ENDPOINT_OF_KIND = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
+
+
+def _wrong_kind(model: ModelSnap, requested: str, kind: str) -> ApiError:
+    via = "" if model.name == requested else f" (through {requested!r})"
+    endpoint = ENDPOINT_OF_KIND.get(model.kind, "another endpoint")
+    message = (
+        f"The model {model.name!r}{via} is {kind_label(model.kind)}, not {kind_label(kind)}: call it on {endpoint}."
+    )
+    return ApiError(400, message, code="model_kind_mismatch", param="model")
+
+
+def skip_reason(model: ModelSnap, kind: str = "chat") -> str | None:
     """Why `model` cannot be called at all right now (before its circuit is asked), or None."""
     if not model.enabled:
         return "disabled"
+    if kind == "embeddings" and not adapter_for(model.provider.api_format).embeds:
+        return f"its provider's API format ({model.provider.api_format}) cannot embed"
     env_name = model.provider.api_key_env
     if env_name:
         refusal = api_key_env_refusal(env_name)
@@ -147,10 +171,12 @@ async def route_request(
     client_wants_usage: bool = False,
     views: dict[str, CircuitView] | None = None,
     usage_cost: UsageCost | None = None,
+    kind: str = "chat",
 ) -> RouteResult:
     """Try `candidates` in order until one answers; fills `trace` as it goes. `views`: their circuit
     state if the caller has read it already. With `usage_cost`, the answer's usage (the final usage
-    chunk of a stream) carries the call's cost as `usage.cost`.
+    chunk of a stream) carries the call's cost as `usage.cost`. `kind`: a chat completion or an
+    embeddings request (the same fallback rules; only the adapter's endpoint differs).
 
     Raises ApiError: the upstream's own error for a non-retryable failure (e.g. 400), or 502 listing
     every attempt when all candidates failed or were skipped (worth retrying only if one failed or its
@@ -161,7 +187,7 @@ async def route_request(
         views = await breaker.read(candidates)
     transient = False  # a candidate failed or was held back for now: the same request may succeed later
     for model in candidates:
-        reason = skip_reason(model)
+        reason = skip_reason(model, kind)
         if reason is None:
             reason = await breaker.admit(model, views[model.name])
             transient = transient or reason is not None
@@ -171,7 +197,10 @@ async def route_request(
         started = time.perf_counter()
         trace.in_flight = model
         try:
-            result = await _try(model, request, stream, client_wants_usage, usage_cost)
+            if kind == "embeddings":
+                result = await _try_embeddings(model, request, usage_cost)
+            else:
+                result = await _try(model, request, stream, client_wants_usage, usage_cost)
         except UpstreamFailure as failure:
             trace.in_flight = None
             elapsed = time.perf_counter() - started
@@ -219,6 +248,18 @@ async def _try(
         await relay.aclose()
         raise
     return RouteResult(model, stream=relay)
+
+
+async def _try_embeddings(model: ModelSnap, request: dict[str, Any], usage_cost: UsageCost | None) -> RouteResult:
+    adapter = adapter_for(model.provider.api_format)
+    body = adapter.embeddings_body(request, model)
+    api_key = provider_api_key(model.provider.api_key_env)
+    response = await upstream_send(model.provider, adapter, body=body, api_key=api_key, stream=False, kind="embeddings")
+    answer = adapter.embeddings_answer(await upstream_read(response, model.provider, limit=MAX_EMBEDDINGS_ANSWER_BYTES))
+    body = answer.body
+    if usage_cost is not None and type(answer.usage) is Usage:
+        body = embedding_answer_with_cost(body, answer.usage_end, usage_cost(model, answer.usage))
+    return RouteResult(model, body=body, usage=answer.usage)
 
 
 async def _note_failure(breaker: CircuitBreaker, model: ModelSnap, view: CircuitView, failure: UpstreamFailure) -> None:

@@ -26,9 +26,12 @@ if TYPE_CHECKING:
 RETRYABLE_4XX = frozenset({401, 403, 408, 409, 425, 429})
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 32 << 20  # a non-streamed answer; a stream is relayed chunk by chunk, never held
+# An embeddings answer is held whole too, and a full batch is large: 2,048 inputs × 3,072 floats as JSON
+# text (about 14 bytes each, as OpenAI writes them) is about 88 MB.
+MAX_EMBEDDINGS_ANSWER_BYTES = 128 << 20
 
 _transports: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_targets: dict[ProviderSnap | tuple[ProviderSnap, str], tuple[httpx.URL, dict]] = {}
+_targets: dict[tuple[ProviderSnap, str] | tuple[ProviderSnap, str, str], tuple[httpx.URL, dict]] = {}
 
 # The (host, port) the request being served came in on (the ASGI scope's `server`), set by
 # routerweb/asgi.py: a provider whose base URL is a path ("/demo/v1") is routerweb itself, reached at
@@ -72,13 +75,20 @@ async def upstream_transport_close() -> None:
 
 
 async def upstream_send(
-    provider: ProviderSnap, adapter: "ProviderAdapter", *, body: bytes, api_key: str | None, stream: bool
+    provider: ProviderSnap,
+    adapter: "ProviderAdapter",
+    *,
+    body: bytes,
+    api_key: str | None,
+    stream: bool,
+    kind: str = "chat",
 ) -> httpx.Response:
-    """POST `body` to the provider's endpoint; returns a 2xx response whose body is not read yet.
+    """POST `body` to the provider's endpoint for `kind` (chat or embeddings); returns a 2xx response
+    whose body is not read yet.
 
     The caller must `aclose()` the response. Raises UpstreamFailure for every failure.
     """
-    url, timeout = _target(provider, adapter)
+    url, timeout = _target(provider, adapter, kind)
     headers = adapter.headers(api_key, stream=stream)
     request = httpx.Request("POST", url, content=body, headers=headers, extensions={"timeout": timeout})
     try:
@@ -97,14 +107,14 @@ async def upstream_send(
     return response
 
 
-def _target(provider: ProviderSnap, adapter: "ProviderAdapter") -> tuple[httpx.URL, dict]:
-    """The parsed URL and timeouts of a provider, computed once per registry snapshot (and, for a
-    provider on routerweb itself, per address it serves on)."""
+def _target(provider: ProviderSnap, adapter: "ProviderAdapter", kind: str) -> tuple[httpx.URL, dict]:
+    """The parsed URL and timeouts of a provider's endpoint for `kind`, computed once per registry
+    snapshot (and, for a provider on routerweb itself, per address it serves on)."""
     base_url = provider.base_url
-    key: ProviderSnap | tuple[ProviderSnap, str] = provider
+    key: tuple[ProviderSnap, str] | tuple[ProviderSnap, str, str] = (provider, kind)
     if base_url.startswith("/"):
         base_url = own_origin() + base_url
-        key = (provider, base_url)
+        key = (provider, kind, base_url)
     target = _targets.get(key)
     if target is None:
         if len(_targets) > 10_000:  # old snapshots' providers: drop them all, they are cheap to rebuild
@@ -112,7 +122,7 @@ def _target(provider: ProviderSnap, adapter: "ProviderAdapter") -> tuple[httpx.U
         timeout = httpx.Timeout(
             provider.read_timeout_s, connect=provider.connect_timeout_s, pool=provider.connect_timeout_s
         )
-        target = _targets[key] = (httpx.URL(adapter.url(base_url)), timeout.as_dict())
+        target = _targets[key] = (httpx.URL(adapter.endpoint_url(base_url, kind)), timeout.as_dict())
     return target
 
 
@@ -130,16 +140,16 @@ def own_origin() -> str:
     return settings.ROUTERWEB_PUBLIC_URL.rstrip("/")
 
 
-async def upstream_read(response: httpx.Response, provider: ProviderSnap) -> bytes:
-    """The whole body of a non-streaming answer (a body over MAX_ANSWER_BYTES fails: retryable)."""
+async def upstream_read(response: httpx.Response, provider: ProviderSnap, *, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """The whole body of a non-streaming answer (a body over `limit` bytes fails: retryable)."""
     try:
-        raw = await _read_at_most(response, MAX_ANSWER_BYTES + 1)
+        raw = await _read_at_most(response, limit + 1)
     except httpx.HTTPError as exc:
         raise transport_failure(exc, provider) from None
     finally:
         await response.aclose()
-    if len(raw) > MAX_ANSWER_BYTES:
-        raise UpstreamFailure(f"answer larger than {MAX_ANSWER_BYTES} bytes", retryable=True)
+    if len(raw) > limit:
+        raise UpstreamFailure(f"answer larger than {limit} bytes", retryable=True)
     return raw
 
 

@@ -8,6 +8,8 @@ small, bounded routing/demo_provider.py instead. It imports nothing outside the 
 Routes, relative to ``prefix`` (``scope["root_path"]`` is stripped too when the path carries it):
 
 - ``POST {prefix}/chat/completions`` -- the chat endpoint described below.
+- ``POST {prefix}/embeddings``       -- OpenAI's embeddings endpoint, with the same directives (those of
+  streams and words aside); see "Embeddings" below.
 - ``GET  {prefix}/models``           -- a one-model list (``echo``).
 - ``GET  {prefix}/_fake/stats``      -- counters for tests, see ``FakeUpstream.stats()``.
 - ``POST {prefix}/_fake/reset``      -- zeroes the counters.
@@ -50,15 +52,25 @@ or of (UTF-8 bytes of the text + 3) with ``dense``, where the text of a message 
 ``content`` or the ``text`` of its content parts;
 ``completion_tokens`` = N; ``total_tokens`` = their sum. ``id`` comes from a per-instance counter and
 ``created`` is a constant, so only ``id`` differs between two identical requests.
+
+Embeddings: ``input`` is a string, a list of strings, a list of token ids or a list of token id
+lists. Each input gets a deterministic vector of ``dimensions`` (default 8) floats in [-1, 1] derived
+from the SHA-256 of its JSON text (``fake_embedding``); ``encoding_format: "base64"`` sends them as
+little-endian float32, base64-encoded, as OpenAI does. Usage: ``prompt_tokens`` = the words of the
+string inputs (UTF-8 bytes with ``dense``) plus the count of token ids, ``total_tokens`` the same;
+``usage`` comes last in the body, as in OpenAI's answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
 import random
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -401,6 +413,7 @@ class FakeUpstream:
         self._rng = random.Random()
         self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = {
             f"{self.prefix}/chat/completions": ("POST", self._chat),
+            f"{self.prefix}/embeddings": ("POST", self._embeddings),
             f"{self.prefix}/models": ("GET", self._models),
             f"{self.prefix}/_fake/stats": ("GET", self._stats_endpoint),
             f"{self.prefix}/_fake/reset": ("POST", self._reset_endpoint),
@@ -484,6 +497,31 @@ class FakeUpstream:
         else:
             await self._complete(request, plan, receive, send)
 
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self._stats
+        stats.requests += 1
+        stats.last_headers = _headers_dict(scope)
+        raw = await _read_body(receive)
+        if raw is None:
+            return
+        request, problem = _parse_embeddings_request(raw)
+        if problem:
+            await send_json(send, 400, problem)
+            return
+        stats.last_request = request
+        try:
+            plan = self._plan(request["model"])
+        except _BadDirective as exc:
+            await send_json(send, 400, error_body(str(exc), "invalid_request_error", param="model"))
+            return
+        if plan.flaky and self._rng.random() < plan.flaky:
+            stats.flaky_failures += 1
+            plan = _flaky_failure(self._rng)
+        if plan.hang:
+            await self._hang(receive)
+        else:
+            await self._complete(request, plan, receive, send, answer=_embeddings_body)
+
     async def _hang(self, receive: Receive) -> None:
         stats = self._stats
         stats.hanging += 1
@@ -493,7 +531,14 @@ class FakeUpstream:
             stats.hanging -= 1
         stats.cancelled_streams += 1
 
-    async def _complete(self, request: dict[str, Any], plan: _Plan, receive: Receive, send: Send) -> None:
+    async def _complete(
+        self,
+        request: dict[str, Any],
+        plan: _Plan,
+        receive: Receive,
+        send: Send,
+        answer: Callable[[dict[str, Any], _Plan], bytes] | None = None,
+    ) -> None:
         if plan.latency:
             await asyncio.sleep(plan.latency)
         if plan.status:
@@ -503,7 +548,8 @@ class FakeUpstream:
         elif plan.drop >= 0:
             await _abort_without_response(send, receive)
         else:
-            await send_json(send, 200, self._completion_body(request, plan), plan.headers)
+            body = (answer or self._completion_body)(request, plan)
+            await send_json(send, 200, body, plan.headers)
 
     def _completion_body(self, request: dict[str, Any], plan: _Plan) -> bytes:
         messages = request["messages"]
@@ -610,6 +656,54 @@ def _parse_request(raw: bytes) -> tuple[dict[str, Any], bytes]:
             param="model",
         )
     return request, b""
+
+
+def _parse_embeddings_request(raw: bytes) -> tuple[dict[str, Any], bytes]:
+    """Return (request, b"") or ({}, error body) for an embeddings request body."""
+    try:
+        request = json.loads(raw)
+    except ValueError:
+        return {}, error_body("We could not parse the JSON body of your request.", "invalid_request_error")
+    if not isinstance(request, dict) or not isinstance(request.get("model"), str) or not request["model"]:
+        return {}, error_body("Missing required parameter: 'model'.", "invalid_request_error", param="model")
+    inputs = request.get("input")
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        return {}, error_body("Invalid 'input'.", "invalid_request_error", param="input")
+    dimensions = request.get("dimensions", 8)
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
+        return {}, error_body("Invalid 'dimensions'.", "invalid_request_error", param="dimensions")
+    request["_inputs"], request["_dimensions"] = inputs, dimensions
+    return request, b""
+
+
+def fake_embedding(item: Any, dimensions: int) -> list[float]:
+    """The deterministic vector of one input (a string or a token id list): floats in [-1, 1]."""
+    digest = hashlib.sha256(_dumps(item).encode()).digest()
+    return [round((digest[i % 32] ^ (i * 37 & 0xFF)) / 127.5 - 1, 6) for i in range(dimensions)]
+
+
+def embedding_tokens(item: Any, *, dense: bool = False) -> int:
+    """Tokens of one input: its words (UTF-8 bytes if `dense`), or its token ids."""
+    if isinstance(item, str):
+        return len(item.encode("utf-8", "surrogatepass")) if dense else len(item.split())
+    return len(item) if isinstance(item, list) else 0
+
+
+def _embeddings_body(request: dict[str, Any], plan: _Plan) -> bytes:
+    as_base64 = request.get("encoding_format") == "base64"
+    data = []
+    for index, item in enumerate(request["_inputs"]):
+        vector: Any = fake_embedding(item, request["_dimensions"])
+        if as_base64:
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    answer: dict[str, Any] = {"object": "list", "data": data, "model": request["model"]}
+    if plan.usage:
+        tokens = sum(embedding_tokens(item, dense=plan.dense) for item in request["_inputs"])
+        answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _dumps(answer).encode()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
