@@ -3,20 +3,28 @@ with its faults; the kind of each model (chat or embeddings) in the registry, it
 refusals; cost rows, budgets and rate limits."""
 
 import base64
+import io
 import json
+import re
 import struct
 from decimal import Decimal
 
+import httpx
 import openai
 import orjson
 import pytest
+import yaml
+from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from billing.models import Call
-from routing.models import ApiKey
+from routing.models import ApiKey, ModelEndpoint, Route
+from routing.playground import default_choice, playground_choices
+from routing.registry import registry_load
 from routing.upstream import MAX_ANSWER_BYTES
 from testkit.fake_upstream import fake_embedding
 from tests.billing_fixtures import budget_for
-from tests.factories import route_create
+from tests.factories import model_create, provider_create, route_create
 
 EMBEDDINGS = "embeddings"
 
@@ -315,3 +323,164 @@ def test_rows_of_embeddings_store_on_the_database_too(http, embedder, recorded_c
     assert Call.objects.filter(kind=EMBEDDINGS).count() == 3
     (hour,) = CallRollup.objects.filter(period="hour", kind=EMBEDDINGS)
     assert (hour.calls, hour.prompt_tokens, hour.completion_tokens) == (3, 6, 0)
+
+
+# ---------------------------------------------------------------------------- the registry: file, admin, rules
+
+REGISTRY_WITH_KINDS = """\
+providers:
+- name: openai
+  base_url: https://api.openai.com/v1
+  api_key_env: OPENAI_API_KEY
+  timeout_s: 30.0
+  connect_timeout_s: 5.0
+models:
+- name: gpt-4o
+  provider: openai
+- name: text-embedding-3-small
+  provider: openai
+  kind: embeddings
+  price:
+    input_per_mtok: 0.02
+    output_per_mtok: 0
+routes:
+- name: embed
+  strategy: ordered
+  targets:
+  - model: text-embedding-3-small
+"""
+
+
+def _import(tmp_path, text: str) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(text, encoding="utf-8")
+    call_command("import_registry", str(path), stdout=io.StringIO())
+
+
+def _export() -> str:
+    out = io.StringIO()
+    call_command("export_registry", stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_registry_file_round_trips_the_kind(tmp_path):
+    _import(tmp_path, REGISTRY_WITH_KINDS)
+    assert dict(ModelEndpoint.objects.values_list("name", "kind")) == {
+        "gpt-4o": "chat",
+        "text-embedding-3-small": EMBEDDINGS,
+    }
+    exported = _export()
+    assert exported == REGISTRY_WITH_KINDS  # chat is the default and left out
+    call_command("flush", interactive=False, verbosity=0)
+    _import(tmp_path, exported)
+    assert _export() == exported
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda data: data["models"][1].update(kind="vision"),
+            "models[1] (text-embedding-3-small): kind must be one of chat, embeddings, got 'vision'",
+        ),
+        (
+            lambda data: data["routes"][0]["targets"].append({"model": "gpt-4o"}),
+            "routes[0] (embed): targets: A route's targets must all be of one kind: 'text-embedding-3-small' is an "
+            "embeddings model and 'gpt-4o' is a chat model.",
+        ),
+    ],
+)
+def test_the_registry_file_refuses_a_bad_kind_and_a_route_of_two_kinds(tmp_path, change, message):
+    data = yaml.safe_load(REGISTRY_WITH_KINDS)
+    change(data)
+    with pytest.raises(CommandError) as refused:
+        _import(tmp_path, yaml.safe_dump(data, sort_keys=False))
+    assert message in str(refused.value)
+    assert not ModelEndpoint.objects.exists()  # nothing applied
+
+
+def _route_form(route_name: str, models, *, route=None) -> dict[str, str]:
+    form = {
+        "name": route_name,
+        "strategy": "ordered",
+        "targets-TOTAL_FORMS": str(len(models)),
+        "targets-INITIAL_FORMS": "0",
+        "targets-MIN_NUM_FORMS": "0",
+        "targets-MAX_NUM_FORMS": "1000",
+    }
+    for index, model in enumerate(models):
+        form |= {f"targets-{index}-position": str(index), f"targets-{index}-model": str(model.pk)}
+    return form
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_route_of_two_kinds_and_a_kind_change_that_would_make_one(admin_client):
+    chat = model_create(name="chatty")
+    embed_model = model_create(name="embed", kind=EMBEDDINGS)
+    response = admin_client.post(reverse("admin:routing_route_add"), _route_form("mixed", [embed_model, chat]))
+    assert response.status_code == 200
+    assert "A route&#x27;s targets must all be of one kind" in response.content.decode()
+    assert not Route.objects.filter(name="mixed").exists()
+
+    route_create("chats", [chat, model_create(name="chatty-2")])
+    change = admin_client.post(
+        reverse("admin:routing_modelendpoint_change", args=[chat.pk]),
+        {
+            "name": "chatty",
+            "provider": chat.provider_id,
+            "kind": EMBEDDINGS,
+            "upstream_model": "chatty",
+            "enabled": "on",
+        },
+    )
+    assert change.status_code == 200
+    errors = change.context["adminform"].form.errors
+    assert errors["kind"] == [
+        "In route 'chats': A route's targets must all be of one kind: 'chatty' is an embeddings model and "
+        "'chatty-2' is a chat model."
+    ]
+    assert ModelEndpoint.objects.get(pk=chat.pk).kind == "chat"
+
+
+# ---------------------------------------------------------------------------- the playground's picker
+
+
+@pytest.mark.django_db
+def test_the_playground_lists_embeddings_models_apart_and_never_as_a_chat_target(settings):
+    provider = provider_create(name="p")
+    model_create(name="chatty", provider=provider)
+    embed_model = model_create(name="embed", provider=provider, kind=EMBEDDINGS)
+    route_create("embed-route", [embed_model])
+    route_create("chat-route", ["chatty"])
+    groups = playground_choices(registry=registry_load())
+    assert [(g.label, [c.name for c in g.choices], g.for_chat) for g in groups] == [
+        ("Routes", ["chat-route"], True),
+        ("Models · p", ["chatty"], True),
+        ("Embeddings · not for chat", ["embed", "embed-route"], False),
+    ]
+    assert {c.usable for c in groups[-1].choices} == {False}
+    assert default_choice(groups) in ("chat-route", "chatty")
+
+
+def test_the_playground_page_disables_embeddings_models_and_its_chat_refuses_them(gateway, user, fake_model):
+    fake_model("chatty")
+    fake_model("embed", kind=EMBEDDINGS)
+    http = httpx.Client(base_url=gateway.url, timeout=20)
+    form = http.get("/accounts/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    http.post("/accounts/login/", data={"username": "alice", "password": "pw-alice-123", "csrfmiddlewaretoken": token})
+    page = http.get("/playground/").text
+    option = re.search(r'<option value="embed"[^>]*>[^<]*</option>', page).group(0)
+    assert " disabled" in option and "an embeddings model: call it on /v1/embeddings" in option
+    fallback_options = page.split('id="fallback-add"')[1].split("</select>")[0]
+    assert 'value="embed"' not in fallback_options
+    # A hand-made request (the option is disabled) gets the API's refusal.
+    refused = http.post(
+        "/playground/api/chat",
+        json={"model": "embed", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"X-CSRFToken": http.cookies["csrftoken"]},
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_kind_mismatch"
+    http.close()
