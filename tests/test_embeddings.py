@@ -7,6 +7,7 @@ import io
 import json
 import re
 import struct
+from datetime import datetime
 from decimal import Decimal
 
 import httpx
@@ -23,7 +24,7 @@ from routing.playground import default_choice, playground_choices
 from routing.registry import registry_load
 from routing.upstream import MAX_ANSWER_BYTES
 from testkit.fake_upstream import fake_embedding
-from tests.billing_fixtures import budget_for
+from tests.billing_fixtures import budget_for, client_for, cost_of
 from tests.factories import model_create, provider_create, route_create
 
 EMBEDDINGS = "embeddings"
@@ -484,3 +485,40 @@ def test_the_playground_page_disables_embeddings_models_and_its_chat_refuses_the
     )
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_kind_mismatch"
     http.close()
+
+
+# ---------------------------------------------------------------------------- the dashboard's split
+
+
+def test_the_dashboard_document_splits_chat_and_embeddings_spend_and_filters_by_kind(world, calls):
+    root = client_for(world["root"])
+    document = root.get("/dashboard/data.json", {"range": "30d"}).json()
+    start = datetime.fromisoformat(document["range"]["start"])
+    in_range = [c for c in calls if c.created_at >= start]
+    split = document["totals"]["by_kind"]
+    for kind in ("chat", EMBEDDINGS):
+        of_kind = [c for c in in_range if c.kind == kind]
+        assert split[kind]["calls"] == len(of_kind) > 0
+        assert Decimal(split[kind]["spend_usd"]) == cost_of(of_kind)
+    assert Decimal(split["chat"]["spend_usd"]) + Decimal(split[EMBEDDINGS]["spend_usd"]) == Decimal(
+        document["totals"]["spend_usd"]
+    )
+    assert split[EMBEDDINGS]["completion_tokens"] == 0
+
+    embeddings_only = root.get("/dashboard/data.json", {"range": "30d", "kind": EMBEDDINGS}).json()
+    assert embeddings_only["range"]["kind"] == EMBEDDINGS
+    assert embeddings_only["totals"]["spend_usd"] == split[EMBEDDINGS]["spend_usd"]
+    assert [m["model"] for m in embeddings_only["models"]] == ["embed"]
+    assert embeddings_only["totals"]["by_kind"]["chat"]["calls"] == 0
+
+    refused = root.get("/dashboard/data.json", {"kind": "images"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "kind"
+
+
+def test_the_dashboard_page_shows_the_split_and_the_kind_filter(world, calls):
+    page = client_for(world["root"]).get("/dashboard/", {"range": "30d"}).content.decode()
+    note = re.search(r'<span class="kpi-note" id="kpi-spend-kinds">([^<]*)</span>', page).group(1)
+    assert note.startswith("chat $") and " · embeddings $" in note
+    assert '<select name="kind" id="id_kind">' in page
+    filtered = client_for(world["root"]).get("/dashboard/", {"range": "30d", "kind": EMBEDDINGS}).content.decode()
+    assert '<option value="embeddings" selected>' in filtered

@@ -17,6 +17,8 @@ from typing import Any
 
 from django.db.models import Q, Sum
 
+from routing.models import ModelEndpoint
+
 from ..models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, CallRollup
 from ..rollups import COUNTERS, PICO
 from .access import CallFilters, rollups_matching
@@ -66,6 +68,10 @@ class Totals(_CallRates):
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     saved_usd: Decimal = Decimal(0)  # what cache hits saved
+    by_kind: tuple[KindTotals, ...] = ()  # chat and embeddings apart, always both, in that order
+
+    def of_kind(self, kind: str) -> KindTotals:
+        return next((k for k in self.by_kind if k.kind == kind), KindTotals(kind))
 
     @property
     def cache_hit_rate(self) -> float:
@@ -85,6 +91,18 @@ class Totals(_CallRates):
         return self.fallback_rate * 100
 
 
+@dataclass(frozen=True, slots=True)
+class KindTotals:
+    """The calls of one kind (chat or embeddings) within the totals."""
+
+    kind: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+
+KINDS = tuple(ModelEndpoint.Kind.values)
 _SLICE_COUNTERS = COUNTERS[: COUNTERS.index("cost_pusd")]  # the plain counts, before cost and histograms
 _SLICE_SUMS = {f"n_{name}": Sum(name) for name in (*_SLICE_COUNTERS, "cost_pusd", "saved_pusd")}
 _MONEY_SUMS = frozenset({"n_cost_pusd", "n_saved_pusd"})
@@ -99,6 +117,7 @@ class Slice:
     api_key_id: int
     requested: str
     status: str
+    kind: str
     calls: int
     fallback_calls: int
     unpriced_calls: int
@@ -117,7 +136,7 @@ def call_slices(*, filters: CallFilters) -> list[Slice]:
     """
     rows = (
         rollups_matching(filters=filters, period=filters.totals_period)
-        .values("user_id", "api_key_id", "requested", "status")
+        .values("user_id", "api_key_id", "requested", "status", "kind")
         .annotate(**_SLICE_SUMS)
     )
     return [
@@ -126,6 +145,7 @@ def call_slices(*, filters: CallFilters) -> list[Slice]:
             api_key_id=row["api_key_id"],
             requested=row["requested"],
             status=row["status"],
+            kind=row["kind"],
             cost_usd=usd_from_pusd(row["n_cost_pusd"]),
             saved_usd=usd_from_pusd(row["n_saved_pusd"]),
             **{name[2:]: int(row[name]) for name in row if name.startswith("n_") and name not in _MONEY_SUMS},
@@ -138,15 +158,22 @@ def call_totals(*, slices: Iterable[Slice]) -> Totals:
     """The totals of `slices` (read by `call_slices`)."""
     sums: dict[str, Any] = defaultdict(int)
     cost = saved = Decimal(0)
+    kinds = {kind: [0, 0, 0, Decimal(0)] for kind in KINDS}
     for piece in slices:
         for name in _SLICE_COUNTERS:
             sums[name] += getattr(piece, name)
         sums[f"{piece.status}_calls"] += piece.calls
         cost += piece.cost_usd
         saved += piece.saved_usd
+        of_kind = kinds.setdefault(piece.kind, [0, 0, 0, Decimal(0)])
+        of_kind[0] += piece.calls
+        of_kind[1] += piece.prompt_tokens
+        of_kind[2] += piece.completion_tokens
+        of_kind[3] += piece.cost_usd
     return Totals(
         cost_usd=cost,
         saved_usd=saved,
+        by_kind=tuple(KindTotals(kind, *counts) for kind, counts in kinds.items()),
         error_calls=sums[f"{Call.Status.ERROR}_calls"],
         rejected_calls=sums[f"{Call.Status.REJECTED}_calls"],
         cache_hit_calls=sums[f"{Call.Status.CACHE_HIT}_calls"],

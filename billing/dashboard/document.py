@@ -101,6 +101,7 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "end": filters.end.isoformat(),
             "bucket": filters.bucket,
             "tz": filters.tz,
+            "kind": filters.kind,
         },
         "totals": {
             "spend_usd": usd_json(totals.cost_usd),
@@ -118,6 +119,15 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "saved_usd": usd_json(totals.saved_usd),
             "unpriced_calls": totals.unpriced_calls,
             "estimated_calls": totals.estimated_calls,
+            "by_kind": {
+                k.kind: {
+                    "spend_usd": usd_json(k.cost_usd),
+                    "calls": k.calls,
+                    "prompt_tokens": k.prompt_tokens,
+                    "completion_tokens": k.completion_tokens,
+                }
+                for k in totals.by_kind
+            },
         },
         "previous_totals": {
             "start": filters.previous().start.isoformat(),
