@@ -151,8 +151,18 @@ class ModelEndpoint(TimestampedModel):
     def clean(self) -> None:
         if self.name and Route.objects.filter(name=self.name).exists():
             raise ValidationError({"name": f"A route is already named {self.name!r}; models and routes share names."})
+        if self.kind == self.Kind.EMBEDDINGS and self.provider_id is not None:
+            self._check_provider_embeds()
         if self.pk is not None and self.kind:
             self._check_kind_fits_routes()
+
+    def _check_provider_embeds(self) -> None:
+        from .providers.registry import adapters
+
+        adapter = adapters().get(self.provider.api_format)
+        if adapter is not None and not adapter.embeds:
+            message = f"The provider's API format ({self.provider.api_format}) has no embeddings endpoint."
+            raise ValidationError({"kind": message})
 
     def _check_kind_fits_routes(self) -> None:
         """A new kind must still match the other targets of every route the model is in."""
