@@ -3,20 +3,28 @@
 from django.db import migrations, models
 
 # The rollups' primary key gains `kind`. Django does not alter a composite primary key (AlterField on it is
-# a no-op in the database), so the key is replaced here. Every existing row is of kind "chat" (the column's
-# default), so the wider key holds no duplicates.
-ROLLUP_KEY = ("period", "bucket_start", "user_id", "api_key_id", "model_id", "requested", "status", "kind")
+# a no-op in the database), so the key is replaced here, after the state has the new key. Every existing
+# row is of kind "chat" (the column's default), so the wider key holds no duplicates. Going back, the old
+# key is restored before the column is dropped; the rollups of other kinds are deleted first (they would
+# collide under the narrower key): `manage.py rebuild_rollups` recomputes them from the call rows.
 
 
-def rollup_key_replace(apps, schema_editor):
+def rollup_key_set(apps, schema_editor):
+    """Give the table the primary key of the model in `apps` (SQLite: a copy of the table made with it)."""
     model = apps.get_model("billing", "CallRollup")
-    table = schema_editor.quote_name(model._meta.db_table)
     if schema_editor.connection.vendor == "postgresql":
-        columns = ", ".join(schema_editor.quote_name(c) for c in ROLLUP_KEY)
-        schema_editor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {schema_editor.quote_name(model._meta.db_table + '_pkey')}")
+        table = schema_editor.quote_name(model._meta.db_table)
+        columns = ", ".join(schema_editor.quote_name(f.column) for f in model._meta.pk_fields)
+        constraint = schema_editor.quote_name(model._meta.db_table + "_pkey")
+        schema_editor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {constraint}")
         schema_editor.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({columns})")
-    else:  # SQLite cannot alter a primary key: the table is copied into one created with the new key
+    else:  # SQLite cannot alter a primary key
         schema_editor._remake_table(model)
+
+
+def rollup_key_restore(apps, schema_editor):
+    apps.get_model("billing", "CallRollup").objects.exclude(kind="chat").delete()
+    rollup_key_set(apps, schema_editor)
 
 
 class Migration(migrations.Migration):
@@ -36,10 +44,11 @@ class Migration(migrations.Migration):
             name='kind',
             field=models.CharField(choices=[('chat', 'chat: /v1/chat/completions'), ('embeddings', 'embeddings: /v1/embeddings')], default='chat', max_length=12),
         ),
+        migrations.RunPython(migrations.RunPython.noop, rollup_key_restore),
         migrations.AlterField(
             model_name='callrollup',
             name='pk',
             field=models.CompositePrimaryKey('period', 'bucket_start', 'user_id', 'api_key_id', 'model_id', 'requested', 'status', 'kind', blank=True, editable=False, primary_key=True, serialize=False),
         ),
-        migrations.RunPython(rollup_key_replace, migrations.RunPython.noop),
+        migrations.RunPython(rollup_key_set, migrations.RunPython.noop),
     ]
