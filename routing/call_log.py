@@ -1,10 +1,11 @@
 """One log line per call, on logger `routerweb.calls` at INFO, from the gateway's record path.
 
-Fields: request id, user id, key prefix, source, kind (chat or embeddings), requested model, the model that answered, attempts (tries),
-status, HTTP status, error code, latency, routerweb's overhead, cost. Never a secret; never the prompt
-or the completion unless an operator turns on `ROUTERWEB_LOG_CONTENT` (then the prompt's messages are
-added; a streamed completion is not kept, so only its length is). With `LOG_FORMAT=json` each line is
-one JSON object (routerweb/log_format.py); the fields travel as the record's `call` attribute.
+Fields: request id, user id, key prefix, source, kind (chat or embeddings), requested model, the model
+that answered, attempts (tries), status, HTTP status, error code, latency, routerweb's overhead, cost.
+Never a secret; never the prompt or the completion unless an operator turns on `ROUTERWEB_LOG_CONTENT`
+(then the prompt's messages are added; a streamed completion is not kept, so only its length is). With
+`LOG_FORMAT=json` each line is one JSON object (routerweb/log_format.py); the fields travel as the
+record's `call` attribute.
 """
 
 import logging

@@ -165,11 +165,8 @@ def call_totals(*, slices: Iterable[Slice]) -> Totals:
         sums[f"{piece.status}_calls"] += piece.calls
         cost += piece.cost_usd
         saved += piece.saved_usd
-        of_kind = kinds.setdefault(piece.kind, [0, 0, 0, Decimal(0)])
-        of_kind[0] += piece.calls
-        of_kind[1] += piece.prompt_tokens
-        of_kind[2] += piece.completion_tokens
-        of_kind[3] += piece.cost_usd
+        counts = (piece.calls, piece.prompt_tokens, piece.completion_tokens, piece.cost_usd)
+        kinds[piece.kind] = [a + b for a, b in zip(kinds.get(piece.kind, [0, 0, 0, Decimal(0)]), counts, strict=True)]
     return Totals(
         cost_usd=cost,
         saved_usd=saved,
