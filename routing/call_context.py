@@ -38,6 +38,7 @@ class CallContext:
 
     source: str
     key: KeySnap | None = None
+    kind: str = "chat"  # what is called: "chat" (completions) or "embeddings"
     user_id: int | None = None
     request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(16))
     started: float = field(default_factory=time.perf_counter)
