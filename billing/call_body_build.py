@@ -150,6 +150,8 @@ def _answer_parts(outcome: CallOutcome) -> tuple[str, list]:
             completion = orjson.loads(completion) if completion else None
         except orjson.JSONDecodeError:
             return "", []
+    if isinstance(completion, dict) and isinstance(completion.get("content"), list):
+        return _message_parts(completion["content"])
     if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
         return "", []
     choice = completion["choices"][0] if completion["choices"] else None
@@ -159,3 +161,11 @@ def _answer_parts(outcome: CallOutcome) -> tuple[str, list]:
     content = message.get("content")
     tool_calls = message.get("tool_calls")
     return (content if isinstance(content, str) else ""), (tool_calls if isinstance(tool_calls, list) else [])
+
+
+def _message_parts(blocks: list) -> tuple[str, list]:
+    """An Anthropic message's (the /v1/messages answer's) text, and its tool_use blocks as they came."""
+    text = "".join(
+        b["text"] for b in blocks if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
+    return text, [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]

@@ -169,6 +169,13 @@ class TranslatedStream:
     def first_content_at(self) -> float | None:
         return self.relay.first_content_at
 
+    @property
+    def text_parts(self) -> list[str]:
+        return self.relay.text_parts
+
+    def tool_calls(self) -> list[dict]:
+        return self.relay.tool_calls()
+
     async def __aiter__(self):
         parser, chunks = SseParser(), aiter(self.relay)
         try:

@@ -12,19 +12,18 @@ state after that (for the x-ratelimit-* headers and Retry-After), so admitting a
   them. Each script is atomic on the Redis server, so workers and machines share the counters without
   a race. Through the library's storage this took four round trips per call through redis-py's client
   (docs/benchmarks.md).
-- `MemoryWindows`: the library's in-memory storage (`limits.storage.MemoryStorage`: its counters, keys
-  and expiry), for one worker. Its reading and hitting of a window happen without an await in between,
-  on the worker's one event loop, so no other call can come between them.
+- `MemoryWindows`: the same counter in the worker's memory, for one worker (see its docstring for why
+  not the library's MemoryStorage).
 """
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import sha1
 from typing import Protocol
 
 from limits.aio.storage.redis.bridge import RedisBridge
-from limits.storage import MemoryStorage
 from redis.exceptions import ResponseError
 
 from .redis_pipe import RedisPipe, resp_pack, resp_pack_argument
@@ -71,33 +70,54 @@ class SlidingWindows(Protocol):
 
 
 class MemoryWindows:
-    concurrent = False
+    """The sliding window counter in this worker's memory: per limit, the current and the previous
+    minute's counts, weighted as the library weighs them (`limits.storage.MemoryStorage`'s
+    `_get_sliding_window_info`).
 
-    def __init__(self) -> None:
-        self.storage = MemoryStorage()
+    Not the library's MemoryStorage itself: its `incr` starts a timer thread to expire keys whenever
+    none is running, and a thread lives 10 ms, so a busy worker started up to a hundred threads a
+    second (half the cost of a limited call, docs/benchmarks.md). Here a limit's counts move to the
+    next minute when it is next hit, and limits not hit for two minutes are dropped once there are
+    many. One event loop, no await inside: no other call can come between a read and a hit.
+    """
+
+    concurrent = False
+    KEPT = 100_000  # limits whose counts are kept before idle ones are dropped
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._counts: dict[str, list[int]] = {}  # key → [minute, its count, the previous minute's count]
 
     async def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> list[WindowState]:
-        now = time.time()
+        now = self.clock()
         return [self._hit(key, amount, cost, now) for key, amount, cost in zip(keys, amounts, costs, strict=True)]
 
     def _hit(self, key: str, amount: int, cost: int, now: float) -> WindowState:
-        previous_key, current_key = self.storage.sliding_window_keys(key, WINDOW_S, now)
-        previous = self.storage.get(previous_key)
-        current = self.storage.get(current_key)
-        # The library's MemoryStorage._get_sliding_window_info: the time left of each fixed window.
-        previous_ttl = (1 - (((now - WINDOW_S) / WINDOW_S) % 1)) * WINDOW_S if previous else 0.0
-        current_ttl = (1 - ((now / WINDOW_S) % 1)) * WINDOW_S + WINDOW_S
+        counts = self._minute(key, now)
+        _, current, previous = counts
+        elapsed = now % WINDOW_S
+        previous_ttl = WINDOW_S - elapsed if previous else 0.0
+        current_ttl = 2 * WINDOW_S - elapsed
         acquired = cost <= amount and math.floor(previous * previous_ttl / WINDOW_S + current) + cost <= amount
         if acquired:
-            current = self.storage.incr(current_key, 2 * WINDOW_S, amount=cost)
+            counts[1] = current = current + cost
         return WindowState(acquired, previous, previous_ttl, current, current_ttl)
 
     async def add(self, key: str, amount: int) -> None:
-        current_key = self.storage.sliding_window_keys(key, WINDOW_S, time.time())[1]
-        if amount > 0:
-            self.storage.incr(current_key, 2 * WINDOW_S, amount=amount)
-        elif amount < 0:
-            self.storage.decr(current_key, min(-amount, self.storage.get(current_key)))
+        counts = self._minute(key, self.clock())
+        counts[1] = max(0, counts[1] + amount)
+
+    def _minute(self, key: str, now: float) -> list[int]:
+        minute = int(now // WINDOW_S)
+        counts = self._counts.get(key)
+        if counts is None:
+            if len(self._counts) >= self.KEPT:
+                self._counts = {k: c for k, c in self._counts.items() if c[0] >= minute - 1}
+            counts = self._counts[key] = [minute, 0, 0]
+        elif counts[0] != minute:
+            counts[2] = counts[1] if counts[0] == minute - 1 else 0
+            counts[0], counts[1] = minute, 0
+        return counts
 
 
 class _Script:

@@ -618,3 +618,21 @@ def test_cache_counts_of_a_chat_completions_candidate_reach_the_message(claude, 
     assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (4, 1, 2)
     (call,) = recorded_calls()
     assert (call.prompt_tokens, call.cached_tokens, call.cache_write_tokens) == (7, 1, 2)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bodies_of_messages_calls_are_stored_when_asked(claude, fake_model, recorded_calls, stream):
+    from billing.body_models import BodyStorage, BodyStorageRule
+    from billing.call_bodies import call_body_for
+
+    BodyStorageRule.objects.create(storage=BodyStorage.ALL)
+    fake_model("echo-model", "echo+words=5", price=(1, 2))
+    if stream:
+        with claude.messages.stream(model="echo-model", max_tokens=100, messages=HELLO) as events:
+            "".join(events.text_stream)
+    else:
+        claude.messages.create(model="echo-model", max_tokens=100, messages=HELLO)
+    (call,) = recorded_calls()
+    body = call_body_for(call.request_id)
+    assert body is not None and body.messages == HELLO
+    assert body.answer == ECHO_5

@@ -155,3 +155,24 @@ def test_two_workers_share_one_counter(gateway_worker_process, fake_model, user,
         )
         statuses.append(answer.status_code)
     assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+def test_memory_windows_weigh_the_previous_minute_as_the_limits_library_does():
+    clock = [30.0]  # 30 s into minute 0
+    windows = MemoryWindows(clock=lambda: clock[0])
+
+    def hit(cost, amount=10):
+        (state,) = asyncio.run(windows.hit(["k"], [amount], [cost]))
+        return state
+
+    assert hit(10).acquired and not hit(1).acquired
+    clock[0] = 90.0  # minute 1, half of it left: the previous minute's 10 weigh 5
+    state = hit(5)
+    assert state.acquired and (state.previous, state.current, state.remaining(10)) == (10, 5, 0)
+    assert state.previous_ttl == 30.0 and state.reset_in() == 30.0 % (60 / 10)
+    assert not hit(1).acquired
+    asyncio.run(windows.add("k", -3))  # a correction gives back
+    assert hit(3).acquired and not hit(1).acquired
+    clock[0] = 195.0  # minute 3: minute 1 is two minutes back, nothing weighs
+    assert hit(10).acquired
+    assert not hit(11, amount=10).acquired  # more than the limit itself: never
