@@ -101,13 +101,14 @@ def worst_case_cost(
 
     `priced` holds each candidate with its price in force (an unpriced one would make it a guess);
     `prompt_tokens` must be an upper bound (billing.pricing.prompt_tokens_bound); output is
-    `max_tokens`, else the model's `max_output_tokens`, else `DEFAULT_MAX_OUTPUT_TOKENS`, for each of
-    `choices`. Every prompt token is priced at the dearer of the input and the cache-write price (a
-    provider may write the whole prompt to its cache).
+    `max_tokens` (0 for an embedding, which has none), else the model's `max_output_tokens`, else
+    `DEFAULT_MAX_OUTPUT_TOKENS`, for each of `choices`. Every prompt token is priced at the dearer of
+    the input and the cache-write price (a provider may write the whole prompt to its cache).
     """
     worst = Decimal(0)
     for model, price in priced:
-        output = (max_tokens or model.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS) * choices
+        cap = max_tokens if max_tokens is not None else (model.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS)
+        output = cap * choices
         for written in (0, prompt_tokens):
             cost = cost_for_usage(
                 price,

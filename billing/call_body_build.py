@@ -138,7 +138,10 @@ def _fits_as_is(value: Any, limit: int) -> bool:
 
 
 def _answer_parts(outcome: CallOutcome) -> tuple[str, list]:
-    """The answer's text and tool calls: a stream's as assembled, a completion's first choice's message."""
+    """The answer's text and tool calls: a stream's as assembled, a completion's first choice's message.
+    An embeddings answer has neither (its vectors, up to 128 MB, are not parsed here)."""
+    if outcome.kind == "embeddings":
+        return "", []
     if outcome.answer_text_parts is not None:
         return "".join(outcome.answer_text_parts), outcome.answer_tool_calls
     completion = outcome.answer

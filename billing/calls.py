@@ -57,8 +57,12 @@ def call_tokens(outcome: CallOutcome) -> Tokens:
     reason = usage.reason if usage is not None else "no_usage"
     if outcome.client_disconnected and reason == "no_usage":
         reason = "client_disconnected"
+    if outcome.kind == "embeddings":
+        prompt = tokens_for_chars(outcome.input_chars) + outcome.input_token_ids
+    else:
+        prompt = prompt_tokens_estimate(outcome.messages)
     return Tokens(
-        prompt=min(prompt_tokens_estimate(outcome.messages), TOKENS_MAX),
+        prompt=min(prompt, TOKENS_MAX),
         cached=0,
         completion=min(tokens_for_chars(outcome.completion_chars), TOKENS_MAX),
         estimated=True,
@@ -173,6 +177,7 @@ def _row_known(outcome: CallOutcome) -> CallRow:
         "api_key_id": outcome.api_key_id,
         "model_id": model.id if model else None,
         "provider_id": model.provider.id if model else None,
+        "kind": outcome.kind,
         "status": outcome.status,
         "http_status": outcome.http_status,
         "latency_ms": outcome.latency_ms,

@@ -1,4 +1,5 @@
-"""The dashboard's filter form: a date range (a preset or two dates) and optional model, route, user and key.
+"""The dashboard's filter form: a date range (a preset or two dates) and optional model, route, user, key
+and kind of call (chat or embeddings).
 
 Ranges are whole days of the `tz` time zone (an IANA name, default the ROUTERWEB_DASHBOARD_TZ setting),
 today included: `7d` is today and the six days before it. Bad input is a field error (shown next to
@@ -45,6 +46,7 @@ class DashboardFilterForm(forms.Form):
         get_user_model().objects.all(), to_field_name=get_user_model().USERNAME_FIELD, required=False
     )
     key = forms.ModelChoiceField(ApiKey.objects.all(), required=False)
+    kind = forms.ChoiceField(choices=[("", "Chat and embeddings"), *ModelEndpoint.Kind.choices], required=False)
     tz = forms.CharField(required=False, max_length=64)
     before = forms.CharField(required=False, max_length=200)
 

@@ -103,9 +103,9 @@ class BillingMeter(Meter):
         candidates = _priced_candidates(plan, snapshot)
         amount = worst_case_cost(
             [(model, snapshot.price_at(model, plan.created_at)) for model in candidates],
-            prompt_tokens=prompt_tokens_bound(body=plan.chat.body, body_size=plan.chat.body_size),
-            max_tokens=plan.chat.max_tokens,
-            choices=plan.chat.choices,
+            prompt_tokens=prompt_tokens_bound(body=plan.request.body, body_size=plan.request.body_size),
+            max_tokens=plan.request.max_tokens,
+            choices=plan.request.choices,
         )
         try:
             reservations = await budgets_reserve(
@@ -217,7 +217,7 @@ def _priced_candidates(plan: CallPlan, snapshot: BillingSnapshot) -> list[ModelS
             priced.append(model)
     if not priced:
         message = (
-            f"{plan.chat.model!r} has no priced model to answer, and this call counts against a budget: its cost "
+            f"{plan.request.model!r} has no priced model to answer, and this call counts against a budget: its cost "
             "could not be bounded. An admin can set a price (0 marks a model free)."
         )
         raise ApiError(403, message, code="model_unpriced", param="model")

@@ -97,6 +97,12 @@ class Call(models.Model):
     requested = models.CharField(max_length=100, help_text="The model or route name the client asked for.")
     model = _call_link(ModelEndpoint, db_index=False)
     provider = _call_link(Provider)
+    kind = models.CharField(
+        max_length=12,
+        choices=ModelEndpoint.Kind.choices,
+        default=ModelEndpoint.Kind.CHAT,
+        help_text="The endpoint called: chat (completions) or embeddings; kept as it was at call time.",
+    )
     status = models.CharField(max_length=10, choices=Status.choices)
     http_status = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=40, blank=True)
@@ -273,7 +279,8 @@ TTFT_COLUMNS = tuple(f"ttft_le_{b}" for b in HISTOGRAM_BOUNDS_MS) + ("ttft_over"
 
 
 class CallRollup(models.Model):
-    """Call counters per hour (and per day) and per user, API key, model, requested name and status.
+    """Call counters per hour (and per day) and per user, API key, model, requested name, status and kind
+    (chat or embeddings, as the call row keeps it).
 
     Maintained in the same transaction as the call rows (billing/rollups.py `rollups_add`, an atomic
     upsert that adds to the counters) and rebuilt from the raw rows by `rollups_rebuild`; both give
@@ -293,7 +300,7 @@ class CallRollup(models.Model):
         DAY = "day"
 
     pk = models.CompositePrimaryKey(
-        "period", "bucket_start", "user_id", "api_key_id", "model_id", "requested", "status"
+        "period", "bucket_start", "user_id", "api_key_id", "model_id", "requested", "status", "kind"
     )
     period = models.CharField(max_length=4, choices=Period.choices)
     bucket_start = models.DateTimeField(help_text="Start of the UTC hour or day.")
@@ -302,6 +309,7 @@ class CallRollup(models.Model):
     model_id = models.BigIntegerField(default=0, help_text="The model that answered; 0: none did.")
     requested = models.CharField(max_length=100)
     status = models.CharField(max_length=10, choices=Call.Status.choices)
+    kind = models.CharField(max_length=12, choices=ModelEndpoint.Kind.choices, default=ModelEndpoint.Kind.CHAT)
 
     calls = models.BigIntegerField(default=0)
     fallback_calls = models.BigIntegerField(default=0, help_text="Answered by a candidate other than the first.")

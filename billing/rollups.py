@@ -42,7 +42,7 @@ from django.db.models.functions import Cast, Coalesce, Round, TruncDay, TruncHou
 from .models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, CallRollup
 
 PICO = 10**12  # picodollars per dollar: the unit of the rollups' money counters
-DIMENSIONS = ("period", "bucket_start", "user_id", "api_key_id", "model_id", "requested", "status")
+DIMENSIONS = ("period", "bucket_start", "user_id", "api_key_id", "model_id", "requested", "status", "kind")
 SCALAR_COUNTERS = (
     "calls",
     "fallback_calls",
@@ -62,7 +62,7 @@ SCALAR_COUNTERS = (
 COUNTERS = (*SCALAR_COUNTERS, *LATENCY_COLUMNS, *TTFT_COLUMNS)
 _AT = {name: index for index, name in enumerate(COUNTERS)}
 
-Key = tuple[str, datetime, int, int, int, str, str]
+Key = tuple[str, datetime, int, int, int, str, str, str]
 
 
 # ---------------------------------------------------------------------------- shared definitions
@@ -121,6 +121,7 @@ def rollups_add(rows: Iterable[Mapping[str, Any]]) -> None:
             int(row.get("model_id") or 0),
             row["requested"],
             row["status"],
+            row.get("kind") or "chat",
         )
         total = hours.get(key)
         if total is None:
@@ -177,8 +178,8 @@ def _count_row(total: list[int], row: Mapping[str, Any]) -> None:
 def _upsert(totals: dict[Key, list[int]]) -> None:
     adapt = connection.ops.adapt_datetimefield_value
     params = [
-        (period, adapt(bucket), user_id, key_id, model_id, requested, status, *counters)
-        for (period, bucket, user_id, key_id, model_id, requested, status), counters in sorted(
+        (period, adapt(bucket), user_id, key_id, model_id, requested, status, kind, *counters)
+        for (period, bucket, user_id, key_id, model_id, requested, status, kind), counters in sorted(
             totals.items(),
             key=lambda item: item[0],  # a fixed order: concurrent batches never deadlock
         )
@@ -282,8 +283,9 @@ def _hours_from_calls(calls: QuerySet[Call]) -> QuerySet:
             r_model_id=Coalesce("model_id", 0, output_field=BigIntegerField()),
             r_requested=F("requested"),
             r_status=F("status"),
+            r_kind=F("kind"),
         )
-        .values("r_bucket_start", "r_user_id", "r_api_key_id", "r_model_id", "r_requested", "r_status")
+        .values("r_bucket_start", "r_user_id", "r_api_key_id", "r_model_id", "r_requested", "r_status", "r_kind")
         .annotate(
             r_calls=Count("id"),
             r_fallback_calls=Count("id", filter=AnsweredByFallback("attempts")),
@@ -316,8 +318,9 @@ def _days_from_hours(hours: QuerySet[CallRollup]) -> QuerySet:
             r_model_id=F("model_id"),
             r_requested=F("requested"),
             r_status=F("status"),
+            r_kind=F("kind"),
         )
-        .values("r_bucket_start", "r_user_id", "r_api_key_id", "r_model_id", "r_requested", "r_status")
+        .values("r_bucket_start", "r_user_id", "r_api_key_id", "r_model_id", "r_requested", "r_status", "r_kind")
         .annotate(**{f"r_{c}": Sum(c, output_field=IntegerField()) for c in COUNTERS})
     )
 

@@ -48,6 +48,7 @@ def _filters(viewer, form: DashboardFilterForm) -> CallFilters:
         model=data.get("model"),
         route=data.get("route"),
         tz=data["tz"],
+        kind=data.get("kind") or None,
     )
 
 
@@ -88,6 +89,8 @@ class DashboardView(LoginRequiredMixin, View):
             previous_days=(form.cleaned_data["last_day"] - form.cleaned_data["first_day"]).days + 1,
             filters=filters,
             totals=totals,
+            chat_totals=totals.of_kind("chat"),
+            embeddings_totals=totals.of_kind("embeddings"),
             tokens_in=compact_count(totals.prompt_tokens),
             tokens_out=compact_count(totals.completion_tokens),
             tokens_cached=compact_count(totals.cached_tokens),

@@ -9,7 +9,7 @@ from django.urls import path, reverse
 
 from .models import ApiKey, ModelEndpoint, PreferenceVote, Provider, Route, RouteTarget, UserRateLimit
 from .providers.registry import api_format_choices
-from .registry_rules import route_targets_error
+from .registry_rules import route_kinds_error, route_targets_error
 from .services import api_key_create, api_key_revoke, route_cache_clear
 
 NEW_KEY_SESSION = "routerweb_new_api_key"  # a key just created, until its page has shown it once
@@ -38,8 +38,8 @@ class ProviderAdmin(admin.ModelAdmin):
 class ModelEndpointAdmin(admin.ModelAdmin):
     """The registry's view of a model; billing/admin.py extends it with prices and unpriced calls."""
 
-    list_display = ["name", "provider", "upstream_model", "context_window", "enabled"]
-    list_filter = ["enabled", "provider"]
+    list_display = ["name", "kind", "provider", "upstream_model", "context_window", "enabled"]
+    list_filter = ["enabled", "kind", "provider"]
     search_fields = ["name", "upstream_model"]
 
     def get_queryset(self, request):
@@ -56,7 +56,9 @@ class RouteTargetFormSet(forms.BaseInlineFormSet):
             for form in self.forms
             if form.cleaned_data.get("model") and not (self.can_delete and self._should_delete_form(form))
         ]
-        problem = route_targets_error(len(kept))
+        problem = route_targets_error(len(kept)) or route_kinds_error(
+            (form.cleaned_data["model"].name, form.cleaned_data["model"].kind) for form in kept
+        )
         if problem:
             raise ValidationError(problem)
 

@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 import orjson
 
 from .call_context import CallContext, GatewayResponse
+from .embedding_request import EmbeddingRequest
 from .metering import CacheHitOf
 from .ratelimit import RateLimitExceeded, tokens_bound
 from .response_cache import CachedAnswer, ReplayedStream, cache_key, cache_policy, cached_completion, sse_replay
@@ -22,7 +23,9 @@ from .streaming import StreamRelay
 from .usage import Usage
 
 
-async def call_admit(registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]) -> None:
+async def call_admit(
+    registry: Registry, context: CallContext, chat: ChatRequest | EmbeddingRequest, candidates: list[ModelSnap]
+) -> None:
     """Count the call against the rate limits that apply (none: a dict lookup); raises the 429."""
     limiter = context.runtime.ratelimiter
     limits = limiter.limits_for(registry, key=context.key, user_id=context.user_id)

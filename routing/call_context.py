@@ -38,6 +38,7 @@ class CallContext:
 
     source: str
     key: KeySnap | None = None
+    kind: str = "chat"  # the endpoint's kind of call (gateway.Endpoint.kind): "chat" or "embeddings"
     user_id: int | None = None
     request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(16))
     started: float = field(default_factory=time.perf_counter)
@@ -45,7 +46,7 @@ class CallContext:
     trace: Trace = field(default_factory=Trace)
     metering: Any = None  # what the meter reserved for the call (routing/metering.py)
     snapshot_part: Any = None  # the meter's part of the registry snapshot the call was routed with
-    runtime: "Runtime | None" = None  # set by chat_completion_run
+    runtime: "Runtime | None" = None  # set by gateway.call_run
     admission: Admission | None = None  # what the rate limits counted (routing/ratelimit.py)
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
     cache_header: str = ""  # the request's X-Router-Cache header

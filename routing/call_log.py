@@ -1,10 +1,11 @@
 """One log line per call, on logger `routerweb.calls` at INFO, from the gateway's record path.
 
-Fields: request id, user id, key prefix, requested model, the model that answered, attempts (tries),
-status, HTTP status, error code, latency, routerweb's overhead, cost. Never a secret; never the prompt
-or the completion unless an operator turns on `ROUTERWEB_LOG_CONTENT` (then the prompt's messages are
-added; a streamed completion is not kept, so only its length is). With `LOG_FORMAT=json` each line is
-one JSON object (routerweb/log_format.py); the fields travel as the record's `call` attribute.
+Fields: request id, user id, key prefix, source, kind (chat or embeddings), requested model, the model
+that answered, attempts (tries), status, HTTP status, error code, latency, routerweb's overhead, cost.
+Never a secret; never the prompt or the completion unless an operator turns on `ROUTERWEB_LOG_CONTENT`
+(then the prompt's messages are added; a streamed completion is not kept, so only its length is). With
+`LOG_FORMAT=json` each line is one JSON object (routerweb/log_format.py); the fields travel as the
+record's `call` attribute.
 """
 
 import logging
@@ -20,6 +21,7 @@ def call_log_fields(outcome: CallOutcome, *, key_prefix: str, tries: int, with_c
         "user_id": outcome.user_id,
         "key_prefix": key_prefix,
         "source": outcome.source,
+        "kind": outcome.kind,
         "requested_model": outcome.requested,
         "model": outcome.model.name if outcome.model is not None else None,
         "attempts": tries,

@@ -2,9 +2,10 @@
 
 `call_run` is the path every calling endpoint shares: registry snapshot, candidates, circuit state,
 rate limits, the response cache, budgets, fallback, and exactly one call row per request, recorded
-once its outcome is known. An `Endpoint` brings what differs: how its body is checked, how a
-candidate is tried for it, and how an error is written. Both the API (key-authenticated) and the
-playground (session-authenticated) call `chat_completion_run`; /v1/messages is `routing/messages.py`.
+once its outcome is known. An `Endpoint` brings what differs: how its body is checked, which kind
+of model answers it, how a candidate is tried for it, and how an error is written. Both the API
+(key-authenticated) and the playground (session-authenticated) call `chat_completion_run`;
+/v1/messages is `routing/messages.py`, /v1/embeddings `routing/embeddings.py`.
 """
 
 import asyncio
@@ -24,6 +25,7 @@ from .admission import (
     call_cache_store_stream_soon,
 )
 from .call_context import CallContext, GatewayResponse
+from .embedding_request import EmbeddingRequest
 from .errors import ApiError, error_headers
 from .metering import CallPlan, Meter
 from .registry import RegistryUnavailable
@@ -53,21 +55,26 @@ class RegistryChanged(Exception):
 UNCHECKED_TRIES = 2
 
 Caller = Callable[[Registry], CallContext]
+# A checked request body: a chat completion (or a subclass: /v1/messages) or an embeddings request.
+ApiRequest = ChatRequest | EmbeddingRequest
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """What one calling endpoint brings to `call_run`.
 
-    `parse` checks a raw body (raises ApiError 400); the `ChatRequest` it returns (or a subclass) is
-    what rate limits, budgets and the call row see. `attempt(request, context, usage_cost)` is the
-    try of one candidate for it (router.CandidateTry). `error_answer` writes an ApiError in the
-    endpoint's shape, as (HTTP status, body). `cacheable`: the response cache applies.
+    `parse` checks a raw body (raises ApiError 400); the request it returns (a `ChatRequest`, a
+    subclass, or an `EmbeddingRequest`) is what rate limits, budgets and the call row see.
+    `attempt(request, context, usage_cost)` is the try of one candidate for it (router.CandidateTry).
+    `error_answer` writes an ApiError in the endpoint's shape, as (HTTP status, body). `kind`: the
+    kind of model that may answer (ModelEndpoint.Kind) and the call row's kind. `cacheable`: the
+    response cache applies.
     """
 
-    parse: Callable[[bytes], ChatRequest]
-    attempt: Callable[[ChatRequest, CallContext, UsageCost], CandidateTry]
+    parse: Callable[[bytes], ApiRequest]
+    attempt: Callable[[Any, CallContext, UsageCost], CandidateTry]
     error_answer: Callable[[ApiError], tuple[int, bytes]]
+    kind: str = "chat"
     cacheable: bool = True
 
 
@@ -113,7 +120,7 @@ async def call_run(endpoint: Endpoint, *, runtime: Runtime, raw_body: bytes, cal
         except ApiError:
             missed = True  # perhaps a key created since the snapshot: decide on the checked registry
             break
-        context.runtime = runtime
+        context.runtime, context.kind = runtime, endpoint.kind
         try:
             return await _run(endpoint, raw_body, registry, context, registry_checked=False)
         except RegistryChanged as changed:
@@ -124,7 +131,7 @@ async def call_run(endpoint: Endpoint, *, runtime: Runtime, raw_body: bytes, cal
     except ApiError as error:
         status, body = endpoint.error_answer(error)
         return GatewayResponse(status, error_headers(error), body=body)
-    context.runtime = runtime
+    context.runtime, context.kind = runtime, endpoint.kind
     return await _run(endpoint, raw_body, registry, context, registry_checked=True)
 
 
@@ -148,13 +155,13 @@ async def _run(
     runtime = context.runtime
     runtime.calls_in_flight += 1
     context.snapshot_part = registry.metering  # a call refused before it is reserved is recorded with it too
-    chat: ChatRequest | None = None
+    chat: ApiRequest | None = None
     try:
         try:
             chat = endpoint.parse(raw_body)
             if context.key is not None:
                 check_allowed(context.key, chat)
-            candidates = candidates_for(registry, chat.model, chat.fallback_models)
+            candidates = candidates_for(registry, chat.model, chat.fallback_models, kind=endpoint.kind)
         except ApiError:
             if not registry_checked:  # a model created since the snapshot gets its chance
                 _confirm(registry, await runtime.registry.get_after_miss())
@@ -173,7 +180,9 @@ async def _run(
         candidates = await _reserve(registry, context, chat, candidates)
         usage_cost = partial(_usage_cost, runtime.meter, registry.metering, context.created_at)
         attempt = endpoint.attempt(chat, context, usage_cost)
-        result = await route_request(candidates, breaker, context.trace, attempt=attempt, views=views)
+        result = await route_request(
+            candidates, breaker, context.trace, attempt=attempt, views=views, kind=endpoint.kind
+        )
     except RegistryChanged:
         runtime.calls_in_flight -= 1  # nothing to record: the caller starts over
         raise
@@ -209,7 +218,7 @@ def _confirm(snapshot: Registry, current: Registry) -> None:
 
 
 async def _reserve(
-    registry: Registry, context: CallContext, chat: ChatRequest, candidates: list[ModelSnap]
+    registry: Registry, context: CallContext, chat: ApiRequest, candidates: list[ModelSnap]
 ) -> list[ModelSnap]:
     """Ask the meter to reserve the call (it may refuse with ApiError); returns the candidates it covers."""
     context.snapshot_part = registry.metering
@@ -221,7 +230,7 @@ async def _reserve(
             api_key_id=context.key.id if context.key else None,
             registry_version=registry.version,
             snapshot_part=registry.metering,
-            chat=chat,
+            request=chat,
             candidates=candidates,
             trace=context.trace,
         )
@@ -234,7 +243,7 @@ def _usage_cost(meter: Meter, snapshot_part: Any, at: datetime, model: ModelSnap
     return meter.usage_cost(snapshot_part, model, usage, at)
 
 
-def check_allowed(key: KeySnap, chat: ChatRequest) -> None:
+def check_allowed(key: KeySnap, chat: ApiRequest) -> None:
     """Raises ApiError 403 when `key` may not use the requested model or a fallback."""
     for name, param in [(chat.model, "model"), *((n, "fallback_models") for n in chat.fallback_models)]:
         if not key.allows(name):
@@ -308,7 +317,7 @@ class RecordedStream:
 
 def _record(
     context: CallContext,
-    chat: ChatRequest,
+    chat: ApiRequest,
     result: RouteResult,
     *,
     usage: Usage | UsageProblem,
@@ -321,14 +330,11 @@ def _record(
     relay = result.stream
     context.record(
         context.outcome(
-            requested=chat.model,
+            **chat.recorded(),
             model=result.model,
             status="error" if failed else "ok",
             http_status=200,
             error_code="upstream_stream_failed" if failed else "",
-            stream=chat.stream,
-            messages=chat.body.get("messages") or [],
-            request_body=chat.body,
             answer=result.body if relay is None else None,
             answer_text_parts=relay.text_parts if relay is not None else None,
             answer_tool_calls=relay.tool_calls() if relay is not None else [],
@@ -343,7 +349,7 @@ def _record(
 
 def _record_failure(
     context: CallContext,
-    chat: ChatRequest | None,
+    chat: ApiRequest | None,
     error: ApiError,
     *,
     client_disconnected: bool = False,
@@ -352,14 +358,11 @@ def _record_failure(
     status = "error" if error.status >= 500 or context.trace.tries or client_disconnected else "rejected"
     context.record(
         context.outcome(
-            requested=chat.model if chat else "",
+            **(chat.recorded() if chat else {"requested": "", "kind": context.kind}),
             model=model,
-            messages=(chat.body.get("messages") or []) if chat else [],
-            request_body=chat.body if chat else None,
             status=status,
             http_status=error.status,
             error_code=error.code or "",
-            stream=bool(chat and chat.stream),
             latency_ms=round((time.perf_counter() - context.started) * 1000),
             client_disconnected=client_disconnected,
         ),

@@ -25,6 +25,7 @@ from django.utils.module_loading import import_string
 from .usage import Usage, UsageProblem
 
 if TYPE_CHECKING:  # the registry loads the meter's snapshot part: no import back at run time
+    from .embedding_request import EmbeddingRequest
     from .router import Trace
     from .schemas import ChatRequest
     from .snapshot import ModelSnap
@@ -59,8 +60,11 @@ class CallOutcome:
     status: str
     http_status: int
     error_code: str = ""
+    kind: str = "chat"  # "chat" or "embeddings": the endpoint called
     stream: bool = False
     messages: list[Any] = field(default_factory=list)
+    input_chars: int = 0  # embeddings: characters of the string inputs (estimates tokens without usage)
+    input_token_ids: int = 0  # embeddings: token ids of the token inputs
     usage: Usage | UsageProblem | None = None  # None: no answer came back
     completion_chars: int = 0  # for streams: characters of content that reached the client
     latency_ms: int = 0
@@ -82,7 +86,8 @@ class CallOutcome:
 
 @dataclass(frozen=True, slots=True)
 class CallPlan:
-    """A call about to be routed: who calls, what was asked, which candidates would be tried."""
+    """A call about to be routed: who calls, what was asked (`request`: a chat completion or embeddings
+    request, whose `body_size`, `max_tokens` and `choices` bound its tokens), which candidates would be tried."""
 
     request_id: str
     created_at: datetime
@@ -90,7 +95,7 @@ class CallPlan:
     api_key_id: int | None
     registry_version: str
     snapshot_part: Any
-    chat: "ChatRequest"
+    request: "ChatRequest | EmbeddingRequest"
     candidates: "list[ModelSnap]"
     trace: "Trace"  # a candidate the meter rules out is noted here as skipped, with the reason
 

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 
-from .registry_rules import validate_weight
+from .registry_rules import route_kinds_error, validate_weight
 from .secrets import api_key_env_refusal, provider_api_key
 
 NAME_VALIDATOR = RegexValidator(
@@ -113,9 +113,20 @@ class Provider(TimestampedModel):
 
 
 class ModelEndpoint(TimestampedModel):
-    """A model as clients name it (`name`), served by a provider under `upstream_model`."""
+    """A model as clients name it (`name`), served by a provider under `upstream_model`; `kind` says
+    which endpoint calls it (/v1/chat/completions or /v1/embeddings): a call on the other is refused."""
+
+    class Kind(models.TextChoices):
+        CHAT = "chat", "chat: /v1/chat/completions"
+        EMBEDDINGS = "embeddings", "embeddings: /v1/embeddings"
 
     name = models.CharField(max_length=100, unique=True, validators=[NAME_VALIDATOR])
+    kind = models.CharField(
+        max_length=12,
+        choices=Kind.choices,
+        default=Kind.CHAT,
+        help_text="What the model is for. A route's targets must all be of one kind.",
+    )
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
     upstream_model = models.CharField(
         max_length=200, blank=True, help_text="The id the provider expects; defaults to the public name."
@@ -141,6 +152,31 @@ class ModelEndpoint(TimestampedModel):
     def clean(self) -> None:
         if self.name and Route.objects.filter(name=self.name).exists():
             raise ValidationError({"name": f"A route is already named {self.name!r}; models and routes share names."})
+        if self.kind == self.Kind.EMBEDDINGS and self.provider_id is not None:
+            self._check_provider_embeds()
+        if self.pk is not None and self.kind:
+            self._check_kind_fits_routes()
+
+    def _check_provider_embeds(self) -> None:
+        from .providers.registry import adapters
+
+        adapter = adapters().get(self.provider.api_format)
+        if adapter is not None and not adapter.embeds:
+            message = f"The provider's API format ({self.provider.api_format}) has no embeddings endpoint."
+            raise ValidationError({"kind": message})
+
+    def _check_kind_fits_routes(self) -> None:
+        """A new kind must still match the other targets of every route the model is in."""
+        clash = (
+            RouteTarget.objects.filter(route__targets__model_id=self.pk)
+            .exclude(model_id=self.pk)
+            .exclude(model__kind=self.kind)
+            .select_related("route", "model")
+            .first()
+        )
+        if clash is not None:
+            problem = route_kinds_error([(self.name, self.kind), (clash.model.name, clash.model.kind)])
+            raise ValidationError({"kind": f"In route {clash.route.name!r}: {problem}"})
 
 
 class Route(TimestampedModel):

@@ -44,6 +44,10 @@ class ChoiceGroup:
     label: str
     is_route: bool
     choices: tuple[TargetChoice, ...]
+    for_chat: bool = True  # False: embeddings models and routes, shown (disabled) but never a chat target
+
+
+NOT_FOR_CHAT = "an embeddings model: call it on /v1/embeddings"
 
 
 def candidate_unavailable(model: ModelSnap, *, circuit_reasons: Mapping[str, str]) -> str | None:
@@ -59,7 +63,9 @@ def is_demo_provider(model: ModelSnap) -> bool:
 
 
 def playground_choices(*, registry: Registry, circuit_reasons: Mapping[str, str] | None = None) -> list[ChoiceGroup]:
-    """What the page offers: one group of routes first, then the models grouped by provider, all by name.
+    """What the page offers: one group of routes first, then the models grouped by provider, all by name,
+    then the embeddings models and routes (which the chat page cannot call: listed, disabled, so that
+    the registry shows whole).
 
     Unavailable models and routes (no candidate that can be called now) are listed too, marked with
     the reason, so that their skip can be seen in the attempt chain. `circuit_reasons`: model name →
@@ -68,9 +74,10 @@ def playground_choices(*, registry: Registry, circuit_reasons: Mapping[str, str]
     reasons = circuit_reasons or {}
     unavailable = {name: candidate_unavailable(m, circuit_reasons=reasons) for name, m in registry.models.items()}
     groups = []
-    if registry.routes:
+    chat_routes = [route for route in registry.routes.values() if route.kind == "chat"]
+    if chat_routes:
         routes = []
-        for route in sorted(registry.routes.values(), key=lambda r: r.name):
+        for route in sorted(chat_routes, key=lambda r: r.name):
             models = [model for model, _ in route.targets]
             callable_models = [m for m in models if unavailable[m.name] is None]
             steps = [m.name if unavailable[m.name] is None else f"{m.name} ({unavailable[m.name]})" for m in models]
@@ -81,12 +88,23 @@ def playground_choices(*, registry: Registry, circuit_reasons: Mapping[str, str]
         groups.append(ChoiceGroup("Routes", is_route=True, choices=tuple(routes)))
     by_provider: dict[str, list[TargetChoice]] = {}
     for model in sorted(registry.models.values(), key=lambda m: m.name):
+        if model.kind != "chat":
+            continue
         reason = unavailable[model.name]
         note = f"{model.provider.name}: {reason}" if reason else model.provider.name
         choice = TargetChoice(model.name, note, reason is None, reason or "", reason is None and _dependable(model))
         by_provider.setdefault(model.provider.name, []).append(choice)
     for provider in sorted(by_provider):
         groups.append(ChoiceGroup(f"Models · {provider}", is_route=False, choices=tuple(by_provider[provider])))
+    others = sorted(
+        [
+            *(r.name for r in registry.routes.values() if r.kind != "chat"),
+            *(m.name for m in registry.models.values() if m.kind != "chat"),
+        ]
+    )
+    if others:
+        choices = tuple(TargetChoice(name, NOT_FOR_CHAT, False, NOT_FOR_CHAT) for name in others)
+        groups.append(ChoiceGroup("Embeddings · not for chat", is_route=False, choices=choices, for_chat=False))
     return groups
 
 

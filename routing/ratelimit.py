@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from django.conf import settings
 from limits import RateLimitItemPerMinute
 
+from .embedding_request import EmbeddingRequest
 from .errors import ApiError
 from .rate_windows import MemoryWindows, RedisWindows, SlidingWindows, WindowState
 from .redis_pipe import RedisPipe
@@ -78,8 +79,9 @@ class Admission:
     headers: dict[str, str]
 
 
-def tokens_bound(chat: ChatRequest, candidates: list[ModelSnap]) -> int:
-    """The most tokens the call can use: prompt bound plus completion cap (see the module docstring)."""
+def tokens_bound(chat: ChatRequest | EmbeddingRequest, candidates: list[ModelSnap]) -> int:
+    """The most tokens the call can use: prompt bound plus completion cap (see the module docstring; an
+    embedding's cap is 0)."""
     cap = chat.max_tokens
     if cap is None:
         cap = (candidates[0].max_output_tokens if candidates else None) or DEFAULT_COMPLETION_CAP

@@ -68,6 +68,7 @@ def registry_load() -> Registry:
             provider=providers[m.provider_id],
             enabled=m.enabled and providers[m.provider_id].enabled,
             max_output_tokens=m.max_output_tokens,
+            kind=m.kind,
         )
         for m in ModelEndpoint.objects.all()
     }

@@ -1,5 +1,7 @@
 """The registry as a YAML file: validate, import (all or nothing, idempotent) and export.
 
+Long: the file's whole contract (structure, references, apply, export) in one place, read top to bottom.
+
 Import upserts the providers, models and routes named in the file; a route's targets become exactly
 the file's list. Entries the database has and the file does not are left alone, and so are the
 fields an entry leaves out (a new entry gets their defaults), so importing the same file twice, or a
@@ -23,11 +25,11 @@ from django.db import transaction
 
 from .models import ModelEndpoint, Provider, Route, RouteTarget
 from .rate_limits_file import rate_limits_apply, rate_limits_errors, rate_limits_export
-from .registry_rules import route_targets_error, validate_weight
+from .registry_rules import route_kinds_error, route_targets_error, validate_weight
 from .registry_version import registry_version_bump
 
 PROVIDER_KEYS = {"name", "api_format", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "enabled"}
-MODEL_KEYS = {"name", "provider", "upstream_model", "context_window", "max_output_tokens", "enabled"}
+MODEL_KEYS = {"name", "provider", "kind", "upstream_model", "context_window", "max_output_tokens", "enabled"}
 ROUTE_KEYS = {"name", "strategy", "description", "targets", "cache_ttl_s", "cache_shared"}
 TARGET_KEYS = {"model", "weight"}
 TOP_KEYS = {"providers", "models", "routes", "rate_limits"}
@@ -179,6 +181,8 @@ def _entry_errors(section, index, entry, keys, required, seen) -> list[str]:
             errors.append(f"{where}: {number_key} must be a positive number")
     if "enabled" in entry and not isinstance(entry["enabled"], bool):
         errors.append(f"{where}: enabled must be true or false")
+    if section == "models" and "kind" in entry and entry["kind"] not in ModelEndpoint.Kind.values:
+        errors.append(f"{where}: kind must be one of {', '.join(ModelEndpoint.Kind.values)}, got {entry['kind']!r}")
     return errors
 
 
@@ -210,6 +214,8 @@ def _reference_errors(data: dict[str, Any]) -> list[str]:
     models = {m["name"] for m in data.get("models") or []}
     models |= set(ModelEndpoint.objects.values_list("name", flat=True))
     routes = {r["name"] for r in data.get("routes") or []}
+    kinds = dict(ModelEndpoint.objects.values_list("name", "kind"))
+    kinds |= {m["name"]: m.get("kind", kinds.get(m["name"], ModelEndpoint.Kind.CHAT)) for m in data.get("models") or []}
     errors = []
     for i, model in enumerate(data.get("models") or []):
         if model["provider"] not in providers:
@@ -218,6 +224,9 @@ def _reference_errors(data: dict[str, Any]) -> list[str]:
         for j, target in enumerate(route["targets"]):
             if target["model"] not in models:
                 errors.append(f"routes[{i}] ({route['name']}): targets[{j}].model {target['model']!r} is not a model")
+        problem = route_kinds_error((t["model"], kinds[t["model"]]) for t in route["targets"] if t["model"] in kinds)
+        if problem:
+            errors.append(f"routes[{i}] ({route['name']}): targets: {problem}")
     file_models = {m["name"] for m in data.get("models") or []}
     db_routes = set(Route.objects.values_list("name", flat=True))
     for name in sorted((models & routes) | (file_models & db_routes)):
@@ -287,6 +296,7 @@ PROVIDER_FIELDS = {
     "enabled": ("enabled", bool),
 }
 MODEL_FIELDS = {
+    "kind": ("kind", str),
     "upstream_model": ("upstream_model", lambda v: v or ""),
     "context_window": ("context_window", lambda v: v),
     "max_output_tokens": ("max_output_tokens", lambda v: v),
@@ -363,6 +373,8 @@ def _provider_export(provider: Provider) -> dict[str, Any]:
 
 def _model_export(model: ModelEndpoint) -> dict[str, Any]:
     data: dict[str, Any] = {"name": model.name, "provider": model.provider.name}
+    if model.kind != ModelEndpoint.Kind.CHAT:
+        data["kind"] = model.kind
     if model.upstream_model != model.name:
         data["upstream_model"] = model.upstream_model
     for key in ("context_window", "max_output_tokens"):

@@ -15,17 +15,19 @@ from typing import Any
 from .circuit import CircuitBreaker, CircuitView
 from .errors import ApiError
 from .providers.registry import adapter_for
+from .registry_rules import kind_label
 from .secrets import api_key_env_refusal, provider_api_key
 from .snapshot import ModelSnap, Registry
 from .strategies import route_order
 from .streaming import ClientStream
-from .upstream import UpstreamFailure, upstream_read, upstream_send
-from .usage import Usage, UsageProblem, answer_with_cost
+from .upstream import MAX_EMBEDDINGS_ANSWER_BYTES, UpstreamFailure, upstream_read, upstream_send
+from .usage import Usage, UsageProblem, answer_with_cost, embedding_answer_with_cost
 
 logger = logging.getLogger("routerweb.router")
 # What a model's usage costs (an exact decimal string), or None: the answer's `usage.cost`.
 UsageCost = Callable[[ModelSnap, Usage], str | None]
-# One try of the request on a candidate (`chat_attempt` for chat completions); raises UpstreamFailure.
+# One try of the request on a candidate (`chat_attempt` for chat completions, `embeddings_attempt` for
+# embeddings); raises UpstreamFailure.
 CandidateTry = Callable[[ModelSnap], Awaitable["RouteResult"]]
 RETRY_AFTER_S = 1.0  # what a 502 after transient failures suggests to the client
 
@@ -92,12 +94,18 @@ class Trace:
 
 
 def candidates_for(
-    registry: Registry, requested: str, fallback_models: list[str], rng: random.Random | None = None
+    registry: Registry,
+    requested: str,
+    fallback_models: list[str],
+    rng: random.Random | None = None,
+    *,
+    kind: str = "chat",
 ) -> list[ModelSnap]:
     """The models to try, in order: the route's (or the one model), then `fallback_models` (a route
     among them brings its targets), no repeats.
 
-    Raises ApiError 404 for a name that is neither a model nor a route.
+    Raises ApiError 404 for a name that is neither a model nor a route, and 400 for one whose models
+    are of another kind than the endpoint's (`kind`: an embeddings model on chat completions, say).
     """
     route = registry.routes.get(requested)
     if route is not None:
@@ -123,13 +131,30 @@ def candidates_for(
     if not ordered:  # a route saved before routes needed a target (routing/registry_rules.py)
         message = f"The route {requested!r} has no targets: give it one in the admin."
         raise ApiError(502, message, code="route_without_targets", param="model")
+    for model in ordered:
+        if model.kind != kind:
+            raise _wrong_kind(model, requested, kind)
     return ordered
 
 
-def skip_reason(model: ModelSnap) -> str | None:
+ENDPOINT_OF_KIND = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
+
+
+def _wrong_kind(model: ModelSnap, requested: str, kind: str) -> ApiError:
+    via = "" if model.name == requested else f" (through {requested!r})"
+    endpoint = ENDPOINT_OF_KIND.get(model.kind, "another endpoint")
+    message = (
+        f"The model {model.name!r}{via} is {kind_label(model.kind)}, not {kind_label(kind)}: call it on {endpoint}."
+    )
+    return ApiError(400, message, code="model_kind_mismatch", param="model")
+
+
+def skip_reason(model: ModelSnap, kind: str = "chat") -> str | None:
     """Why `model` cannot be called at all right now (before its circuit is asked), or None."""
     if not model.enabled:
         return "disabled"
+    if kind == "embeddings" and not adapter_for(model.provider.api_format).embeds:
+        return f"its provider's API format ({model.provider.api_format}) cannot embed"
     env_name = model.provider.api_key_env
     if env_name:
         refusal = api_key_env_refusal(env_name)
@@ -147,9 +172,11 @@ async def route_request(
     *,
     attempt: CandidateTry,
     views: dict[str, CircuitView] | None = None,
+    kind: str = "chat",
 ) -> RouteResult:
     """Try `candidates` in order with `attempt` until one answers; fills `trace` as it goes. `views`:
-    their circuit state if the caller has read it already.
+    their circuit state if the caller has read it already. `kind`: the kind of call (a candidate whose
+    adapter cannot make it is skipped).
 
     Raises ApiError: the upstream's own error for a non-retryable failure (e.g. 400), or 502 listing
     every attempt when all candidates failed or were skipped (worth retrying only if one failed or its
@@ -159,7 +186,7 @@ async def route_request(
         views = await breaker.read(candidates)
     transient = False  # a candidate failed or was held back for now: the same request may succeed later
     for model in candidates:
-        reason = skip_reason(model)
+        reason = skip_reason(model, kind)
         if reason is None:
             reason = await breaker.admit(model, views[model.name])
             transient = transient or reason is not None
@@ -225,6 +252,22 @@ async def chat_attempt(
         await relay.aclose()
         raise
     return RouteResult(model, stream=relay)
+
+
+async def embeddings_attempt(
+    model: ModelSnap, *, request: dict[str, Any], usage_cost: UsageCost | None = None
+) -> RouteResult:
+    """One try of an embeddings `request` on `model` (its adapter `embeds`); with `usage_cost`, the
+    answer's usage carries the call's cost. Raises UpstreamFailure."""
+    adapter = adapter_for(model.provider.api_format)
+    body = adapter.embeddings_body(request, model)
+    api_key = provider_api_key(model.provider.api_key_env)
+    response = await upstream_send(model.provider, adapter, body=body, api_key=api_key, stream=False, kind="embeddings")
+    answer = adapter.embeddings_answer(await upstream_read(response, model.provider, limit=MAX_EMBEDDINGS_ANSWER_BYTES))
+    body = answer.body
+    if usage_cost is not None and type(answer.usage) is Usage:
+        body = embedding_answer_with_cost(body, answer.usage_end, usage_cost(model, answer.usage))
+    return RouteResult(model, body=body, usage=answer.usage)
 
 
 async def _note_failure(breaker: CircuitBreaker, model: ModelSnap, view: CircuitView, failure: UpstreamFailure) -> None:

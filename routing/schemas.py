@@ -1,7 +1,7 @@
 """Validation of the /v1/chat/completions body: enough to give clear 400s, the rest passes through."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -16,6 +16,7 @@ CHOICES_LIMIT = 128  # OpenAI's own limit on `n`
 
 @dataclass(slots=True)
 class ChatRequest:
+    kind: ClassVar[str] = "chat"  # the kind of model that may answer it (ModelEndpoint.Kind)
     body: dict[str, Any]  # everything the client sent, forwarded upstream (model rewritten)
     model: str
     stream: bool
@@ -24,6 +25,11 @@ class ChatRequest:
     max_tokens: int | None  # the larger of `max_tokens` and `max_completion_tokens`: an upstream may honour either
     choices: int  # `n`: each choice is billed its own output tokens
     body_size: int  # bytes of JSON the client sent
+
+    def recorded(self) -> dict[str, Any]:
+        """What the call row keeps of the request (routing/metering.py `CallOutcome` fields)."""
+        asked = {"stream": self.stream, "messages": self.body.get("messages") or [], "request_body": self.body}
+        return {"requested": self.model, "kind": self.kind, **asked}
 
 
 def json_object_parse(raw: bytes) -> dict[str, Any]:
@@ -46,15 +52,15 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
     """Parse and check a chat completions body; raises ApiError(400) naming the bad `param`."""
     body = json_object_parse(raw)
     model = body.get("model")
-    if not _is_name(model):
+    if not is_name(model):
         raise invalid_param(
             "model", f"you must provide a model or route name (1 to {NAME_MAX} characters, no control characters)"
         )
     _check_messages(body.get("messages"))
-    stream = _optional(body, "stream", bool, False)
-    stream_options = _optional(body, "stream_options", dict, None)
-    fallback_models = _optional(body, "fallback_models", list, [])
-    if not all(_is_name(name) for name in fallback_models):
+    stream = optional_field(body, "stream", bool, False)
+    stream_options = optional_field(body, "stream_options", dict, None)
+    fallback_models = optional_field(body, "fallback_models", list, [])
+    if not all(is_name(name) for name in fallback_models):
         raise invalid_param(
             "fallback_models", f"must be a list of model or route names (at most {NAME_MAX} characters, printable)"
         )
@@ -84,7 +90,7 @@ def chat_request_parse(raw: bytes) -> ChatRequest:
 NAME_MAX = 100
 
 
-def _is_name(value: Any) -> bool:
+def is_name(value: Any) -> bool:
     """A model or route name: 1 to NAME_MAX printable characters (no registry name has any other)."""
     return isinstance(value, str) and 0 < len(value) <= NAME_MAX and value.isprintable()
 
@@ -112,7 +118,7 @@ def _positive_int(body: dict[str, Any], key: str, limit: int) -> int | None:
     return value
 
 
-def _optional(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+def optional_field(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     value = body.get(key)
     if value is None:
         return default

@@ -29,6 +29,7 @@ class ModelSnap:
     provider: ProviderSnap
     enabled: bool
     max_output_tokens: int | None
+    kind: str = "chat"  # "chat" or "embeddings": the endpoint that may call it (ModelEndpoint.Kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,11 @@ class RouteSnap:
     cache_ttl_s: int | None = None  # the response cache is on for every request (routing/response_cache.py)
     cache_shared: bool = False  # cached answers are shared by every user of the route
     cache_generation: int = 0  # part of the route's cache keys; moved on to clear its entries
+
+    @property
+    def kind(self) -> str:
+        """Its targets' kind (they share one: routing/registry_rules.py); "chat" for a route without targets."""
+        return self.targets[0][0].kind if self.targets else "chat"
 
 
 @dataclass(frozen=True, slots=True)

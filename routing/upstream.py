@@ -26,9 +26,12 @@ if TYPE_CHECKING:
 RETRYABLE_4XX = frozenset({401, 403, 408, 409, 425, 429})
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 32 << 20  # a non-streamed answer; a stream is relayed chunk by chunk, never held
+# An embeddings answer is held whole too, and a full batch is large: 2,048 inputs × 3,072 floats as JSON
+# text (about 14 bytes each, as OpenAI writes them) is about 88 MB.
+MAX_EMBEDDINGS_ANSWER_BYTES = 128 << 20
 
 _transports: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_targets: dict[ProviderSnap | tuple[ProviderSnap, str], tuple[httpx.URL, dict]] = {}
+_targets: dict[tuple[ProviderSnap, str, str] | tuple[ProviderSnap, str, str, str], tuple[httpx.URL, dict]] = {}
 
 # The (host, port) the request being served came in on (the ASGI scope's `server`), set by
 # routerweb/asgi.py: a provider whose base URL is a path ("/demo/v1") is routerweb itself, reached at
@@ -78,16 +81,17 @@ async def upstream_send(
     body: bytes,
     api_key: str | None,
     stream: bool,
+    kind: str = "chat",
     url_suffix: str = "",
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> httpx.Response:
-    """POST `body` to the provider's endpoint (plus `url_suffix`: another endpoint under it, such as
-    Anthropic's `/count_tokens`), with the adapter's headers and `extra_headers` (checked ones a client
-    passes on); returns a 2xx response whose body is not read yet.
+    """POST `body` to the provider's endpoint for `kind` (chat or embeddings), plus `url_suffix`
+    (another endpoint under it, such as Anthropic's `/count_tokens`), with the adapter's headers and
+    `extra_headers` (checked ones a client passes on); returns a 2xx response whose body is not read yet.
 
     The caller must `aclose()` the response. Raises UpstreamFailure for every failure.
     """
-    url, timeout = _target(provider, adapter, url_suffix)
+    url, timeout = _target(provider, adapter, kind, url_suffix)
     headers = adapter.headers(api_key, stream=stream)
     if extra_headers:
         headers = [*headers, *extra_headers]
@@ -108,16 +112,16 @@ async def upstream_send(
     return response
 
 
-def _target(provider: ProviderSnap, adapter: "ProviderAdapter", url_suffix: str = "") -> tuple[httpx.URL, dict]:
-    """The parsed URL and timeouts of a provider, computed once per registry snapshot (and, for a
-    provider on routerweb itself, per address it serves on; for another endpoint, per suffix)."""
+def _target(
+    provider: ProviderSnap, adapter: "ProviderAdapter", kind: str = "chat", url_suffix: str = ""
+) -> tuple[httpx.URL, dict]:
+    """The parsed URL and timeouts of a provider's endpoint for `kind` (plus `url_suffix`), computed
+    once per registry snapshot (and, for a provider on routerweb itself, per address it serves on)."""
     base_url = provider.base_url
-    key: ProviderSnap | tuple[ProviderSnap, str] = provider
+    key: tuple[ProviderSnap, str, str] | tuple[ProviderSnap, str, str, str] = (provider, kind, url_suffix)
     if base_url.startswith("/"):
         base_url = own_origin() + base_url
-        key = (provider, base_url + url_suffix)
-    elif url_suffix:
-        key = (provider, url_suffix)
+        key = (provider, kind, url_suffix, base_url)
     target = _targets.get(key)
     if target is None:
         if len(_targets) > 10_000:  # old snapshots' providers: drop them all, they are cheap to rebuild
@@ -125,7 +129,7 @@ def _target(provider: ProviderSnap, adapter: "ProviderAdapter", url_suffix: str 
         timeout = httpx.Timeout(
             provider.read_timeout_s, connect=provider.connect_timeout_s, pool=provider.connect_timeout_s
         )
-        target = _targets[key] = (httpx.URL(adapter.url(base_url) + url_suffix), timeout.as_dict())
+        target = _targets[key] = (httpx.URL(adapter.endpoint_url(base_url, kind) + url_suffix), timeout.as_dict())
     return target
 
 
@@ -143,16 +147,16 @@ def own_origin() -> str:
     return settings.ROUTERWEB_PUBLIC_URL.rstrip("/")
 
 
-async def upstream_read(response: httpx.Response, provider: ProviderSnap) -> bytes:
-    """The whole body of a non-streaming answer (a body over MAX_ANSWER_BYTES fails: retryable)."""
+async def upstream_read(response: httpx.Response, provider: ProviderSnap, *, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """The whole body of a non-streaming answer (a body over `limit` bytes fails: retryable)."""
     try:
-        raw = await _read_at_most(response, MAX_ANSWER_BYTES + 1)
+        raw = await _read_at_most(response, limit + 1)
     except httpx.HTTPError as exc:
         raise transport_failure(exc, provider) from None
     finally:
         await response.aclose()
-    if len(raw) > MAX_ANSWER_BYTES:
-        raise UpstreamFailure(f"answer larger than {MAX_ANSWER_BYTES} bytes", retryable=True)
+    if len(raw) > limit:
+        raise UpstreamFailure(f"answer larger than {limit} bytes", retryable=True)
     return raw
 
 

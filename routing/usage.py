@@ -137,3 +137,53 @@ def answer_with_cost(body: bytes, cost: str | None) -> bytes:
         return body
     data = orjson.loads(body)
     return orjson.dumps(data) if usage_with_cost(data, cost) else body
+
+
+# An embeddings answer ends with its `usage` object (OpenAI and the compatible servers put it last); only
+# this many bytes of its end are searched, so the vectors before it are never parsed.
+EMBEDDING_USAGE_TAIL = 4096
+
+
+def embedding_usage_find(raw: bytes) -> tuple[Usage | UsageProblem, int | None]:
+    """The usage of an embeddings answer, read from its tail without parsing the vectors, and the offset
+    of the usage object's closing brace (where `embedding_answer_with_cost` adds the cost), or None.
+
+    `prompt_tokens` (else `total_tokens`, which some servers send alone) is the input; a `total_tokens`
+    below it is invalid. An embedding has no output: the usage is input tokens only.
+    """
+    tail_start = max(0, len(raw) - EMBEDDING_USAGE_TAIL)
+    at = raw.rfind(b'"usage"', tail_start)
+    start = raw.find(b"{", at) if at >= 0 else -1
+    if start < 0 or raw[at + 7 : start].strip() != b":":
+        return UsageProblem("no_usage"), None
+    end = raw.find(b"}", start)
+    while end >= 0:  # the first closing brace that ends a JSON object (details may nest one level)
+        try:
+            parsed = orjson.loads(raw[start : end + 1])
+        except orjson.JSONDecodeError:
+            end = raw.find(b"}", end + 1)
+            continue
+        return _embedding_usage(parsed), end
+    return UsageProblem("invalid_usage"), None
+
+
+def _embedding_usage(raw: Any) -> Usage | UsageProblem:
+    if not isinstance(raw, dict):
+        return UsageProblem("invalid_usage")
+    given = raw.get("prompt_tokens")
+    prompt = _count(given if given is not None else raw.get("total_tokens"), required=True)
+    if prompt is None:
+        return UsageProblem("invalid_usage:prompt_tokens")
+    total = _count(raw.get("total_tokens"))
+    if total is None or (raw.get("total_tokens") is not None and total < prompt):
+        return UsageProblem("invalid_usage:total_tokens")
+    return Usage(prompt=prompt, cached=0, completion=0)
+
+
+def embedding_answer_with_cost(body: bytes, usage_end: int | None, cost: str | None) -> bytes:
+    """An embeddings answer with `usage.cost` spliced in before the usage object's closing brace at
+    `usage_end` (from `embedding_usage_find`): the vectors are copied, not parsed again."""
+    if cost is None or usage_end is None:
+        return body
+    separator = b"" if body[:usage_end].rstrip().endswith(b"{") else b","
+    return body[:usage_end] + separator + b'"cost":' + cost.encode() + body[usage_end:]

@@ -1,5 +1,5 @@
 """A fake upstream with fault injection, as a pure ASGI application: OpenAI-compatible chat
-completions and, at ``/messages``, Anthropic's Messages API (its wire format is in
+completions and embeddings and, at ``/messages``, Anthropic's Messages API (its wire format is in
 ``testkit/fake_anthropic.py``).
 
 A test double, never served by the product: it serves the test suite and the benchmarks (so it
@@ -13,6 +13,8 @@ Routes, relative to ``prefix`` (``scope["root_path"]`` is stripped too when the 
 - ``POST {prefix}/messages``         -- the Anthropic mode: the same directives and rules in the
   Messages API's format, its stream events and error shape (see ``testkit/fake_anthropic.py``).
 - ``POST {prefix}/messages/count_tokens`` -- ``{"input_tokens": N}``, N by the prompt rule below.
+- ``POST {prefix}/embeddings``       -- OpenAI's embeddings endpoint, with the same directives (those of
+  streams and words aside); see "Embeddings" below.
 - ``GET  {prefix}/models``           -- a one-model list (``echo``).
 - ``GET  {prefix}/_fake/stats``      -- counters for tests, see ``FakeUpstream.stats()``.
 - ``POST {prefix}/_fake/reset``      -- zeroes the counters.
@@ -72,15 +74,25 @@ or of (UTF-8 bytes of the text + 3) with ``dense``, where the text of a message 
 ``content`` or the ``text`` of its content parts;
 ``completion_tokens`` = N; ``total_tokens`` = their sum. ``id`` comes from a per-instance counter and
 ``created`` is a constant, so only ``id`` differs between two identical requests.
+
+Embeddings: ``input`` is a string, a list of strings, a list of token ids or a list of token id
+lists. Each input gets a deterministic vector of ``dimensions`` (default 8) floats in [-1, 1] derived
+from the SHA-256 of its JSON text (``fake_embedding``); ``encoding_format: "base64"`` sends them as
+little-endian float32, base64-encoded, as OpenAI does. Usage: ``prompt_tokens`` = the words of the
+string inputs (UTF-8 bytes with ``dense``) plus the count of token ids, ``total_tokens`` the same;
+``usage`` comes last in the body, as in OpenAI's answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
 import random
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -454,6 +466,7 @@ class FakeUpstream:
             f"{self.prefix}/chat/completions": ("POST", self._chat),
             f"{self.prefix}/messages": ("POST", self._messages),
             f"{self.prefix}/messages/count_tokens": ("POST", self._count_tokens),
+            f"{self.prefix}/embeddings": ("POST", self._embeddings),
             f"{self.prefix}/models": ("GET", self._models),
             f"{self.prefix}/_fake/stats": ("GET", self._stats_endpoint),
             f"{self.prefix}/_fake/reset": ("POST", self._reset_endpoint),
@@ -673,6 +686,31 @@ class FakeUpstream:
         await send({"type": "http.response.body", "body": tail})
         return True
 
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self._stats
+        stats.requests += 1
+        stats.last_headers = _headers_dict(scope)
+        raw = await _read_body(receive)
+        if raw is None:
+            return
+        request, problem = _parse_embeddings_request(raw)
+        if problem:
+            await send_json(send, 400, problem)
+            return
+        stats.last_request = request
+        try:
+            plan = self._plan(request["model"])
+        except _BadDirective as exc:
+            await send_json(send, 400, error_body(str(exc), "invalid_request_error", param="model"))
+            return
+        if plan.flaky and self._rng.random() < plan.flaky:
+            stats.flaky_failures += 1
+            plan = _flaky_failure(self._rng)
+        if plan.hang:
+            await self._hang(receive)
+        else:
+            await self._complete(plan, receive, send, plan.error, lambda: _embeddings_body(request, plan))
+
     async def _hang(self, receive: Receive) -> None:
         stats = self._stats
         stats.hanging += 1
@@ -842,6 +880,70 @@ def _parse_request(raw: bytes) -> tuple[dict[str, Any], bytes]:
             param="model",
         )
     return request, b""
+
+
+def _parse_embeddings_request(raw: bytes) -> tuple[dict[str, Any], bytes]:
+    """Return (request, b"") or ({}, error body) for an embeddings request body."""
+    try:
+        request = json.loads(raw)
+    except ValueError:
+        return {}, error_body("We could not parse the JSON body of your request.", "invalid_request_error")
+    if not isinstance(request, dict) or not isinstance(request.get("model"), str) or not request["model"]:
+        return {}, error_body("Missing required parameter: 'model'.", "invalid_request_error", param="model")
+    inputs = request.get("input")
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        return {}, error_body("Invalid 'input'.", "invalid_request_error", param="input")
+    dimensions = request.get("dimensions", 8)
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
+        return {}, error_body("Invalid 'dimensions'.", "invalid_request_error", param="dimensions")
+    request["_inputs"], request["_dimensions"] = inputs, dimensions
+    return request, b""
+
+
+# The vector of an input repeats a block of this many values (from its digest), so that a batch of large
+# vectors costs the fake upstream little: the benchmarks and the tests of large answers need it cheap.
+_BLOCK = 256
+_VALUE_TEXT = [repr(round(byte / 127.5 - 1, 6)) for byte in range(256)]
+
+
+def _block(item: Any) -> list[int]:
+    digest = hashlib.sha256(_dumps(item).encode()).digest()
+    return [digest[i % 32] ^ (i * 37 & 0xFF) for i in range(_BLOCK)]
+
+
+def fake_embedding(item: Any, dimensions: int) -> list[float]:
+    """The deterministic vector of one input (a string or a token id list): floats in [-1, 1]."""
+    block = [float(_VALUE_TEXT[byte]) for byte in _block(item)]
+    return (block * (dimensions // _BLOCK + 1))[:dimensions]
+
+
+def embedding_tokens(item: Any, *, dense: bool = False) -> int:
+    """Tokens of one input: its words (UTF-8 bytes if `dense`), or its token ids."""
+    if isinstance(item, str):
+        return len(item.encode("utf-8", "surrogatepass")) if dense else len(item.split())
+    return len(item) if isinstance(item, list) else 0
+
+
+def _embeddings_body(request: dict[str, Any], plan: _Plan) -> bytes:
+    """The answer, written as text directly (a batch of vectors through the JSON encoder takes seconds)."""
+    as_base64 = request.get("encoding_format") == "base64"
+    dimensions = request["_dimensions"]
+    items = []
+    for index, item in enumerate(request["_inputs"]):
+        if as_base64:
+            vector = fake_embedding(item, dimensions)
+            text = '"' + base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() + '"'
+        else:
+            values = [_VALUE_TEXT[byte] for byte in _block(item)]
+            text = "[" + ",".join((values * (dimensions // _BLOCK + 1))[:dimensions]) + "]"
+        items.append(f'{{"object":"embedding","index":{index},"embedding":{text}}}')
+    answer = f'{{"object":"list","data":[{",".join(items)}],"model":{_dumps(request["model"])}'
+    if plan.usage:
+        tokens = sum(embedding_tokens(item, dense=plan.dense) for item in request["_inputs"])
+        answer += f',"usage":{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}'
+    return (answer + "}").encode()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

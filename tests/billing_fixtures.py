@@ -1,6 +1,7 @@
 """The dashboard tests' data set and the plain-Python reading of it, shared by tests/test_dashboard*.py.
 
-`world` holds users (one staff), API keys, models and a route; `calls` stores 700 varied calls through
+`world` holds users (one staff), API keys, models (one of kind embeddings) and a route; `calls` stores
+700 varied calls (some of them embeddings calls) through
 the recorder's write path (`call_rows_store`, which maintains the rollups), in several batches and with
 a replayed batch. `matching`, `cost_of` and `is_fallback` read the `Call` rows themselves, never the
 rollups or billing/dashboard/'s SQL. The fixtures are registered for every test module by tests/conftest.py.
@@ -50,6 +51,7 @@ def call_row(
     latency_ms: int = 100,
     ttft_ms: int | None = None,
     stream: bool = False,
+    kind: str = "chat",
 ) -> dict:
     """A row as the recorder hands it to `call_rows_store` (a dict of Call's fields, `*_id` for keys)."""
     return {
@@ -60,6 +62,7 @@ def call_row(
         "requested": requested,
         "model_id": model.id if model else None,
         "provider_id": model.provider_id if model else None,
+        "kind": kind,
         "status": status,
         "http_status": {"ok": 200, "cache_hit": 200, "rejected": 429}.get(status, 502),
         "error_code": "" if status in ("ok", "cache_hit") else "some_error",
@@ -188,7 +191,27 @@ def random_rows(world: dict, rng: random.Random, count: int, now: datetime, star
                 ttft_ms=rng.choice(LATENCIES + [None, None, rng.randint(0, 5000)]),
             )
         )
+        if number % 11 == 3 and status == "ok":  # some calls are embeddings: input tokens only, no stream
+            rows[-1] |= embedding_row(world["embed"], prompt)
     return rows
+
+
+def embedding_row(model, prompt: int) -> dict:
+    """What makes a stored call row an embeddings call of `model` (priced at its input price, exactly)."""
+    return {
+        "kind": "embeddings",
+        "requested": model.name,
+        "model_id": model.id,
+        "provider_id": model.provider_id,
+        "stream": False,
+        "cached_tokens": 0,
+        "completion_tokens": 0,
+        "ttft_ms": None,
+        "attempts": [attempt(model.name, "ok")],
+        "attempt_count": 1,
+        "cost_usd": Decimal(prompt) * Decimal("0.02") / 1_000_000,
+        "unpriced": False,
+    }
 
 
 @pytest.fixture
@@ -204,6 +227,7 @@ def world(db):
     }
     route_create("smart", [models["gpt-4o"], models["mini"]])
     return {
+        "embed": model_create(name="embed", kind="embeddings", price=("0.02", 0)),
         "root": root,
         "alice": alice,
         "bob": bob,
@@ -272,6 +296,7 @@ def matching(calls: list[Call], f: CallFilters) -> list[Call]:
         and (f.api_key_id is None or c.api_key_id == f.api_key_id)
         and (f.model_id is None or c.model_id == f.model_id)
         and (f.requested is None or c.requested == f.requested)
+        and (f.kind is None or c.kind == f.kind)
     ]
 
 

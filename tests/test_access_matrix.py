@@ -95,6 +95,10 @@ ROWS: dict[str, list[tuple[str, str, dict | None, tuple[int, ...]]]] = {
         ("POST", "/v1/messages/count_tokens", MESSAGE, (*V1[:7], 403, *V1[8:])),
         ("POST", "/v1/messages/count_tokens", {**MESSAGE, "model": "m1"}, V1),
     ],
+    # m1 is a chat model: a caller who gets past the key check is refused on its kind (400).
+    "v1/embeddings": [
+        ("POST", "/v1/embeddings", {"model": "m1", "input": "hi"}, tuple(400 if s == 200 else s for s in V1))
+    ],
     "v1/models": [("GET", "/v1/models", None, V1)],
     "v1/models/<path:model_id>": [
         ("GET", "/v1/models/m2", None, (*V1[:7], 404, *V1[8:])),  # m2 is outside the scoped key's list

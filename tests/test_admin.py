@@ -199,6 +199,7 @@ def test_admin_adds_a_model_with_a_price_through_the_inline(admin_client, seeded
         {
             "name": "qwen2.5-coder",
             "provider": provider.pk,
+            "kind": "chat",  # the select's initial value, which a browser sends
             "upstream_model": "qwen2.5-coder:7b",
             "context_window": "32768",
             "max_output_tokens": "",
@@ -233,7 +234,7 @@ def test_admin_adds_a_model_with_a_price_through_the_inline(admin_client, seeded
 def test_admin_refuses_a_model_named_like_a_route(admin_client, seeded):
     response = admin_client.post(
         url(ModelEndpoint, "add"),
-        {"name": "coding", "provider": Provider.objects.get(name="openai").pk, "enabled": "on"}
+        {"name": "coding", "provider": Provider.objects.get(name="openai").pk, "kind": "chat", "enabled": "on"}
         | management_form("prices", 0),
     )
 

@@ -121,6 +121,7 @@ def test_a_cached_input_price_above_the_input_price_is_refused_on_the_field(admi
         {
             "name": "m",
             "provider": provider.pk,
+            "kind": "chat",
             "enabled": "on",
             **management_form("prices", 1),
             "prices-0-input_per_mtok": "1",

@@ -30,12 +30,12 @@ from billing.dashboard.aggregates import (
     bucket_starts,
     call_slices,
     call_totals,
-    model_stats,
     requested_stats,
     spend_series,
     user_spend,
 )
 from billing.dashboard.document import dashboard_data
+from billing.dashboard.model_stats import model_stats
 from billing.dashboard.recent import recent_calls
 from billing.dashboard.votes import vote_results
 from billing.models import HISTOGRAM_BOUNDS_MS, Budget, Call
@@ -186,6 +186,15 @@ def raw_document(calls: list[Call], votes: list[PreferenceVote], f: CallFilters,
             "saved_usd": usd_json(sum((c.saved_usd for c in rows if c.saved_usd is not None), Decimal(0))),
             "unpriced_calls": sum(c.cost_usd is None for c in rows),
             "estimated_calls": sum(c.usage_estimated for c in rows),
+            "by_kind": {
+                kind: {
+                    "spend_usd": usd_json(cost_of([c for c in rows if c.kind == kind])),
+                    "calls": sum(c.kind == kind for c in rows),
+                    "prompt_tokens": sum(c.prompt_tokens for c in rows if c.kind == kind),
+                    "completion_tokens": sum(c.completion_tokens for c in rows if c.kind == kind),
+                }
+                for kind in ("chat", "embeddings")
+            },
         },
         "spend_over_time": {
             "bucket": "day" if daily else "hour",
@@ -274,6 +283,8 @@ def filter_cases(world) -> list[tuple[str, dict]]:
         ("7 days in Tokyo", {"days": (6, 7), "tz": "Asia/Tokyo"}),
         ("today in Tokyo (hourly)", {"days": (0, 1), "tz": "Asia/Tokyo"}),
         ("user in Los Angeles", {"user_id": world["alice"].id, "tz": "America/Los_Angeles"}),
+        ("embeddings calls", {"kind": "embeddings"}),
+        ("chat calls of a user, hourly", {"kind": "chat", "user_id": world["alice"].id, "hours": (30, 7)}),
     ]
 
 

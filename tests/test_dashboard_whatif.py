@@ -20,15 +20,16 @@ MTOK = Decimal(1_000_000)
 
 
 def by_hand(calls: list[Call], f: CallFilters, *, price_in: str, price_cached: str | None, price_out: str) -> dict:
-    """The what-if document's numbers from the raw rows: each priced call that a model answered (cache
-    hits aside) re-priced at the given rates, summed per answering model."""
+    """The what-if document's numbers from the raw rows: each priced chat call that a model answered
+    (cache hits aside; the chosen models here are chat models) re-priced at the given rates, summed per
+    answering model."""
     rate_in, rate_out = Decimal(price_in), Decimal(price_out)
     rate_cached = rate_in if price_cached is None else Decimal(price_cached)
     now: dict[str, Decimal] = defaultdict(Decimal)
     chosen: dict[str, Decimal] = defaultdict(Decimal)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # calls, estimated, unpriced
     for call in matching(calls, f):
-        if call.model_id is None or call.status == Call.Status.CACHE_HIT:
+        if call.model_id is None or call.status == Call.Status.CACHE_HIT or call.kind != "chat":
             continue
         name = call.model.name
         counts[name][1] += call.usage_estimated

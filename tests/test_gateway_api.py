@@ -634,7 +634,8 @@ def test_sdk_raises_typed_errors(client, fake_model):
 
 def test_unknown_paths_and_methods_answer_json(http):
     assert http.get("/v1/chat/completions").status_code == 405
-    missing = http.get("/v1/embeddings")
+    assert http.get("/v1/embeddings").status_code == 405
+    missing = http.get("/v1/audio/speech")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 

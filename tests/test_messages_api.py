@@ -67,14 +67,28 @@ def test_message_through_a_chat_completions_candidate(claude, fake_model, fake_u
     assert (sent["model"], sent["max_tokens"], sent["temperature"], sent["stop"]) == ("echo+words=5", 100, 0.5, ["zz"])
     assert sent["messages"] == HELLO
     (call,) = recorded_calls()
-    assert (call.status, call.requested, call.model.name, call.request_id) == (
+    assert (call.status, call.requested, call.model.name, call.request_id, call.kind) == (
         "ok",
         "echo-model",
         "echo-model",
         response.headers["X-Request-Id"],
+        "chat",
     )
     assert (call.prompt_tokens, call.completion_tokens, call.usage_estimated) == (5, 5, False)
     assert call.cost_usd == Decimal(5 * 1 + 5 * 2) / 1_000_000
+
+
+def test_an_embeddings_model_is_refused_in_anthropics_shape(claude, fake_model, fake_upstream, recorded_calls):
+    fake_model("embedder", "echo", kind="embeddings", price=(1, 0))
+    fake_upstream.app.reset()
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(model="embedder", max_tokens=10, messages=HELLO)
+    assert refused.value.body["type"] == "error"
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert "/v1/embeddings" in refused.value.body["error"]["message"]
+    assert fake_upstream.app.stats()["requests"] == 0
+    (call,) = recorded_calls()
+    assert (call.kind, call.status, call.error_code, call.model_id) == ("chat", "rejected", "model_kind_mismatch", None)
 
 
 def test_stream_through_a_chat_completions_candidate(claude, fake_model, recorded_calls):

@@ -143,3 +143,23 @@ def test_the_built_in_adapter_is_the_default_api_format(transactional_db):
     assert httpx.URL(adapter_registry.adapter_for("openai").url("https://api.example.com/v1")).path == (
         "/v1/chat/completions"
     )
+
+
+def test_an_adapter_that_cannot_embed_says_so_in_the_admin_rules_and_is_skipped(toy_model, fake_model, http):
+    from django.core.exceptions import ValidationError
+
+    from routing.models import ModelEndpoint
+    from tests.factories import route_create
+
+    toy = ModelEndpoint(name="toy-embed", provider=ModelEndpoint.objects.get(name="toy-1").provider, kind="embeddings")
+    with pytest.raises(ValidationError) as refused:
+        toy.full_clean()
+    assert refused.value.message_dict == {"kind": ["The provider's API format (toy) has no embeddings endpoint."]}
+    toy.save()  # as a row saved before the rule, or by a script: skipped at call time, with the reason
+    fake_model("embed-1", kind="embeddings")
+    route_create("embeds", ["toy-embed", "embed-1"])
+    answer = http.post("/v1/embeddings", json={"model": "embeds", "input": "hi"})
+    assert answer.status_code == 200 and answer.headers["X-Router-Model"] == "embed-1"
+    only_toy = http.post("/v1/embeddings", json={"model": "toy-embed", "input": "hi"})
+    assert only_toy.status_code == 502
+    assert "toy-embed: skipped, its provider's API format (toy) cannot embed" in only_toy.json()["error"]["message"]

@@ -34,6 +34,7 @@ class CallFilters:
     model_id: int | None = None
     requested: str | None = None
     tz: str = "UTC"
+    kind: str | None = None  # "chat" or "embeddings": the endpoint the calls were made on
 
     def __post_init__(self) -> None:
         # Rollups cannot split an hour: a range must start and end on whole UTC hours.
@@ -105,6 +106,7 @@ def call_filters_for(
     model: ModelEndpoint | None = None,
     route: Route | None = None,
     tz: str = "UTC",
+    kind: str | None = None,
 ) -> CallFilters:
     """The filters `viewer` may read. With the spend permission everyone's calls; without it only their
     own, and asking for another user's calls or key raises ForbiddenFilter (a PermissionDenied) rather
@@ -124,6 +126,7 @@ def call_filters_for(
         model_id=model.pk if model else None,
         requested=route.name if route else None,
         tz=tz,
+        kind=kind,
     )
 
 
@@ -140,11 +143,12 @@ def calls_matching(*, filters: CallFilters) -> QuerySet[Call]:
 
 
 def _narrowed(rows: QuerySet, filters: CallFilters) -> QuerySet:
-    """Rows (calls or rollups: the same field names) of the filters' user, key, model and route."""
+    """Rows (calls or rollups: the same field names) of the filters' user, key, model, route and kind."""
     dimensions = {
         "user_id": filters.user_id,
         "api_key_id": filters.api_key_id,
         "model_id": filters.model_id,
         "requested": filters.requested,
+        "kind": filters.kind,
     }
     return rows.filter(**{name: value for name, value in dimensions.items() if value is not None})

@@ -1,5 +1,6 @@
-"""Aggregates of the calls the filters select, read from the rollups: totals, spend over time and the
-per-model, per-requested-name and per-user breakdowns (with latency percentiles).
+"""Aggregates of the calls the filters select, read from the rollups: totals (chat and embeddings apart),
+spend over time and the per-requested-name, per-user and per-key breakdowns (the per-model one, with its
+latency percentiles, is `model_stats.py`).
 
 Every read is one rollup scan whose size depends on the range and the number of (user, key, model,
 status) combinations, never on the number of calls. `call_slices` is the scan the totals, the
@@ -9,15 +10,17 @@ requested-name breakdown and the user breakdown share: read it once, pass it to 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q, Sum
+from django.db.models import Sum
 
-from ..models import HISTOGRAM_BOUNDS_MS, LATENCY_COLUMNS, TTFT_COLUMNS, Call, CallRollup
+from routing.models import ModelEndpoint
+
+from ..models import Call, CallRollup
 from ..rollups import COUNTERS, PICO
 from .access import CallFilters, rollups_matching
 
@@ -67,6 +70,10 @@ class Totals(_CallRates):
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     saved_usd: Decimal = Decimal(0)  # what cache hits saved
+    by_kind: tuple[KindTotals, ...] = ()  # chat and embeddings apart, always both, in that order
+
+    def of_kind(self, kind: str) -> KindTotals:
+        return next((k for k in self.by_kind if k.kind == kind), KindTotals(kind))
 
     @property
     def cache_hit_rate(self) -> float:
@@ -86,6 +93,18 @@ class Totals(_CallRates):
         return self.fallback_rate * 100
 
 
+@dataclass(frozen=True, slots=True)
+class KindTotals:
+    """The calls of one kind (chat or embeddings) within the totals."""
+
+    kind: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+
+KINDS = tuple(ModelEndpoint.Kind.values)
 _SLICE_COUNTERS = COUNTERS[: COUNTERS.index("cost_pusd")]  # the plain counts, before cost and histograms
 _SLICE_SUMS = {f"n_{name}": Sum(name) for name in (*_SLICE_COUNTERS, "cost_pusd", "saved_pusd")}
 _MONEY_SUMS = frozenset({"n_cost_pusd", "n_saved_pusd"})
@@ -100,6 +119,7 @@ class Slice:
     api_key_id: int
     requested: str
     status: str
+    kind: str
     calls: int
     fallback_calls: int
     unpriced_calls: int
@@ -119,7 +139,7 @@ def call_slices(*, filters: CallFilters) -> list[Slice]:
     """
     rows = (
         rollups_matching(filters=filters, period=filters.totals_period)
-        .values("user_id", "api_key_id", "requested", "status")
+        .values("user_id", "api_key_id", "requested", "status", "kind")
         .annotate(**_SLICE_SUMS)
     )
     return [
@@ -128,6 +148,7 @@ def call_slices(*, filters: CallFilters) -> list[Slice]:
             api_key_id=row["api_key_id"],
             requested=row["requested"],
             status=row["status"],
+            kind=row["kind"],
             cost_usd=usd_from_pusd(row["n_cost_pusd"]),
             saved_usd=usd_from_pusd(row["n_saved_pusd"]),
             **{name[2:]: int(row[name]) for name in row if name.startswith("n_") and name not in _MONEY_SUMS},
@@ -140,15 +161,19 @@ def call_totals(*, slices: Iterable[Slice]) -> Totals:
     """The totals of `slices` (read by `call_slices`)."""
     sums: dict[str, Any] = defaultdict(int)
     cost = saved = Decimal(0)
+    kinds = {kind: [0, 0, 0, Decimal(0)] for kind in KINDS}
     for piece in slices:
         for name in _SLICE_COUNTERS:
             sums[name] += getattr(piece, name)
         sums[f"{piece.status}_calls"] += piece.calls
         cost += piece.cost_usd
         saved += piece.saved_usd
+        counts = (piece.calls, piece.prompt_tokens, piece.completion_tokens, piece.cost_usd)
+        kinds[piece.kind] = [a + b for a, b in zip(kinds.get(piece.kind, [0, 0, 0, Decimal(0)]), counts, strict=True)]
     return Totals(
         cost_usd=cost,
         saved_usd=saved,
+        by_kind=tuple(KindTotals(kind, *counts) for kind, counts in kinds.items()),
         error_calls=sums[f"{Call.Status.ERROR}_calls"],
         rejected_calls=sums[f"{Call.Status.REJECTED}_calls"],
         cache_hit_calls=sums[f"{Call.Status.CACHE_HIT}_calls"],
@@ -222,87 +247,6 @@ def spend_series(*, filters: CallFilters) -> SpendSeries:
         prompt_tokens=prompt,
         completion_tokens=completion,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class ModelStats:
-    """What the calls a model answered cost and how fast they were; percentiles in ms (bucket upper bounds)."""
-
-    model_id: int
-    calls: int
-    error_calls: int
-    fallback_calls: int
-    cost_usd: Decimal
-    prompt_tokens: int
-    completion_tokens: int
-    latency_counts: tuple[int, ...]
-    ttft_counts: tuple[int, ...]
-
-    @property
-    def latency_p50_ms(self) -> int | None:
-        return histogram_percentile(self.latency_counts, 50)
-
-    @property
-    def latency_p95_ms(self) -> int | None:
-        return histogram_percentile(self.latency_counts, 95)
-
-    @property
-    def ttft_p50_ms(self) -> int | None:
-        return histogram_percentile(self.ttft_counts, 50)
-
-    @property
-    def ttft_calls(self) -> int:
-        return sum(self.ttft_counts)
-
-
-def histogram_percentile(counts: Sequence[int], percent: int) -> int | None:
-    """The nearest-rank percentile of a histogram: the upper bound (ms) of the bucket holding the
-    ceil(n × percent / 100)-th smallest value. None when there is no value, or when that value is in
-    the last, unbounded bucket (slower than the largest bound)."""
-    total = sum(counts)
-    if not total:
-        return None
-    rank = -(-total * percent // 100)
-    seen = 0
-    for index, count in enumerate(counts):
-        seen += count
-        if seen >= rank:
-            return HISTOGRAM_BOUNDS_MS[index] if index < len(HISTOGRAM_BOUNDS_MS) else None
-    raise AssertionError("unreachable: rank <= total")
-
-
-def model_stats(*, filters: CallFilters) -> list[ModelStats]:
-    """One entry per model that answered calls in the range (calls no model answered are left out), by spend."""
-    histograms = {column: Sum(column) for column in LATENCY_COLUMNS + TTFT_COLUMNS}
-    rows = (
-        rollups_matching(filters=filters, period=filters.totals_period)
-        .exclude(model_id=0)
-        .values("model_id")
-        .annotate(
-            n_calls=Sum("calls"),
-            n_error_calls=Sum("calls", filter=Q(status=Call.Status.ERROR)),
-            n_fallback_calls=Sum("fallback_calls"),
-            n_cost_pusd=Sum("cost_pusd"),
-            n_prompt_tokens=Sum("prompt_tokens"),
-            n_completion_tokens=Sum("completion_tokens"),
-            **histograms,
-        )
-    )
-    stats = [
-        ModelStats(
-            model_id=row["model_id"],
-            calls=int(row["n_calls"]),
-            error_calls=int(row["n_error_calls"] or 0),
-            fallback_calls=int(row["n_fallback_calls"]),
-            cost_usd=usd_from_pusd(row["n_cost_pusd"]),
-            prompt_tokens=int(row["n_prompt_tokens"]),
-            completion_tokens=int(row["n_completion_tokens"]),
-            latency_counts=tuple(int(row[c]) for c in LATENCY_COLUMNS),
-            ttft_counts=tuple(int(row[c]) for c in TTFT_COLUMNS),
-        )
-        for row in rows
-    ]
-    return sorted(stats, key=lambda s: (-s.cost_usd, -s.calls, s.model_id))
 
 
 @dataclass(frozen=True, slots=True)

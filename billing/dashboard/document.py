@@ -15,7 +15,6 @@ from ..money import usd_json
 from .access import CallFilters
 from .aggregates import (
     KeySpend,
-    ModelStats,
     RequestedStats,
     SpendSeries,
     Totals,
@@ -23,13 +22,13 @@ from .aggregates import (
     call_slices,
     call_totals,
     key_spend,
-    model_stats,
     rate,
     requested_stats,
     spend_series,
     user_spend,
 )
 from .budgets import BudgetUse, budget_uses
+from .model_stats import ModelStats, model_stats
 from .names import key_names, model_names, user_names
 from .presentation import budget_bar
 from .votes import VoteResult, vote_results
@@ -101,6 +100,7 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "end": filters.end.isoformat(),
             "bucket": filters.bucket,
             "tz": filters.tz,
+            "kind": filters.kind,
         },
         "totals": {
             "spend_usd": usd_json(totals.cost_usd),
@@ -119,6 +119,15 @@ def dashboard_document(*, summary: DashboardSummary) -> dict[str, Any]:
             "saved_usd": usd_json(totals.saved_usd),
             "unpriced_calls": totals.unpriced_calls,
             "estimated_calls": totals.estimated_calls,
+            "by_kind": {
+                k.kind: {
+                    "spend_usd": usd_json(k.cost_usd),
+                    "calls": k.calls,
+                    "prompt_tokens": k.prompt_tokens,
+                    "completion_tokens": k.completion_tokens,
+                }
+                for k in totals.by_kind
+            },
         },
         "previous_totals": {
             "start": filters.previous().start.isoformat(),

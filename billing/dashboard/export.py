@@ -29,6 +29,7 @@ _EXPORT_SOURCES = {
     **{
         name: (name,)
         for name in (
+            "kind",
             "status",
             "prompt_tokens",
             "cached_tokens",
@@ -80,7 +81,7 @@ def csv_chunks(*, rows: Iterable[tuple[Any, ...]], rows_per_chunk: int = CSV_ROW
 
 
 def _csv_cells(row: tuple[Any, ...]) -> list[Any]:
-    created_at, request_id, user, key, requested, model, provider, status, *numbers = row
+    created_at, request_id, user, key, requested, model, provider, kind, status, *numbers = row
     prompt, cached, cache_write, completion, estimated, cost, saved, latency, ttft, attempts = numbers
     return [
         created_at.isoformat(),
@@ -90,6 +91,7 @@ def _csv_cells(row: tuple[Any, ...]) -> list[Any]:
         _text(requested),
         _text(model),
         _text(provider),
+        kind,
         status,
         prompt,
         cached,

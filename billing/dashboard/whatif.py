@@ -9,6 +9,8 @@ sides count the same calls:
 - unpriced calls (no cost now) are left out of both, and counted in a note;
 - cache hits are left out (they cost nothing now, and would cost nothing on the chosen model);
 - calls no model answered have no tokens;
+- calls of the other kind are left out: an embeddings call is re-priced only at an embeddings model's
+  price, a chat call at a chat model's;
 - calls whose tokens are estimates are re-priced like the others, and counted in a note (all the
   estimated calls of the models shown, cache hits aside).
 
@@ -107,6 +109,7 @@ def what_if(*, filters: CallFilters, chosen: ModelEndpoint, price: Price) -> Wha
         rollups_matching(filters=filters, period=filters.totals_period)
         .exclude(model_id=0)
         .exclude(status=Call.Status.CACHE_HIT)
+        .filter(kind=chosen.kind)
         .values("model_id")
         .annotate(**{f"n_{name}": Sum(name) for name in _SUMS})
     )

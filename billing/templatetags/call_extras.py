@@ -27,13 +27,16 @@ def price_provenance(call: Any) -> dict[str, Any]:
 
 @register.inclusion_tag("billing/_replay_actions.html")
 def replay_actions(call: Any, *, stored: Any) -> dict[str, Any]:
-    """The actions of a call whose conversation is `stored`; the replay targets are every route and
-    model but the one the call asked for (the playground marks which can answer now)."""
-    routes = [name for name in Route.objects.order_by("name").values_list("name", flat=True) if name != call.requested]
-    models = [name for name in ModelEndpoint.objects.order_by("name").values_list("name", flat=True)]
+    """The actions of a chat call whose conversation is `stored`; the replay targets are every route and
+    chat model but the one the call asked for (the playground marks which can answer now). An embeddings
+    call has none: the playground is a chat page."""
+    embeddings = ModelEndpoint.Kind.EMBEDDINGS
+    routes = Route.objects.exclude(targets__model__kind=embeddings).order_by("name").values_list("name", flat=True)
+    models = ModelEndpoint.objects.exclude(kind=embeddings).order_by("name").values_list("name", flat=True)
     return {
         "call": call,
-        "stored": bool(stored),
-        "routes": routes,
+        "embeddings": call.kind == embeddings,
+        "stored": bool(stored) and call.kind != embeddings,
+        "routes": [name for name in routes if name != call.requested],
         "models": [name for name in models if name != call.requested],
     }

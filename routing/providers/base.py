@@ -6,6 +6,10 @@ body) and hands it back whatever came of it (a JSON answer, a stream, an error s
 adapter turns into OpenAI's shape plus the call's usage. The router, the gateway and billing never
 see a provider's wire format.
 
+Embeddings (/v1/embeddings) go through the same seam: an adapter whose format has an embeddings
+endpoint sets `embeds` and gives its URL, body and answer; the router skips a candidate whose
+adapter cannot embed, with that reason in the trace.
+
 Adding an API format is one module with a `ProviderAdapter` subclass, registered by name in
 `routing/providers/registry.py` (or by an operator through the `ROUTERWEB_PROVIDER_ADAPTERS`
 setting); a `Provider` row names its format in `api_format`.
@@ -28,10 +32,13 @@ SSE_HEADERS = [*JSON_HEADERS, (b"accept", b"text/event-stream")]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A non-streamed answer: `body` is an OpenAI chat completion for the client."""
+    """A non-streamed answer: `body` is an OpenAI chat completion (or embeddings list) for the client.
+    `usage_end`: for an answer not parsed whole (embeddings), the offset of the usage object's closing
+    brace, where its cost is spliced in."""
 
     body: bytes
     usage: Usage | UsageProblem
+    usage_end: int | None = None
 
 
 class ProviderAdapter(ABC):
@@ -42,6 +49,7 @@ class ProviderAdapter(ABC):
 
     api_format: ClassVar[str]  # the value of `Provider.api_format` that selects this adapter
     label: ClassVar[str]  # what the admin shows
+    embeds: ClassVar[bool] = False  # the format has an embeddings endpoint (the three embeddings_* methods)
 
     @abstractmethod
     def url(self, base_url: str) -> str:
@@ -70,6 +78,23 @@ class ProviderAdapter(ABC):
     @abstractmethod
     def error_fields(self, raw: bytes, status: int) -> dict[str, str | None]:
         """OpenAI's error fields (message, type, param, code) from an error body, as bounded strings."""
+
+    def embeddings_url(self, base_url: str) -> str:
+        """The embeddings endpoint of a provider whose API root is `base_url` (adapters that `embeds`)."""
+        raise NotImplementedError(f"the {self.api_format} API format cannot embed")
+
+    def embeddings_body(self, request: dict[str, Any], model: ModelSnap) -> bytes:
+        """The client's checked OpenAI embeddings request, for candidate `model`, in the upstream's format."""
+        raise NotImplementedError(f"the {self.api_format} API format cannot embed")
+
+    def embeddings_answer(self, raw: bytes) -> Answer:
+        """A 2xx body as an OpenAI embeddings list and its usage (input tokens only), parsing no more of
+        the vectors than needed; raises a retryable UpstreamFailure when it is not an answer."""
+        raise NotImplementedError(f"the {self.api_format} API format cannot embed")
+
+    def endpoint_url(self, base_url: str, kind: str) -> str:
+        """The URL for a call of `kind` ("chat" or "embeddings")."""
+        return self.embeddings_url(base_url) if kind == "embeddings" else self.url(base_url)
 
     def failure(self, status: int, raw: bytes, headers: httpx.Headers) -> UpstreamFailure:
         """What a non-2xx answer means for fallback. Connection-level trouble, 408/409/425/429, 5xx and

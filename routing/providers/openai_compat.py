@@ -10,7 +10,7 @@ from ..snapshot import ModelSnap, ProviderSnap
 from ..streaming import DONE_EVENT, StreamRelay
 from ..text import text_bounded
 from ..upstream import UpstreamFailure
-from ..usage import Usage, usage_parse, usage_with_cost
+from ..usage import Usage, embedding_usage_find, usage_parse, usage_with_cost
 from .base import JSON_HEADERS, SSE_HEADERS, Answer, ProviderAdapter
 
 # An upstream's error fields reach the client, the call row (`code`) and the logs: strings only, bounded.
@@ -23,6 +23,7 @@ OUR_FIELDS = frozenset({"fallback_models"})  # request fields routerweb reads an
 class OpenAICompatAdapter(ProviderAdapter):
     api_format = "openai"
     label = "OpenAI-compatible chat completions"
+    embeds = True
 
     def url(self, base_url: str) -> str:
         return base_url + "/chat/completions"
@@ -48,6 +49,23 @@ class OpenAICompatAdapter(ProviderAdapter):
         if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
             raise UpstreamFailure("upstream answer is not a chat completion", retryable=True)
         return Answer(raw, usage_parse(parsed.get("usage")))
+
+    def embeddings_url(self, base_url: str) -> str:
+        return base_url + "/embeddings"
+
+    def embeddings_body(self, request: dict[str, Any], model: ModelSnap) -> bytes:
+        body = {k: v for k, v in request.items() if k not in OUR_FIELDS}
+        body["model"] = model.upstream_model
+        return orjson.dumps(body)
+
+    def embeddings_answer(self, raw: bytes) -> Answer:
+        # The vectors are most of the body (megabytes for a batch) and go to the client as they are: only
+        # the framing is checked and the usage read from the tail (routing/usage.py).
+        head = raw[:64].lstrip()
+        if not head.startswith(b"{") or not raw.rstrip().endswith(b"}") or b'"data"' not in raw:
+            raise UpstreamFailure("upstream answer is not an embeddings list", retryable=True)
+        usage, usage_end = embedding_usage_find(raw)
+        return Answer(raw, usage, usage_end)
 
     def stream_relay(
         self, response: httpx.Response, provider: ProviderSnap, *, client_wants_usage: bool

@@ -1,10 +1,11 @@
-"""The API: thin views over routing.gateway (chat completions) and routing.messages (Anthropic's
-Messages API). Served by routing.asgi_api's lean handler."""
+"""The API: thin views over routing.gateway (chat completions), routing.messages (Anthropic's
+Messages API) and routing.embeddings. Served by routing.asgi_api's lean handler."""
 
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from ..auth import api_key_authenticate, api_key_authorization
+from ..embeddings import embeddings_run
 from ..errors import ApiError, error_response
 from ..gateway import CallContext, Caller, GatewayResponse, chat_completion_run, registry_checked_get
 from ..messages import messages_count_tokens as count_tokens_run
@@ -18,6 +19,19 @@ JSON = "application/json"
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response(ApiError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed"))
+    result = await chat_completion_run(runtime=runtime_of(request), raw_body=request.body, caller=_api_caller(request))
+    return gateway_http_response(result)
+
+
+async def embeddings(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return error_response(ApiError(405, "Use POST for /v1/embeddings.", code="method_not_allowed"))
+    result = await embeddings_run(runtime=runtime_of(request), raw_body=request.body, caller=_api_caller(request))
+    return gateway_http_response(result)
+
+
+def _api_caller(request: HttpRequest) -> Caller:
+    """Who calls: the routerweb key in the Authorization header (checked against each registry tried)."""
     authorization = request.headers.get("Authorization", "")
     cache_header = request.headers.get("X-Router-Cache", "")
 
@@ -25,8 +39,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         key = api_key_authenticate(registry.keys_by_hash, authorization)
         return CallContext(source="api", key=key, user_id=key.user_id, cache_header=cache_header)
 
-    result = await chat_completion_run(runtime=runtime_of(request), raw_body=request.body, caller=caller)
-    return gateway_http_response(result)
+    return caller
 
 
 async def messages(request: HttpRequest) -> HttpResponse:
@@ -108,14 +121,22 @@ async def _models_for_key(request: HttpRequest) -> dict[str, dict] | HttpRespons
 
 
 def _model_objects(registry: Registry, key: KeySnap) -> dict[str, dict]:
+    """OpenAI's model objects, plus `kind` (chat or embeddings: the endpoint that calls it), which the
+    SDKs keep as an extra field."""
     objects = {
-        m.name: {"id": m.name, "object": "model", "created": 0, "owned_by": m.provider.name}
+        m.name: {"id": m.name, "object": "model", "created": 0, "owned_by": m.provider.name, "kind": m.kind}
         for m in registry.models.values()
         if m.enabled and key.allows(m.name)
     }
     for route in registry.routes.values():
         if key.allows(route.name):
-            objects[route.name] = {"id": route.name, "object": "model", "created": 0, "owned_by": "routerweb-route"}
+            objects[route.name] = {
+                "id": route.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "routerweb-route",
+                "kind": route.kind,
+            }
     return objects
 
 

@@ -157,9 +157,9 @@ def test_spend_viewers_see_every_chart_drawn_and_filters_redraw_them(dashboard):
     assert len(rows) == expected.count() > 0
     assert {r["model"] for r in rows} == {"gpt-4o"}
     assert list(rows[0]) == [
-        "created_at", "request_id", "user", "api_key", "requested", "model", "provider", "status", "prompt_tokens",
-        "cached_tokens", "cache_write_tokens", "completion_tokens", "usage_estimated", "cost_usd", "saved_usd",
-        "latency_ms", "ttft_ms", "attempts",
+        "created_at", "request_id", "user", "api_key", "requested", "model", "provider", "kind", "status",
+        "prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "usage_estimated", "cost_usd",
+        "saved_usd", "latency_ms", "ttft_ms", "attempts",
     ]  # fmt: skip
 
 
