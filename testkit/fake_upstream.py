@@ -94,6 +94,7 @@ import json
 import random
 import struct
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any
 
 from testkit import fake_anthropic
@@ -523,26 +524,39 @@ class FakeUpstream:
             self._plans[model] = plan
         return plan
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _accept(
+        self, scope: Scope, receive: Receive, send: Send, check: Callable[[bytes, dict], tuple[Any, tuple | None]],
+        bad_directive: Callable[[str], bytes], *, flaky: bool = True,
+    ) -> tuple[dict[str, Any], _Plan] | None:  # fmt: skip
+        """What every endpoint does first: count the request, read and `check` its body (a problem is
+        answered as (status, body)), parse its directives (`bad_directive` words the 400), and pick a
+        flaky failure. None when the request was answered already (or the client left)."""
         stats = self._stats
         stats.requests += 1
         stats.last_headers = _headers_dict(scope)
         raw = await _read_body(receive)
         if raw is None:
-            return
-        request, problem = _parse_request(raw)
+            return None
+        request, problem = check(raw, stats.last_headers)
         if problem:
-            await send_json(send, 400, problem)
-            return
+            await send_json(send, *problem)
+            return None
         stats.last_request = request
         try:
             plan = self._plan(request["model"])
         except _BadDirective as exc:
-            await send_json(send, 400, error_body(str(exc), "invalid_request_error", param="model"))
-            return
-        if plan.flaky and self._rng.random() < plan.flaky:
+            await send_json(send, 400, bad_directive(str(exc)))
+            return None
+        if flaky and plan.flaky and self._rng.random() < plan.flaky:
             stats.flaky_failures += 1
             plan = _flaky_failure(self._rng)
+        return request, plan
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        accepted = await self._accept(scope, receive, send, _openai_check(_parse_request), _openai_bad_directive)
+        if accepted is None:
+            return
+        request, plan = accepted
         if plan.hang:
             await self._hang(receive)
         elif request.get("stream") is True and not (plan.status or plan.malformed):
@@ -552,29 +566,10 @@ class FakeUpstream:
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The Anthropic mode: ``POST {prefix}/messages``."""
-        stats = self._stats
-        stats.requests += 1
-        stats.last_headers = _headers_dict(scope)
-        raw = await _read_body(receive)
-        if raw is None:
+        accepted = await self._accept(scope, receive, send, _anthropic_check, _anthropic_bad_directive)
+        if accepted is None:
             return
-        try:
-            request = json.loads(raw)
-        except ValueError:
-            request = None
-        problem = fake_anthropic.request_problem(request, stats.last_headers)
-        if problem:
-            await send_json(send, *problem)
-            return
-        stats.last_request = request
-        try:
-            plan = self._plan(request["model"])
-        except _BadDirective as exc:
-            await send_json(send, 400, fake_anthropic.error_body(400, str(exc)))
-            return
-        if plan.flaky and self._rng.random() < plan.flaky:
-            stats.flaky_failures += 1
-            plan = _flaky_failure(self._rng)
+        request, plan = accepted
         if plan.hang:
             await self._hang(receive)
         elif request.get("stream") is True and not (plan.status or plan.malformed):
@@ -586,28 +581,11 @@ class FakeUpstream:
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The Anthropic mode's token counter: ``{"input_tokens": N}`` by the prompt rule (``dense`` and
         ``status`` honoured; the body needs no ``max_tokens``)."""
-        stats = self._stats
-        stats.requests += 1
-        stats.last_headers = _headers_dict(scope)
-        raw = await _read_body(receive)
-        if raw is None:
+        check = partial(_anthropic_check, max_tokens_default=1)
+        accepted = await self._accept(scope, receive, send, check, _anthropic_bad_directive, flaky=False)
+        if accepted is None:
             return
-        try:
-            request = json.loads(raw)
-        except ValueError:
-            request = None
-        if isinstance(request, dict):
-            request.setdefault("max_tokens", 1)
-        problem = fake_anthropic.request_problem(request, stats.last_headers)
-        if problem:
-            await send_json(send, *problem)
-            return
-        stats.last_request = request
-        try:
-            plan = self._plan(request["model"])
-        except _BadDirective as exc:
-            await send_json(send, 400, fake_anthropic.error_body(400, str(exc)))
-            return
+        request, plan = accepted
         if plan.status:
             await send_json(send, plan.status, fake_anthropic.error_body(plan.status, "Fake upstream: injected error."))
             return
@@ -687,25 +665,11 @@ class FakeUpstream:
         return True
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stats = self._stats
-        stats.requests += 1
-        stats.last_headers = _headers_dict(scope)
-        raw = await _read_body(receive)
-        if raw is None:
+        check = _openai_check(_parse_embeddings_request)
+        accepted = await self._accept(scope, receive, send, check, _openai_bad_directive)
+        if accepted is None:
             return
-        request, problem = _parse_embeddings_request(raw)
-        if problem:
-            await send_json(send, 400, problem)
-            return
-        stats.last_request = request
-        try:
-            plan = self._plan(request["model"])
-        except _BadDirective as exc:
-            await send_json(send, 400, error_body(str(exc), "invalid_request_error", param="model"))
-            return
-        if plan.flaky and self._rng.random() < plan.flaky:
-            stats.flaky_failures += 1
-            plan = _flaky_failure(self._rng)
+        request, plan = accepted
         if plan.hang:
             await self._hang(receive)
         else:
@@ -852,6 +816,34 @@ class FakeUpstream:
 
 async def _send_event(send: Send, event: str) -> None:
     await send({"type": "http.response.body", "body": (event + "\n\n").encode(), "more_body": True})
+
+
+def _openai_check(parse: Callable[[bytes], tuple[dict[str, Any], bytes]]) -> Callable:
+    """An OpenAI-mode body check for `_accept`: `parse` gives (request, b"") or ({}, a 400's body)."""
+
+    def check(raw: bytes, headers: dict) -> tuple[dict[str, Any], tuple | None]:
+        request, problem = parse(raw)
+        return request, ((400, problem) if problem else None)
+
+    return check
+
+
+def _openai_bad_directive(message: str) -> bytes:
+    return error_body(message, "invalid_request_error", param="model")
+
+
+def _anthropic_check(raw: bytes, headers: dict, *, max_tokens_default: int | None = None) -> tuple[Any, tuple | None]:
+    try:
+        request = json.loads(raw)
+    except ValueError:
+        request = None
+    if max_tokens_default is not None and isinstance(request, dict):
+        request.setdefault("max_tokens", max_tokens_default)
+    return request, fake_anthropic.request_problem(request, headers)
+
+
+def _anthropic_bad_directive(message: str) -> bytes:
+    return fake_anthropic.error_body(400, message)
 
 
 def _parse_request(raw: bytes) -> tuple[dict[str, Any], bytes]:

@@ -18,7 +18,7 @@ from ..upstream import UpstreamFailure
 from ..usage import Usage, usage_with_cost
 from .anthropic_format import ANTHROPIC_VERSION, anthropic_message_to_openai, openai_request_to_anthropic
 from .anthropic_stream import AnthropicStreamMapper
-from .base import JSON_HEADERS, SSE_HEADERS, Answer, ProviderAdapter
+from .base import JSON_HEADERS, SSE_HEADERS, Answer, ProviderAdapter, answer_object
 from .openai_compat import error_fields_parse
 
 VERSION_HEADER = (b"anthropic-version", ANTHROPIC_VERSION.encode())
@@ -44,12 +44,7 @@ class AnthropicAdapter(ProviderAdapter):
         return orjson.dumps(body)
 
     def answer(self, raw: bytes) -> Answer:
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure("invalid JSON from upstream", retryable=True) from None
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("content"), list):
-            raise UpstreamFailure("upstream answer is not a message", retryable=True)
+        parsed = answer_object(raw, list_field="content", what="a message")
         completion, usage = anthropic_message_to_openai(parsed)
         return Answer(orjson.dumps(completion), usage)
 

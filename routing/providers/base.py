@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 
 from ..snapshot import ModelSnap, ProviderSnap
 from ..streaming import StreamRelay
@@ -39,6 +40,18 @@ class Answer:
     body: bytes
     usage: Usage | UsageProblem
     usage_end: int | None = None
+
+
+def answer_object(raw: bytes, *, list_field: str, what: str) -> dict[str, Any]:
+    """An upstream's JSON answer: an object whose `list_field` is a list, else a retryable failure
+    ("upstream answer is not `what`")."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailure("invalid JSON from upstream", retryable=True) from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get(list_field), list):
+        raise UpstreamFailure(f"upstream answer is not {what}", retryable=True)
+    return parsed
 
 
 class ProviderAdapter(ABC):

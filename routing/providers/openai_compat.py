@@ -11,7 +11,7 @@ from ..streaming import DONE_EVENT, StreamRelay
 from ..text import text_bounded
 from ..upstream import UpstreamFailure
 from ..usage import Usage, embedding_usage_find, usage_parse, usage_with_cost
-from .base import JSON_HEADERS, SSE_HEADERS, Answer, ProviderAdapter
+from .base import JSON_HEADERS, SSE_HEADERS, Answer, ProviderAdapter, answer_object
 
 # An upstream's error fields reach the client, the call row (`code`) and the logs: strings only, bounded.
 ERROR_FIELDS = ("type", "param", "code")
@@ -42,12 +42,7 @@ class OpenAICompatAdapter(ProviderAdapter):
         return orjson.dumps(body)
 
     def answer(self, raw: bytes) -> Answer:
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure("invalid JSON from upstream", retryable=True) from None
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
-            raise UpstreamFailure("upstream answer is not a chat completion", retryable=True)
+        parsed = answer_object(raw, list_field="choices", what="a chat completion")
         return Answer(raw, usage_parse(parsed.get("usage")))
 
     def embeddings_url(self, base_url: str) -> str:
