@@ -7,7 +7,8 @@ none on the route.
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TypeVar
 
 import orjson
 
@@ -21,6 +22,8 @@ from .schemas import ChatRequest
 from .snapshot import ModelSnap, Registry
 from .streaming import StreamRelay
 from .usage import Usage
+
+T = TypeVar("T")
 
 
 async def call_admit(
@@ -38,6 +41,45 @@ async def call_admit(
         raise
     if context.admission is not None:
         context.rate_limit_headers = context.admission.headers
+
+
+async def call_read_and_admit(
+    read: Awaitable[T],
+    confirm: Callable[[T], Awaitable[None]],
+    registry: Registry,
+    context: CallContext,
+    chat: ChatRequest | EmbeddingRequest,
+    candidates: list[ModelSnap],
+) -> T:
+    """`read` (the candidates' circuits, perhaps with the registry version), `confirm` what it read (it
+    raises when the call must start over), then admit the call (`call_admit`).
+
+    With limits counted on Redis, the admission is sent together with the read: both coroutines start
+    in the same turn of the event loop, so their commands leave in one write and come back in one read
+    (routing/redis_pipe.py), one round trip instead of two. If the read fails or `confirm` refuses, what
+    the admission counted is given back.
+    """
+    limiter = context.runtime.ratelimiter
+    if not limiter.overlaps or not limiter.limits_for(registry, key=context.key, user_id=context.user_id):
+        result = await read
+        await confirm(result)
+        await call_admit(registry, context, chat, candidates)
+        return result
+    result, admitted = await asyncio.gather(
+        read, call_admit(registry, context, chat, candidates), return_exceptions=True
+    )
+    try:
+        if isinstance(result, BaseException):
+            raise result
+        await confirm(result)
+    except BaseException:
+        if context.admission is not None:
+            limiter.give_back_soon(context.admission)
+            context.admission = None
+        raise
+    if isinstance(admitted, BaseException):
+        raise admitted
+    return result
 
 
 async def call_cache_lookup(

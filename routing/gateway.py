@@ -18,11 +18,11 @@ from functools import partial
 from typing import Any
 
 from .admission import (
-    call_admit,
     call_cache_hit_answer,
     call_cache_lookup,
     call_cache_store_soon,
     call_cache_store_stream_soon,
+    call_read_and_admit,
 )
 from .call_context import CallContext, GatewayResponse
 from .embedding_request import EmbeddingRequest
@@ -168,11 +168,11 @@ async def _run(
             raise
         breaker = runtime.breaker
         if registry_checked:
-            views = await breaker.read(candidates)
+            views = await call_read_and_admit(breaker.read(candidates), _nothing, registry, context, chat, candidates)
         else:
-            views, (token,) = await breaker.read_with(candidates, [VERSION_KEY])
-            _confirm(registry, await runtime.registry.for_token(token))
-        await call_admit(registry, context, chat, candidates)
+            confirm = partial(_confirm_token, registry, runtime)
+            read = breaker.read_with(candidates, [VERSION_KEY])
+            views, _ = await call_read_and_admit(read, confirm, registry, context, chat, candidates)
         if endpoint.cacheable:
             hit = await call_cache_lookup(registry, context, chat, candidates)
             if hit is not None:
@@ -210,6 +210,16 @@ async def _run(
     # client (and the requests queued behind this one) never wait for the bookkeeping.
     asyncio.get_running_loop().call_soon(partial(_record, context, chat, result, usage=result.usage))
     return response
+
+
+async def _nothing(_: object) -> None:
+    pass
+
+
+async def _confirm_token(snapshot: Registry, runtime: Runtime, read: tuple[object, list[str | None]]) -> None:
+    """Raise RegistryChanged when the registry version read with the circuits is not `snapshot`'s."""
+    _, (token,) = read
+    _confirm(snapshot, await runtime.registry.for_token(token))
 
 
 def _confirm(snapshot: Registry, current: Registry) -> None:

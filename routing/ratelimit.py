@@ -32,7 +32,7 @@ from limits import RateLimitItemPerMinute
 from .embedding_request import EmbeddingRequest
 from .errors import ApiError
 from .rate_windows import MemoryWindows, RedisWindows, SlidingWindows, WindowState
-from .redis_pipe import RedisPipe
+from .redis_pipe import redis_pipe
 from .schemas import ChatRequest
 from .shared_state import REDIS_TIMEOUT_S
 from .snapshot import KeySnap, ModelSnap, Registry
@@ -72,11 +72,12 @@ class RateLimitExceeded(ApiError):
 
 @dataclass(slots=True)
 class Admission:
-    """What admitting a call counted: the tokens per limit, for `correct`."""
+    """What admitting a call counted: 1 on each requests limit, `tokens` on each of `token_limits`."""
 
     tokens: int
     token_limits: tuple[Limit, ...]
     headers: dict[str, str]
+    limits: tuple[Limit, ...] = ()
 
 
 def tokens_bound(chat: ChatRequest | EmbeddingRequest, candidates: list[ModelSnap]) -> int:
@@ -161,7 +162,7 @@ class RateLimiter:
         if refused is not None:
             raise _exceeded(limits[refused], costs[refused], windows[refused], headers)
         token_limits = tuple(limit for limit in limits if limit.kind == "tokens")
-        return Admission(tokens=tokens, token_limits=token_limits, headers=headers)
+        return Admission(tokens=tokens, token_limits=token_limits, headers=headers, limits=limits)
 
     async def _give_back(self, limit: Limit, cost: int, window: WindowState) -> WindowState:
         """Undo a hit that a refused call took; the window's state without it."""
@@ -193,6 +194,20 @@ class RateLimiter:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(CORRECT_EVERY_S, self._flush)
+
+    def give_back_soon(self, admission: Admission) -> None:
+        """Undo an admission off the request path (a call that starts over, with the registry it missed)."""
+        for limit in admission.limits:
+            cost = admission.tokens if limit.kind == "tokens" else 1
+            self._pending[limit] = self._pending.get(limit, 0) - cost
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(CORRECT_EVERY_S, self._flush)
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether admitting does I/O worth sending together with the call's other reads (Redis)."""
+        return self.windows.concurrent
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -256,6 +271,6 @@ def rate_limiter_build() -> RateLimiter:
     windows: SlidingWindows = MemoryWindows()
     if settings.REDIS_URL:
         prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-        redis = RedisPipe(settings.REDIS_URL, timeout_s=REDIS_TIMEOUT_S)
+        redis = redis_pipe(settings.REDIS_URL, timeout_s=REDIS_TIMEOUT_S)
         windows = RedisWindows(redis, key_prefix=f"{prefix}:rw:limits")
     return RateLimiter(windows, key_rpm=settings.ROUTERWEB_KEY_RPM, key_tpm=settings.ROUTERWEB_KEY_TPM)

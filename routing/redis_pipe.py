@@ -19,6 +19,7 @@ import asyncio
 import ssl
 import weakref
 from collections import deque
+from functools import cache
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
@@ -181,3 +182,10 @@ def resp_pack_argument(arg: str | bytes | int | float) -> bytes:
     elif not isinstance(arg, bytes):
         arg = repr(arg).encode()
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
+@cache
+def redis_pipe(url: str, *, decode: bool = True, timeout_s: float = 1.0) -> RedisPipe:
+    """The worker's pipe to `url`: one per URL and reply type, shared by everyone who asks for it, so
+    that the commands of one call's parts (its circuits and its rate limits) can leave in one write."""
+    return RedisPipe(url, decode=decode, timeout_s=timeout_s)

@@ -31,7 +31,7 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache, RedisSerializer
 
 from .errors import ApiError
-from .redis_pipe import RedisPipe
+from .redis_pipe import RedisPipe, redis_pipe
 from .schemas import ChatRequest
 from .shared_state import REDIS_TIMEOUT_S
 from .snapshot import ModelSnap, RouteSnap
@@ -109,7 +109,7 @@ class ResponseCache:
         self.redis: RedisPipe | None = None
         if isinstance(self.cache, RedisCache):
             location = settings.CACHES[alias]["LOCATION"].split(",")[0]  # Django writes to the first server
-            self.redis = RedisPipe(location, decode=False, timeout_s=REDIS_TIMEOUT_S)
+            self.redis = redis_pipe(location, decode=False, timeout_s=REDIS_TIMEOUT_S)
             self.serializer = RedisSerializer()
         self.max_entry_bytes = max_entry_bytes
         self.max_total_bytes = max_total_bytes

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 from django.conf import settings
 
-from .redis_pipe import RedisPipe
+from .redis_pipe import redis_pipe
 
 logger = logging.getLogger("routerweb.shared_state")
 
@@ -121,7 +121,7 @@ class RedisState:
     def __init__(self, url: str, prefix: str):
         self.url = url
         self.prefix = prefix
-        self.pipe = RedisPipe(url, timeout_s=REDIS_TIMEOUT_S)
+        self.pipe = redis_pipe(url, timeout_s=REDIS_TIMEOUT_S)
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
         (values,) = await self.pipe.execute(("MGET", *[self.prefix + k for k in keys]))

@@ -176,3 +176,43 @@ def test_memory_windows_weigh_the_previous_minute_as_the_limits_library_does():
     clock[0] = 195.0  # minute 3: minute 1 is two minutes back, nothing weighs
     assert hit(10).acquired
     assert not hit(11, amount=10).acquired  # more than the limit itself: never
+
+
+class OverlappingWindows(MemoryWindows):
+    concurrent = True  # as on Redis: admitted together with the circuit read
+
+
+def test_an_admission_sent_with_the_read_is_given_back_when_the_call_starts_over():
+    from types import SimpleNamespace
+
+    from routing.admission import call_read_and_admit
+    from routing.call_context import CallContext
+
+    windows = OverlappingWindows()
+    limiter = RateLimiter(windows)
+    registry = SimpleNamespace(user_limits={7: (5, 1000)})
+    chat = SimpleNamespace(max_tokens=10, body_size=20, choices=1)
+
+    async def read():
+        return "views"
+
+    async def changed(_):
+        raise LookupError("the registry changed")
+
+    async def unchanged(_):
+        pass
+
+    async def scenario():
+        context = CallContext(source="api", user_id=7, runtime=SimpleNamespace(ratelimiter=limiter))
+        with pytest.raises(LookupError):
+            await call_read_and_admit(read(), changed, registry, context, chat, [])
+        assert context.admission is None
+        await asyncio.sleep(0.3)  # the give-back is applied with the next corrections
+        again = CallContext(source="api", user_id=7, runtime=SimpleNamespace(ratelimiter=limiter))
+        assert await call_read_and_admit(read(), unchanged, registry, again, chat, []) == "views"
+        return again
+
+    context = asyncio.run(scenario())
+    assert context.admission is not None
+    assert context.rate_limit_headers["x-ratelimit-remaining-requests"] == "4"  # the first call counts no more
+    assert context.rate_limit_headers["x-ratelimit-remaining-tokens"] == str(1000 - 30)

@@ -114,3 +114,17 @@ def test_response_cache_entries_are_django_redis_cache_entries():
     assert caches["shared"].get(key) is not None  # Django's own RedisCache reads the same entry
     caches["shared"].delete(key)
     assert run(cache.lookup(key)) is None
+
+
+def test_requests_started_in_one_turn_of_the_loop_leave_in_one_write():
+    pipe = RedisPipe(REDIS)
+    writes = []
+
+    async def scenario():
+        connection = await pipe._pipe()
+        write = connection.transport.write
+        connection.transport.write = lambda data: (writes.append(data), write(data))
+        return await asyncio.gather(pipe.execute(("PING",)), pipe.execute(("ECHO", "two")), pipe.execute(("PING",)))
+
+    assert run(scenario()) == [["PONG"], ["two"], ["PONG"]]
+    assert len(writes) == 1
