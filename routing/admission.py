@@ -8,6 +8,7 @@ none on the route.
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
 from typing import TypeVar
 
 import orjson
@@ -15,7 +16,7 @@ import orjson
 from .call_context import CallContext, GatewayResponse
 from .embedding_request import EmbeddingRequest
 from .metering import CacheHitOf
-from .ratelimit import RateLimitExceeded, tokens_bound
+from .ratelimit import Admission, RateLimitExceeded, tokens_bound
 from .response_cache import CachedAnswer, ReplayedStream, cache_key, cache_policy, cached_completion, sse_replay
 from .router import RouteResult
 from .schemas import ChatRequest
@@ -32,10 +33,13 @@ async def call_admit(
     """Count the call against the rate limits that apply (none: a dict lookup); raises the 429."""
     limiter = context.runtime.ratelimiter
     limits = limiter.limits_for(registry, key=context.key, user_id=context.user_id)
-    if not limits:
-        return
+    if limits:
+        await _admitted(context, limiter.admit(limits, tokens=tokens_bound(chat, candidates)))
+
+
+async def _admitted(context: CallContext, admitting: Awaitable[Admission | None]) -> None:
     try:
-        context.admission = await limiter.admit(limits, tokens=tokens_bound(chat, candidates))
+        context.admission = await admitting
     except RateLimitExceeded as refused:
         context.rate_limit_headers = refused.headers
         raise
@@ -54,31 +58,32 @@ async def call_read_and_admit(
     """`read` (the candidates' circuits, perhaps with the registry version), `confirm` what it read (it
     raises when the call must start over), then admit the call (`call_admit`).
 
-    With limits counted on Redis, the admission is sent together with the read: both coroutines start
-    in the same turn of the event loop, so their commands leave in one write and come back in one read
-    (routing/redis_pipe.py), one round trip instead of two. If the read fails or `confirm` refuses, what
-    the admission counted is given back.
+    With limits counted on Redis, the admission is sent together with the read: the limiter sends its
+    commands before `read` starts, and `read` sends its own in the same turn of the event loop, so they
+    leave in one write and come back in one read (routing/redis_pipe.py): one round trip instead of
+    two, without a task for either. If the read fails or `confirm` refuses, what the admission counted
+    is given back.
     """
     limiter = context.runtime.ratelimiter
-    if not limiter.overlaps or not limiter.limits_for(registry, key=context.key, user_id=context.user_id):
+    limits = limiter.limits_for(registry, key=context.key, user_id=context.user_id)
+    if not limits or not limiter.overlaps:
         result = await read
         await confirm(result)
-        await call_admit(registry, context, chat, candidates)
+        if limits:
+            await _admitted(context, limiter.admit(limits, tokens=tokens_bound(chat, candidates)))
         return result
-    result, admitted = await asyncio.gather(
-        read, call_admit(registry, context, chat, candidates), return_exceptions=True
-    )
+    admitting = _admitted(context, limiter.admit(limits, tokens=tokens_bound(chat, candidates)))
     try:
-        if isinstance(result, BaseException):
-            raise result
+        result = await read
         await confirm(result)
     except BaseException:
+        with suppress(Exception):
+            await admitting
         if context.admission is not None:
             limiter.give_back_soon(context.admission)
             context.admission = None
         raise
-    if isinstance(admitted, BaseException):
-        raise admitted
+    await admitting
     return result
 
 

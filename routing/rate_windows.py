@@ -6,22 +6,22 @@ a limit's count is the current counter plus the previous one weighted by how muc
 inside the sliding window. `hit` takes a call's cost on each limit it fits and returns every window's
 state after that (for the x-ratelimit-* headers and Retry-After), so admitting a call is one exchange:
 
-- `RedisWindows`: the library's own Lua scripts (`acquire_sliding_window.lua`, then `sliding_window.lua`
-  for the state), for every limit of the call, sent in one pipelined write on routerweb's lean Redis
-  connection (routing/redis_pipe.py), keys exactly as the library's `RedisStorage` names
-  them. Each script is atomic on the Redis server, so workers and machines share the counters without
-  a race. Through the library's storage this took four round trips per call through redis-py's client
-  (docs/benchmarks.md).
+- `RedisWindows`: the library's own acquire script (`acquire_sliding_window.lua`, atomic on the Redis
+  server, so workers and machines share the counters without a race) for every limit of the call, and
+  each window's counters read back as the library's `sliding_window.lua` reads them (plain MGET and
+  PTTL: a Lua call costs Redis five times their CPU), keys exactly as the library's `RedisStorage`
+  names them, all sent in one pipelined write on routerweb's lean Redis connection
+  (routing/redis_pipe.py). Through the library's storage this took four round trips per call through
+  redis-py's client (docs/benchmarks.md).
 - `MemoryWindows`: the same counter in the worker's memory, for one worker (see its docstring for why
   not the library's MemoryStorage).
 """
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from hashlib import sha1
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from limits.aio.storage.redis.bridge import RedisBridge
 from redis.exceptions import ResponseError
@@ -29,13 +29,14 @@ from redis.exceptions import ResponseError
 from .redis_pipe import RedisPipe, resp_pack, resp_pack_argument
 
 WINDOW_S = 60
+WINDOW_MS = WINDOW_S * 1000
 PACKED_KEPT = 10_000  # limits whose packed commands are kept (a few hundred bytes each)
 
 
-@dataclass(frozen=True, slots=True)
-class WindowState:
+class WindowState(NamedTuple):
     """A limit's sliding window after a hit: whether the hit was taken, and the two counters with the
-    seconds each has left (the previous one's weight is its time left over WINDOW_S)."""
+    seconds each has left (the previous one's weight is its time left over WINDOW_S). A named tuple:
+    two are made for every limited call."""
 
     acquired: bool
     previous: int
@@ -59,9 +60,10 @@ class WindowState:
 class SlidingWindows(Protocol):
     concurrent: bool  # its calls do I/O (worth overlapping)
 
-    async def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> list[WindowState]:
+    def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> Awaitable[list[WindowState]]:
         """Take `costs[i]` on the window `keys[i]` (limit `amounts[i]` per minute) where it fits; every
-        window's state after that, in order."""
+        window's state after that, in order. Storage commands are sent before this returns (with the
+        other commands of this turn of the event loop); the result must be awaited."""
         raise NotImplementedError
 
     async def add(self, key: str, amount: int) -> None:
@@ -127,7 +129,7 @@ class _Script:
 
 
 ACQUIRE = _Script(RedisBridge.SCRIPT_ACQUIRE_SLIDING_WINDOW)
-READ = _Script(RedisBridge.SCRIPT_SLIDING_WINDOW)
+READ_COMMANDS = 3  # a window's read: MGET of its two counters, PTTL of each
 
 
 class RedisWindows:
@@ -143,33 +145,38 @@ class RedisWindows:
         current = f"{self.key_prefix}:{{{key}}}"
         return f"{current}/-1", current
 
-    async def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> list[WindowState]:
+    def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> Awaitable[list[WindowState]]:
         acquires, reads = [], []
         for key, amount, cost in zip(keys, amounts, costs, strict=True):
             acquire, read = self._packed.get((key, amount)) or self._pack(key, amount)
             acquires.append(acquire + resp_pack_argument(cost))
             reads.append(read)
-        packed, count = b"".join(acquires + reads), 2 * len(keys)
+        packed, count = b"".join(acquires + reads), len(keys) * (1 + READ_COMMANDS)
+        return self._hit_replies(self.redis.send_packed(packed, count), packed, count, len(keys))
+
+    async def _hit_replies(self, sent: Awaitable[list], packed: bytes, count: int, limits: int) -> list[WindowState]:
         try:
-            replies = await self.redis.execute_packed(packed, count)
+            replies = await sent
         except ResponseError as error:
             if not str(error).startswith("NOSCRIPT"):
                 raise
-            # A Redis that has not seen the scripts yet (new, restarted or flushed).
-            await self.redis.execute(("SCRIPT", "LOAD", ACQUIRE.source), ("SCRIPT", "LOAD", READ.source))
+            # A Redis that has not seen the script yet (new, restarted or flushed).
+            await self.redis.execute(("SCRIPT", "LOAD", ACQUIRE.source))
             replies = await self.redis.execute_packed(packed, count)
+        reads = replies[limits:]
         return [
-            _window_state(acquired, read)
-            for acquired, read in zip(replies[: len(keys)], replies[len(keys) :], strict=True)
+            _window_state(acquired, *reads[READ_COMMANDS * i : READ_COMMANDS * (i + 1)])
+            for i, acquired in enumerate(replies[:limits])
         ]
 
     def _pack(self, key: str, amount: int) -> tuple[bytes, bytes]:
-        """A limit's two script calls in the Redis protocol: all of the acquire but its last argument
-        (the call's cost), and the read. Packed once per limit: each call only adds its cost."""
+        """A limit's commands in the Redis protocol: all of the acquire script's call but its last
+        argument (the call's cost), and the window's read. Packed once per limit: each call only adds
+        its cost."""
         previous_key, current_key = self._keys(key)
         acquire = resp_pack((("EVALSHA", ACQUIRE.sha, 2, previous_key, current_key, amount, WINDOW_S, 0),))
         acquire = acquire[: -len(resp_pack_argument(0))]
-        read = resp_pack((("EVALSHA", READ.sha, 2, previous_key, current_key, WINDOW_S),))
+        read = resp_pack((("MGET", previous_key, current_key), ("PTTL", previous_key), ("PTTL", current_key)))
         if len(self._packed) >= PACKED_KEPT:
             self._packed.clear()
         self._packed[key, amount] = acquire, read
@@ -188,13 +195,13 @@ class RedisWindows:
                 await self.redis.execute(("DECRBY", current_key, taken))
 
 
-def _window_state(acquired, read) -> WindowState:
-    """The reply of the library's sliding_window.lua, as its RedisStorage reads it (milliseconds)."""
-    previous, previous_ttl, current, current_ttl = read or (0, 0, 0, 0)
-    return WindowState(
-        acquired=bool(acquired),
-        previous=int(previous or 0),
-        previous_ttl=max(0.0, float(previous_ttl or 0)) / 1000,
-        current=int(current or 0),
-        current_ttl=max(0.0, float(current_ttl or 0)) / 1000,
-    )
+def _window_state(acquired, counts: list, previous_ttl_ms: int, current_ttl_ms: int) -> WindowState:
+    """A window's state from its two counters and their times left (milliseconds; PTTL's -2 and -1 for
+    a missing counter or one without expiry count as 0), read as the library's `sliding_window.lua`
+    reads them: a current counter with less than a window left belongs to a minute that has ended, so
+    it is the previous counter (the script renames it so; the next acquire does that here)."""
+    previous, current = int(counts[0] or 0), int(counts[1] or 0)
+    previous_ttl, current_ttl = max(0, int(previous_ttl_ms)), max(0, int(current_ttl_ms))
+    if 0 < current_ttl < WINDOW_MS:
+        previous, previous_ttl, current, current_ttl = current, current_ttl, 0, current_ttl + WINDOW_MS
+    return WindowState(bool(acquired), previous, previous_ttl / 1000, current, current_ttl / 1000)

@@ -23,8 +23,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from limits import RateLimitItemPerMinute
@@ -53,10 +53,12 @@ class Limit:
     scope: str  # "key" or "user"
     ident: int
     key: str = field(init=False, compare=False)  # the limits library's storage key, computed once
+    amount_text: str = field(init=False, compare=False)  # for its header
 
     def __post_init__(self) -> None:
         key = RateLimitItemPerMinute(self.amount, namespace="rw").key_for(self.scope, str(self.ident), self.kind)
         object.__setattr__(self, "key", key)
+        object.__setattr__(self, "amount_text", str(self.amount))
 
     def describe(self) -> str:
         owner = "this API key" if self.scope == "key" else "your user"
@@ -139,16 +141,29 @@ class RateLimiter:
                     found.append(Limit(kind, amount, "user", user_id))
         return tuple(found)
 
-    async def admit(self, limits: tuple[Limit, ...], *, tokens: int) -> Admission | None:
-        """Count a call against `limits`; raises RateLimitExceeded, or returns None when the counters
-        failed (the call is served unlimited)."""
-        if not limits or self.clock() < self._down_until:
-            if limits:
-                self.failures += 1
-            return None
+    def admit(self, limits: tuple[Limit, ...], *, tokens: int) -> Awaitable[Admission | None]:
+        """Count a call against `limits`: the counters' commands are sent before this returns (with this
+        turn's other Redis commands: routing/admission.py); awaited, raises RateLimitExceeded, or
+        returns None when the counters failed (the call is served unlimited)."""
         costs = [1 if limit.kind == "requests" else tokens for limit in limits]
+        if not limits or self.clock() < self._down_until:
+            return self._unlimited(limits)
         try:
-            windows = await self.windows.hit([limit.key for limit in limits], [limit.amount for limit in limits], costs)
+            hitting = self.windows.hit([limit.key for limit in limits], [limit.amount for limit in limits], costs)
+        except Exception as error:  # the counters' storage failed: serve the call (fail open)
+            self._storage_failed(error)
+            return self._unlimited(())
+        return self._admitted(limits, costs, tokens, hitting)
+
+    async def _unlimited(self, limits: tuple[Limit, ...]) -> None:
+        if limits:
+            self.failures += 1
+
+    async def _admitted(
+        self, limits: tuple[Limit, ...], costs: list[int], tokens: int, hitting: Awaitable[list[WindowState]]
+    ) -> Admission | None:
+        try:
+            windows = await hitting
             refused = next((i for i, window in enumerate(windows) if not window.acquired), None)
             if refused is not None:
                 windows = [
@@ -169,7 +184,7 @@ class RateLimiter:
         if not window.acquired:
             return window
         await self.windows.add(limit.key, -cost)
-        return replace(window, current=max(0, window.current - cost))
+        return window._replace(current=max(0, window.current - cost))
 
     async def correct(self, admission: Admission, *, tokens: int) -> None:
         """Replace the tokens counted at admission by `tokens`, the call's real usage."""
@@ -253,17 +268,26 @@ def _exceeded(limit: Limit, cost: int, window: WindowState, headers: dict[str, s
 
 def _headers(limits: tuple[Limit, ...], windows: list[WindowState]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
-    tightest: dict[str, tuple[int, int, WindowState]] = {}
+    tightest: dict[str, tuple[Limit, int, WindowState]] = {}
     for limit, window in zip(limits, windows, strict=True):
         remaining = window.remaining(limit.amount)
         if limit.kind not in tightest or remaining < tightest[limit.kind][1]:
-            tightest[limit.kind] = (limit.amount, remaining, window)
+            tightest[limit.kind] = (limit, remaining, window)
     headers = {}
-    for kind, (amount, remaining, window) in tightest.items():
-        headers[f"x-ratelimit-limit-{kind}"] = str(amount)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
-        headers[f"x-ratelimit-reset-{kind}"] = f"{window.reset_in():.3f}".rstrip("0").rstrip(".") + "s"
+    for limit, remaining, window in tightest.values():
+        names = HEADER_NAMES[limit.kind]
+        headers[names[0]] = limit.amount_text
+        headers[names[1]] = str(remaining)
+        headers[names[2]] = _seconds_text(window.reset_in())
     return headers
+
+
+HEADER_NAMES = {kind: tuple(f"x-ratelimit-{part}-{kind}" for part in ("limit", "remaining", "reset")) for kind in KINDS}
+
+
+def _seconds_text(seconds: float) -> str:
+    """OpenAI's duration format as the SDK reads it: "6s", "0.5s", "1.234s"."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def rate_limiter_build() -> RateLimiter:

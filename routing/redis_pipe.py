@@ -19,6 +19,7 @@ import asyncio
 import ssl
 import weakref
 from collections import deque
+from collections.abc import Awaitable
 from functools import cache
 
 import hiredis
@@ -105,20 +106,36 @@ class RedisPipe:
 
     async def execute_packed(self, packed: bytes, count: int) -> list:
         """`execute` for `count` commands already packed (`resp_pack`)."""
+        return await self._exchange(packed, count, None, None)
+
+    def send_packed(self, packed: bytes, count: int) -> Awaitable[list]:
+        """`execute_packed`, with the commands queued before this returns when the connection is open: they
+        leave with the other commands of this turn of the event loop even if the replies are awaited
+        later (so a caller can start another exchange first without a task for each). The result must
+        be awaited."""
+        pipe = self._pipes.get(asyncio.get_running_loop())
+        if isinstance(pipe, _Pipe) and not pipe.closed:
+            return self._exchange(packed, count, pipe, pipe.request(packed, count))
+        return self._exchange(packed, count, None, None)
+
+    async def _exchange(self, packed: bytes, count: int, pipe: _Pipe | None, sent: asyncio.Future | None) -> list:
         async with asyncio.timeout(self.timeout_s):
-            pipe = await self._pipe()
+            if pipe is None or sent is None:
+                pipe = await self._pipe()
+                sent = pipe.request(packed, count)
             try:
-                replies = await self._request(pipe, packed, count)
+                replies = await self._replies(pipe, sent)
             except ConnectionLostUnanswered:
-                replies = await self._request(await self._pipe(), packed, count)
+                pipe = await self._pipe()
+                replies = await self._replies(pipe, pipe.request(packed, count))
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
         return replies
 
-    async def _request(self, pipe: _Pipe, packed: bytes, count: int) -> list:
+    async def _replies(self, pipe: _Pipe, sent: asyncio.Future) -> list:
         try:
-            return await pipe.request(packed, count)
+            return await sent
         except asyncio.CancelledError:
             pipe.close()  # its next replies would be this request's: nobody else may read them
             raise

@@ -128,3 +128,28 @@ def test_requests_started_in_one_turn_of_the_loop_leave_in_one_write():
 
     assert run(scenario()) == [["PONG"], ["two"], ["PONG"]]
     assert len(writes) == 1
+
+
+def test_commands_sent_before_their_replies_are_awaited_leave_with_the_next_exchange():
+    """What a call's admission does (routing/admission.py): its commands are queued when it is sent, the
+    circuit read that follows in the same turn joins them, and one write carries both, with no task."""
+    pipe = RedisPipe(REDIS)
+    writes = []
+
+    async def scenario():
+        connection = await pipe._pipe()
+        write = connection.transport.write
+        connection.transport.write = lambda data: (writes.append(data), write(data))
+        sent = pipe.send_packed(resp_pack((("ECHO", "first"),)), 1)
+        read = await pipe.execute(("ECHO", "second"))
+        return await sent, read
+
+    assert run(scenario()) == (["first"], ["second"])
+    assert writes == [resp_pack((("ECHO", "first"), ("ECHO", "second")))]
+
+
+def test_a_send_before_the_connection_is_open_opens_it_when_awaited():
+    async def scenario():
+        return await RedisPipe(REDIS).send_packed(resp_pack((("PING",),)), 1)
+
+    assert run(scenario()) == ["PONG"]
