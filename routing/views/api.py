@@ -1,6 +1,8 @@
 """The API: thin views over routing.gateway (chat completions), routing.messages (Anthropic's
 Messages API) and routing.embeddings. Served by routing.asgi_api's lean handler."""
 
+from itertools import chain
+
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
@@ -47,7 +49,9 @@ async def messages(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response(ApiError(405, "Use POST for /v1/messages.", code="method_not_allowed"), anthropic=True)
     result = await messages_run(runtime=runtime_of(request), raw_body=request.body, caller=_messages_caller(request))
-    return _with_request_id(gateway_http_response(result))
+    if "X-Request-Id" in result.headers:  # Anthropic's clients read the request's id from `request-id`
+        result.headers["request-id"] = result.headers["X-Request-Id"]
+    return gateway_http_response(result)
 
 
 async def messages_count_tokens(request: HttpRequest) -> HttpResponse:
@@ -73,13 +77,6 @@ def _messages_caller(request: HttpRequest) -> Caller:
         return CallContext(source="api", key=key, user_id=key.user_id, native_headers=native_headers)
 
     return caller
-
-
-def _with_request_id(response: HttpResponse) -> HttpResponse:
-    """Anthropic's clients read the request's id from `request-id`."""
-    if response.has_header("X-Request-Id"):
-        response["request-id"] = response["X-Request-Id"]
-    return response
 
 
 async def models_list(request: HttpRequest) -> HttpResponse:
@@ -140,7 +137,23 @@ def _model_objects(registry: Registry, key: KeySnap) -> dict[str, dict]:
     return objects
 
 
-class SseResponse(StreamingHttpResponse):
+class _GatewayHeaders:
+    """A gateway answer's own headers (request id, model, attempts, overhead, rate limits, cache, retry:
+    values routerweb makes, never a client's or an upstream's), sent as they are by whichever handler
+    sends the response (both read `items()`), past Django's per-header checks: those cost as much as
+    admitting a rate-limited call (docs/benchmarks.md)."""
+
+    gateway_headers: dict[str, str]
+
+    def items(self):
+        return chain(super().items(), self.gateway_headers.items())
+
+
+class GatewayJsonResponse(_GatewayHeaders, HttpResponse):
+    pass
+
+
+class SseResponse(_GatewayHeaders, StreamingHttpResponse):
     """A server-sent-event stream; `events` is the source generator, which the API handler iterates itself."""
 
     def __init__(self, events, **kwargs):
@@ -154,7 +167,6 @@ def gateway_http_response(result: GatewayResponse) -> HttpResponse:
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
     else:
-        response = HttpResponse(result.body, status=result.status, content_type=JSON)
-    for name, value in result.headers.items():
-        response[name] = value
+        response = GatewayJsonResponse(result.body, status=result.status, content_type=JSON)
+    response.gateway_headers = result.headers
     return response
