@@ -105,6 +105,43 @@ def generate(env: dict[str, str], rows: int) -> tuple[float, float, float]:
     return total, insert, rollup
 
 
+BODIES_EVERY = 10  # one call in this many has its body stored (as with storage on for some keys or routes)
+RARE_WORD_EVERY = 5000  # one stored body in this many mentions RARE_WORD
+RARE_WORD = "zanzibar"
+COMMON_WORD = "billing"  # in one stored body in five
+TOPICS = ("billing", "routing", "caching", "latency", "budgets")
+
+
+def bodies_generate(url: str) -> tuple[int, float]:
+    """Store a body for one call in BODIES_EVERY, with words to search for (through the same GIN index as
+    real bodies: migration 0010); returns how many and the seconds it took."""
+    import psycopg
+
+    topics = "ARRAY[" + ", ".join(f"'{topic}'" for topic in TOPICS) + "]"
+    started = time.monotonic()
+    with psycopg.connect(url) as conn:
+        inserted = conn.execute(
+            f"""
+            INSERT INTO billing_callbody
+                (created_at, request_id, request, answer, tool_calls, request_truncated, answer_truncated)
+            SELECT created_at, request_id,
+                jsonb_build_object(
+                    'messages', jsonb_build_array(jsonb_build_object(
+                        'role', 'user',
+                        'content', 'question ' || (id % 997) || ' about ' || ({topics})[1 + id % {len(TOPICS)}]
+                    )),
+                    'parameters', jsonb_build_object('temperature', 0)
+                ),
+                'answer ' || id || ' ' || CASE WHEN id % ({BODIES_EVERY} * {RARE_WORD_EVERY}) = 0
+                    THEN '{RARE_WORD}' ELSE 'plain' END,
+                '[]'::jsonb, false, false
+            FROM billing_call WHERE id % {BODIES_EVERY} = 0
+            """
+        ).rowcount
+        conn.execute("ANALYZE billing_callbody")
+    return inserted, time.monotonic() - started
+
+
 def users_create(env: dict[str, str]) -> dict[str, str]:
     """The staff and member accounts; returns the member's API key, the heaviest user and a key id and route."""
     script = f"""
@@ -139,6 +176,7 @@ def database_stats(url: str) -> tuple[dict[str, int], dict[str, str], float]:
 
     with psycopg.connect(url) as conn:
         counts = {"calls": conn.execute("SELECT count(*) FROM billing_call").fetchone()[0]}
+        counts["bodies"] = conn.execute("SELECT count(*) FROM billing_callbody").fetchone()[0]
         for period, n in conn.execute("SELECT period, count(*) FROM billing_callrollup GROUP BY period"):
             counts[f"{period} rollups"] = n
         counts["day rollups in 30 days"] = conn.execute(
@@ -276,6 +314,8 @@ def call_list_scenarios(extra: dict[str, str]) -> list[Scenario]:
             {**month, "route": extra["route"], "status": "rejected"},
         ),
         Scenario("call list, 30 days, search a request id", "/calls/", {**month, "q": extra["request_id"]}),
+        Scenario("call list, 30 days, search a rare word", "/calls/", {**month, "q": RARE_WORD}),
+        Scenario("call list, 30 days, search a common word", "/calls/", {**month, "q": COMMON_WORD}),
         Scenario("call list, 30 days, as a member", "/calls/", month, viewer=MEMBER),
         Scenario("call page", f"/calls/{extra['request_id']}/", {}),
     ]
@@ -287,6 +327,8 @@ def run_size(rows: int, database_url: str, requests: int, keep_tmp: bool, only: 
         manage(env, "migrate", "--no-input", "--verbosity", "0")
         print(f"generating {rows:,} calls in {redact_url(sandbox.database.url)} …", flush=True)
         total, insert, rollup = generate(env, rows)
+        bodies, bodies_s = bodies_generate(sandbox.database.url)
+        print(f"stored {bodies:,} call bodies in {bodies_s:.1f} s", flush=True)
         extra = users_create(env)
         counts, sizes, raw_ms = database_stats(sandbox.database.url)
         server = sandbox.serve("routerweb", routerweb_command)
@@ -317,7 +359,9 @@ def section(results: list[SizeResult], command: str, database_url: str) -> str:
         "over HTTP, one request at a time, 30-day range unless said otherwise, as a staff user with the",
         "spend permission unless said otherwise (the member sees only their own calls). Production command: `uvicorn",
         "routerweb.asgi:application --workers 1` (uvloop, httptools). Wall time as the client sees it,",
-        "after 3 warm-up requests.",
+        "after 3 warm-up requests. One call in ten has its body stored (a question naming one of five",
+        f"topics, a short answer; one answer in {RARE_WORD_EVERY:,} names a rare word) for the call list's text",
+        "searches.",
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -334,10 +378,11 @@ def section(results: list[SizeResult], command: str, database_url: str) -> str:
     lines += ["", "| | " + " | ".join(f"{r.rows:,} calls" for r in results) + " |"]
     lines.append("|---" * (len(results) + 1) + "|")
     rows = [
-        ("slowest p95 (page or JSON)", lambda r: f"**{max(t.p95 for t in r.timings):.0f} ms**"),
+        ("slowest p95 (any scenario)", lambda r: f"**{max(t.p95 for t in r.timings):.0f} ms**"),
         ("`generate_calls` (COPY, then the rollups)", _generation),
         ("call rows / hour rollups / day rollups", _counts),
         ("day rollup rows a 30-day view reads", lambda r: f"{r.counts['day rollups in 30 days']:,}"),
+        (f"stored call bodies (one call in {BODIES_EVERY})", lambda r: f"{r.counts['bodies']:,}"),
         ("table size: calls / rollups", lambda r: f"{r.sizes['billing_call']} / {r.sizes['billing_callrollup']}"),
         ("for scale: one 30-day totals query over the raw rows", lambda r: f"{r.raw_totals_ms:.0f} ms"),
         ("CSV export of the last 7 days", _export),
@@ -354,10 +399,11 @@ def section(results: list[SizeResult], command: str, database_url: str) -> str:
                 f"- {r.rows:,} calls, call log: slowest p95 {max(calls):.0f} ms,"
                 f" target under {TARGET_CALL_LIST_P95_MS:.0f} ms: {verdict}."
             )
-        worst = max(t.p95 for t in r.timings if not t.scenario.path.startswith("/calls/"))
-        target = TARGET_1M_P95_MS if r.rows <= 1_000_000 else TARGET_10M_P95_MS
-        verdict = "met" if worst < target else "**missed**"
-        lines.append(f"- {r.rows:,} calls: slowest p95 {worst:.0f} ms, target under {target:.0f} ms: {verdict}.")
+        worst = max((t.p95 for t in r.timings if not t.scenario.path.startswith("/calls/")), default=None)
+        if worst is not None:  # (--only may leave no dashboard scenario)
+            target = TARGET_1M_P95_MS if r.rows <= 1_000_000 else TARGET_10M_P95_MS
+            verdict = "met" if worst < target else "**missed**"
+            lines.append(f"- {r.rows:,} calls: slowest p95 {worst:.0f} ms, target under {target:.0f} ms: {verdict}.")
         whatif = max((t.p95 for t in r.timings if t.scenario.path == WHATIF_PATH), default=None)
         if whatif is None:
             continue
