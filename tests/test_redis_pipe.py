@@ -116,17 +116,25 @@ def test_response_cache_entries_are_django_redis_cache_entries():
     assert run(cache.lookup(key)) is None
 
 
+async def _writes_recorded(pipe: RedisPipe) -> list[bytes]:
+    """The pipe's connection, opened, with every write it makes from now on appended to the list returned."""
+    writes = []
+    connection = await pipe._pipe()
+    write = connection.transport.write
+    connection.transport.write = lambda data: (writes.append(data), write(data))
+    return writes
+
+
 def test_requests_started_in_one_turn_of_the_loop_leave_in_one_write():
     pipe = RedisPipe(REDIS)
-    writes = []
 
     async def scenario():
-        connection = await pipe._pipe()
-        write = connection.transport.write
-        connection.transport.write = lambda data: (writes.append(data), write(data))
-        return await asyncio.gather(pipe.execute(("PING",)), pipe.execute(("ECHO", "two")), pipe.execute(("PING",)))
+        writes = await _writes_recorded(pipe)
+        replies = await asyncio.gather(pipe.execute(("PING",)), pipe.execute(("ECHO", "two")), pipe.execute(("PING",)))
+        return writes, replies
 
-    assert run(scenario()) == [["PONG"], ["two"], ["PONG"]]
+    writes, replies = run(scenario())
+    assert replies == [["PONG"], ["two"], ["PONG"]]
     assert len(writes) == 1
 
 
@@ -134,17 +142,15 @@ def test_commands_sent_before_their_replies_are_awaited_leave_with_the_next_exch
     """What a call's admission does (routing/admission.py): its commands are queued when it is sent, the
     circuit read that follows in the same turn joins them, and one write carries both, with no task."""
     pipe = RedisPipe(REDIS)
-    writes = []
 
     async def scenario():
-        connection = await pipe._pipe()
-        write = connection.transport.write
-        connection.transport.write = lambda data: (writes.append(data), write(data))
+        writes = await _writes_recorded(pipe)
         sent = pipe.send_packed(resp_pack((("ECHO", "first"),)), 1)
         read = await pipe.execute(("ECHO", "second"))
-        return await sent, read
+        return writes, await sent, read
 
-    assert run(scenario()) == (["first"], ["second"])
+    writes, sent, read = run(scenario())
+    assert (sent, read) == (["first"], ["second"])
     assert writes == [resp_pack((("ECHO", "first"), ("ECHO", "second")))]
 
 
