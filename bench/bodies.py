@@ -19,63 +19,31 @@ every call's body costs under 10% of the requests per second at saturation.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from datetime import UTC, datetime
 from statistics import median
 
 from . import report
-from .costs import LOADS, Mode, Result, mode_database_url
-from .gateway import SCENARIOS, WARMUP_S, Runner, wait_quiet
-from .harness import BenchStack, manage, redact_url
+from .costs import LOADS, Mode, Result, drops_pct, mode_runners, rounds_run
+from .gateway import WARMUP_S
+from .harness import manage, redact_url
 
 TARGET_DROP_PCT = 10.0
-MODES = (Mode("bodies_off", "bodies off"), Mode("bodies_on", "bodies on (every call)"))
 RULE_ALL = "from billing.body_models import BodyStorageRule; BodyStorageRule.objects.create(storage='all')"
+MODES = (Mode("bodies_off", "bodies off"), Mode("bodies_on", "bodies on (every call)", setup=RULE_ALL))
 BODIES_COUNT = "from billing.models import CallBody; print(CallBody.objects.count())"
 
 
 def measure_rounds(args: argparse.Namespace) -> tuple[list[Result], dict[Mode, int]]:
     """Each round measures both loads in both modes (the order rotates); returns the results and the
     bodies each mode's database holds at the end."""
-    with contextlib.ExitStack() as stacks:
-        runners = {}
-        for mode in MODES:
-            database_url = mode_database_url(args.database_url, mode)
-            stack = stacks.enter_context(BenchStack(database_url=database_url, redis_url=args.redis_url))
-            if mode.key == "bodies_on":
-                manage(stack.env, "shell", "--no-imports", "-c", RULE_ALL)
-            runners[mode] = Runner(stack, args.duration)
-        results = []
-        for number in range(args.rounds):
-            for load in LOADS:
-                scenario = next(s for s in SCENARIOS if s.name == load.model)
-                for mode in MODES[number % 2 :] + MODES[: number % 2]:
-                    runner = runners[mode]
-                    wait_quiet(runner.stack)
-                    runner.measure(scenario, "routerweb", load.concurrency, WARMUP_S)
-                    m = runner.measure(scenario, "routerweb", load.concurrency, args.duration)
-                    results.append(
-                        Result(load, mode, number, m.rps, m.p50_ms, m.p99_ms, m.cpu_ms_per_request, m.rows or 0)
-                    )
-                    print(
-                        f"round {number + 1}, {load.model} c{load.concurrency}, {mode.label}: {m.rps:.0f} req/s",
-                        file=sys.stderr,
-                    )
+    with mode_runners(args, MODES) as runners:
+        results = rounds_run(args, runners)
         bodies = {
             mode: int(manage(runner.stack.env, "shell", "--no-imports", "-c", BODIES_COUNT).split()[-1])
             for mode, runner in runners.items()
         }
     return results, bodies
-
-
-def drops_pct(load, results: list[Result]) -> list[float]:
-    """Per round, how much lower the throughput with bodies is than without, in percent."""
-    drops = []
-    for number in sorted({r.round for r in results}):
-        same = {r.mode: r for r in results if r.load == load and r.round == number}
-        drops.append((1 - same[MODES[1]].rps / same[MODES[0]].rps) * 100)
-    return drops
 
 
 def section(results: list[Result], bodies: dict[Mode, int], args: argparse.Namespace, argv: list[str]) -> str:
@@ -103,7 +71,7 @@ def section(results: list[Result], bodies: dict[Mode, int], args: argparse.Names
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for load in LOADS:
-        drops = drops_pct(load, results)
+        drops = drops_pct(load, MODES[1], results, reference=MODES[0])
         drop = median(drops)
         verdict = "met" if drop < TARGET_DROP_PCT else "not met"
         each = ", ".join(f"{d:.1f}%" for d in drops)

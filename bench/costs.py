@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from statistics import median, quantiles
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import report
 from .gateway import SCENARIOS, WARMUP_S, Runner, wait_quiet
-from .harness import BenchStack, budgets_create, redact_url, routerweb_command, routerweb_command_through
+from .harness import BenchStack, budgets_create, manage, redact_url, routerweb_command, routerweb_command_through
 
 TARGET_DROP_PCT = 15.0
 
@@ -59,6 +60,7 @@ class Mode:
     label: str
     without_rows: bool = False
     budgets: bool = False
+    setup: str = ""  # Python run in its stack's `manage.py shell` before the rounds
 
 
 MODES = (
@@ -88,13 +90,12 @@ def mode_database_url(url: str | None, mode: Mode) -> str | None:
     return urlunsplit(parts._replace(path=f"{parts.path}_{mode.key}"))
 
 
-def measure_rounds(args: argparse.Namespace) -> list[Result]:
-    """The three modes' stacks run side by side (idle but for the one measured), and each round
-    measures every load in every mode, in an order that rotates from round to round: a machine that
-    gets slower or faster during the bench (a shared VM does) shifts all modes alike."""
+@contextlib.contextmanager
+def mode_runners(args: argparse.Namespace, modes: tuple[Mode, ...]) -> Iterator[dict[Mode, Runner]]:
+    """One stack per mode, side by side (idle but for the one measured), each prepared as its mode says."""
     with contextlib.ExitStack() as stacks:
         runners = {}
-        for mode in MODES:
+        for mode in modes:
             command = routerweb_command_through("bench.server_without_rows") if mode.without_rows else routerweb_command
             database_url = mode_database_url(args.database_url, mode)
             stack = stacks.enter_context(
@@ -102,29 +103,43 @@ def measure_rounds(args: argparse.Namespace) -> list[Result]:
             )
             if mode.budgets:
                 budgets_create(stack.env)
+            if mode.setup:
+                manage(stack.env, "shell", "--no-imports", "-c", mode.setup)
             runners[mode] = Runner(stack, args.duration)
-        results = []
-        for number in range(args.rounds):
-            for load in LOADS:
-                scenario = next(s for s in SCENARIOS if s.name == load.model)
-                for mode in MODES[number % len(MODES) :] + MODES[: number % len(MODES)]:
-                    runner = runners[mode]
-                    wait_quiet(runner.stack)
-                    runner.measure(scenario, "routerweb", load.concurrency, WARMUP_S)
-                    m = runner.measure(scenario, "routerweb", load.concurrency, args.duration)
-                    result = Result(load, mode, number, m.rps, m.p50_ms, m.p99_ms, m.cpu_ms_per_request, m.rows or 0)
-                    results.append(result)
-                    where = f"round {number + 1}, {load.model} c{load.concurrency}, {mode.label}"
-                    print(f"{where}: {m.rps:.0f} req/s", file=sys.stderr)
+        yield runners
+
+
+def rounds_run(args: argparse.Namespace, runners: dict[Mode, Runner]) -> list[Result]:
+    """Each round measures every load in every mode, in an order that rotates from round to round: a
+    machine that gets slower or faster during the bench (a shared VM does) shifts all modes alike."""
+    modes = list(runners)
+    results = []
+    for number in range(args.rounds):
+        for load in LOADS:
+            scenario = next(s for s in SCENARIOS if s.name == load.model)
+            for mode in modes[number % len(modes) :] + modes[: number % len(modes)]:
+                runner = runners[mode]
+                wait_quiet(runner.stack)
+                runner.measure(scenario, "routerweb", load.concurrency, WARMUP_S)
+                m = runner.measure(scenario, "routerweb", load.concurrency, args.duration)
+                result = Result(load, mode, number, m.rps, m.p50_ms, m.p99_ms, m.cpu_ms_per_request, m.rows or 0)
+                results.append(result)
+                where = f"round {number + 1}, {load.model} c{load.concurrency}, {mode.label}"
+                print(f"{where}: {m.rps:.0f} req/s", file=sys.stderr)
     return results
 
 
-def drops_pct(load: Load, mode: Mode, results: list[Result]) -> list[float]:
-    """Per round, how much lower `mode`'s throughput is than the reference's in the same round, in percent."""
+def measure_rounds(args: argparse.Namespace) -> list[Result]:
+    with mode_runners(args, MODES) as runners:
+        return rounds_run(args, runners)
+
+
+def drops_pct(load: Load, mode: Mode, results: list[Result], reference: Mode = MODES[0]) -> list[float]:
+    """Per round, how much lower `mode`'s throughput is than `reference`'s in the same round, in percent."""
     drops = []
     for number in sorted({r.round for r in results}):
         same = {r.mode: r for r in results if r.load == load and r.round == number}
-        drops.append((1 - same[mode].rps / same[MODES[0]].rps) * 100)
+        drops.append((1 - same[mode].rps / same[reference].rps) * 100)
     return drops
 
 

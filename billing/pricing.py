@@ -12,16 +12,19 @@ the input at the input price, and the output at the output price:
                                                1,000,000
 """
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from routing.usage import (  # noqa: F401 (billing's callers import the estimate rule from here too)
+    CHARS_PER_TOKEN,
+    prompt_tokens_estimate,
+    tokens_estimate,
+    tokens_for_chars,
+)
+
 PER_TOKENS = Decimal(1_000_000)
-CHARS_PER_TOKEN = 4
-TOKENS_PER_MESSAGE = 4
-TOKENS_PER_REQUEST = 3
 
 # What the request body does not show, added to its size by `prompt_tokens_bound`:
 MEDIA_PART_TOKENS = 50_000  # per content part that is not text: an image is billed by its pixels, not its URL
@@ -79,26 +82,6 @@ def _or_input(rate: Decimal | None, price: PriceLike) -> Decimal:
     return price.input_per_mtok if rate is None else rate
 
 
-def tokens_estimate(text: str) -> int:
-    """Tokens in `text` when the provider did not say: one per 4 characters, rounded up (OpenAI's rule of thumb)."""
-    return tokens_for_chars(len(text))
-
-
-def tokens_for_chars(chars: int) -> int:
-    """Tokens in a text of `chars` characters, by the same rule as `tokens_estimate`."""
-    return math.ceil(chars / CHARS_PER_TOKEN)
-
-
-def prompt_tokens_estimate(messages: list[Any]) -> int:
-    """Tokens in a request's messages: the text of each, plus 4 per message and 3 per request for the framing."""
-    total = TOKENS_PER_REQUEST
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        total += TOKENS_PER_MESSAGE + tokens_estimate(_message_text(message.get("content")))
-    return total
-
-
 def prompt_tokens_bound(*, body: dict[str, Any], body_size: int) -> int:
     """At most how many prompt tokens any provider bills for `body`, a request `body_size` bytes of JSON long.
 
@@ -129,11 +112,3 @@ def prompt_tokens_bound(*, body: dict[str, Any], body_size: int) -> int:
 
 def _is_media(part: Any) -> bool:
     return not (isinstance(part, dict) and part.get("type") in ("text", "refusal"))
-
-
-def _message_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""

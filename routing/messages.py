@@ -27,6 +27,7 @@ from .gateway import Caller, Endpoint, call_run, check_allowed, registry_checked
 from .messages_format import input_tokens_estimate, message_from_completion
 from .messages_schema import MessagesRequest, messages_request_parse
 from .messages_stream import ChunkTranslator, NativeMessagesRelay, TranslatedStream
+from .providers.base import answer_object
 from .providers.registry import adapter_for
 from .router import CandidateTry, RouteResult, UsageCost, candidates_for, chat_attempt, skip_reason
 from .runtime import Runtime
@@ -113,15 +114,8 @@ async def _native_try(
             raise
         return RouteResult(model, stream=relay)
     raw = await upstream_read(response, provider)
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure("invalid JSON from upstream", retryable=True) from None
-    if (
-        not isinstance(message, dict)
-        or message.get("type") != "message"
-        or not isinstance(message.get("content"), list)
-    ):
+    message = answer_object(raw, list_field="content", what="a message")
+    if message.get("type") != "message":
         raise UpstreamFailure("upstream answer is not a message", retryable=True)
     return RouteResult(model, body=raw, usage=anthropic_usage_parse(message.get("usage")))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .usage import Usage, UsageProblem
+from .usage import Usage, UsageProblem, prompt_tokens_estimate, tokens_for_chars
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -214,26 +214,10 @@ def sse_event(data: dict[str, Any]) -> bytes:
     return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-# routerweb's token estimate (billing/pricing.py `prompt_tokens_estimate` uses the same rule for a call
-# recorded without usage): a token per 4 characters, rounded up, plus 4 per message and 3 per request.
-CHARS_PER_TOKEN = 4
-TOKENS_PER_MESSAGE = 4
-TOKENS_PER_REQUEST = 3
-
-
 def input_tokens_estimate(chat_body: dict[str, Any]) -> int:
-    """The estimated prompt tokens of a translated Messages request: each message's text (system
-    prompt included) by billing's estimate rule, plus its tool definitions' JSON at the same rate."""
-    total = TOKENS_PER_REQUEST
-    for message in chat_body["messages"]:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-        total += TOKENS_PER_MESSAGE + _tokens_for_chars(len(content or ""))
+    """The estimated prompt tokens of a translated Messages request: routerweb's estimate of its
+    messages (system prompt included), plus its tool definitions' JSON at the same rate."""
+    total = prompt_tokens_estimate(chat_body["messages"])
     if chat_body.get("tools"):
-        total += _tokens_for_chars(len(orjson.dumps(chat_body["tools"])))
+        total += tokens_for_chars(len(orjson.dumps(chat_body["tools"])))
     return total
-
-
-def _tokens_for_chars(chars: int) -> int:
-    return -(-chars // CHARS_PER_TOKEN)

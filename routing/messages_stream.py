@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from .messages_format import sse_event, stop_reason, usage_fields
+from .providers.anthropic_stream import anthropic_error_event
 from .streaming import SseParser, StreamRelay
 from .upstream import UpstreamFailure
 from .usage import Usage, UsageProblem, anthropic_usage_parse
@@ -219,9 +220,8 @@ class NativeMessagesRelay(StreamRelay):
                 raise UpstreamFailure("invalid event in stream", retryable=True)
             return None
         if kind == "error":
-            error = event.get("error") if isinstance(event.get("error"), dict) else {}
-            error_type = error.get("type") if isinstance(error.get("type"), str) else "error"
-            failure = UpstreamFailure(f"error event from upstream ({error_type[:40]})", retryable=True)
+            error_type, _ = anthropic_error_event(event)
+            failure = UpstreamFailure(f"error event from upstream ({error_type})", retryable=True)
             if not self.started:
                 raise failure
             self.failure, self.finished = failure, True

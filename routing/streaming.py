@@ -17,7 +17,7 @@ import orjson
 
 from .snapshot import ProviderSnap
 from .upstream import UpstreamFailure, transport_failure
-from .usage import Usage, UsageProblem
+from .usage import Usage, UsageProblem, usage_openai_fields
 
 DONE_EVENT = b"data: [DONE]\n\n"
 # Of a streamed answer's text, this many characters are kept (all of them are counted): enough for
@@ -189,18 +189,12 @@ class StreamRelay(ABC):
             return None
         if not isinstance(self.usage, Usage):
             return None
-        usage = self.usage
         message = {"role": "assistant", "content": self.text}
         return {
             "object": "chat.completion",
             "model": self.model_name,
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
-            "usage": {
-                "prompt_tokens": usage.prompt,
-                "completion_tokens": usage.completion,
-                "total_tokens": usage.prompt + usage.completion,
-                "prompt_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": usage.cache_write},
-            },
+            "usage": usage_openai_fields(self.usage),
         }
 
     def note_tool_calls(self, deltas: list) -> None:

@@ -14,6 +14,13 @@ import orjson
 
 TOKENS_MAX = 2**31 - 1  # the largest count a token column holds
 
+# routerweb's token estimate, for a call whose provider gave no usage and for count_tokens answered
+# locally: a token per 4 characters, rounded up (OpenAI's rule of thumb), plus 4 per message and 3 per
+# request for the framing.
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_REQUEST = 3
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -187,3 +194,30 @@ def embedding_answer_with_cost(body: bytes, usage_end: int | None, cost: str | N
         return body
     separator = b"" if body[:usage_end].rstrip().endswith(b"{") else b","
     return body[:usage_end] + separator + b'"cost":' + cost.encode() + body[usage_end:]
+
+
+def tokens_estimate(text: str) -> int:
+    """Tokens in `text` when the provider did not say (the rule above)."""
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    """Tokens in a text of `chars` characters, by the same rule as `tokens_estimate`."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def prompt_tokens_estimate(messages: list[Any]) -> int:
+    """Tokens in a request's messages: the text of each, plus the framing per message and per request."""
+    total = TOKENS_PER_REQUEST
+    for message in messages:
+        if isinstance(message, dict):
+            total += TOKENS_PER_MESSAGE + tokens_estimate(_message_text(message.get("content")))
+    return total
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""

@@ -453,3 +453,16 @@ def test_a_text_stream_fills_the_response_cache_and_a_tool_call_stream_does_not(
         assert chunks.headers["X-Router-Cache"] == "miss"
         list(chunks.parse())
         calls_settle()
+
+
+def test_an_error_events_type_and_message_are_fit_for_a_row_and_a_log():
+    """Both relays (to OpenAI clients and the native /v1/messages one) read an error event through this:
+    what the upstream sent reaches the attempts column, which PostgreSQL refuses with a NUL in it."""
+    from routing.providers.anthropic_stream import ERROR_TYPE_MAX, anthropic_error_event
+
+    error_type, message = anthropic_error_event(
+        {"type": "error", "error": {"type": "over\x00loaded" * 9, "message": 7}}
+    )
+    assert "\x00" not in error_type and len(error_type) == ERROR_TYPE_MAX and error_type.startswith("overloaded")
+    assert message == "the upstream sent an error event"
+    assert anthropic_error_event({"type": "error", "error": "not an object"}) == ("error", message)

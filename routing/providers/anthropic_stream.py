@@ -56,11 +56,7 @@ class AnthropicStreamMapper:
         if kind == "message_stop":
             self.finished = True
         elif kind == "error":
-            error = event.get("error") if isinstance(event.get("error"), dict) else {}
-            self.error = (
-                text_bounded(error.get("type"), ERROR_TYPE_MAX) or "error",
-                text_bounded(error.get("message"), ERROR_MESSAGE_MAX) or "the upstream sent an error event",
-            )
+            self.error = anthropic_error_event(event)
         return []
 
     def usage(self) -> Usage | UsageProblem:
@@ -118,3 +114,12 @@ class AnthropicStreamMapper:
         self.has_final_usage = self.has_final_usage or isinstance(usage, dict)
         reason = finish_reason(delta.get("stop_reason")) if isinstance(delta, dict) else None
         return [self._chunk({}, reason or "stop")]
+
+
+def anthropic_error_event(event: dict) -> tuple[str, str]:
+    """An `error` event's type and message, fit for a log line and a call row (bounded, no NUL)."""
+    error = event.get("error") if isinstance(event.get("error"), dict) else {}
+    return (
+        text_bounded(error.get("type"), ERROR_TYPE_MAX) or "error",
+        text_bounded(error.get("message"), ERROR_MESSAGE_MAX) or "the upstream sent an error event",
+    )

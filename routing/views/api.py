@@ -1,6 +1,7 @@
 """The API: thin views over routing.gateway (chat completions), routing.messages (Anthropic's
 Messages API) and routing.embeddings. Served by routing.asgi_api's lean handler."""
 
+from collections.abc import Awaitable, Callable
 from itertools import chain
 
 import orjson
@@ -48,7 +49,9 @@ async def messages(request: HttpRequest) -> HttpResponse:
     """POST /v1/messages: Anthropic's Messages API (`anthropic-version` accepted, not required)."""
     if request.method != "POST":
         return error_response(ApiError(405, "Use POST for /v1/messages.", code="method_not_allowed"), anthropic=True)
-    result = await messages_run(runtime=runtime_of(request), raw_body=request.body, caller=_messages_caller(request))
+    result = await _messages_call(request, messages_run)
+    if isinstance(result, HttpResponse):
+        return result
     if "X-Request-Id" in result.headers:  # Anthropic's clients read the request's id from `request-id`
         result.headers["request-id"] = result.headers["X-Request-Id"]
     return gateway_http_response(result)
@@ -59,24 +62,28 @@ async def messages_count_tokens(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         error = ApiError(405, "Use POST for /v1/messages/count_tokens.", code="method_not_allowed")
         return error_response(error, anthropic=True)
-    caller = _messages_caller(request)
-    result = await count_tokens_run(runtime=runtime_of(request), raw_body=request.body, caller=caller)
-    return gateway_http_response(result)
+    result = await _messages_call(request, count_tokens_run)
+    return result if isinstance(result, HttpResponse) else gateway_http_response(result)
 
 
-def _messages_caller(request: HttpRequest) -> Caller:
+async def _messages_call(
+    request: HttpRequest, run: Callable[..., Awaitable[GatewayResponse]]
+) -> GatewayResponse | HttpResponse:
+    """`run` (a Messages API endpoint) for the request; its headers are checked first, once: a bad one
+    is answered here, never taken for a key the registry might have missed."""
+    try:
+        native_headers = messages_native_headers(request.headers.get("anthropic-beta", ""))
+    except ApiError as error:
+        return error_response(error, anthropic=True)
     authorization = api_key_authorization(
         x_api_key=request.headers.get("x-api-key", ""), authorization=request.headers.get("Authorization", "")
     )
 
-    anthropic_beta = request.headers.get("anthropic-beta", "")
-
     def caller(registry: Registry) -> CallContext:
         key = api_key_authenticate(registry.keys_by_hash, authorization)
-        native_headers = messages_native_headers(anthropic_beta)
         return CallContext(source="api", key=key, user_id=key.user_id, native_headers=native_headers)
 
-    return caller
+    return await run(runtime=runtime_of(request), raw_body=request.body, caller=caller)
 
 
 async def models_list(request: HttpRequest) -> HttpResponse:
