@@ -82,7 +82,8 @@ class CallDetailView(LoginRequiredMixin, View):
             "nav": "calls",
             "call": call,
             "badges": call_badges(call),
-            "uncached_prompt_tokens": max(call.prompt_tokens - call.cached_tokens, 0),
+            # priced at the input rate (billing/pricing.py): neither read from nor written to the cache
+            "uncached_prompt_tokens": max(call.prompt_tokens - call.cached_tokens - call.cache_write_tokens, 0),
             "conversation": call_conversation(call),
             "tz": settings.ROUTERWEB_DASHBOARD_TZ,
         }

@@ -77,11 +77,6 @@ class PriceProvenance:
     of_replayed_call: bool  # a cache hit's: the price that priced the replayed call (its saving)
     cache_write_per_mtok: Decimal | None = None  # None: tokens written to the cache were priced as input
 
-    @property
-    def cached_rate(self) -> Decimal:
-        """What a cached input token was priced at (per 1M tokens)."""
-        return self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
-
     def text(self) -> str:
         """One line for people, e.g. "price #12, in force from 2026-11-01 00:00 UTC: $2.50 input,
         $1.25 cached input, $10.00 output per 1M tokens"."""

@@ -27,16 +27,6 @@ from .usage import Usage
 T = TypeVar("T")
 
 
-async def call_admit(
-    registry: Registry, context: CallContext, chat: ChatRequest | EmbeddingRequest, candidates: list[ModelSnap]
-) -> None:
-    """Count the call against the rate limits that apply (none: a dict lookup); raises the 429."""
-    limiter = context.runtime.ratelimiter
-    limits = limiter.limits_for(registry, key=context.key, user_id=context.user_id)
-    if limits:
-        await _admitted(context, limiter.admit(limits, tokens=tokens_bound(chat, candidates)))
-
-
 async def _admitted(context: CallContext, admitting: Awaitable[Admission | None]) -> None:
     try:
         context.admission = await admitting
@@ -56,7 +46,8 @@ async def call_read_and_admit(
     candidates: list[ModelSnap],
 ) -> T:
     """`read` (the candidates' circuits, perhaps with the registry version), `confirm` what it read (it
-    raises when the call must start over), then admit the call (`call_admit`).
+    raises when the call must start over), then count the call against the rate limits that apply
+    (none: a dict lookup; refused: the 429).
 
     With limits counted on Redis, the admission is sent together with the read: the limiter sends its
     commands before `read` starts, and `read` sends its own in the same turn of the event loop, so they

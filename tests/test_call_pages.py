@@ -37,6 +37,7 @@ def kinds(world):
             attempts=[attempt("gpt-4o", "ok", 812)],
             prompt=1200,
             cached=200,
+            cache_write=300,
             completion=340,
             cost=Decimal("0.0061"),
             latency_ms=830,
@@ -128,6 +129,7 @@ def test_call_page_for_every_kind(world, kinds, kind):
         assert f'data-badge="{name}"' in html
     assert f'data-tokens="prompt">{row["prompt_tokens"]}<' in html
     assert f'data-tokens="cached">{row["cached_tokens"]}<' in html
+    assert f'data-tokens="cache_write">{row["cache_write_tokens"]}<' in html
     assert f'data-tokens="completion">{row["completion_tokens"]}<' in html
     assert f'id="call-latency">{row["latency_ms"]} ms<' in html
     for entry in row["attempts"]:
@@ -138,7 +140,7 @@ def test_call_page_for_every_kind(world, kinds, kind):
 def test_call_page_values_of_an_ok_call(world, kinds):
     html = detail(client_for(world["alice"]), "req_ok").content.decode()
     assert 'id="call-cost">$0.0061<' in html
-    assert 'data-tokens="uncached">1000<' in html
+    assert 'data-tokens="uncached">700<' in html  # 1200 less 200 read from and 300 written to the cache
     assert 'id="call-ttft">120 ms<' in html
     assert 'id="call-overhead">0.50 ms<' in html
     assert "812 ms" in html  # the attempt's own time

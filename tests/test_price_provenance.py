@@ -38,21 +38,21 @@ def assert_priced_by(call: Call, price: Price, *, replayed: bool = False) -> Non
     provenance = price_provenance_of(call)
     assert provenance is not None
     assert (provenance.price_id, provenance.effective_from) == (price.id, price.effective_from)
-    assert (provenance.input_per_mtok, provenance.cached_input_per_mtok, provenance.output_per_mtok) == (
-        price.input_per_mtok,
-        price.cached_input_per_mtok,
-        price.output_per_mtok,
-    )
+    rates = ("input_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "output_per_mtok")
+    assert [getattr(provenance, rate) for rate in rates] == [getattr(price, rate) for rate in rates]
     assert provenance.of_replayed_call is replayed
     block = page_price(call)
     assert f"#{price.id}" in block and f"{price.effective_from:%Y-%m-%d %H:%M} UTC" in block
     assert f"${usd_json(price.input_per_mtok)} /1M tokens" in block
     assert f"${usd_json(price.output_per_mtok)} /1M tokens" in block
+    write_rate = price.input_per_mtok if price.cache_write_per_mtok is None else price.cache_write_per_mtok
+    assert f'data-price="cache_write">${usd_json(write_rate)} /1M tokens' in block
     if not replayed:
         recomputed = cost_for_usage(
             provenance,
             prompt_tokens=call.prompt_tokens,
             cached_tokens=call.cached_tokens,
+            cache_write_tokens=call.cache_write_tokens,
             completion_tokens=call.completion_tokens,
         )
         assert recomputed == call.cost_usd > 0

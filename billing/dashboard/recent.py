@@ -64,10 +64,14 @@ class CallNarrowing:
             rows = rows.filter(status=self.status)
         return rows
 
+    @property
+    def countable(self) -> bool:
+        """Whether the rollups count the matching calls: not a text search, and not fallbacks by
+        estimate (counted apart only)."""
+        return not self.search and not (self.status == FALLBACK and self.estimated is not None)
+
     def counted(self, row: dict) -> int:
-        """How many of a rollup row's calls match (all of them when the rollups cannot tell)."""
-        if self.search or (self.status == FALLBACK and self.estimated is not None):
-            return 0  # unknown (the rollups do not count fallbacks by estimate): the whole range is read
+        """How many of a rollup row's calls match (the narrowing is `countable`)."""
         if self.status == FALLBACK:
             return row["fallback_calls"]
         if self.estimated is True:
@@ -136,7 +140,7 @@ def _hours_holding(filters: CallFilters, narrowing: CallNarrowing, *, before: da
     """The start of the newest whole hours before `before` that hold `calls` matching calls, or all
     there are (per the hour rollups); `before` itself when there are none. Without a narrowing every
     rollup row counts at least one call, so the newest `calls` rows always decide; with one, rows are
-    read until enough calls match (a text search cannot be counted: the whole range is read)."""
+    read until enough calls match (a narrowing the rollups cannot count reads the whole range)."""
     rows = (
         narrowing.rollups(rollups_matching(filters=filters, period=CallRollup.Period.HOUR))
         .filter(bucket_start__lt=before)
@@ -145,7 +149,7 @@ def _hours_holding(filters: CallFilters, narrowing: CallNarrowing, *, before: da
     )
     if narrowing == CallNarrowing():
         rows = rows[:calls]
-    elif narrowing.search:
+    elif not narrowing.countable:
         return filters.start
     else:  # summed per hour by the database: a rare match would otherwise walk every row of every hour
         rows = rows.values("bucket_start").annotate(
