@@ -6,6 +6,7 @@ processes start them with `gateway_worker_process`.
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,30 @@ def gateway(gateway_server, transactional_db) -> LiveServer:
     budget_upkeep.return_all()  # and its budget allowances go back, as at a worker's shutdown
 
 
+@pytest.fixture
+def login(gateway):
+    """`login(username, password)` → an httpx client logged in through the real login form.
+
+    Like the page, it sends the CSRF token (from the csrftoken cookie) in the X-CSRFToken header.
+    """
+    clients: list[httpx.Client] = []
+
+    def start(username: str, password: str) -> httpx.Client:
+        http = httpx.Client(base_url=gateway.url, timeout=20)
+        clients.append(http)
+        form = http.get("/accounts/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+        credentials = {"username": username, "password": password, "csrfmiddlewaretoken": token}
+        response = http.post("/accounts/login/", data={**credentials, "next": "/playground/"})
+        assert response.status_code == 302 and response.headers["location"] == "/playground/", response.text
+        http.headers["X-CSRFToken"] = http.cookies["csrftoken"]
+        return http
+
+    yield start
+    for http in clients:
+        http.close()
+
+
 def calls_settle(timeout_s: float = 3.0) -> None:
     """Wait until no request is in flight on the in-process server (a streamed call is recorded just
     after its last byte reaches the client), then until the recorder has written every row."""
@@ -125,6 +150,33 @@ def fake_model(fake_provider):
 
     def create(name: str, upstream: str = "echo", **fields):
         return model_create(name=name, provider=fake_provider, upstream_model=upstream, **fields)
+
+    return create
+
+
+ANTHROPIC_KEY = "sk-ant-fake"  # the secret of `anthropic_provider`, in its environment variable only
+
+
+@pytest.fixture
+def anthropic_provider(fake_upstream, transactional_db, monkeypatch):
+    """A provider of kind Anthropic on the fake upstream's Anthropic mode, its key in FAKE_ANTHROPIC_API_KEY."""
+    monkeypatch.setenv("FAKE_ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    return provider_create(
+        name="fake-anthropic",
+        base_url=f"{fake_upstream.url}/v1",
+        api_format="anthropic",
+        api_key_env="FAKE_ANTHROPIC_API_KEY",
+        read_timeout_s=5,
+        connect_timeout_s=2,
+    )
+
+
+@pytest.fixture
+def anthropic_model(anthropic_provider):
+    """`anthropic_model("name", "echo+cached=5")` creates a model served by the fake's Anthropic mode."""
+
+    def create(name: str, upstream: str = "echo", **fields):
+        return model_create(name=name, provider=anthropic_provider, upstream_model=upstream, **fields)
 
     return create
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tests.conftest import calls_settle
-from tests.factories import model_create, provider_create, route_create
+from tests.conftest import ANTHROPIC_KEY, calls_settle
+from tests.factories import route_create
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -29,41 +29,18 @@ TOOLS = [
 ]
 
 
-@pytest.fixture
-def anthropic_provider(fake_upstream, transactional_db, monkeypatch):
-    monkeypatch.setenv("FAKE_ANTHROPIC_API_KEY", "sk-ant-canary")
-    return provider_create(
-        name="claude-fake",
-        api_format="anthropic",
-        base_url=f"{fake_upstream.url}/v1",
-        api_key_env="FAKE_ANTHROPIC_API_KEY",
-        read_timeout_s=5,
-        connect_timeout_s=2,
-    )
-
-
-@pytest.fixture
-def claude_model(anthropic_provider):
-    """`claude_model("name", "claude+cached=5")` creates a model served by the fake's Anthropic mode."""
-
-    def create(name: str, upstream: str = "claude", **fields):
-        return model_create(name=name, provider=anthropic_provider, upstream_model=upstream, **fields)
-
-    return create
-
-
 def sent(fake_upstream) -> dict:
     return fake_upstream.app.stats()["last_request"]
 
 
-def test_a_chat_completion_is_answered_by_the_messages_api(client, claude_model, fake_upstream, recorded_calls):
-    claude_model("claude", "claude+words=5")
+def test_a_chat_completion_is_answered_by_the_messages_api(client, anthropic_model, fake_upstream, recorded_calls):
+    anthropic_model("claude", "claude+words=5")
     completion = client.chat.completions.create(model="claude", messages=MESSAGES, max_tokens=50)
     assert completion.choices[0].message.content == "Echo: hello there world lorem"
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.prompt_tokens == INPUT_TOKENS and completion.usage.completion_tokens == 5
     headers = fake_upstream.app.stats()["last_headers"]
-    assert headers["x-api-key"] == "sk-ant-canary" and "authorization" not in headers
+    assert headers["x-api-key"] == ANTHROPIC_KEY and "authorization" not in headers
     assert headers["anthropic-version"] == "2023-06-01"
     body = sent(fake_upstream)
     assert body["system"] == "You are terse."
@@ -73,9 +50,9 @@ def test_a_chat_completion_is_answered_by_the_messages_api(client, claude_model,
     assert (call.status, call.prompt_tokens, call.completion_tokens, call.usage_estimated) == ("ok", 12, 5, False)
 
 
-def test_max_tokens_defaults_to_the_models_limit_then_to_4096(client, claude_model, fake_upstream):
-    claude_model("limited", max_output_tokens=777)
-    claude_model("unlimited")
+def test_max_tokens_defaults_to_the_models_limit_then_to_4096(client, anthropic_model, fake_upstream):
+    anthropic_model("limited", max_output_tokens=777)
+    anthropic_model("unlimited")
     client.chat.completions.create(model="limited", messages=MESSAGES)
     assert sent(fake_upstream)["max_tokens"] == 777
     client.chat.completions.create(model="unlimited", messages=MESSAGES)
@@ -84,15 +61,15 @@ def test_max_tokens_defaults_to_the_models_limit_then_to_4096(client, claude_mod
     assert sent(fake_upstream)["max_tokens"] == 3
 
 
-def test_the_answer_cut_at_max_tokens_finishes_with_length(client, claude_model):
-    claude_model("claude", "claude+words=9")
+def test_the_answer_cut_at_max_tokens_finishes_with_length(client, anthropic_model):
+    anthropic_model("claude", "claude+words=9")
     completion = client.chat.completions.create(model="claude", messages=MESSAGES, max_tokens=2)
     assert completion.choices[0].message.content == "Echo: hello"
     assert completion.choices[0].finish_reason == "length"
 
 
-def test_sampling_fields_and_stop_are_mapped(client, claude_model, fake_upstream):
-    claude_model("claude")
+def test_sampling_fields_and_stop_are_mapped(client, anthropic_model, fake_upstream):
+    anthropic_model("claude")
     client.chat.completions.create(
         model="claude", messages=MESSAGES, temperature=1.5, top_p=0.5, stop="END", user="u-1", n=1
     )
@@ -102,8 +79,8 @@ def test_sampling_fields_and_stop_are_mapped(client, claude_model, fake_upstream
     assert "n" not in body and "stream_options" not in body
 
 
-def test_a_stream_relays_chunks_with_usage_in_the_final_chunk(client, claude_model, recorded_calls):
-    claude_model("claude", "claude+words=4+cached=30+cache-write=6")
+def test_a_stream_relays_chunks_with_usage_in_the_final_chunk(client, anthropic_model, recorded_calls):
+    anthropic_model("claude", "claude+words=4+cached=30+cache-write=6")
     chunks = list(
         client.chat.completions.create(
             model="claude", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
@@ -123,16 +100,18 @@ def test_a_stream_relays_chunks_with_usage_in_the_final_chunk(client, claude_mod
     assert call.stream and not call.usage_estimated
 
 
-def test_a_stream_without_include_usage_has_no_usage_chunk_but_the_row_has_usage(client, claude_model, recorded_calls):
-    claude_model("claude", "claude+words=2")
+def test_a_stream_without_include_usage_has_no_usage_chunk_but_the_row_has_usage(
+    client, anthropic_model, recorded_calls
+):
+    anthropic_model("claude", "claude+words=2")
     chunks = list(client.chat.completions.create(model="claude", messages=MESSAGES, stream=True))
     assert all(chunk.usage is None for chunk in chunks)
     [call] = recorded_calls()
     assert (call.prompt_tokens, call.completion_tokens, call.usage_estimated) == (INPUT_TOKENS, 2, False)
 
 
-def test_tool_use_goes_out_as_tool_calls_and_the_result_comes_back_in(client, claude_model, fake_upstream):
-    claude_model("claude", "claude+tool-use+words=2")
+def test_tool_use_goes_out_as_tool_calls_and_the_result_comes_back_in(client, anthropic_model, fake_upstream):
+    anthropic_model("claude", "claude+tool-use+words=2")
     ask = [{"role": "user", "content": "find it"}]
     completion = client.chat.completions.create(model="claude", messages=ask, tools=TOOLS, tool_choice="required")
     body = sent(fake_upstream)
@@ -154,7 +133,7 @@ def test_tool_use_goes_out_as_tool_calls_and_the_result_comes_back_in(client, cl
         choice.message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "forty two"},
     ]
-    claude_model("plain", "claude+words=3")
+    anthropic_model("plain", "claude+words=3")
     answer = client.chat.completions.create(model="plain", messages=follow_up, tools=TOOLS)
     assert answer.choices[0].message.content == "Echo: forty two"
     turns = sent(fake_upstream)["messages"]
@@ -170,8 +149,8 @@ def test_tool_use_goes_out_as_tool_calls_and_the_result_comes_back_in(client, cl
     }
 
 
-def test_a_streamed_tool_call_arrives_in_pieces_that_add_up(client, claude_model):
-    claude_model("claude", "claude+tool-use+words=2")
+def test_a_streamed_tool_call_arrives_in_pieces_that_add_up(client, anthropic_model):
+    anthropic_model("claude", "claude+tool-use+words=2")
     chunks = list(
         client.chat.completions.create(
             model="claude", messages=[{"role": "user", "content": "find it"}], tools=TOOLS, stream=True
@@ -184,8 +163,8 @@ def test_a_streamed_tool_call_arrives_in_pieces_that_add_up(client, claude_model
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
-def test_images_are_sent_as_base64_and_url_sources(client, claude_model, fake_upstream):
-    claude_model("claude")
+def test_images_are_sent_as_base64_and_url_sources(client, anthropic_model, fake_upstream):
+    anthropic_model("claude")
     png = base64.b64encode(b"\x89PNG fake").decode()
     content = [
         {"type": "text", "text": "what is this"},
@@ -201,8 +180,8 @@ def test_images_are_sent_as_base64_and_url_sources(client, claude_model, fake_up
     ]
 
 
-def test_a_400_goes_back_to_the_client_without_fallback(client, claude_model, fake_model, recorded_calls):
-    claude_model("claude", "claude+status=400")
+def test_a_400_goes_back_to_the_client_without_fallback(client, anthropic_model, fake_model, recorded_calls):
+    anthropic_model("claude", "claude+status=400")
     fake_model("backup")
     route_create("chat", ["claude", "backup"])
     with pytest.raises(openai.BadRequestError) as raised:
@@ -226,9 +205,9 @@ def test_a_400_goes_back_to_the_client_without_fallback(client, claude_model, fa
     ],
 )
 def test_an_anthropic_failure_falls_back_to_an_openai_compatible_candidate(
-    client, claude_model, fake_model, recorded_calls, failure, stream
+    client, anthropic_model, fake_model, recorded_calls, failure, stream
 ):
-    claude_model("claude", f"claude+{failure}")
+    anthropic_model("claude", f"claude+{failure}")
     fake_model("backup", "echo+words=3")
     route_create("chat", ["claude", "backup"])
     answer = client.chat.completions.create(model="chat", messages=MESSAGES, stream=stream)
@@ -241,10 +220,10 @@ def test_an_anthropic_failure_falls_back_to_an_openai_compatible_candidate(
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_openai_compatible_failure_falls_back_to_the_anthropic_candidate(
-    client, claude_model, fake_model, recorded_calls, stream
+    client, anthropic_model, fake_model, recorded_calls, stream
 ):
     fake_model("gpt", "echo+status=503")
-    claude_model("claude", "claude+words=3")
+    anthropic_model("claude", "claude+words=3")
     route_create("chat", ["gpt", "claude"])
     answer = client.chat.completions.create(model="chat", messages=MESSAGES, stream=stream)
     text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices) if stream else None
@@ -253,8 +232,8 @@ def test_an_openai_compatible_failure_falls_back_to_the_anthropic_candidate(
     assert call.model.name == "claude" and call.attempt_count == 2
 
 
-def test_an_error_event_after_content_ends_the_stream_with_an_error(client, claude_model, recorded_calls):
-    claude_model("claude", "claude+stream-error=2")
+def test_an_error_event_after_content_ends_the_stream_with_an_error(client, anthropic_model, recorded_calls):
+    anthropic_model("claude", "claude+stream-error=2")
     chunks = []
     with pytest.raises(openai.APIError, match="Overloaded"):
         for chunk in client.chat.completions.create(model="claude", messages=MESSAGES, stream=True):
@@ -266,8 +245,8 @@ def test_an_error_event_after_content_ends_the_stream_with_an_error(client, clau
 
 @pytest.mark.parametrize("kind", ["negative", "huge", "string", "float", "null", "bool"])
 @pytest.mark.parametrize("stream", [False, True])
-def test_hostile_usage_never_reaches_a_row(client, claude_model, recorded_calls, kind, stream):
-    claude_model("claude", f"claude+bad-usage={kind}+words=3")
+def test_hostile_usage_never_reaches_a_row(client, anthropic_model, recorded_calls, kind, stream):
+    anthropic_model("claude", f"claude+bad-usage={kind}+words=3")
     answer = client.chat.completions.create(model="claude", messages=MESSAGES, stream=stream)
     if stream:
         list(answer)
@@ -278,26 +257,26 @@ def test_hostile_usage_never_reaches_a_row(client, claude_model, recorded_calls,
     assert 0 <= call.prompt_tokens < 100 and 0 <= call.cache_write_tokens == 0
 
 
-def test_unknown_events_and_blocks_are_skipped(client, claude_model, recorded_calls):
-    claude_model("claude", "claude+odd-events+words=3")
+def test_unknown_events_and_blocks_are_skipped(client, anthropic_model, recorded_calls):
+    anthropic_model("claude", "claude+odd-events+words=3")
     chunks = list(client.chat.completions.create(model="claude", messages=MESSAGES, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hello there"
     [call] = recorded_calls()
     assert call.status == "ok" and call.completion_tokens == 3
 
 
-def test_a_broken_stream_is_recorded_with_estimated_tokens(client, claude_model, recorded_calls):
-    claude_model("claude", "claude+drop=2")
+def test_a_broken_stream_is_recorded_with_estimated_tokens(client, anthropic_model, recorded_calls):
+    anthropic_model("claude", "claude+drop=2")
     with pytest.raises(openai.APIError):
         list(client.chat.completions.create(model="claude", messages=MESSAGES, stream=True))
     [call] = recorded_calls()
     assert call.usage_estimated and call.estimate_reason == "no_usage"
 
 
-def test_the_cost_row_prices_four_token_classes_exactly(client, claude_model, recorded_calls):
+def test_the_cost_row_prices_four_token_classes_exactly(client, anthropic_model, recorded_calls):
     from billing.services import price_set
 
-    model = claude_model("claude", "claude+words=7+cached=1000+cache-write=333")
+    model = anthropic_model("claude", "claude+words=7+cached=1000+cache-write=333")
     price_set(
         model=model,
         input_per_mtok=Decimal("3"),
@@ -346,10 +325,10 @@ def test_a_budgets_worst_case_prices_the_prompt_at_the_cache_write_rate_when_dea
     assert worst == (1000 * Decimal("3.75") + 10 * Decimal(15)) / 10**6
 
 
-def test_budgets_apply_to_anthropic_calls(client, claude_model, user, recorded_calls):
+def test_budgets_apply_to_anthropic_calls(client, anthropic_model, user, recorded_calls):
     from tests.billing_fixtures import budget_for
 
-    claude_model("claude", price=(1_000_000, 1_000_000))  # $1 a token: no call fits
+    anthropic_model("claude", price=(1_000_000, 1_000_000))  # $1 a token: no call fits
     budget_for(limit="5", user=user)
     with pytest.raises(openai.RateLimitError) as refused:
         client.chat.completions.create(model="claude", messages=MESSAGES, max_tokens=10)
@@ -358,10 +337,10 @@ def test_budgets_apply_to_anthropic_calls(client, claude_model, user, recorded_c
     assert call.status == "rejected" and call.cost_usd == 0
 
 
-def test_rate_limits_apply_to_anthropic_calls(client, claude_model, user):
+def test_rate_limits_apply_to_anthropic_calls(client, anthropic_model, user):
     from routing.models import UserRateLimit
 
-    claude_model("claude")
+    anthropic_model("claude")
     UserRateLimit.objects.create(user=user, rpm_limit=1)
     client.chat.completions.create(model="claude", messages=MESSAGES)
     with pytest.raises(openai.RateLimitError) as refused:
@@ -430,8 +409,8 @@ def test_an_openai_compatible_upstreams_cache_writes_are_priced_too(client, fake
     assert call.cost_usd == (8 * Decimal(3) + 4 * Decimal("0.3") + 10 * Decimal("3.75") + 2 * Decimal(15)) / 10**6
 
 
-def test_a_text_stream_fills_the_response_cache_and_a_tool_call_stream_does_not(client, claude_model, fake_upstream):
-    claude_model("claude", "claude+words=3+cache-write=2")
+def test_a_text_stream_fills_the_response_cache_and_a_tool_call_stream_does_not(client, anthropic_model, fake_upstream):
+    anthropic_model("claude", "claude+words=3+cache-write=2")
     cache = {"X-Router-Cache": "true"}
     text = "".join(
         c.choices[0].delta.content or ""
@@ -444,7 +423,7 @@ def test_a_text_stream_fills_the_response_cache_and_a_tool_call_stream_does_not(
     assert hit.parse().choices[0].message.content == text
     assert hit.parse().choices[0].finish_reason == "stop"
 
-    claude_model("claude-tools", "claude+tool-use+words=2")
+    anthropic_model("claude-tools", "claude+tool-use+words=2")
     tool_ask = [{"role": "user", "content": "find it"}]
     for _ in range(2):
         chunks = client.chat.completions.with_raw_response.create(

@@ -102,8 +102,6 @@ def test_whatif_equals_a_recomputation_from_raw_rows(world, calls, mini_cached, 
 def test_whatif_on_a_model_without_a_cached_rate_prices_cached_tokens_as_input(world, calls):
     body = client_for(world["root"]).get(URL, {"whatif": "gpt-4o"}).json()
     assert document_numbers(body) == by_hand(calls, make_filters(), price_in="2.5", price_cached=None, price_out="10")
-    gpt = next(line for line in body["by_model"] if line["model"] == "gpt-4o")
-    assert gpt["difference_usd"] == "0.00" or gpt["cost_now_usd"] != gpt["cost_chosen_usd"]
 
 
 def test_a_user_re_prices_only_their_own_calls(world, calls, mini_cached):

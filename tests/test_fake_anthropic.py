@@ -8,8 +8,7 @@ import anthropic
 import httpx
 import pytest
 
-from testkit.fake_upstream import FakeUpstream
-from testkit.live import LiveServer, serve_asgi
+from testkit.live import LiveServer
 
 MESSAGES = [{"role": "user", "content": "hello there world"}]
 SYSTEM = "You are terse."
@@ -17,22 +16,15 @@ SYSTEM = "You are terse."
 INPUT_TOKENS = 12
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
-    live = serve_asgi(FakeUpstream(prefix="/v1"))
-    yield live
-    live.stop()
+@pytest.fixture
+def sdk(fake_upstream: LiveServer) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=fake_upstream.url, api_key="k", max_retries=0, timeout=5.0)
 
 
 @pytest.fixture
-def sdk(server: LiveServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0, timeout=5.0)
-
-
-@pytest.fixture
-def http(server: LiveServer) -> Iterator[httpx.Client]:
+def http(fake_upstream: LiveServer) -> Iterator[httpx.Client]:
     headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
-    with httpx.Client(base_url=server.url + "/v1", headers=headers, timeout=5.0) as client:
+    with httpx.Client(base_url=fake_upstream.url + "/v1", headers=headers, timeout=5.0) as client:
         yield client
 
 

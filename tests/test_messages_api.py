@@ -12,7 +12,8 @@ import pytest
 from billing.pricing import prompt_tokens_estimate
 from routing.models import ApiKey
 from tests.billing_fixtures import budget_for
-from tests.factories import model_create, price_create, provider_create, route_create
+from tests.conftest import ANTHROPIC_KEY
+from tests.factories import price_create, route_create
 
 HELLO = [{"role": "user", "content": "hello router"}]
 ECHO_5 = "Echo: hello router lorem ipsum"
@@ -443,26 +444,6 @@ def test_count_tokens_errors(claude, gateway):
 # ---------------------------------------------------------------------------- Anthropic candidates (native)
 
 
-@pytest.fixture
-def anthropic_model(fake_upstream, transactional_db, monkeypatch):
-    """`anthropic_model("name", "echo+words=3")`: a model on a provider of kind Anthropic (the fake's
-    Anthropic mode), whose key is in FAKE_ANTHROPIC_API_KEY."""
-    monkeypatch.setenv("FAKE_ANTHROPIC_API_KEY", "sk-ant-fake")
-    provider = provider_create(
-        name="fake-anthropic",
-        base_url=f"{fake_upstream.url}/v1",
-        api_format="anthropic",
-        api_key_env="FAKE_ANTHROPIC_API_KEY",
-        read_timeout_s=5,
-        connect_timeout_s=2,
-    )
-
-    def create(name: str, upstream: str = "echo", **fields):
-        return model_create(name=name, provider=provider, upstream_model=upstream, **fields)
-
-    return create
-
-
 CLAUDE_SYSTEM = [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}]
 
 
@@ -481,7 +462,7 @@ def test_native_message_passes_through(claude, anthropic_model, fake_upstream, r
     )
     assert fake_upstream.app.stats()["last_request"] == {**body, "model": "echo+words=5+cached=3"}  # as sent
     headers = fake_upstream.app.stats()["last_headers"]
-    assert headers["x-api-key"] == "sk-ant-fake" and headers["anthropic-version"]
+    assert headers["x-api-key"] == ANTHROPIC_KEY and headers["anthropic-version"]
     assert "anthropic-beta" not in headers
     (call,) = recorded_calls()
     assert (call.status, call.model.name) == ("ok", "claude-fake")

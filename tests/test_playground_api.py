@@ -30,30 +30,6 @@ VOTES_URL = "/playground/api/votes"
 
 
 @pytest.fixture
-def login(gateway):
-    """`login(username, password)` → an httpx client logged in through the real login form.
-
-    Like the page, it sends the CSRF token (from the csrftoken cookie) in the X-CSRFToken header.
-    """
-    clients: list[httpx.Client] = []
-
-    def start(username: str, password: str) -> httpx.Client:
-        http = httpx.Client(base_url=gateway.url, timeout=20)
-        clients.append(http)
-        form = http.get("/accounts/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
-        credentials = {"username": username, "password": password, "csrfmiddlewaretoken": token}
-        response = http.post("/accounts/login/", data={**credentials, "next": "/playground/"})
-        assert response.status_code == 302 and response.headers["location"] == "/playground/", response.text
-        http.headers["X-CSRFToken"] = http.cookies["csrftoken"]
-        return http
-
-    yield start
-    for http in clients:
-        http.close()
-
-
-@pytest.fixture
 def session(login, user) -> httpx.Client:
     return login("alice", "pw-alice-123")
 

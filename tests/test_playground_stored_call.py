@@ -1,10 +1,7 @@
 """A stored call loaded back for the playground (`/playground/api/stored/<id>`): the conversation, the
 parameters and the recorded call through the metering seam, under the dashboard's access rules."""
 
-import re
-
 import httpx
-import pytest
 
 from billing.body_models import BodyStorageRule
 from tests.conftest import calls_settle
@@ -17,24 +14,6 @@ MESSAGES = [
     {"role": "assistant", "content": "A front door for APIs."},
     {"role": "user", "content": "And a fallback?"},
 ]
-
-
-@pytest.fixture
-def login(gateway):
-    clients: list[httpx.Client] = []
-
-    def start(username: str, password: str) -> httpx.Client:
-        http = httpx.Client(base_url=gateway.url, timeout=20)
-        clients.append(http)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', http.get("/accounts/login/").text).group(1)
-        data = {"username": username, "password": password, "csrfmiddlewaretoken": token, "next": "/playground/"}
-        assert http.post("/accounts/login/", data=data).status_code == 302
-        http.headers["X-CSRFToken"] = http.cookies["csrftoken"]
-        return http
-
-    yield start
-    for http in clients:
-        http.close()
 
 
 def store_a_call(http: httpx.Client, model: str, **body) -> str:

@@ -18,7 +18,6 @@ from routing.redis_pipe import RedisPipe
 from routing.runtime import runtime_installed
 from routing.services import api_key_create
 from tests.conftest import calls_settle
-from tests.test_playground_api import login  # noqa: F401 (the fixture)
 
 HELLO = [{"role": "user", "content": "hello router"}]
 REDIS_FOR_TESTS = "redis://127.0.0.1:6379/1"
@@ -88,7 +87,7 @@ def test_sdk_backs_off_on_429(gateway, fake_model, user, api_key):
     assert refused.value.response.headers["retry-after"]
 
 
-def test_user_limit_spans_keys_and_the_playground(gateway, fake_model, user, login):  # noqa: F811
+def test_user_limit_spans_keys_and_the_playground(gateway, fake_model, user, login):
     fake_model("echo-model")
     UserRateLimit.objects.create(user=user, rpm_limit=2)
     keys = [api_key_create(user=user, name=f"k{i}")[1] for i in range(2)]
