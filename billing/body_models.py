@@ -7,7 +7,6 @@ which calls get one (billing/body_policy.py); the rules are part of the registry
 """
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Value
 from django.db.models.functions import Coalesce
@@ -106,7 +105,3 @@ class BodyStorageRule(models.Model):
         if self.route_id:
             return f"route {self.route}"
         return "everyone"
-
-    def clean(self) -> None:
-        if sum(1 for link in (self.user_id, self.route_id, self.api_key_id) if link) > 1:
-            raise ValidationError("Choose at most one of user, route and API key (none: the global rule).")

@@ -147,13 +147,9 @@ class BillingMeter(Meter):
         """The call and its body if `viewer` may see it: the dashboard's rules (their own calls, or
         everyone's with the spend permission)."""
         from .call_bodies import call_body_for
-        from .dashboard.access import viewer_sees_everyone
-        from .models import Call
+        from .dashboard.call_detail import call_for_viewer
 
-        calls = Call.objects.select_related("model", "provider").filter(request_id=request_id)
-        if not viewer_sees_everyone(viewer):
-            calls = calls.filter(user_id=viewer.pk)
-        call = calls.first()
+        call = call_for_viewer(viewer=viewer, request_id=request_id)
         if call is None:
             return None
         own = call.user_id == viewer.pk

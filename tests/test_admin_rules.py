@@ -150,3 +150,15 @@ def test_the_budget_form_explains_its_rules_in_sentences(admin_client):
         assert response.status_code == 200
         assert sentence in page
         assert "Constraint" not in page
+
+
+def test_a_body_storage_rule_with_two_scopes_is_refused_with_a_message(admin_client):
+    from billing.body_models import BodyStorage, BodyStorageRule
+
+    user = user_create("scoped")
+    route = Route.objects.create(name="scoped-route")
+    data = {"storage": BodyStorage.ALL, "user": user.pk, "route": route.pk}
+    response = admin_client.post(url(BodyStorageRule, "add"), data)
+    assert response.status_code == 200  # the form again, not a redirect
+    assert "Choose at most one of user, route and API key" in response.content.decode()
+    assert not BodyStorageRule.objects.exists()

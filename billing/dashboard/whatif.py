@@ -31,24 +31,12 @@ from routing.models import ModelEndpoint
 from ..models import Call, Price
 from ..money import usd_json
 from ..pricing import cost_for_usage
+from ..rollups import SCALAR_COUNTERS
 from .access import CallFilters, rollups_matching
 from .aggregates import usd_from_pusd
 from .names import model_names
 
-_SUMS = (
-    "calls",
-    "unpriced_calls",
-    "estimated_calls",
-    "prompt_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "completion_tokens",
-    "unpriced_prompt_tokens",
-    "unpriced_cached_tokens",
-    "unpriced_cache_write_tokens",
-    "unpriced_completion_tokens",
-    "cost_pusd",
-)
+_SUMS = tuple(counter for counter in SCALAR_COUNTERS if counter not in ("fallback_calls", "saved_pusd"))
 
 
 @dataclass(frozen=True, slots=True)

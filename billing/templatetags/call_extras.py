@@ -31,12 +31,12 @@ def replay_actions(call: Any, *, stored: Any) -> dict[str, Any]:
     chat model but the one the call asked for (the playground marks which can answer now). An embeddings
     call has none: the playground is a chat page."""
     embeddings = ModelEndpoint.Kind.EMBEDDINGS
-    routes = Route.objects.exclude(targets__model__kind=embeddings).order_by("name").values_list("name", flat=True)
-    models = ModelEndpoint.objects.exclude(kind=embeddings).order_by("name").values_list("name", flat=True)
+    routes = Route.objects.exclude(targets__model__kind=embeddings).exclude(name=call.requested)
+    models = ModelEndpoint.objects.exclude(kind=embeddings).exclude(name=call.requested)
     return {
         "call": call,
         "embeddings": call.kind == embeddings,
         "stored": bool(stored) and call.kind != embeddings,
-        "routes": [name for name in routes if name != call.requested],
-        "models": [name for name in models if name != call.requested],
+        "routes": list(routes.order_by("name").values_list("name", flat=True)),
+        "models": list(models.order_by("name").values_list("name", flat=True)),
     }
