@@ -218,19 +218,10 @@
 
   // ------------------------------------------------------------------ transcript rendering
 
-  const markdownReady = () => Boolean(window.marked && window.DOMPurify && window.DOMPurify.isSupported);
-  const FORBIDDEN_TAGS = ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "video", "audio"];
-
-  /** Model output as Markdown: parsed by marked, sanitized by DOMPurify, code highlighted when `final`. */
+  /** Model output as Markdown (static/js/markdown.js), tables wrapped to scroll, code highlighted and
+   * given a copy button when `final`. */
   function renderMarkdown(container, text, final) {
-    const html = window.marked.parse(text, { gfm: true, breaks: false, async: false });
-    const clean = window.DOMPurify.sanitize(html, { FORBID_TAGS: FORBIDDEN_TAGS, FORBID_ATTR: ["style"] });
-    container.innerHTML = clean; // sanitized just above: the only innerHTML of model output
-    container.classList.add("md");
-    for (const link of container.querySelectorAll("a[href]")) {
-      link.target = "_blank";
-      link.rel = "noopener noreferrer nofollow";
-    }
+    markdownRender(container, text);
     for (const table of container.querySelectorAll("table")) {
       const wrap = h("div", { class: "table-wrap" });
       table.before(wrap);
@@ -238,10 +229,7 @@
     }
     if (!final) return;
     for (const code of container.querySelectorAll("pre > code")) {
-      if (window.hljs) {
-        const language = [...code.classList].find((c) => c.startsWith("language-"));
-        if (!language || window.hljs.getLanguage(language.slice(9))) window.hljs.highlightElement(code);
-      }
+      markdownHighlight(code);
       const pre = code.parentElement;
       const copy = h("button", { type: "button", class: "code-copy small", "aria-label": "Copy code" }, "Copy");
       copy.addEventListener("click", () => copyText(code.textContent, copy));
