@@ -7,8 +7,6 @@ the viewer may not see both answer the same 404.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
@@ -16,19 +14,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views import View
 
-from .dashboard.access import viewer_sees_everyone
 from .dashboard.call_detail import call_badges, call_conversation, call_for_viewer
-from .dashboard.names import filter_choices
 from .dashboard.recent import CallNarrowing, recent_calls
 from .forms import (
-    DEFAULT_RANGE,
     ESTIMATED_CHOICES,
-    RANGE_CHOICES,
     STATUS_CHOICES,
     CallListFilterForm,
-    time_zone_choices,
 )
-from .views import _filters, _query
+from .views import _filters, _query, filters_context
 
 CALLS_PER_PAGE = 50
 
@@ -39,19 +32,8 @@ class CallListView(LoginRequiredMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
         form = CallListFilterForm(request.GET, viewer=request.user)
         valid = form.is_valid()
-        selected_user = form.cleaned_data.get("user") if valid else None
-        context: dict[str, Any] = {
-            "nav": "calls",
-            "all_users": viewer_sees_everyone(request.user),
-            "form": form,
-            "range_choices": RANGE_CHOICES,
-            "default_range": DEFAULT_RANGE,
-            "status_choices": STATUS_CHOICES,
-            "estimated_choices": ESTIMATED_CHOICES,
-            "time_zones": time_zone_choices(),
-            "default_tz": settings.ROUTERWEB_DASHBOARD_TZ,
-            "choices": filter_choices(viewer=request.user, user_id=selected_user.pk if selected_user else None),
-        }
+        context = filters_context(request, form, nav="calls")
+        context.update(status_choices=STATUS_CHOICES, estimated_choices=ESTIMATED_CHOICES)
         if not valid:
             return render(request, self.template_name, context, status=400)
         try:

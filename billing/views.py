@@ -59,24 +59,29 @@ def _query(form: DashboardFilterForm, **extra: str) -> str:
     return urlencode(params)
 
 
+def filters_context(request: HttpRequest, form: DashboardFilterForm, *, nav: str) -> dict[str, Any]:
+    """What the filter fields (billing/_filter_fields.html) need, for a `form` already validated."""
+    selected_user = form.cleaned_data.get("user") if form.is_valid() else None
+    return {
+        "nav": nav,
+        "all_users": viewer_sees_everyone(request.user),
+        "form": form,
+        "range_choices": RANGE_CHOICES,
+        "default_range": DEFAULT_RANGE,
+        "time_zones": time_zone_choices(),
+        "default_tz": settings.ROUTERWEB_DASHBOARD_TZ,
+        "choices": filter_choices(viewer=request.user, user_id=selected_user.pk if selected_user else None),
+    }
+
+
 class DashboardView(LoginRequiredMixin, View):
     template_name = "billing/dashboard.html"
 
     def get(self, request: HttpRequest) -> HttpResponse:
         form = DashboardFilterForm(request.GET, viewer=request.user)
-        all_users = viewer_sees_everyone(request.user)
         valid = form.is_valid()
-        selected_user = form.cleaned_data.get("user") if valid else None
-        context: dict[str, Any] = {
-            "nav": "dashboard",
-            "all_users": all_users,
-            "form": form,
-            "range_choices": RANGE_CHOICES,
-            "default_range": DEFAULT_RANGE,
-            "time_zones": time_zone_choices(),
-            "default_tz": settings.ROUTERWEB_DASHBOARD_TZ,
-            "choices": filter_choices(viewer=request.user, user_id=selected_user.pk if selected_user else None),
-        }
+        context = filters_context(request, form, nav="dashboard")
+        all_users = context["all_users"]
         if not valid:
             return render(request, self.template_name, context, status=400)
         filters = _filters(request.user, form)
