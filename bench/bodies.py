@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from statistics import median
 
 from . import report
-from .costs import LOADS, Mode, Result, drops_pct, mode_runners, rounds_run
+from .costs import LOADS, Mode, Result, drops_pct, mode_runners, rounds_parser, rounds_run
 from .gateway import WARMUP_S
 from .harness import manage, redact_url
 
@@ -84,13 +84,7 @@ def section(results: list[Result], bodies: dict[Mode, int], args: argparse.Names
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url")
-    parser.add_argument("--redis-url")
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args(argv)
+    args = rounds_parser(__doc__).parse_args(argv)
     results, bodies = measure_rounds(args)
     text = section(results, bodies, args, [a for a in argv if a != "--write-docs"])
     print(text)

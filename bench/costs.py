@@ -129,6 +129,19 @@ def rounds_run(args: argparse.Namespace, runners: dict[Mode, Runner]) -> list[Re
     return results
 
 
+def rounds_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that measures modes side by side in rounds (`rounds_run`)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--database-url")
+    parser.add_argument("--redis-url")
+    # Many short rounds: this VM's speed drifts within seconds, and only the median of many rounds holds;
+    # short ones keep a round's modes close in time.
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--write-docs", action="store_true")
+    return parser
+
+
 def measure_rounds(args: argparse.Namespace) -> list[Result]:
     with mode_runners(args, MODES) as runners:
         return rounds_run(args, runners)
@@ -189,15 +202,7 @@ def section(results: list[Result], args: argparse.Namespace, argv: list[str]) ->
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url")
-    parser.add_argument("--redis-url")
-    # Many short rounds: this VM's speed drifts within seconds, and only the median of many rounds holds;
-    # short ones keep a round's three modes close in time.
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args(argv)
+    args = rounds_parser(__doc__).parse_args(argv)
     results = measure_rounds(args)
     text = section(results, args, [a for a in argv if a != "--write-docs"])
     print(text)

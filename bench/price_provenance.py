@@ -9,43 +9,37 @@ three rounds: the machine is shared, so read the rounds together.
 
 import os
 import timeit
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
 django.setup()
 
+from bench.micro_registry import micro_registry  # noqa: E402
 from billing.calls import call_row  # noqa: E402
-from billing.metering import BillingSnapshot  # noqa: E402
 from billing.price_provenance import PROVENANCE_COLUMNS, price_provenance_columns  # noqa: E402
-from billing.pricing import PriceSnap  # noqa: E402
 from billing.spool import spool_line  # noqa: E402
 from routing.metering import CallOutcome  # noqa: E402
-from routing.snapshot import ModelSnap, ProviderSnap  # noqa: E402
 from routing.usage import Usage  # noqa: E402
 
 N = 50_000
 
 
 def main() -> None:
-    provider = ProviderSnap(1, "p", "https://x.test/v1", "", 5.0, 60.0, True)
-    model = ModelSnap(1, "gpt-4o", "gpt-4o", provider, True, None)
-    now = datetime.now(UTC)
-    price = PriceSnap(now - timedelta(days=1), Decimal("2.5"), Decimal("10"), Decimal("1.25"), id=7)
+    registry = micro_registry(price_id=7)
+    price = registry.price
     outcome = CallOutcome(
         request_id="req_0123456789abcdef0123456789abcdef",
-        created_at=now,
+        created_at=registry.now,
         source="api",
         user_id=1,
         api_key_id=1,
         requested="gpt-4o",
-        model=model,
+        model=registry.model,
         status="ok",
         http_status=200,
         usage=Usage(prompt=1234, cached=200, completion=456),
-        snapshot_part=BillingSnapshot(prices={1: (price,)}),
+        snapshot_part=registry.snapshot,
         attempts=[{"model": "gpt-4o", "outcome": "ok", "status": 200, "latency_ms": 10, "reason": "ok"}],
     )
     row = call_row(outcome)

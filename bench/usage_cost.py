@@ -9,8 +9,6 @@ answer (parse and re-serialize the body) or to the final usage chunk of a stream
 
 import os
 import timeit
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import django
 
@@ -19,20 +17,16 @@ django.setup()
 
 import orjson  # noqa: E402
 
-from billing.metering import BillingMeter, BillingSnapshot  # noqa: E402
-from billing.pricing import PriceSnap  # noqa: E402
-from routing.snapshot import ModelSnap, ProviderSnap  # noqa: E402
+from bench.micro_registry import micro_registry  # noqa: E402
+from billing.metering import BillingMeter  # noqa: E402
 from routing.usage import Usage, answer_with_cost, usage_with_cost  # noqa: E402
 
 N = 50_000
 
 
 def main() -> None:
-    provider = ProviderSnap(1, "p", "https://x.test/v1", "", 5.0, 60.0, True)
-    model = ModelSnap(1, "gpt-4o", "gpt-4o", provider, True, None)
-    now = datetime.now(UTC)
-    price = PriceSnap(now - timedelta(days=1), Decimal("2.5"), Decimal("10"), Decimal("1.25"))
-    snapshot = BillingSnapshot(prices={1: (price,)})
+    registry = micro_registry()
+    now, model, snapshot = registry.now, registry.model, registry.snapshot
     meter = BillingMeter()
     usage = Usage(prompt=1234, cached=200, completion=456)
     answer = orjson.dumps(
