@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.conftest import ANTHROPIC_KEY, calls_settle
-from tests.factories import route_create
+from tests.factories import price_create, route_create
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -27,6 +27,17 @@ TOOLS = [
         },
     }
 ]
+
+
+def claude_prices(model) -> None:
+    """Claude Sonnet's rates per 1M tokens: $3 input, $15 output, $0.30 cache read, $3.75 cache write."""
+    price_create(
+        model=model,
+        input_per_mtok="3",
+        output_per_mtok="15",
+        cached_input_per_mtok=Decimal("0.3"),
+        cache_write_per_mtok=Decimal("3.75"),
+    )
 
 
 def sent(fake_upstream) -> dict:
@@ -274,16 +285,8 @@ def test_a_broken_stream_is_recorded_with_estimated_tokens(client, anthropic_mod
 
 
 def test_the_cost_row_prices_four_token_classes_exactly(client, anthropic_model, recorded_calls):
-    from billing.services import price_set
-
     model = anthropic_model("claude", "claude+words=7+cached=1000+cache-write=333")
-    price_set(
-        model=model,
-        input_per_mtok=Decimal("3"),
-        output_per_mtok=Decimal("15"),
-        cached_input_per_mtok=Decimal("0.3"),
-        cache_write_per_mtok=Decimal("3.75"),
-    )
+    claude_prices(model)
     completion = client.chat.completions.create(model="claude", messages=MESSAGES)
     assert completion.usage.prompt_tokens == INPUT_TOKENS + 1000 + 333
     [call] = recorded_calls()
@@ -367,7 +370,7 @@ def test_an_anthropic_provider_imports_and_exports_from_the_registry_yaml(tmp_pa
     import io
 
     import yaml
-    from django.core.management import call_command
+    from django.core.management import CommandError, call_command
 
     from billing.services import price_current
     from routing.models import ModelEndpoint, Provider
@@ -387,21 +390,13 @@ def test_an_anthropic_provider_imports_and_exports_from_the_registry_yaml(tmp_pa
     assert yaml.safe_load(ANTHROPIC_REGISTRY)["models"][0]["price"] == exported["models"][0]["price"]
 
     path.write_text(ANTHROPIC_REGISTRY.replace("cache_write_per_mtok: 3.75", "cache_write_per_mtok: -1"))
-    with pytest.raises(Exception, match="cache_write_per_mtok"):
+    with pytest.raises(CommandError, match="cache_write_per_mtok"):
         call_command("import_registry", str(path), stdout=io.StringIO())
 
 
 def test_an_openai_compatible_upstreams_cache_writes_are_priced_too(client, fake_model, recorded_calls):
-    from billing.services import price_set
-
     model = fake_model("routed", "echo+words=2+cached=4+cache-write=10")
-    price_set(
-        model=model,
-        input_per_mtok=Decimal("3"),
-        output_per_mtok=Decimal("15"),
-        cached_input_per_mtok=Decimal("0.3"),
-        cache_write_per_mtok=Decimal("3.75"),
-    )
+    claude_prices(model)
     completion = client.chat.completions.create(model="routed", messages=MESSAGES)
     assert completion.usage.prompt_tokens == INPUT_TOKENS + 10
     [call] = recorded_calls()
