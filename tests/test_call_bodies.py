@@ -2,6 +2,7 @@
 failed-only mode, the size cap with its marker, redaction (built-in and configured), NUL bytes,
 streamed answers stored whole, retention by the recorder's upkeep and by the management command."""
 
+import json
 from datetime import timedelta
 from io import StringIO
 
@@ -194,6 +195,22 @@ def test_streamed_answer_stored_whole(client, fake_model):
     assert body.answer == text
     assert body.parameters["stream"] is True
     assert Call.objects.get(request_id=body.request_id).stream
+
+
+def test_streamed_tool_call_stored_whole(client, fake_model):
+    """The fake upstream streams the call's arguments in two parts; the stored body has them joined."""
+    fake_model("echo-model", "echo+words=2+tool-use")
+    BodyStorageRule.objects.create(storage=BodyStorage.ALL)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    chunks = [chunk for chunk in ask(client, stream=True, tools=tools) if chunk.choices]
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    deltas = [call for chunk in chunks for call in chunk.choices[0].delta.tool_calls or []]
+    arguments = "".join(delta.function.arguments or "" for delta in deltas)
+    assert len(deltas) == 2 and json.loads(arguments)  # sent in parts, whole once joined
+    (body,) = bodies().values()
+    (stored,) = body.tool_calls
+    assert stored["function"] == {"name": "get_weather", "arguments": arguments}
+    assert stored["id"] == deltas[0].id and body.answer == text
 
 
 def test_stream_relay_assembles_tool_calls():
