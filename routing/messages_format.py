@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from .providers.anthropic_format import tool_input
 from .usage import Usage, UsageProblem, prompt_tokens_estimate, tokens_for_chars
 
 STOP_REASONS = {
@@ -189,20 +190,6 @@ def _tool_use_block(call_id: Any, function: dict[str, Any]) -> dict[str, Any]:
         "name": function.get("name") if isinstance(function.get("name"), str) else "",
         "input": tool_input(function.get("arguments")),
     }
-
-
-def tool_input(arguments: Any) -> dict[str, Any]:
-    """A tool call's arguments (a JSON string) as Anthropic's `input` object; what does not parse as an
-    object is kept as `{"arguments": <the text>}` rather than lost."""
-    if isinstance(arguments, str):
-        try:
-            parsed = orjson.loads(arguments or "{}")
-        except orjson.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            return parsed
-        return {"arguments": arguments}
-    return {}
 
 
 def stop_reason(finish_reason: Any) -> str:

@@ -72,7 +72,7 @@ def test_consecutive_turns_of_one_role_are_merged_and_tool_results_join_a_user_t
             "role": "assistant",
             "content": [
                 {"type": "tool_use", "id": "t1", "name": "f", "input": {"x": 1}},
-                {"type": "tool_use", "id": "t2", "name": "g", "input": {}},
+                {"type": "tool_use", "id": "t2", "name": "g", "input": {"arguments": "not json"}},
             ],
         },
         {

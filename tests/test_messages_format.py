@@ -5,9 +5,10 @@ import orjson
 import pytest
 
 from routing.errors import ApiError, anthropic_error_answer
-from routing.messages_format import chat_body_from_messages, message_from_completion, tool_input, usage_fields
+from routing.messages_format import chat_body_from_messages, message_from_completion, usage_fields
 from routing.messages_schema import messages_request_parse
 from routing.messages_stream import ChunkTranslator
+from routing.providers.anthropic_format import tool_input
 from routing.usage import Usage, UsageProblem
 
 

@@ -166,21 +166,24 @@ def _tool_uses(tool_calls: Any) -> list[Block]:
                 "type": "tool_use",
                 "id": call.get("id"),
                 "name": function.get("name"),
-                "input": _arguments(function.get("arguments")),
+                "input": tool_input(function.get("arguments")),
             }
         )
     return uses
 
 
-def _arguments(arguments: Any) -> dict[str, Any]:
-    """A tool call's arguments (a JSON string in OpenAI's format) as the object the Messages API wants."""
+def tool_input(arguments: Any) -> dict[str, Any]:
+    """A tool call's arguments (a JSON string in OpenAI's format) as the `input` object of the Messages
+    API; text that does not parse as an object is kept as `{"arguments": <the text>}` rather than lost."""
     if isinstance(arguments, dict):
         return arguments
+    if not isinstance(arguments, str):
+        return {}
     try:
-        parsed = orjson.loads(arguments) if isinstance(arguments, (str, bytes)) else None
+        parsed = orjson.loads(arguments or "{}")
     except orjson.JSONDecodeError:
         parsed = None
-    return parsed if isinstance(parsed, dict) else {}
+    return parsed if isinstance(parsed, dict) else {"arguments": arguments}
 
 
 def _tool_result(message: dict[str, Any]) -> Block:
