@@ -64,6 +64,17 @@ def price_create(
     )
 
 
+def claude_price_create(model: ModelEndpoint) -> Price:
+    """Claude Sonnet's rates per 1M tokens: $3 input, $15 output, $0.30 cache read, $3.75 cache write."""
+    return price_create(
+        model=model,
+        input_per_mtok="3",
+        output_per_mtok="15",
+        cached_input_per_mtok=Decimal("0.30"),
+        cache_write_per_mtok=Decimal("3.75"),
+    )
+
+
 def route_create(
     name: str,
     models: Sequence[ModelEndpoint | str],

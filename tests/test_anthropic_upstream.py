@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.conftest import ANTHROPIC_KEY, calls_settle
-from tests.factories import price_create, route_create
+from tests.factories import claude_price_create, route_create
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -27,17 +27,6 @@ TOOLS = [
         },
     }
 ]
-
-
-def claude_prices(model) -> None:
-    """Claude Sonnet's rates per 1M tokens: $3 input, $15 output, $0.30 cache read, $3.75 cache write."""
-    price_create(
-        model=model,
-        input_per_mtok="3",
-        output_per_mtok="15",
-        cached_input_per_mtok=Decimal("0.3"),
-        cache_write_per_mtok=Decimal("3.75"),
-    )
 
 
 def sent(fake_upstream) -> dict:
@@ -286,7 +275,7 @@ def test_a_broken_stream_is_recorded_with_estimated_tokens(client, anthropic_mod
 
 def test_the_cost_row_prices_four_token_classes_exactly(client, anthropic_model, recorded_calls):
     model = anthropic_model("claude", "claude+words=7+cached=1000+cache-write=333")
-    claude_prices(model)
+    claude_price_create(model)
     completion = client.chat.completions.create(model="claude", messages=MESSAGES)
     assert completion.usage.prompt_tokens == INPUT_TOKENS + 1000 + 333
     [call] = recorded_calls()
@@ -396,7 +385,7 @@ def test_an_anthropic_provider_imports_and_exports_from_the_registry_yaml(tmp_pa
 
 def test_an_openai_compatible_upstreams_cache_writes_are_priced_too(client, fake_model, recorded_calls):
     model = fake_model("routed", "echo+words=2+cached=4+cache-write=10")
-    claude_prices(model)
+    claude_price_create(model)
     completion = client.chat.completions.create(model="routed", messages=MESSAGES)
     assert completion.usage.prompt_tokens == INPUT_TOKENS + 10
     [call] = recorded_calls()

@@ -13,7 +13,7 @@ from billing.pricing import prompt_tokens_estimate
 from routing.models import ApiKey
 from tests.billing_fixtures import budget_for
 from tests.conftest import ANTHROPIC_KEY
-from tests.factories import price_create, route_create
+from tests.factories import claude_price_create, route_create
 
 HELLO = [{"role": "user", "content": "hello router"}]
 ECHO_5 = "Echo: hello router lorem ipsum"
@@ -581,13 +581,7 @@ def test_four_token_classes_priced_exactly(claude, anthropic_model, recorded_cal
     """Claude Code's prompt cache through a native candidate: input, cache write, cache read and output
     each at its own rate (Decimal, every digit)."""
     model = anthropic_model("claude-cached", "echo+words=4+cached=1000+cache-write=333")
-    price_create(
-        model=model,
-        input_per_mtok="3",
-        output_per_mtok="15",
-        cached_input_per_mtok=Decimal("0.30"),
-        cache_write_per_mtok=Decimal("3.75"),
-    )
+    claude_price_create(model)
     body = {"model": "claude-cached", "max_tokens": 50, "system": CLAUDE_SYSTEM, "messages": HELLO}
     if stream:
         with claude.messages.stream(**body) as events:
