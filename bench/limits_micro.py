@@ -23,11 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     from routing.rate_windows import MemoryWindows, RedisWindows
-    from routing.ratelimit import Limit, RateLimiter
+    from routing.ratelimit import Limit, LimitSet, RateLimiter
     from routing.redis_pipe import RedisPipe
     from routing.shared_state import RedisState
 
-    limits = (Limit("requests", 10**9, "key", 1), Limit("tokens", 2 * 10**9, "key", 1))
+    limits = LimitSet((Limit("requests", 10**9, "key", 1), Limit("tokens", 2 * 10**9, "key", 1)))
     memory = RateLimiter(MemoryWindows())
     redis = RateLimiter(RedisWindows(RedisPipe(args.redis_url), key_prefix="bench-micro"))
     state = RedisState(args.redis_url, "bench-micro:")

@@ -16,7 +16,7 @@ import orjson
 from .call_context import CallContext, GatewayResponse
 from .embedding_request import EmbeddingRequest
 from .metering import CacheHitOf
-from .ratelimit import Admission, RateLimitExceeded, tokens_bound
+from .ratelimit import RateLimitExceeded, tokens_bound
 from .response_cache import CachedAnswer, ReplayedStream, cache_key, cache_policy, cached_completion, sse_replay
 from .router import RouteResult
 from .schemas import ChatRequest
@@ -25,16 +25,6 @@ from .streaming import StreamRelay
 from .usage import Usage
 
 T = TypeVar("T")
-
-
-async def _admitted(context: CallContext, admitting: Awaitable[Admission | None]) -> None:
-    try:
-        context.admission = await admitting
-    except RateLimitExceeded as refused:
-        context.rate_limit_headers = refused.headers
-        raise
-    if context.admission is not None:
-        context.rate_limit_headers = context.admission.headers
 
 
 async def call_read_and_admit(
@@ -57,24 +47,32 @@ async def call_read_and_admit(
     """
     limiter = context.runtime.ratelimiter
     limits = limiter.limits_for(registry, key=context.key, user_id=context.user_id)
-    if not limits or not limiter.overlaps:
+    if limits is None:
         result = await read
         await confirm(result)
-        if limits:
-            await _admitted(context, limiter.admit(limits, tokens=tokens_bound(chat, candidates)))
         return result
-    admitting = _admitted(context, limiter.admit(limits, tokens=tokens_bound(chat, candidates)))
-    try:
+    if not limiter.overlaps:
         result = await read
         await confirm(result)
-    except BaseException:
-        with suppress(Exception):
-            await admitting
-        if context.admission is not None:
-            limiter.give_back_soon(context.admission)
-            context.admission = None
+        admitting = limiter.admit(limits, tokens=tokens_bound(chat, candidates))
+    else:
+        admitting = limiter.admit(limits, tokens=tokens_bound(chat, candidates))
+        try:
+            result = await read
+            await confirm(result)
+        except BaseException:
+            with suppress(Exception):
+                admission = await admitting
+                if admission is not None:
+                    limiter.give_back_soon(admission)
+            raise
+    try:
+        context.admission = await admitting
+    except RateLimitExceeded as refused:
+        context.rate_limit_headers = refused.headers
         raise
-    await admitting
+    if context.admission is not None:
+        context.rate_limit_headers = context.admission.headers
     return result
 
 

@@ -34,27 +34,42 @@ PACKED_KEPT = 10_000  # limits whose packed commands are kept (a few hundred byt
 
 
 class WindowState(NamedTuple):
-    """A limit's sliding window after a hit: whether the hit was taken, and the two counters with the
-    seconds each has left (the previous one's weight is its time left over WINDOW_S). A named tuple:
-    two are made for every limited call."""
+    """A limit's sliding window after a hit: whether the hit was taken, the two counters with the
+    milliseconds each has left (the previous one's weight is its time left over WINDOW_MS), and what
+    the headers show, computed once (`window_state`). A named tuple: two are made for every limited
+    call."""
 
     acquired: bool
     previous: int
-    previous_ttl: float
+    previous_ttl_ms: float
     current: int
-    current_ttl: float
+    current_ttl_ms: float
+    used: int  # the weighted count: previous × previous_ttl_ms / WINDOW_MS + current, rounded down
+    reset_ms: int  # until the window frees up again: the library's `get_window_stats` reset time
 
     def remaining(self, amount: int) -> int:
-        return max(0, amount - math.floor(self.previous * self.previous_ttl / WINDOW_S + self.current))
+        return max(0, amount - self.used)
 
     def reset_in(self) -> float:
-        """Seconds until the window frees up again: the library's `get_window_stats` reset time."""
-        reset = math.inf
-        if self.previous:
-            reset = self.previous_ttl % (WINDOW_S / self.previous)
-        if self.current:
-            reset = min(reset, self.current_ttl % WINDOW_S)
-        return 0.0 if reset == math.inf else reset
+        return self.reset_ms / 1000
+
+
+def window_state(
+    acquired: bool, previous: int, previous_ttl_ms: float, current: int, current_ttl_ms: float
+) -> WindowState:
+    """The window's state from its counters, weighed and with its reset time as the library computes them."""
+    reset = math.inf
+    if previous:
+        reset = previous_ttl_ms % (WINDOW_MS / previous)
+    if current:
+        reset = min(reset, current_ttl_ms % WINDOW_MS)
+    used = int(previous * previous_ttl_ms // WINDOW_MS) + current
+    reset_ms = 0 if reset == math.inf else round(reset)
+    # tuple.__new__ directly: the named tuple's own __new__ is a Python function
+    return _tuple_new(WindowState, (acquired, previous, previous_ttl_ms, current, current_ttl_ms, used, reset_ms))
+
+
+_tuple_new = tuple.__new__
 
 
 class SlidingWindows(Protocol):
@@ -97,13 +112,12 @@ class MemoryWindows:
     def _hit(self, key: str, amount: int, cost: int, now: float) -> WindowState:
         counts = self._minute(key, now)
         _, current, previous = counts
-        elapsed = now % WINDOW_S
-        previous_ttl = WINDOW_S - elapsed if previous else 0.0
-        current_ttl = 2 * WINDOW_S - elapsed
-        acquired = cost <= amount and math.floor(previous * previous_ttl / WINDOW_S + current) + cost <= amount
+        elapsed_ms = now % WINDOW_S * 1000
+        previous_ttl_ms = WINDOW_MS - elapsed_ms if previous else 0.0
+        acquired = cost <= amount and int(previous * previous_ttl_ms // WINDOW_MS) + current + cost <= amount
         if acquired:
             counts[1] = current = current + cost
-        return WindowState(acquired, previous, previous_ttl, current, current_ttl)
+        return window_state(acquired, previous, previous_ttl_ms, current, 2 * WINDOW_MS - elapsed_ms)
 
     async def add(self, key: str, amount: int) -> None:
         counts = self._minute(key, self.clock())
@@ -204,4 +218,4 @@ def _window_state(acquired, counts: list, previous_ttl_ms: int, current_ttl_ms: 
     previous_ttl, current_ttl = max(0, int(previous_ttl_ms)), max(0, int(current_ttl_ms))
     if 0 < current_ttl < WINDOW_MS:
         previous, previous_ttl, current, current_ttl = current, current_ttl, 0, current_ttl + WINDOW_MS
-    return WindowState(bool(acquired), previous, previous_ttl / 1000, current, current_ttl / 1000)
+    return window_state(bool(acquired), previous, previous_ttl, current, current_ttl)

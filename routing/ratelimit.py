@@ -31,7 +31,7 @@ from limits import RateLimitItemPerMinute
 
 from .embedding_request import EmbeddingRequest
 from .errors import ApiError
-from .rate_windows import MemoryWindows, RedisWindows, SlidingWindows, WindowState
+from .rate_windows import MemoryWindows, RedisWindows, SlidingWindows, WindowState, window_state
 from .redis_pipe import redis_pipe
 from .schemas import ChatRequest
 from .shared_state import REDIS_TIMEOUT_S
@@ -63,6 +63,25 @@ class Limit:
     def describe(self) -> str:
         owner = "this API key" if self.scope == "key" else "your user"
         return f"{self.amount} {self.kind} per minute of {owner}"
+
+
+class LimitSet:
+    """The limits that apply to a call, with what admitting it needs worked out once (`limits_for`
+    remembers a key's and user's set per registry snapshot): each limit's storage key and amount, and
+    which of them count tokens."""
+
+    __slots__ = ("limits", "keys", "amounts", "counts_tokens", "token_limits")
+
+    def __init__(self, limits: tuple[Limit, ...]) -> None:
+        self.limits = limits
+        self.keys = [limit.key for limit in limits]
+        self.amounts = [limit.amount for limit in limits]
+        self.counts_tokens = [limit.kind == "tokens" for limit in limits]
+        self.token_limits = tuple(limit for limit in limits if limit.kind == "tokens")
+
+    def costs(self, tokens: int) -> list[int]:
+        """What a call bounded at `tokens` costs each limit: 1 request, or its tokens."""
+        return [tokens if counts_tokens else 1 for counts_tokens in self.counts_tokens]
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,21 +128,23 @@ class RateLimiter:
         self._down_until = 0.0
         self._warned_at = -math.inf
         self._corrections: set[asyncio.Task] = set()
-        self._pending: dict[Limit, int] = {}  # tokens to add (negative: give back) per limit
+        self._pending: dict[str, int] = {}  # tokens to add (negative: give back) per limit's storage key
         self._flush_scheduled = False
-        self._limits: dict[tuple[int, int | None], tuple[Limit, ...]] = {}  # of `_limits_registry`
+        self._limits: dict[tuple[int, int | None], LimitSet | None] = {}  # of `_limits_registry`
         self._limits_registry: Registry | None = None
 
-    def limits_for(self, registry: Registry, *, key: KeySnap | None, user_id: int | None) -> tuple[Limit, ...]:
-        """The limits that apply to a call by `key` (None: the playground) and `user_id`; remembered per
-        registry snapshot, so a call usually costs one dict lookup here."""
+    def limits_for(self, registry: Registry, *, key: KeySnap | None, user_id: int | None) -> LimitSet | None:
+        """The limits that apply to a call by `key` (None: the playground) and `user_id`, None if none;
+        remembered per registry snapshot, so a call usually costs one dict lookup here."""
         if registry is not self._limits_registry:
             self._limits, self._limits_registry = {}, registry
         cache_key = (key.id if key is not None else 0, user_id)
-        found = self._limits.get(cache_key)
-        if found is None:
-            found = self._limits[cache_key] = self._limits_find(registry, key=key, user_id=user_id)
-        return found
+        try:
+            return self._limits[cache_key]
+        except KeyError:
+            found = self._limits_find(registry, key=key, user_id=user_id)
+            limits = self._limits[cache_key] = LimitSet(found) if found else None
+            return limits
 
     def _limits_find(self, registry: Registry, *, key: KeySnap | None, user_id: int | None) -> tuple[Limit, ...]:
         found: list[Limit] = []
@@ -141,50 +162,52 @@ class RateLimiter:
                     found.append(Limit(kind, amount, "user", user_id))
         return tuple(found)
 
-    def admit(self, limits: tuple[Limit, ...], *, tokens: int) -> Awaitable[Admission | None]:
+    def admit(self, limits: LimitSet, *, tokens: int) -> Awaitable[Admission | None]:
         """Count a call against `limits`: the counters' commands are sent before this returns (with this
         turn's other Redis commands: routing/admission.py); awaited, raises RateLimitExceeded, or
         returns None when the counters failed (the call is served unlimited)."""
-        costs = [1 if limit.kind == "requests" else tokens for limit in limits]
-        if not limits or self.clock() < self._down_until:
-            return self._unlimited(limits)
+        if self.clock() < self._down_until:
+            return self._unlimited()
+        costs = limits.costs(tokens)
         try:
-            hitting = self.windows.hit([limit.key for limit in limits], [limit.amount for limit in limits], costs)
+            hitting = self.windows.hit(limits.keys, limits.amounts, costs)
         except Exception as error:  # the counters' storage failed: serve the call (fail open)
             self._storage_failed(error)
-            return self._unlimited(())
+            return self._unlimited()
         return self._admitted(limits, costs, tokens, hitting)
 
-    async def _unlimited(self, limits: tuple[Limit, ...]) -> None:
-        if limits:
-            self.failures += 1
+    async def _unlimited(self) -> None:
+        self.failures += 1
 
     async def _admitted(
-        self, limits: tuple[Limit, ...], costs: list[int], tokens: int, hitting: Awaitable[list[WindowState]]
+        self, limits: LimitSet, costs: list[int], tokens: int, hitting: Awaitable[list[WindowState]]
     ) -> Admission | None:
         try:
             windows = await hitting
-            refused = next((i for i, window in enumerate(windows) if not window.acquired), None)
-            if refused is not None:
-                windows = [
-                    await self._give_back(limit, cost, window)
-                    for limit, cost, window in zip(limits, costs, windows, strict=True)
-                ]
+            refused = None
+            for index, window in enumerate(windows):
+                if not window.acquired:
+                    refused = index
+                    windows = [
+                        await self._give_back(limit, cost, window)
+                        for limit, cost, window in zip(limits.limits, costs, windows, strict=True)
+                    ]
+                    break
         except Exception as error:  # the counters' storage failed: serve the call (fail open)
             self._storage_failed(error)
             return None
-        headers = _headers(limits, windows)
+        headers = _headers(limits.limits, windows)
         if refused is not None:
-            raise _exceeded(limits[refused], costs[refused], windows[refused], headers)
-        token_limits = tuple(limit for limit in limits if limit.kind == "tokens")
-        return Admission(tokens=tokens, token_limits=token_limits, headers=headers, limits=limits)
+            raise _exceeded(limits.limits[refused], costs[refused], windows[refused], headers)
+        return Admission(tokens=tokens, token_limits=limits.token_limits, headers=headers, limits=limits.limits)
 
     async def _give_back(self, limit: Limit, cost: int, window: WindowState) -> WindowState:
         """Undo a hit that a refused call took; the window's state without it."""
         if not window.acquired:
             return window
         await self.windows.add(limit.key, -cost)
-        return window._replace(current=max(0, window.current - cost))
+        current = max(0, window.current - cost)
+        return window_state(False, window.previous, window.previous_ttl_ms, current, window.current_ttl_ms)
 
     async def correct(self, admission: Admission, *, tokens: int) -> None:
         """Replace the tokens counted at admission by `tokens`, the call's real usage."""
@@ -205,7 +228,7 @@ class RateLimiter:
         if tokens is None or tokens == admission.tokens or not admission.token_limits:
             return
         for limit in admission.token_limits:
-            self._pending[limit] = self._pending.get(limit, 0) + tokens - admission.tokens
+            self._pending[limit.key] = self._pending.get(limit.key, 0) + tokens - admission.tokens
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(CORRECT_EVERY_S, self._flush)
@@ -214,7 +237,7 @@ class RateLimiter:
         """Undo an admission off the request path (a call that starts over, with the registry it missed)."""
         for limit in admission.limits:
             cost = admission.tokens if limit.kind == "tokens" else 1
-            self._pending[limit] = self._pending.get(limit, 0) - cost
+            self._pending[limit.key] = self._pending.get(limit.key, 0) - cost
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(CORRECT_EVERY_S, self._flush)
@@ -231,13 +254,13 @@ class RateLimiter:
         self._corrections.add(task)
         task.add_done_callback(self._corrections.discard)
 
-    async def _apply(self, pending: dict[Limit, int]) -> None:
+    async def _apply(self, pending: dict[str, int]) -> None:
         if self.clock() < self._down_until:
             return
         try:
-            for limit, delta in pending.items():
+            for key, delta in pending.items():
                 if delta:
-                    await self.windows.add(limit.key, delta)
+                    await self.windows.add(key, delta)
         except Exception as error:
             self._storage_failed(error)
 
@@ -268,26 +291,31 @@ def _exceeded(limit: Limit, cost: int, window: WindowState, headers: dict[str, s
 
 def _headers(limits: tuple[Limit, ...], windows: list[WindowState]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
-    tightest: dict[str, tuple[Limit, int, WindowState]] = {}
+    headers: dict[str, str] = {}
+    least: dict[str, int] = {}
     for limit, window in zip(limits, windows, strict=True):
-        remaining = window.remaining(limit.amount)
-        if limit.kind not in tightest or remaining < tightest[limit.kind][1]:
-            tightest[limit.kind] = (limit, remaining, window)
-    headers = {}
-    for limit, remaining, window in tightest.values():
+        remaining = limit.amount - window.used
+        if remaining < 0:
+            remaining = 0
+        if least.get(limit.kind, remaining + 1) <= remaining:
+            continue
+        least[limit.kind] = remaining
         names = HEADER_NAMES[limit.kind]
         headers[names[0]] = limit.amount_text
         headers[names[1]] = str(remaining)
-        headers[names[2]] = _seconds_text(window.reset_in())
+        headers[names[2]] = duration_text(window.reset_ms)
     return headers
 
 
 HEADER_NAMES = {kind: tuple(f"x-ratelimit-{part}-{kind}" for part in ("limit", "remaining", "reset")) for kind in KINDS}
 
 
-def _seconds_text(seconds: float) -> str:
-    """OpenAI's duration format as the SDK reads it: "6s", "0.5s", "1.234s"."""
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+def duration_text(milliseconds: int) -> str:
+    """A duration as OpenAI writes its reset headers (Go's format): "850ms", "6s", "1.25s"."""
+    if milliseconds < 1000:
+        return f"{milliseconds}ms"
+    seconds, milliseconds = divmod(milliseconds, 1000)
+    return f"{seconds}.{milliseconds:03d}".rstrip("0") + "s" if milliseconds else f"{seconds}s"
 
 
 def rate_limiter_build() -> RateLimiter:

@@ -115,8 +115,15 @@ class RedisPipe:
         be awaited."""
         pipe = self._pipes.get(asyncio.get_running_loop())
         if isinstance(pipe, _Pipe) and not pipe.closed:
-            return self._exchange(packed, count, pipe, pipe.request(packed, count))
+            return self._exchange_sent(packed, count, pipe, pipe.request(packed, count))
         return self._exchange(packed, count, None, None)
+
+    async def _exchange_sent(self, packed: bytes, count: int, pipe: _Pipe, sent: asyncio.Future) -> list:
+        """`_exchange` of commands already sent; replies that came in while the caller awaited something
+        else (the usual case: with the commands they left with) are taken as they are, with no deadline."""
+        if not sent.done() or sent.cancelled() or sent.exception() is not None:
+            return await self._exchange(packed, count, pipe, sent)
+        return _checked(sent.result())
 
     async def _exchange(self, packed: bytes, count: int, pipe: _Pipe | None, sent: asyncio.Future | None) -> list:
         async with asyncio.timeout(self.timeout_s):
@@ -128,10 +135,7 @@ class RedisPipe:
             except ConnectionLostUnanswered:
                 pipe = await self._pipe()
                 replies = await self._replies(pipe, pipe.request(packed, count))
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies
+        return _checked(replies)
 
     async def _replies(self, pipe: _Pipe, sent: asyncio.Future) -> list:
         try:
@@ -181,6 +185,14 @@ class RedisPipe:
                     pipe.close()
                     raise reply
         return pipe
+
+
+def _checked(replies: list) -> list:
+    """`replies`, or the first error reply among them raised (once all of them were read)."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
 
 
 def resp_pack(commands: tuple) -> bytes:

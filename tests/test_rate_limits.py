@@ -13,7 +13,7 @@ from limits.aio.storage.redis.bridge import RedisBridge
 
 from routing.models import ApiKey, UserRateLimit
 from routing.rate_windows import MemoryWindows, RedisWindows
-from routing.ratelimit import Limit, RateLimiter, rate_limiter_build
+from routing.ratelimit import Limit, LimitSet, RateLimiter, duration_text, rate_limiter_build
 from routing.redis_pipe import RedisPipe
 from routing.runtime import runtime_installed
 from routing.services import api_key_create
@@ -124,7 +124,7 @@ class BrokenWindows(MemoryWindows):
 
 def test_counters_down_fail_open_with_warning_and_counter(caplog):
     limiter = RateLimiter(BrokenWindows(), clock=lambda: 100.0)
-    limits = (Limit("requests", 1, "key", 1),)
+    limits = LimitSet((Limit("requests", 1, "key", 1),))
     with caplog.at_level(logging.WARNING, logger="routerweb.ratelimit"):
         for _ in range(3):
             assert asyncio.run(limiter.admit(limits, tokens=10)) is None
@@ -171,13 +171,20 @@ def test_memory_windows_weigh_the_previous_minute_as_the_limits_library_does():
     clock[0] = 90.0  # minute 1, half of it left: the previous minute's 10 weigh 5
     state = hit(5)
     assert state.acquired and (state.previous, state.current, state.remaining(10)) == (10, 5, 0)
-    assert state.previous_ttl == 30.0 and state.reset_in() == 30.0 % (60 / 10)
+    assert state.previous_ttl_ms == 30_000 and state.reset_in() == 30.0 % (60 / 10)
     assert not hit(1).acquired
     asyncio.run(windows.add("k", -3))  # a correction gives back
     assert hit(3).acquired and not hit(1).acquired
     clock[0] = 195.0  # minute 3: minute 1 is two minutes back, nothing weighs
     assert hit(10).acquired
     assert not hit(11, amount=10).acquired  # more than the limit itself: never
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "text"), [(0, "0ms"), (850, "850ms"), (6000, "6s"), (1250, "1.25s"), (59_123, "59.123s")]
+)
+def test_reset_headers_are_durations_as_openai_writes_them(milliseconds, text):
+    assert duration_text(milliseconds) == text
 
 
 class OverlappingWindows(MemoryWindows):
@@ -248,8 +255,8 @@ def test_redis_windows_read_a_window_as_the_limits_librarys_script_does(counters
     ours = _window_state(True, *asyncio.run(windows.redis.execute_packed(read, READ_COMMANDS)))
     script = client.register_script(RedisBridge.SCRIPT_SLIDING_WINDOW)
     previous, previous_ttl, current, current_ttl = script(keys=[previous_key, current_key], args=[WINDOW_S])
-    theirs = (int(previous or 0), max(0, previous_ttl) / 1000, int(current or 0), max(0, current_ttl) / 1000)
+    theirs = (int(previous or 0), max(0, previous_ttl), int(current or 0), max(0, current_ttl))
     assert (ours.previous, ours.current) == (theirs[0], theirs[2])
-    assert ours.previous_ttl == pytest.approx(theirs[1], abs=0.05)
-    assert ours.current_ttl == pytest.approx(theirs[3], abs=0.05)
+    assert ours.previous_ttl_ms == pytest.approx(theirs[1], abs=50)
+    assert ours.current_ttl_ms == pytest.approx(theirs[3], abs=50)
     client.delete(previous_key, current_key)
