@@ -63,8 +63,8 @@ async def call_read_and_admit(
         except BaseException:
             with suppress(Exception):
                 admission = await admitting
-                if admission is not None:
-                    limiter.give_back_soon(admission)
+                if admission is not None:  # given back before the call starts over and is counted again
+                    await limiter.give_back(admission)
             raise
     try:
         context.admission = await admitting

@@ -93,12 +93,11 @@ class RateLimitExceeded(ApiError):
 
 @dataclass(slots=True)
 class Admission:
-    """What admitting a call counted: 1 on each requests limit, `tokens` on each of `token_limits`."""
+    """What admitting a call counted: 1 on each requests limit of `limits`, `tokens` on each tokens limit."""
 
     tokens: int
-    token_limits: tuple[Limit, ...]
+    limits: LimitSet
     headers: dict[str, str]
-    limits: tuple[Limit, ...] = ()
 
 
 def tokens_bound(chat: ChatRequest | EmbeddingRequest, candidates: list[ModelSnap]) -> int:
@@ -199,7 +198,7 @@ class RateLimiter:
         headers = _headers(limits.limits, windows)
         if refused is not None:
             raise _exceeded(limits.limits[refused], costs[refused], windows[refused], headers)
-        return Admission(tokens=tokens, token_limits=limits.token_limits, headers=headers, limits=limits.limits)
+        return Admission(tokens=tokens, limits=limits, headers=headers)
 
     async def _give_back(self, limit: Limit, cost: int, window: WindowState) -> WindowState:
         """Undo a hit that a refused call took; the window's state without it."""
@@ -209,38 +208,25 @@ class RateLimiter:
         current = max(0, window.current - cost)
         return window_state(False, window.previous, window.previous_ttl_ms, current, window.current_ttl_ms)
 
-    async def correct(self, admission: Admission, *, tokens: int) -> None:
-        """Replace the tokens counted at admission by `tokens`, the call's real usage."""
-        delta = tokens - admission.tokens
-        if not delta or not admission.token_limits or self.clock() < self._down_until:
-            return
-        try:
-            for limit in admission.token_limits:
-                await self.windows.add(limit.key, delta)
-        except Exception as error:
-            self._storage_failed(error)
-
     def correct_soon(self, admission: Admission, *, tokens: int | None) -> None:
-        """`correct` off the request path (from synchronous code on the event loop): the corrections of
-        all calls are summed per limit and applied together every CORRECT_EVERY_S, so a busy worker
-        spends a few storage calls per interval on them, not two per call. `tokens` None: the call's
-        usage is unknown (estimated), the bound counted at admission stays."""
-        if tokens is None or tokens == admission.tokens or not admission.token_limits:
+        """Replace the tokens counted at admission by `tokens`, the call's real usage, off the request path
+        (from synchronous code on the event loop): the corrections of all calls are summed per limit and
+        applied together every CORRECT_EVERY_S, so a busy worker spends a few storage calls per interval
+        on them, not two per call. `tokens` None: the call's usage is unknown (estimated), the bound
+        counted at admission stays."""
+        if tokens is None or tokens == admission.tokens:
             return
-        for limit in admission.token_limits:
+        for limit in admission.limits.token_limits:
             self._pending[limit.key] = self._pending.get(limit.key, 0) + tokens - admission.tokens
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(CORRECT_EVERY_S, self._flush)
 
-    def give_back_soon(self, admission: Admission) -> None:
-        """Undo an admission off the request path (a call that starts over, with the registry it missed)."""
-        for limit in admission.limits:
-            cost = admission.tokens if limit.kind == "tokens" else 1
-            self._pending[limit.key] = self._pending.get(limit.key, 0) - cost
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(CORRECT_EVERY_S, self._flush)
+    async def give_back(self, admission: Admission) -> None:
+        """Undo an admission (a call that starts over, with the registry it missed), before it is admitted
+        again: left to the next corrections, both would count for up to CORRECT_EVERY_S."""
+        limits = admission.limits
+        await self._apply({key: -cost for key, cost in zip(limits.keys, limits.costs(admission.tokens), strict=True)})
 
     @property
     def overlaps(self) -> bool:
@@ -294,10 +280,8 @@ def _headers(limits: tuple[Limit, ...], windows: list[WindowState]) -> dict[str,
     headers: dict[str, str] = {}
     least: dict[str, int] = {}
     for limit, window in zip(limits, windows, strict=True):
-        remaining = limit.amount - window.used
-        if remaining < 0:
-            remaining = 0
-        if least.get(limit.kind, remaining + 1) <= remaining:
+        remaining = max(0, limit.amount - window.used)
+        if limit.kind in least and least[limit.kind] <= remaining:
             continue
         least[limit.kind] = remaining
         names = HEADER_NAMES[limit.kind]
