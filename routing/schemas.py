@@ -109,6 +109,11 @@ def _check_messages(messages: Any) -> None:
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise invalid_param(f"messages[{i}].content", "must be a string or an array of content parts")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(part, dict):
+                raise invalid_param(f"messages[{i}].content[{j}]", "must be an object with a type")
+            if not isinstance(part.get("text", ""), str):
+                raise invalid_param(f"messages[{i}].content[{j}].text", "must be a string")
 
 
 def _positive_int(body: dict[str, Any], key: str, limit: int) -> int | None:

@@ -118,6 +118,9 @@ def test_votes_with_ids_or_names_that_cannot_exist_are_400(player, vote, param):
         ({"model": "a\nb"}, "model"),
         ({"fallback_models": ["m", "x\x00"]}, "fallback_models"),
         ({"messages": [{"role": ["user"], "content": "a role that is not a string"}]}, "messages[0].role"),
+        # A part's text is counted into the call's token estimate, so it must be text.
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages[0].content[0].text"),
+        ({"messages": [{"role": "user", "content": ["a part that is not an object"]}]}, "messages[0].content[0]"),
     ],
 )
 def test_chat_names_with_control_characters_or_the_wrong_type_are_400(http, fields, param):
