@@ -16,14 +16,14 @@ from django.db import InterfaceError, OperationalError, models, transaction
 
 from routing.metering import CallOutcome
 from routing.text import text_bounded
-from routing.usage import TOKENS_MAX, Usage
+from routing.usage import TOKENS_MAX, Usage, prompt_tokens_estimate, tokens_for_chars
 
 from .budgets import Reservation, budgets_call_ended, budgets_settle
 from .call_body_build import call_body_build
 from .call_insert import call_bodies_insert, calls_insert
 from .models import Call, QuarantinedRow
 from .price_provenance import price_provenance_columns
-from .pricing import PriceSnap, cost_for_usage, prompt_tokens_estimate, tokens_for_chars
+from .pricing import PriceSnap, cost_for_usage
 from .recorder import call_recorder
 from .rollups import rollups_add
 

@@ -17,13 +17,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from routing.usage import (  # noqa: F401 (billing's callers import the estimate rule from here too)
-    CHARS_PER_TOKEN,
-    prompt_tokens_estimate,
-    tokens_estimate,
-    tokens_for_chars,
-)
-
 PER_TOKENS = Decimal(1_000_000)
 
 # What the request body does not show, added to its size by `prompt_tokens_bound`:

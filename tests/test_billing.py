@@ -19,10 +19,11 @@ from django.utils import timezone
 from billing.budget_upkeep import budget_upkeep
 from billing.budgets import DEFAULT_MAX_OUTPUT_TOKENS, period_start_for
 from billing.models import Budget, Call, Price, QuarantinedRow
-from billing.pricing import cost_for_usage, prompt_tokens_estimate, tokens_estimate
+from billing.pricing import cost_for_usage
 from billing.recorder import CallRecorder
 from billing.services import price_set
 from routing.models import ApiKey
+from routing.usage import prompt_tokens_estimate, tokens_estimate
 from tests.billing_fixtures import budget_for, worst_case_usd
 from tests.conftest import REPO_ROOT
 from tests.factories import model_create, provider_create

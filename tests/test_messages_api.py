@@ -9,8 +9,8 @@ import httpx
 import orjson
 import pytest
 
-from billing.pricing import prompt_tokens_estimate
 from routing.models import ApiKey
+from routing.usage import prompt_tokens_estimate
 from tests.billing_fixtures import budget_for
 from tests.conftest import ANTHROPIC_KEY
 from tests.factories import claude_price_create, route_create

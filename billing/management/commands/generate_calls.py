@@ -47,14 +47,14 @@ from billing.call_insert import calls_insert
 from billing.calls import call_row
 from billing.metering import BillingSnapshot
 from billing.models import Budget, Call, CallRollup
-from billing.pricing import CHARS_PER_TOKEN, PriceSnap
+from billing.pricing import PriceSnap
 from billing.rollups import rollups_rebuild
 from routing.metering import CallOutcome
 from routing.models import ApiKey, ModelEndpoint, PreferenceVote, Provider
 from routing.registry import registry_load
 from routing.services import api_key_create
 from routing.snapshot import ModelSnap
-from routing.usage import usage_parse
+from routing.usage import CHARS_PER_TOKEN, usage_parse
 
 SHAPES_PER_NAME = 3000
 SAMPLE_TABLE = 1 << 16
