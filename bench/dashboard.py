@@ -114,7 +114,7 @@ TOPICS = ("billing", "routing", "caching", "latency", "budgets")
 
 def bodies_generate(url: str) -> tuple[int, float]:
     """Store a body for one call in BODIES_EVERY, with words to search for (through the same GIN index as
-    real bodies: migration 0010); returns how many and the seconds it took."""
+    real bodies: migration 0011); returns how many and the seconds it took."""
     import psycopg
 
     topics = "ARRAY[" + ", ".join(f"'{topic}'" for topic in TOPICS) + "]"

@@ -47,9 +47,6 @@ class WindowState(NamedTuple):
     used: int  # the weighted count: previous × previous_ttl_ms / WINDOW_MS + current, rounded down
     reset_ms: int  # until the window frees up again: the library's `get_window_stats` reset time
 
-    def remaining(self, amount: int) -> int:
-        return max(0, amount - self.used)
-
     def reset_in(self) -> float:
         return self.reset_ms / 1000
 

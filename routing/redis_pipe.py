@@ -127,7 +127,7 @@ class RedisPipe:
 
     async def _exchange(self, packed: bytes, count: int, pipe: _Pipe | None, sent: asyncio.Future | None) -> list:
         async with asyncio.timeout(self.timeout_s):
-            if pipe is None or sent is None:
+            if pipe is None or sent is None:  # not sent yet
                 pipe = await self._pipe()
                 sent = pipe.request(packed, count)
             try:

@@ -33,6 +33,9 @@ from testkit.fake_upstream import FakeUpstream
 from testkit.live import LiveServer, free_port, redis_delete_prefix, serve_asgi
 from tests.factories import model_create, provider_create
 
+# A Redis database the unit tests that talk to Redis directly use (keys under their own prefixes).
+REDIS_FOR_TESTS = "redis://127.0.0.1:6379/1"
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["tests.billing_fixtures"]  # the dashboard tests' data set: `world`, `calls`

@@ -10,7 +10,6 @@ import struct
 from datetime import datetime
 from decimal import Decimal
 
-import httpx
 import openai
 import orjson
 import pytest
@@ -465,13 +464,10 @@ def test_the_playground_lists_embeddings_models_apart_and_never_as_a_chat_target
     assert default_choice(groups) in ("chat-route", "chatty")
 
 
-def test_the_playground_page_disables_embeddings_models_and_its_chat_refuses_them(gateway, user, fake_model):
+def test_the_playground_page_disables_embeddings_models_and_its_chat_refuses_them(user, fake_model, login):
     fake_model("chatty")
     fake_model("embed", kind=EMBEDDINGS)
-    http = httpx.Client(base_url=gateway.url, timeout=20)
-    form = http.get("/accounts/login/")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
-    http.post("/accounts/login/", data={"username": "alice", "password": "pw-alice-123", "csrfmiddlewaretoken": token})
+    http = login("alice", "pw-alice-123")
     page = http.get("/playground/").text
     option = re.search(r'<option value="embed"[^>]*>[^<]*</option>', page).group(0)
     assert " disabled" in option and "an embeddings model: call it on /v1/embeddings" in option
@@ -481,7 +477,6 @@ def test_the_playground_page_disables_embeddings_models_and_its_chat_refuses_the
     refused = http.post(
         "/playground/api/chat",
         json={"model": "embed", "messages": [{"role": "user", "content": "hi"}]},
-        headers={"X-CSRFToken": http.cookies["csrftoken"]},
     )
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_kind_mismatch"
     http.close()

@@ -15,8 +15,7 @@ from redis.exceptions import ResponseError
 from routing.redis_pipe import RedisPipe, resp_pack
 from routing.response_cache import CachePolicy, ResponseCache
 from routing.usage import Usage
-
-REDIS = "redis://127.0.0.1:6379/1"
+from tests.conftest import REDIS_FOR_TESTS
 
 
 def run(coroutine):
@@ -30,7 +29,7 @@ def test_resp_pack_matches_redis_py():
 
 
 def test_concurrent_requests_each_get_their_own_replies():
-    pipe = RedisPipe(REDIS)
+    pipe = RedisPipe(REDIS_FOR_TESTS)
     prefix = f"pipe-{uuid.uuid4().hex[:8]}:"
 
     async def one(n: int):
@@ -45,7 +44,7 @@ def test_concurrent_requests_each_get_their_own_replies():
 
 
 def test_an_error_reply_raises_after_all_replies_and_the_connection_goes_on():
-    pipe = RedisPipe(REDIS)
+    pipe = RedisPipe(REDIS_FOR_TESTS)
     key = f"pipe-{uuid.uuid4().hex[:8]}"
 
     async def scenario():
@@ -92,7 +91,11 @@ def test_redis_down_is_a_connection_error():
 @override_settings(
     CACHES={
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS, "KEY_PREFIX": "pipe"},
+        "shared": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_FOR_TESTS,
+            "KEY_PREFIX": "pipe",
+        },
     }
 )
 def test_response_cache_entries_are_django_redis_cache_entries():
@@ -126,7 +129,7 @@ async def _writes_recorded(pipe: RedisPipe) -> list[bytes]:
 
 
 def test_requests_started_in_one_turn_of_the_loop_leave_in_one_write():
-    pipe = RedisPipe(REDIS)
+    pipe = RedisPipe(REDIS_FOR_TESTS)
 
     async def scenario():
         writes = await _writes_recorded(pipe)
@@ -141,7 +144,7 @@ def test_requests_started_in_one_turn_of_the_loop_leave_in_one_write():
 def test_commands_sent_before_their_replies_are_awaited_leave_with_the_next_exchange():
     """What a call's admission does (routing/admission.py): its commands are queued when it is sent, the
     circuit read that follows in the same turn joins them, and one write carries both, with no task."""
-    pipe = RedisPipe(REDIS)
+    pipe = RedisPipe(REDIS_FOR_TESTS)
 
     async def scenario():
         writes = await _writes_recorded(pipe)
@@ -156,6 +159,6 @@ def test_commands_sent_before_their_replies_are_awaited_leave_with_the_next_exch
 
 def test_a_send_before_the_connection_is_open_opens_it_when_awaited():
     async def scenario():
-        return await RedisPipe(REDIS).send_packed(resp_pack((("PING",),)), 1)
+        return await RedisPipe(REDIS_FOR_TESTS).send_packed(resp_pack((("PING",),)), 1)
 
     assert run(scenario()) == ["PONG"]

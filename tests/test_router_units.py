@@ -18,6 +18,7 @@ from routing.snapshot import ModelSnap, ProviderSnap, Registry, RouteSnap
 from routing.strategies import route_order
 from routing.streaming import SseParser
 from routing.upstream import retry_after_s
+from tests.conftest import REDIS_FOR_TESTS
 
 
 def provider(name="p", api_key_env=""):
@@ -143,7 +144,7 @@ class Clock:
 def state(request):
     prefix = f"test-circuit-{uuid.uuid4().hex[:8]}:"
     if request.param == "redis":
-        return RedisState("redis://127.0.0.1:6379/1", prefix)
+        return RedisState(REDIS_FOR_TESTS, prefix)
     return LocalMemoryState()
 
 
@@ -267,7 +268,7 @@ def test_local_memory_values_expire_on_its_clock():
 
 def test_redis_values_expire():
     """Redis expires keys on its own clock, so this one waits for real (polling, two seconds at most)."""
-    state = RedisState("redis://127.0.0.1:6379/1", f"test-expiry-{uuid.uuid4().hex[:8]}:")
+    state = RedisState(REDIS_FOR_TESTS, f"test-expiry-{uuid.uuid4().hex[:8]}:")
 
     async def scenario():
         await state.set("short", "1", ttl=0.05)
@@ -282,7 +283,7 @@ def test_redis_values_expire():
 def test_redis_state_recovers_when_redis_drops_its_connections():
     import redis
 
-    state = RedisState("redis://127.0.0.1:6379/1", f"test-drop-{uuid.uuid4().hex[:8]}:")
+    state = RedisState(REDIS_FOR_TESTS, f"test-drop-{uuid.uuid4().hex[:8]}:")
 
     async def scenario():
         await state.set("k", "v", ttl=10)
