@@ -17,7 +17,6 @@ state after that (for the x-ratelimit-* headers and Retry-After), so admitting a
   not the library's MemoryStorage).
 """
 
-import math
 import time
 from collections.abc import Awaitable, Callable
 from hashlib import sha1
@@ -30,7 +29,6 @@ from .redis_pipe import RedisPipe, resp_pack, resp_pack_argument
 
 WINDOW_S = 60
 WINDOW_MS = WINDOW_S * 1000
-PACKED_KEPT = 10_000  # limits whose packed commands are kept (a few hundred bytes each)
 
 
 class WindowState(NamedTuple):
@@ -55,27 +53,36 @@ def window_state(
     acquired: bool, previous: int, previous_ttl_ms: float, current: int, current_ttl_ms: float
 ) -> WindowState:
     """The window's state from its counters, weighed and with its reset time as the library computes them."""
-    reset = math.inf
     if previous:
         reset = previous_ttl_ms % (WINDOW_MS / previous)
-    if current:
-        reset = min(reset, current_ttl_ms % WINDOW_MS)
+        if current:
+            reset = min(reset, current_ttl_ms % WINDOW_MS)
+    else:
+        reset = current_ttl_ms % WINDOW_MS if current else 0
     used = int(previous * previous_ttl_ms // WINDOW_MS) + current
-    reset_ms = 0 if reset == math.inf else round(reset)
     # tuple.__new__ directly: the named tuple's own __new__ is a Python function
-    return _tuple_new(WindowState, (acquired, previous, previous_ttl_ms, current, current_ttl_ms, used, reset_ms))
+    return _tuple_new(WindowState, (acquired, previous, previous_ttl_ms, current, current_ttl_ms, used, round(reset)))
 
 
 _tuple_new = tuple.__new__
 
 
+class LimitsToHit(Protocol):
+    """A call's limits, as `hit` takes them (routing/ratelimit.py's LimitSet): in order, each limit's
+    storage key, its amount per minute, and whether it counts tokens (else requests)."""
+
+    keys: list[str]
+    amounts: list[int]
+    counts_tokens: list[bool]
+
+
 class SlidingWindows(Protocol):
     concurrent: bool  # its calls do I/O (worth overlapping)
 
-    def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> Awaitable[list[WindowState]]:
-        """Take `costs[i]` on the window `keys[i]` (limit `amounts[i]` per minute) where it fits; every
-        window's state after that, in order. Storage commands are sent before this returns (with the
-        other commands of this turn of the event loop); the result must be awaited."""
+    def hit(self, limits: LimitsToHit, tokens: int) -> Awaitable[list[WindowState]]:
+        """Take 1 on each requests limit and `tokens` on each tokens limit where it fits; every window's
+        state after that, in order. Storage commands are sent before this returns (with the other
+        commands of this turn of the event loop); the result must be awaited."""
         raise NotImplementedError
 
     async def add(self, key: str, amount: int) -> None:
@@ -102,9 +109,12 @@ class MemoryWindows:
         self.clock = clock
         self._counts: dict[str, list[int]] = {}  # key → [minute, its count, the previous minute's count]
 
-    async def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> list[WindowState]:
+    async def hit(self, limits: LimitsToHit, tokens: int) -> list[WindowState]:
         now = self.clock()
-        return [self._hit(key, amount, cost, now) for key, amount, cost in zip(keys, amounts, costs, strict=True)]
+        return [
+            self._hit(key, amount, tokens if counts_tokens else 1, now)
+            for key, amount, counts_tokens in zip(limits.keys, limits.amounts, limits.counts_tokens, strict=True)
+        ]
 
     def _hit(self, key: str, amount: int, cost: int, now: float) -> WindowState:
         counts = self._minute(key, now)
@@ -141,6 +151,17 @@ class _Script:
 
 ACQUIRE = _Script(RedisBridge.SCRIPT_ACQUIRE_SLIDING_WINDOW)
 READ_COMMANDS = 3  # a window's read: MGET of its two counters, PTTL of each
+EXCHANGES_KEPT = 10_000  # limit sets whose packed exchange is kept (a few hundred bytes each)
+
+
+class _Exchange(NamedTuple):
+    """A limit set's exchange in the Redis protocol, packed once: every limit's acquire script call, then
+    every window's read. Only the tokens limits' cost changes from call to call, so the exchange is
+    kept as the pieces around it: the packed cost joins them (`bytes.join`, one C call per call)."""
+
+    pieces: list[bytes]
+    commands: int
+    limits: int
 
 
 class RedisWindows:
@@ -149,23 +170,19 @@ class RedisWindows:
     def __init__(self, redis: RedisPipe, *, key_prefix: str) -> None:
         self.redis = redis
         self.key_prefix = key_prefix
-        self._packed: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+        self._exchanges: dict[LimitsToHit, _Exchange] = {}  # by the limit set itself (identity)
 
     def _keys(self, key: str) -> tuple[str, str]:
         """The previous and current window's keys, as the library's RedisStorage names them."""
         current = f"{self.key_prefix}:{{{key}}}"
         return f"{current}/-1", current
 
-    def hit(self, keys: list[str], amounts: list[int], costs: list[int]) -> Awaitable[list[WindowState]]:
-        acquires, reads = [], []
-        for key, amount, cost in zip(keys, amounts, costs, strict=True):
-            acquire, read = self._packed.get((key, amount)) or self._pack(key, amount)
-            acquires.append(acquire + resp_pack_argument(cost))
-            reads.append(read)
-        packed, count = b"".join(acquires + reads), len(keys) * (1 + READ_COMMANDS)
-        return self._hit_replies(self.redis.send_packed(packed, count), packed, count, len(keys))
+    def hit(self, limits: LimitsToHit, tokens: int) -> Awaitable[list[WindowState]]:
+        exchange = self._exchanges.get(limits) or self._exchange_pack(limits)
+        packed = resp_pack_argument(tokens).join(exchange.pieces)
+        return self._hit_replies(self.redis.send_packed(packed, exchange.commands), packed, exchange)
 
-    async def _hit_replies(self, sent: Awaitable[list], packed: bytes, count: int, limits: int) -> list[WindowState]:
+    async def _hit_replies(self, sent: Awaitable[list], packed: bytes, exchange: _Exchange) -> list[WindowState]:
         try:
             replies = await sent
         except ResponseError as error:
@@ -173,25 +190,33 @@ class RedisWindows:
                 raise
             # A Redis that has not seen the script yet (new, restarted or flushed).
             await self.redis.execute(("SCRIPT", "LOAD", ACQUIRE.source))
-            replies = await self.redis.execute_packed(packed, count)
-        reads = replies[limits:]
-        return [
-            _window_state(acquired, *reads[READ_COMMANDS * i : READ_COMMANDS * (i + 1)])
-            for i, acquired in enumerate(replies[:limits])
-        ]
+            replies = await self.redis.execute_packed(packed, exchange.commands)
+        # each limit's acquire reply, then its window's read: counters (MGET), previous's and current's PTTL
+        acquired, reads = replies[: exchange.limits], replies[exchange.limits :]
+        return list(map(_window_state, acquired, reads[0::3], reads[1::3], reads[2::3]))
 
-    def _pack(self, key: str, amount: int) -> tuple[bytes, bytes]:
-        """A limit's commands in the Redis protocol: all of the acquire script's call but its last
-        argument (the call's cost), and the window's read. Packed once per limit: each call only adds
-        its cost."""
-        previous_key, current_key = self._keys(key)
-        acquire = resp_pack((("EVALSHA", ACQUIRE.sha, 2, previous_key, current_key, amount, WINDOW_S, 0),))
-        acquire = acquire[: -len(resp_pack_argument(0))]
-        read = resp_pack((("MGET", previous_key, current_key), ("PTTL", previous_key), ("PTTL", current_key)))
-        if len(self._packed) >= PACKED_KEPT:
-            self._packed.clear()
-        self._packed[key, amount] = acquire, read
-        return acquire, read
+    def _exchange_pack(self, limits: LimitsToHit) -> _Exchange:
+        """The acquire script's call for each limit (a requests limit's cost, 1, packed in; a tokens
+        limit's cost left as a gap between two pieces), then each window's read."""
+        pieces, packed = [], b""
+        for key, amount, counts_tokens in zip(limits.keys, limits.amounts, limits.counts_tokens, strict=True):
+            previous_key, current_key = self._keys(key)
+            acquire = ("EVALSHA", ACQUIRE.sha, 2, previous_key, current_key, amount, WINDOW_S)
+            packed += resp_pack(((*acquire, 1),))[: -len(resp_pack_argument(1))]
+            if counts_tokens:
+                pieces.append(packed)
+                packed = b""
+            else:
+                packed += resp_pack_argument(1)
+        for key in limits.keys:
+            previous_key, current_key = self._keys(key)
+            packed += resp_pack((("MGET", previous_key, current_key), ("PTTL", previous_key), ("PTTL", current_key)))
+        pieces.append(packed)
+        if len(self._exchanges) >= EXCHANGES_KEPT:
+            self._exchanges.clear()
+        count = len(limits.keys)
+        exchange = self._exchanges[limits] = _Exchange(pieces, count * (1 + READ_COMMANDS), count)
+        return exchange
 
     async def add(self, key: str, amount: int) -> None:
         current_key = self._keys(key)[1]
@@ -212,7 +237,7 @@ def _window_state(acquired, counts: list, previous_ttl_ms: int, current_ttl_ms: 
     reads them: a current counter with less than a window left belongs to a minute that has ended, so
     it is the previous counter (the script renames it so; the next acquire does that here)."""
     previous, current = int(counts[0] or 0), int(counts[1] or 0)
-    previous_ttl, current_ttl = max(0, int(previous_ttl_ms)), max(0, int(current_ttl_ms))
+    previous_ttl, current_ttl = max(0, previous_ttl_ms), max(0, current_ttl_ms)  # PTTL's replies are integers
     if 0 < current_ttl < WINDOW_MS:
         previous, previous_ttl, current, current_ttl = current, current_ttl, 0, current_ttl + WINDOW_MS
     return window_state(bool(acquired), previous, previous_ttl, current, current_ttl)

@@ -22,6 +22,7 @@ a second before they are tried again.
 import asyncio
 import logging
 import math
+import operator
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ DEFAULT_COMPLETION_CAP = 4096
 RETRY_STORAGE_AFTER_S = 1.0
 WARN_EVERY_S = 60.0
 KINDS = ("requests", "tokens")
+_acquired = operator.itemgetter(0)  # a WindowState's `acquired`, read in C
+HEADER_NAMES = {kind: tuple(f"x-ratelimit-{part}-{kind}" for part in ("limit", "remaining", "reset")) for kind in KINDS}
 CORRECT_EVERY_S = 0.1
 
 
@@ -70,7 +73,7 @@ class LimitSet:
     remembers a key's and user's set per registry snapshot): each limit's storage key and amount, and
     which of them count tokens."""
 
-    __slots__ = ("limits", "keys", "amounts", "counts_tokens", "token_limits")
+    __slots__ = ("limits", "keys", "amounts", "counts_tokens", "token_limits", "header_groups")
 
     def __init__(self, limits: tuple[Limit, ...]) -> None:
         self.limits = limits
@@ -78,6 +81,12 @@ class LimitSet:
         self.amounts = [limit.amount for limit in limits]
         self.counts_tokens = [limit.kind == "tokens" for limit in limits]
         self.token_limits = tuple(limit for limit in limits if limit.kind == "tokens")
+        # Per kind, its header names and the positions of its limits (the headers show the one with least left)
+        self.header_groups = tuple(
+            (HEADER_NAMES[kind], tuple(i for i, limit in enumerate(limits) if limit.kind == kind))
+            for kind in KINDS
+            if any(limit.kind == kind for limit in limits)
+        )
 
     def costs(self, tokens: int) -> list[int]:
         """What a call bounded at `tokens` costs each limit: 1 request, or its tokens."""
@@ -167,35 +176,31 @@ class RateLimiter:
         returns None when the counters failed (the call is served unlimited)."""
         if self.clock() < self._down_until:
             return self._unlimited()
-        costs = limits.costs(tokens)
         try:
-            hitting = self.windows.hit(limits.keys, limits.amounts, costs)
+            hitting = self.windows.hit(limits, tokens)
         except Exception as error:  # the counters' storage failed: serve the call (fail open)
             self._storage_failed(error)
             return self._unlimited()
-        return self._admitted(limits, costs, tokens, hitting)
+        return self._admitted(limits, tokens, hitting)
 
     async def _unlimited(self) -> None:
         self.failures += 1
 
-    async def _admitted(
-        self, limits: LimitSet, costs: list[int], tokens: int, hitting: Awaitable[list[WindowState]]
-    ) -> Admission | None:
+    async def _admitted(self, limits: LimitSet, tokens: int, hitting: Awaitable[list[WindowState]]) -> Admission | None:
         try:
             windows = await hitting
             refused = None
-            for index, window in enumerate(windows):
-                if not window.acquired:
-                    refused = index
-                    windows = [
-                        await self._give_back(limit, cost, window)
-                        for limit, cost, window in zip(limits.limits, costs, windows, strict=True)
-                    ]
-                    break
+            if not all(map(_acquired, windows)):
+                refused = next(index for index, window in enumerate(windows) if not window.acquired)
+                costs = limits.costs(tokens)
+                windows = [
+                    await self._give_back(limit, cost, window)
+                    for limit, cost, window in zip(limits.limits, costs, windows, strict=True)
+                ]
         except Exception as error:  # the counters' storage failed: serve the call (fail open)
             self._storage_failed(error)
             return None
-        headers = _headers(limits.limits, windows)
+        headers = _headers(limits, windows)
         if refused is not None:
             raise _exceeded(limits.limits[refused], costs[refused], windows[refused], headers)
         return Admission(tokens=tokens, limits=limits, headers=headers)
@@ -275,23 +280,20 @@ def _exceeded(limit: Limit, cost: int, window: WindowState, headers: dict[str, s
     )
 
 
-def _headers(limits: tuple[Limit, ...], windows: list[WindowState]) -> dict[str, str]:
+def _headers(limits: LimitSet, windows: list[WindowState]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
     headers: dict[str, str] = {}
-    least: dict[str, int] = {}
-    for limit, window in zip(limits, windows, strict=True):
-        remaining = max(0, limit.amount - window.used)
-        if limit.kind in least and least[limit.kind] <= remaining:
-            continue
-        least[limit.kind] = remaining
-        names = HEADER_NAMES[limit.kind]
-        headers[names[0]] = limit.amount_text
-        headers[names[1]] = str(remaining)
-        headers[names[2]] = duration_text(window.reset_ms)
+    amounts = limits.amounts
+    for (limit_name, remaining_name, reset_name), positions in limits.header_groups:
+        if len(positions) == 1:
+            (position,) = positions
+        else:
+            position = min(positions, key=lambda i: max(0, amounts[i] - windows[i].used))
+        window = windows[position]
+        headers[limit_name] = limits.limits[position].amount_text
+        headers[remaining_name] = str(max(0, amounts[position] - window.used))
+        headers[reset_name] = duration_text(window.reset_ms)
     return headers
-
-
-HEADER_NAMES = {kind: tuple(f"x-ratelimit-{part}-{kind}" for part in ("limit", "remaining", "reset")) for kind in KINDS}
 
 
 def duration_text(milliseconds: int) -> str:

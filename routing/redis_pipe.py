@@ -35,7 +35,8 @@ class ConnectionLostUnanswered(RedisConnectionError):
 class _Pipe(asyncio.Protocol):
     """The protocol of one connection: replies matched to the waiting requests in order."""
 
-    def __init__(self, encoding: str | None) -> None:
+    def __init__(self, encoding: str | None, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self._reader = hiredis.Reader(replyError=ResponseError, encoding=encoding)
         self._waiting: deque[tuple[asyncio.Future, int, list]] = deque()
         self.transport: asyncio.Transport | None = None
@@ -46,17 +47,18 @@ class _Pipe(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
-        while self._waiting:
-            reply = self._reader.gets()
-            if reply is False:
-                return
-            future, count, replies = self._waiting[0]
-            replies.append(reply)
-            if len(replies) == count:
-                self._waiting.popleft()
-                if not future.done():  # a request that timed out is gone; its replies are skipped
-                    future.set_result(replies)
+        reader, waiting = self._reader, self._waiting
+        reader.feed(data)
+        while waiting:
+            future, count, replies = waiting[0]
+            for _ in range(count - len(replies)):
+                reply = reader.gets()
+                if reply is False:
+                    return
+                replies.append(reply)
+            waiting.popleft()
+            if not future.done():  # a request that timed out is gone; its replies are skipped
+                future.set_result(replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -98,6 +100,7 @@ class RedisPipe:
         self.encoding = "utf-8" if decode else None
         self.timeout_s = timeout_s
         self._pipes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop → _Pipe or its opening
+        self._latest: _Pipe | None = None  # the last pipe opened: a worker's one loop finds it without a lookup
 
     async def execute(self, *commands: tuple) -> list:
         """`commands` (of `resp_pack`'s argument types) in one write; their replies in order. An error
@@ -113,8 +116,8 @@ class RedisPipe:
         leave with the other commands of this turn of the event loop even if the replies are awaited
         later (so a caller can start another exchange first without a task for each). The result must
         be awaited."""
-        pipe = self._pipes.get(asyncio.get_running_loop())
-        if isinstance(pipe, _Pipe) and not pipe.closed:
+        pipe = self._latest
+        if pipe is not None and not pipe.closed and pipe.loop is asyncio.get_running_loop():
             return self._exchange_sent(packed, count, pipe, pipe.request(packed, count))
         return self._exchange(packed, count, None, None)
 
@@ -146,8 +149,12 @@ class RedisPipe:
 
     async def _pipe(self) -> _Pipe:
         loop = asyncio.get_running_loop()
+        pipe = self._latest
+        if pipe is not None and not pipe.closed and pipe.loop is loop:
+            return pipe
         pipe = self._pipes.get(loop)
         if isinstance(pipe, _Pipe) and not pipe.closed:
+            self._latest = pipe
             return pipe
         if not isinstance(pipe, asyncio.Future):
             pipe = self._pipes[loop] = loop.create_task(self._open())
@@ -157,7 +164,7 @@ class RedisPipe:
             if self._pipes.get(loop) is pipe:
                 del self._pipes[loop]
             raise
-        self._pipes[loop] = opened
+        self._pipes[loop] = self._latest = opened
         return opened
 
     async def _open(self) -> _Pipe:
@@ -166,7 +173,7 @@ class RedisPipe:
         connection_class = options.get("connection_class")
 
         def protocol() -> _Pipe:
-            return _Pipe(self.encoding)
+            return _Pipe(self.encoding, loop)
 
         if connection_class is UnixDomainSocketConnection:
             _, pipe = await loop.create_unix_connection(protocol, options["path"])
@@ -188,10 +195,11 @@ class RedisPipe:
 
 
 def _checked(replies: list) -> list:
-    """`replies`, or the first error reply among them raised (once all of them were read)."""
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            raise reply
+    """`replies`, or the first error reply among them raised (once all of them were read). hiredis makes
+    each error reply an instance of exactly the `replyError` class it was given (ResponseError), so a
+    look for that type (in C) finds them."""
+    if ResponseError in map(type, replies):
+        raise next(reply for reply in replies if type(reply) is ResponseError)
     return replies
 
 

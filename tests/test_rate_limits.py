@@ -4,6 +4,7 @@ the playground, Redis down (fail open) and two worker processes sharing one coun
 import asyncio
 import logging
 import uuid
+from types import SimpleNamespace
 
 import httpx
 import openai
@@ -14,7 +15,7 @@ from limits.aio.storage.redis.bridge import RedisBridge
 from routing.models import ApiKey, UserRateLimit
 from routing.rate_windows import MemoryWindows, RedisWindows
 from routing.ratelimit import Limit, LimitSet, RateLimiter, duration_text, rate_limiter_build
-from routing.redis_pipe import RedisPipe
+from routing.redis_pipe import RedisPipe, resp_pack
 from routing.runtime import runtime_installed
 from routing.services import api_key_create
 from tests.conftest import REDIS_FOR_TESTS, calls_settle
@@ -163,7 +164,8 @@ def test_memory_windows_weigh_the_previous_minute_as_the_limits_library_does():
     windows = MemoryWindows(clock=lambda: clock[0])
 
     def hit(cost, amount=10):
-        (state,) = asyncio.run(windows.hit(["k"], [amount], [cost]))
+        limits = SimpleNamespace(keys=["k"], amounts=[amount], counts_tokens=[True])
+        (state,) = asyncio.run(windows.hit(limits, cost))
         return state
 
     assert hit(10).acquired and not hit(1).acquired
@@ -191,8 +193,6 @@ class OverlappingWindows(MemoryWindows):
 
 
 def test_an_admission_sent_with_the_read_is_given_back_when_the_call_starts_over():
-    from types import SimpleNamespace
-
     from routing.admission import call_read_and_admit
     from routing.call_context import CallContext
 
@@ -243,13 +243,15 @@ def test_redis_windows_read_a_window_as_the_limits_librarys_script_does(counters
     from routing.rate_windows import READ_COMMANDS, WINDOW_S, _window_state
 
     windows = RedisWindows(RedisPipe(REDIS_FOR_TESTS), key_prefix=f"t-{uuid.uuid4().hex[:8]}")
-    previous_key, current_key = windows._keys("k")
+    limits = LimitSet((Limit("requests", 10, "key", 1),))
+    previous_key, current_key = windows._keys(limits.keys[0])
     client = redis_py.Redis.from_url(REDIS_FOR_TESTS, decode_responses=True)
     for name, key in (("previous", previous_key), ("current", current_key)):
         if name in counters:
             value, ttl_ms = counters[name]
             client.set(key, value, px=ttl_ms)
-    _, read = windows._pack("k", 10)
+    read = resp_pack((("MGET", previous_key, current_key), ("PTTL", previous_key), ("PTTL", current_key)))
+    assert windows._exchange_pack(limits).pieces[-1].endswith(read)  # what a call's exchange reads
     ours = _window_state(True, *asyncio.run(windows.redis.execute_packed(read, READ_COMMANDS)))
     script = client.register_script(RedisBridge.SCRIPT_SLIDING_WINDOW)
     previous, previous_ttl, current, current_ttl = script(keys=[previous_key, current_key], args=[WINDOW_S])
