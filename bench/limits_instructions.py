@@ -9,6 +9,7 @@ key without limits, then with limits it never reaches (requests and tokens per m
 (Debian's package).
 
     .venv/bin/python -m bench.limits_instructions [--redis-url redis://127.0.0.1:6379/3] [--database-url …]
+        [--keep DIR]   # the dumps, for `callgrind_annotate DIR/callgrind.<pid>.<n>-01`
 """
 
 import argparse
@@ -87,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url")
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="keep the callgrind dumps in this folder (for callgrind_annotate)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (apt-get install valgrind)")
     harness.START_TIMEOUT_S = START_TIMEOUT_S
-    out_dir = Path(tempfile.mkdtemp(prefix="routerweb-callgrind-"))
+    out_dir = Path(tempfile.mkdtemp(prefix="routerweb-callgrind-")) if args.keep is None else args.keep
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
         command = callgrind_command(out_dir)
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 limits_set(stack, on=False)
                 rows.append((plain, limited))
     finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
     setup = "PostgreSQL + Redis" if args.redis_url else "SQLite + local memory"
     print(f"\n{setup}: event-loop instructions per request, {args.requests} requests per phase\n")
     print("| round | no limits | limits (never reached) | added | added % |")
