@@ -15,7 +15,7 @@ from limits.aio.storage.redis.bridge import RedisBridge
 from routing.models import ApiKey, UserRateLimit
 from routing.rate_windows import MemoryWindows, RedisWindows
 from routing.ratelimit import Limit, LimitSet, RateLimiter, duration_text, rate_limiter_build
-from routing.redis_pipe import RedisPipe, resp_pack
+from routing.redis_pipe import RedisPipe, resp_pack, resp_pack_argument
 from routing.runtime import runtime_installed
 from routing.services import api_key_create
 from tests.conftest import REDIS_FOR_TESTS, calls_settle
@@ -223,6 +223,39 @@ def test_an_admission_sent_with_the_read_is_given_back_when_the_call_starts_over
     assert context.admission is not None
     assert context.rate_limit_headers["x-ratelimit-remaining-requests"] == "4"  # the first call counts no more
     assert context.rate_limit_headers["x-ratelimit-remaining-tokens"] == str(1000 - 30)
+
+
+def test_the_headers_show_for_each_kind_the_limit_with_the_least_left():
+    limiter = RateLimiter(MemoryWindows())
+    limits = LimitSet(
+        (
+            Limit("requests", 10, "key", 1),
+            Limit("tokens", 100, "key", 1),
+            Limit("requests", 3, "user", 2),
+            Limit("tokens", 1000, "user", 2),
+        )
+    )
+    headers = asyncio.run(limiter.admit(limits, tokens=40)).headers
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("3", "2")
+    assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"]) == ("100", "60")
+
+
+def test_a_limit_sets_exchange_packed_once_is_every_limits_acquire_then_every_windows_read():
+    """The exchange is kept as pieces around the tokens cost; joined with a call's cost, it is exactly
+    the commands packed one by one, whichever order the limits come in."""
+    from routing.rate_windows import ACQUIRE, WINDOW_S
+
+    windows = RedisWindows(RedisPipe(REDIS_FOR_TESTS), key_prefix="t")
+    limits = LimitSet((Limit("tokens", 500, "key", 1), Limit("requests", 5, "key", 1), Limit("tokens", 900, "user", 2)))
+    exchange = windows._exchange_pack(limits)
+    commands = []
+    for key, amount, counts_tokens in zip(limits.keys, limits.amounts, limits.counts_tokens, strict=True):
+        commands.append(("EVALSHA", ACQUIRE.sha, 2, *windows._keys(key), amount, WINDOW_S, 123 if counts_tokens else 1))
+    for key in limits.keys:
+        previous_key, current_key = windows._keys(key)
+        commands += [("MGET", previous_key, current_key), ("PTTL", previous_key), ("PTTL", current_key)]
+    assert resp_pack_argument(123).join(exchange.pieces) == resp_pack(tuple(commands))
+    assert (exchange.commands, exchange.limits) == (len(commands), 3)
 
 
 @pytest.mark.parametrize(
