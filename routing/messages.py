@@ -68,7 +68,10 @@ MESSAGES = Endpoint(
 
 async def messages_run(*, runtime: Runtime, raw_body: bytes, caller: Caller) -> GatewayResponse:
     """Answer one Messages API request for whoever `caller(registry)` says is calling (see `call_run`)."""
-    return await call_run(MESSAGES, runtime=runtime, raw_body=raw_body, caller=caller)
+    result = await call_run(MESSAGES, runtime=runtime, raw_body=raw_body, caller=caller)
+    if "X-Request-Id" in result.headers:  # Anthropic's clients read the request's id from `request-id`
+        result.headers["request-id"] = result.headers["X-Request-Id"]
+    return result
 
 
 async def _messages_try(

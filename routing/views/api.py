@@ -50,11 +50,7 @@ async def messages(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response(ApiError(405, "Use POST for /v1/messages.", code="method_not_allowed"), anthropic=True)
     result = await _messages_call(request, messages_run)
-    if isinstance(result, HttpResponse):
-        return result
-    if "X-Request-Id" in result.headers:  # Anthropic's clients read the request's id from `request-id`
-        result.headers["request-id"] = result.headers["X-Request-Id"]
-    return gateway_http_response(result)
+    return result if isinstance(result, HttpResponse) else gateway_http_response(result)
 
 
 async def messages_count_tokens(request: HttpRequest) -> HttpResponse:
