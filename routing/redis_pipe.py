@@ -27,6 +27,8 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+_NOT_ENOUGH_DATA = object()  # what the parser returns while no complete reply is left (a reply may be False-ish)
+
 
 class ConnectionLostUnanswered(RedisConnectionError):
     """The connection was lost before any reply to the request came back."""
@@ -37,8 +39,9 @@ class _Pipe(asyncio.Protocol):
 
     def __init__(self, encoding: str | None, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._reader = hiredis.Reader(replyError=ResponseError, encoding=encoding)
-        self._waiting: deque[tuple[asyncio.Future, int, list]] = deque()
+        self._reader = hiredis.Reader(replyError=ResponseError, encoding=encoding, notEnoughData=_NOT_ENOUGH_DATA)
+        self._waiting: deque[tuple[asyncio.Future, int]] = deque()  # each request's future and reply count
+        self._read: list = []  # replies read, not yet handed to the first waiting request(s)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._outbox: list[bytes] = []
@@ -47,31 +50,32 @@ class _Pipe(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        reader, waiting = self._reader, self._waiting
+        reader, waiting, read = self._reader, self._waiting, self._read
         reader.feed(data)
-        while waiting:
-            future, count, replies = waiting[0]
-            for _ in range(count - len(replies)):
-                reply = reader.gets()
-                if reply is False:
-                    return
-                replies.append(reply)
-            waiting.popleft()
+        read += iter(reader.gets, _NOT_ENOUGH_DATA)  # every complete reply, taken off the parser in C
+        start, available = 0, len(read)
+        while waiting and start + waiting[0][1] <= available:
+            future, count = waiting.popleft()
             if not future.done():  # a request that timed out is gone; its replies are skipped
-                future.set_result(replies)
+                future.set_result(read[start : start + count])
+            start += count
+        if start:
+            del read[:start]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        partly_answered = bool(self._read)  # the first waiting request has some of its replies
         while self._waiting:
-            future, _, replies = self._waiting.popleft()
+            future, _ = self._waiting.popleft()
             if not future.done():
-                lost = ConnectionLostUnanswered if not replies else RedisConnectionError
+                lost = RedisConnectionError if partly_answered else ConnectionLostUnanswered
                 future.set_exception(lost(f"Redis closed the connection ({exc or 'end of stream'})"))
+            partly_answered = False
 
     def request(self, packed: bytes, count: int) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._waiting.append((future, count, []))
+        self._waiting.append((future, count))
         if not self._outbox:
             loop.call_soon(self._flush)
         self._outbox.append(packed)
@@ -221,8 +225,12 @@ def resp_pack_argument(arg: str | bytes | int | float) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 
-@cache
 def redis_pipe(url: str, *, decode: bool = True, timeout_s: float = 1.0) -> RedisPipe:
     """The worker's pipe to `url`: one per URL and reply type, shared by everyone who asks for it, so
     that the commands of one call's parts (its circuits and its rate limits) can leave in one write."""
+    return _shared_pipe(url, decode, timeout_s)  # positional: a default left out or spelt out is one pipe
+
+
+@cache
+def _shared_pipe(url: str, decode: bool, timeout_s: float) -> RedisPipe:
     return RedisPipe(url, decode=decode, timeout_s=timeout_s)

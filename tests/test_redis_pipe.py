@@ -12,7 +12,7 @@ from django.core.cache import caches
 from django.test import override_settings
 from redis.exceptions import ResponseError
 
-from routing.redis_pipe import RedisPipe, resp_pack
+from routing.redis_pipe import ConnectionLostUnanswered, RedisPipe, redis_pipe, resp_pack
 from routing.response_cache import CachePolicy, ResponseCache
 from routing.usage import Usage
 from tests.conftest import REDIS_FOR_TESTS
@@ -81,6 +81,70 @@ def test_a_silent_server_times_out_and_the_connection_is_dropped():
 
     run(scenario())
     assert len(connections) == 2  # the second request did not wait behind the first one's lost replies
+
+
+async def _scripted_server(answer: bytes, *, then_close: bool = False):
+    """A server on loopback that, once it has read anything, writes `answer` one byte at a time (then
+    closes the connection); returns the server and its redis:// URL."""
+
+    async def accept(reader, writer):
+        await reader.read(1)
+        for byte in answer:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0)
+        if then_close:
+            writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    return server, f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+
+
+def test_replies_cut_anywhere_reach_each_request_in_order():
+    """Replies arriving a byte at a time, among them ones Python takes for false (0, nil, an empty array),
+    are handed to the requests waiting on them in order; an error reply fails only its own request."""
+    answer = b":0\r\n" + b"$-1\r\n:5\r\n-ERR bad\r\n" + b"*0\r\n+OK\r\n" + b"$0\r\n\r\n"
+
+    async def scenario():
+        server, url = await _scripted_server(answer)
+        pipe = RedisPipe(url, timeout_s=5)
+        requests = [
+            pipe.execute(("ONE",)),
+            pipe.execute(("TWO",), ("THREE",), ("FOUR",)),
+            pipe.execute(("FIVE",), ("SIX",)),
+            pipe.execute(("SEVEN",)),
+        ]
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        server.close()
+        return results
+
+    first, second, third, fourth = run(scenario())
+    assert first == [0]
+    assert isinstance(second, ResponseError) and str(second) == "ERR bad"
+    assert third == [[], "OK"]
+    assert fourth == [""]
+
+
+def test_a_connection_lost_mid_answer_fails_the_request_it_answered_in_part_and_the_rest_unanswered():
+    async def scenario():
+        server, url = await _scripted_server(b":1\r\n:2\r\n", then_close=True)
+        pipe = RedisPipe(url, timeout_s=5)
+        connection = await pipe._pipe()
+        answered_in_part = connection.request(resp_pack((("A",), ("B",), ("C",))), 3)
+        unanswered = connection.request(resp_pack((("D",),)), 1)
+        results = await asyncio.gather(answered_in_part, unanswered, return_exceptions=True)
+        server.close()
+        return results
+
+    answered_in_part, unanswered = run(scenario())
+    assert type(answered_in_part) is redis.exceptions.ConnectionError  # not retried: two of its commands ran
+    assert isinstance(unanswered, ConnectionLostUnanswered)  # retried on a new connection by `execute`
+
+
+def test_one_pipe_per_url_whether_its_defaults_are_spelt_out_or_not():
+    """The circuits and the rate limits must share the worker's pipe for their commands to leave in one write."""
+    assert redis_pipe(REDIS_FOR_TESTS) is redis_pipe(REDIS_FOR_TESTS, decode=True, timeout_s=1.0)
+    assert redis_pipe(REDIS_FOR_TESTS, decode=False) is not redis_pipe(REDIS_FOR_TESTS)
 
 
 def test_redis_down_is_a_connection_error():
