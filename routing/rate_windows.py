@@ -52,13 +52,18 @@ class WindowState(NamedTuple):
 def window_state(
     acquired: bool, previous: int, previous_ttl_ms: float, current: int, current_ttl_ms: float
 ) -> WindowState:
-    """The window's state from its counters, weighed and with its reset time as the library computes them."""
+    """The window's state from its counters, weighed and with its reset time as the library computes them
+    (two are made for every limited call: comparisons rather than calls to min and max)."""
     if previous:
         reset = previous_ttl_ms % (WINDOW_MS / previous)
         if current:
-            reset = min(reset, current_ttl_ms % WINDOW_MS)
+            current_reset = current_ttl_ms % WINDOW_MS
+            if current_reset < reset:
+                reset = current_reset
+    elif current:
+        reset = current_ttl_ms % WINDOW_MS
     else:
-        reset = current_ttl_ms % WINDOW_MS if current else 0
+        reset = 0
     used = int(previous * previous_ttl_ms // WINDOW_MS) + current
     # tuple.__new__ directly: the named tuple's own __new__ is a Python function
     return _tuple_new(WindowState, (acquired, previous, previous_ttl_ms, current, current_ttl_ms, used, round(reset)))
@@ -236,8 +241,14 @@ def _window_state(acquired, counts: list, previous_ttl_ms: int, current_ttl_ms: 
     a missing counter or one without expiry count as 0), read as the library's `sliding_window.lua`
     reads them: a current counter with less than a window left belongs to a minute that has ended, so
     it is the previous counter (the script renames it so; the next acquire does that here)."""
-    previous, current = int(counts[0] or 0), int(counts[1] or 0)
-    previous_ttl, current_ttl = max(0, previous_ttl_ms), max(0, current_ttl_ms)  # PTTL's replies are integers
-    if 0 < current_ttl < WINDOW_MS:
-        previous, previous_ttl, current, current_ttl = current, current_ttl, 0, current_ttl + WINDOW_MS
-    return window_state(bool(acquired), previous, previous_ttl, current, current_ttl)
+    previous, current = counts  # strings, None for a missing counter
+    previous = int(previous) if previous else 0
+    current = int(current) if current else 0
+    if previous_ttl_ms < 0:  # PTTL's replies are integers
+        previous_ttl_ms = 0
+    if 0 < current_ttl_ms < WINDOW_MS:
+        previous, previous_ttl_ms, current, current_ttl_ms = current, current_ttl_ms, 0, current_ttl_ms + WINDOW_MS
+    elif current_ttl_ms < 0:
+        current_ttl_ms = 0
+    # the acquire script answers true (1) or false (nil)
+    return window_state(acquired == 1, previous, previous_ttl_ms, current, current_ttl_ms)

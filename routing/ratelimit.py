@@ -56,12 +56,10 @@ class Limit:
     scope: str  # "key" or "user"
     ident: int
     key: str = field(init=False, compare=False)  # the limits library's storage key, computed once
-    amount_text: str = field(init=False, compare=False)  # for its header
 
     def __post_init__(self) -> None:
         key = RateLimitItemPerMinute(self.amount, namespace="rw").key_for(self.scope, str(self.ident), self.kind)
         object.__setattr__(self, "key", key)
-        object.__setattr__(self, "amount_text", str(self.amount))
 
     def describe(self) -> str:
         owner = "this API key" if self.scope == "key" else "your user"
@@ -73,17 +71,19 @@ class LimitSet:
     remembers a key's and user's set per registry snapshot): each limit's storage key and amount, and
     which of them count tokens."""
 
-    __slots__ = ("limits", "keys", "amounts", "counts_tokens", "token_limits", "header_groups")
+    __slots__ = ("limits", "keys", "amounts", "amount_texts", "counts_tokens", "token_limits", "header_groups")
 
     def __init__(self, limits: tuple[Limit, ...]) -> None:
         self.limits = limits
         self.keys = [limit.key for limit in limits]
         self.amounts = [limit.amount for limit in limits]
+        self.amount_texts = [str(limit.amount) for limit in limits]
         self.counts_tokens = [limit.kind == "tokens" for limit in limits]
         self.token_limits = tuple(limit for limit in limits if limit.kind == "tokens")
-        # Per kind, its header names and the positions of its limits (the headers show the one with least left)
+        # Per kind, its three header names and the positions of its limits (the headers show the one with
+        # least left)
         self.header_groups = tuple(
-            (HEADER_NAMES[kind], tuple(i for i, limit in enumerate(limits) if limit.kind == kind))
+            (*HEADER_NAMES[kind], tuple(i for i, limit in enumerate(limits) if limit.kind == kind))
             for kind in KINDS
             if any(limit.kind == kind for limit in limits)
         )
@@ -284,14 +284,15 @@ def _headers(limits: LimitSet, windows: list[WindowState]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers: for each kind, the limit with the least left."""
     headers: dict[str, str] = {}
     amounts = limits.amounts
-    for (limit_name, remaining_name, reset_name), positions in limits.header_groups:
+    for limit_name, remaining_name, reset_name, positions in limits.header_groups:
         if len(positions) == 1:
-            (position,) = positions
+            position = positions[0]
         else:
             position = min(positions, key=lambda i: max(0, amounts[i] - windows[i].used))
         window = windows[position]
-        headers[limit_name] = limits.limits[position].amount_text
-        headers[remaining_name] = str(max(0, amounts[position] - window.used))
+        remaining = amounts[position] - window.used
+        headers[limit_name] = limits.amount_texts[position]
+        headers[remaining_name] = str(remaining) if remaining > 0 else "0"
         headers[reset_name] = duration_text(window.reset_ms)
     return headers
 
@@ -300,6 +301,8 @@ def duration_text(milliseconds: int) -> str:
     """A duration as OpenAI writes its reset headers (Go's format): "850ms", "6s", "1.25s"."""
     if milliseconds < 1000:
         return f"{milliseconds}ms"
+    if milliseconds < 1_000_000:  # at most 6 digits: the `g` format writes them all, without trailing zeros
+        return f"{milliseconds / 1000:g}s"
     seconds, milliseconds = divmod(milliseconds, 1000)
     return f"{seconds}.{milliseconds:03d}".rstrip("0") + "s" if milliseconds else f"{seconds}s"
 

@@ -182,7 +182,22 @@ def test_memory_windows_weigh_the_previous_minute_as_the_limits_library_does():
 
 
 @pytest.mark.parametrize(
-    ("milliseconds", "text"), [(0, "0ms"), (850, "850ms"), (6000, "6s"), (1250, "1.25s"), (59_123, "59.123s")]
+    ("milliseconds", "text"),
+    [
+        (0, "0ms"),
+        (850, "850ms"),
+        (999, "999ms"),
+        (1000, "1s"),
+        (6000, "6s"),
+        (1250, "1.25s"),
+        (1001, "1.001s"),
+        (59_123, "59.123s"),
+        (119_990, "119.99s"),
+        (999_999, "999.999s"),
+        (1_000_000, "1000s"),
+        (1_234_567, "1234.567s"),
+        (1_234_500, "1234.5s"),
+    ],
 )
 def test_reset_headers_are_durations_as_openai_writes_them(milliseconds, text):
     assert duration_text(milliseconds) == text
