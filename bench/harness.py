@@ -292,8 +292,12 @@ def django_prepare(env: dict[str, str], tmp: Path, upstream_url: str) -> str:
         f"get_user_model().objects.create_user({BENCH_USER!r}, password=None)"
     )
     manage(env, "shell", "--no-imports", "-c", create_user)
-    output = manage(env, "createapikey", BENCH_USER, "--name", "bench").strip()
-    return output.splitlines()[-1].strip()
+    return api_key_create(env, BENCH_USER, "bench")
+
+
+def api_key_create(env: dict[str, str], username: str, name: str) -> str:
+    """A new API key of `username` named `name`; returns the raw key (the command's last line)."""
+    return manage(env, "createapikey", username, "--name", name).strip().splitlines()[-1].strip()
 
 
 # ---------------------------------------------------------------------------- servers

@@ -22,7 +22,7 @@ import json
 import statistics
 import time
 
-from .harness import BENCH_USER, BenchStack, manage
+from .harness import BENCH_USER, BenchStack, api_key_create, manage
 from .wrk import wrk_run
 
 MESSAGES = [{"role": "user", "content": "hello from the limits and cache benchmark"}]
@@ -43,9 +43,9 @@ def limits_set(stack: BenchStack, *, on: bool, key_name: str = "") -> None:
 
 def limited_key_create(stack: BenchStack) -> str:
     """A second API key of the bench user, with limits it never reaches; returns the raw key."""
-    output = manage(stack.env, "createapikey", BENCH_USER, "--name", LIMITED_KEY).strip()
+    key = api_key_create(stack.env, BENCH_USER, LIMITED_KEY)
     limits_set(stack, on=True, key_name=LIMITED_KEY)
-    return output.splitlines()[-1].strip()
+    return key
 
 
 def run(stack: BenchStack, body_file, *, api_key: str, connections: int, duration_s: float) -> dict:

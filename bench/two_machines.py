@@ -51,6 +51,7 @@ from .harness import (
     BenchError,
     BenchSandbox,
     Server,
+    api_key_create,
     free_port,
     http_json,
     manage,
@@ -155,8 +156,8 @@ def _prepare(sandbox: BenchSandbox, upstream_url: str) -> tuple[str, str]:
         f"U.objects.create_user({BENCH_USER!r}, password=None); U.objects.create_user('budgeted', password=None)"
     )
     manage(env, "shell", "--no-imports", "-c", create)
-    key = manage(env, "createapikey", BENCH_USER, "--name", "load").strip().splitlines()[-1].strip()
-    budget_key = manage(env, "createapikey", "budgeted", "--name", "budget").strip().splitlines()[-1].strip()
+    key = api_key_create(env, BENCH_USER, "load")
+    budget_key = api_key_create(env, "budgeted", "budget")
     budget = (
         "from decimal import Decimal; from billing.models import Budget; from routing.models import ApiKey; "
         "key = ApiKey.objects.get(user__username='budgeted'); "

@@ -108,6 +108,7 @@ def test_replies_cut_anywhere_reach_each_request_in_order():
     async def scenario():
         server, url = await _scripted_server(answer)
         pipe = RedisPipe(url, timeout_s=5)
+        await pipe._pipe()  # open: the four requests below are queued in one turn, before any reply
         requests = [
             pipe.execute(("ONE",)),
             pipe.execute(("TWO",), ("THREE",), ("FOUR",)),
