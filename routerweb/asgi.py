@@ -3,7 +3,8 @@ ROUTERWEB_DEMO_PROVIDER is on, everything else (pages, admin, static files) to D
 
 Lifespan: at start-up the worker's runtime is built (routing/runtime.py), handed to every request
 through the lifespan state, and started: its meter (billing's replays the rows a previous process
-spooled) and its registry watch. At shutdown the watch stops, the upstream HTTP client closes, the
+spooled) and its registry watch; then the garbage collector is set for serving (routerweb/collector.py).
+At shutdown the watch stops, the upstream HTTP client closes, the
 meter stops (billing's stores what is queued and hands back the worker's budget allowances) and the
 database threads' connections close. Before that, on SIGTERM, uvicorn stops accepting and lets open
 connections finish (`--timeout-graceful-shutdown`, routerweb/serve.py), and the lifespan waits for the
@@ -20,6 +21,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerweb.settings")
 
 django_application = get_asgi_application()
 
+from routerweb.collector import collector_set_for_serving  # noqa: E402
 from routerweb.db_executor import db_executor  # noqa: E402  (needs Django set up)
 from routing.asgi_api import ApiHandler  # noqa: E402
 from routing.demo_provider import PREFIX as DEMO_PREFIX  # noqa: E402
@@ -61,6 +63,7 @@ async def _lifespan(scope, receive, send) -> None:
             runtime_install(runtime)  # for requests served without lifespan state
             scope.setdefault("state", {})["runtime"] = runtime  # copied into every request's scope
             runtime_start(runtime)
+            collector_set_for_serving()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if runtime is not None:

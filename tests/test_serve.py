@@ -1,5 +1,9 @@
 """The production command line is defined in routerweb/serve.py; the Makefile's `run` target spells it out in shell."""
 
+import gc
+import weakref
+
+from routerweb.collector import SERVING_THRESHOLD, collector_set_for_serving
 from routerweb.serve import uvicorn_args
 from tests.conftest import REPO_ROOT
 
@@ -16,3 +20,32 @@ def make_run_uvicorn_args() -> list[str]:
 
 def test_make_run_serves_with_the_production_command():
     assert make_run_uvicorn_args() == uvicorn_args(host="127.0.0.1", port=8000)
+
+
+def test_start_up_sets_the_collector_for_serving(gateway):
+    """The live server's lifespan (in this process) froze what start-up left and raised the first
+    generation's threshold."""
+    assert gc.get_threshold()[0] == SERVING_THRESHOLD
+    assert gc.get_freeze_count() > 0
+
+
+def test_the_collector_set_for_serving_still_frees_reference_cycles():
+    """With the serving threshold the collector still runs on its own: a worker's cyclic garbage stays
+    bounded without anyone calling gc.collect()."""
+    threshold = gc.get_threshold()
+    collector_set_for_serving()
+    try:
+        freed = []
+        first = _Cycle()
+        weakref.finalize(first, freed.append, True)
+        del first
+        for _ in range(SERVING_THRESHOLD):  # each leaves a cycle of two tracked objects: the node, its dict
+            _Cycle()
+        assert freed == [True]
+    finally:
+        gc.set_threshold(*threshold)
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
