@@ -19,10 +19,13 @@ round weighs on both alike.
 
 import argparse
 import json
+import os
 import statistics
 import time
 
-from .harness import BENCH_USER, BenchStack, api_key_create, manage
+import redis
+
+from .harness import BENCH_USER, BenchStack, api_key_create, machine_cpu_jiffies, manage
 from .wrk import wrk_run
 
 MESSAGES = [{"role": "user", "content": "hello from the limits and cache benchmark"}]
@@ -48,8 +51,19 @@ def limited_key_create(stack: BenchStack) -> str:
     return key
 
 
+def redis_cpu_seconds(url: str | None) -> float:
+    """The CPU time Redis at `url` has used (user + system, from INFO), 0 without Redis."""
+    if not url:
+        return 0.0
+    with redis.Redis.from_url(url) as client:
+        info = client.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
+
+
 def run(stack: BenchStack, body_file, *, api_key: str, connections: int, duration_s: float) -> dict:
     cpu_before = stack.routerweb.cpu_seconds()
+    redis_before = redis_cpu_seconds(stack.redis_url)
+    machine_before = machine_cpu_jiffies()[0]
     result = wrk_run(
         stack.routerweb.url + "/v1/chat/completions",
         body_file,
@@ -59,11 +73,15 @@ def run(stack: BenchStack, body_file, *, api_key: str, connections: int, duratio
     )
     time.sleep(1.5)
     cpu = stack.routerweb.cpu_seconds() - cpu_before
+    requests = max(1, result.requests)
+    machine_s = (machine_cpu_jiffies()[0] - machine_before) / os.sysconf("SC_CLK_TCK")
     return {
         "rps": result.rps,
         "p50": result.p50_ms,
         "p99": result.p99_ms,
-        "cpu_ms": cpu * 1000 / max(1, result.requests),
+        "cpu_ms": cpu * 1000 / requests,
+        "redis_us": (redis_cpu_seconds(stack.redis_url) - redis_before) * 1e6 / requests,
+        "machine_ms": machine_s * 1000 / requests,
         "errors": result.errors,
     }
 
@@ -97,12 +115,15 @@ def main(argv: list[str] | None = None) -> int:
             drops.append(100 * (1 - sum(r["rps"] for r in limited) / (before["rps"] + after["rps"])))
     setup = "PostgreSQL + Redis" if args.redis_url else "SQLite + local memory"
     print(f"\n{setup}, concurrency {args.concurrency}, {args.rounds} rounds of {args.duration:g} s (medians)\n")
-    print("| scenario | req/s | p50 ms | p99 ms | server CPU ms/req | errors |")
-    print("|---|---|---|---|---|---|")
+    print("| scenario | req/s | p50 ms | p99 ms | server CPU ms/req | Redis CPU µs/req | machine CPU ms/req | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         errors = sum(r["errors"] for r in runs)
-        print(f"| {name} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['cpu_ms']:.3f} | {errors} |")
+        print(
+            f"| {name} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['cpu_ms']:.3f}"
+            f" | {med['redis_us']:.1f} | {med['machine_ms']:.3f} | {errors} |"
+        )
     listed = ", ".join(f"{drop:.1f}%" for drop in drops)
     print(f"\n- limits: req/s drop against the runs around them, median **{statistics.median(drops):.1f}%**")
     print(f"  (mean {statistics.mean(drops):.1f}%; rounds: {listed})")
