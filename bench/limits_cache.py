@@ -14,6 +14,10 @@ nothing changes on the server between them), then `cache hit`: a round's drop co
 limited runs with the two around them, so a machine that speeds up or slows down steadily during a
 round weighs on both alike.
 
+Each run's CPU per request is read for the server (its process tree, /proc), for Redis (INFO cpu: the
+limits' scripts run there) and for the whole machine (/proc/stat), so a drop can be told apart from
+work moved to another process.
+
     .venv/bin/python -m bench.limits_cache [--redis-url redis://127.0.0.1:6379/3] [--database-url …]
 """
 
@@ -120,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs in results.items():
         med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         errors = sum(r["errors"] for r in runs)
+        redis_text = f"{med['redis_us']:.1f}" if args.redis_url else "–"
         print(
             f"| {name} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['cpu_ms']:.3f}"
-            f" | {med['redis_us']:.1f} | {med['machine_ms']:.3f} | {errors} |"
+            f" | {redis_text} | {med['machine_ms']:.3f} | {errors} |"
         )
     listed = ", ".join(f"{drop:.1f}%" for drop in drops)
     print(f"\n- limits: req/s drop against the runs around them, median **{statistics.median(drops):.1f}%**")
