@@ -3,9 +3,9 @@ ROUTERWEB_DEMO_PROVIDER is on, everything else (pages, admin, static files) to D
 
 Lifespan: at start-up the worker's runtime is built (routing/runtime.py), handed to every request
 through the lifespan state, and started: its meter (billing's replays the rows a previous process
-spooled) and its registry watch; then the garbage collector is set for serving (routerweb/collector.py).
-At shutdown the watch stops, the upstream HTTP client closes, the
-meter stops (billing's stores what is queued and hands back the worker's budget allowances) and the
+spooled) and its registry watch; then the garbage collector is set for serving
+(routerweb/collector.py). At shutdown the watch stops, the upstream HTTP client closes, the meter
+stops (billing's stores what is queued and hands back the worker's budget allowances) and the
 database threads' connections close. Before that, on SIGTERM, uvicorn stops accepting and lets open
 connections finish (`--timeout-graceful-shutdown`, routerweb/serve.py), and the lifespan waits for the
 calls in flight to be recorded, at most ROUTERWEB_SHUTDOWN_GRACE_S.
