@@ -30,14 +30,16 @@ def test_start_up_sets_the_collector_for_serving(gateway):
 
 def test_the_collector_set_for_serving_still_frees_reference_cycles():
     """With the serving threshold the collector still runs on its own: however many reference cycles are
-    made, those not freed yet stay under the threshold's worth, without anyone calling gc.collect()."""
+    made, those not freed yet stay bounded, without anyone calling gc.collect(). At most a threshold's
+    worth waits for the next collection (each cycle is at least one tracked object), plus the few that a
+    collection met while they were still alive, which wait in the next generation for its turn."""
     threshold = gc.get_threshold()
     collector_set_for_serving()
     try:
         made = 20 * SERVING_THRESHOLD
-        for _ in range(made):  # each leaves a cycle of two tracked objects: the node and its dict
+        for _ in range(made):  # each leaves a cycle: a node that refers to itself
             _Cycle()
-        assert made - _Cycle.freed < SERVING_THRESHOLD
+        assert made - _Cycle.freed < 2 * SERVING_THRESHOLD  # with the collector off: all 200,000
     finally:
         gc.set_threshold(*threshold)
 
