@@ -33,15 +33,18 @@ def test_the_collector_set_for_serving_still_frees_reference_cycles():
     made, those not freed yet stay bounded, without anyone calling gc.collect(). At most a threshold's
     worth waits for the next collection (each cycle is at least one tracked object), plus the few that a
     collection met while they were still alive, which wait in the next generation for its turn."""
-    threshold = gc.get_threshold()
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
     collector_set_for_serving()
     try:
+        _Cycle.freed = 0
         made = 20 * SERVING_THRESHOLD
         for _ in range(made):  # each leaves a cycle: a node that refers to itself
             _Cycle()
         assert made - _Cycle.freed < 2 * SERVING_THRESHOLD  # with the collector off: all 200,000
-    finally:
+    finally:  # as found, so that the start-up test sees only what the live server's start-up did
         gc.set_threshold(*threshold)
+        if not frozen:
+            gc.unfreeze()
 
 
 class _Cycle:
