@@ -8,11 +8,14 @@ state after that (for the x-ratelimit-* headers and Retry-After), so admitting a
 
 - `RedisWindows`: the library's own acquire script (`acquire_sliding_window.lua`, atomic on the Redis
   server, so workers and machines share the counters without a race) for every limit of the call, and
-  each window's counters read back as the library's `sliding_window.lua` reads them (plain MGET and
-  PTTL: a Lua call costs Redis five times their CPU), keys exactly as the library's `RedisStorage`
-  names them, all sent in one pipelined write on routerweb's lean Redis connection
-  (routing/redis_pipe.py). Through the library's storage this took four round trips per call through
-  redis-py's client (docs/benchmarks.md).
+  the windows read back as the library's `sliding_window.lua` reads them, with plain commands (a Lua
+  call costs Redis five times their CPU): one MGET of every counter, and each current counter's PTTL.
+  A previous counter's time left is not read: the scripts make a previous counter only by renaming
+  the current one as its minute ends, and give the new current counter a window more, so a previous
+  counter always expires exactly WINDOW_MS before its current one. Keys are exactly as the library's
+  `RedisStorage` names them, and all of it goes in one pipelined write on routerweb's lean Redis
+  connection (routing/redis_pipe.py). Through the library's storage this took four round trips per
+  call through redis-py's client (docs/benchmarks.md).
 - `MemoryWindows`: the same counter in the worker's memory, for one worker (see its docstring for why
   not the library's MemoryStorage).
 """
@@ -155,14 +158,13 @@ class _Script:
 
 
 ACQUIRE = _Script(RedisBridge.SCRIPT_ACQUIRE_SLIDING_WINDOW)
-READ_COMMANDS = 3  # a window's read: MGET of its two counters, PTTL of each
 EXCHANGES_KEPT = 10_000  # limit sets whose packed exchange is kept (a few hundred bytes each)
 
 
 class _Exchange(NamedTuple):
     """A limit set's exchange in the Redis protocol, packed once: every limit's acquire script call, then
-    every window's read. Only the tokens limits' cost changes from call to call, so the exchange is
-    kept as the pieces around it: the packed cost joins them (`bytes.join`, one C call per call)."""
+    the windows' read. Only the tokens limits' cost changes from call to call, so the exchange is kept
+    as the pieces around it: the packed cost joins them (`bytes.join`, one C call per call)."""
 
     pieces: list[bytes]
     commands: int
@@ -196,16 +198,19 @@ class RedisWindows:
             # A Redis that has not seen the script yet (new, restarted or flushed).
             await self.redis.execute(("SCRIPT", "LOAD", ACQUIRE.source))
             replies = await self.redis.execute_packed(packed, exchange.commands)
-        # each limit's acquire reply, then its window's read: counters (MGET), previous's and current's PTTL
-        acquired, reads = replies[: exchange.limits], replies[exchange.limits :]
-        return list(map(_window_state, acquired, reads[0::3], reads[1::3], reads[2::3]))
+        # each limit's acquire reply, the MGET's counters (previous and current for each limit), each PTTL
+        limits = exchange.limits
+        counters = replies[limits]
+        return list(map(_window_state, replies[:limits], counters[0::2], counters[1::2], replies[limits + 1 :]))
 
     def _exchange_pack(self, limits: LimitsToHit) -> _Exchange:
         """The acquire script's call for each limit (a requests limit's cost, 1, packed in; a tokens
-        limit's cost left as a gap between two pieces), then each window's read."""
+        limit's cost left as a gap between two pieces), then the windows' read."""
         pieces, packed = [], b""
-        for key, amount, counts_tokens in zip(limits.keys, limits.amounts, limits.counts_tokens, strict=True):
-            previous_key, current_key = self._keys(key)
+        keys = [self._keys(key) for key in limits.keys]
+        for (previous_key, current_key), amount, counts_tokens in zip(
+            keys, limits.amounts, limits.counts_tokens, strict=True
+        ):
             acquire = ("EVALSHA", ACQUIRE.sha, 2, previous_key, current_key, amount, WINDOW_S)
             packed += resp_pack(((*acquire, 1),))[: -len(resp_pack_argument(1))]
             if counts_tokens:
@@ -213,22 +218,18 @@ class RedisWindows:
                 packed = b""
             else:
                 packed += resp_pack_argument(1)
-        for key in limits.keys:
-            previous_key, current_key = self._keys(key)
-            packed += resp_pack((("MGET", previous_key, current_key), ("PTTL", previous_key), ("PTTL", current_key)))
-        pieces.append(packed)
+        pieces.append(packed + resp_pack(windows_read(keys)))
         if len(self._exchanges) >= EXCHANGES_KEPT:
             self._exchanges.clear()
-        count = len(limits.keys)
-        exchange = self._exchanges[limits] = _Exchange(pieces, count * (1 + READ_COMMANDS), count)
+        exchange = self._exchanges[limits] = _Exchange(pieces, 2 * len(keys) + 1, len(keys))
         return exchange
 
     async def add(self, key: str, amount: int) -> None:
         current_key = self._keys(key)[1]
         if amount > 0:
-            (value,) = await self.redis.execute(("INCRBY", current_key, amount))
-            if int(value) == amount:  # a new counter: the library's expiry for it
-                await self.redis.execute(("EXPIRE", current_key, 2 * WINDOW_S))
+            # a new counter gets the library's expiry in the same write, so none is ever left without one
+            new_counter = ("SET", current_key, 0, "PX", 2 * WINDOW_MS, "NX")
+            await self.redis.execute(new_counter, ("INCRBY", current_key, amount))
         elif amount < 0:
             (value,) = await self.redis.execute(("GET", current_key))
             taken = min(-amount, int(value or 0))
@@ -236,19 +237,27 @@ class RedisWindows:
                 await self.redis.execute(("DECRBY", current_key, taken))
 
 
-def _window_state(acquired, counts: list, previous_ttl_ms: int, current_ttl_ms: int) -> WindowState:
-    """A window's state from its two counters and their times left (milliseconds; PTTL's -2 and -1 for
-    a missing counter or one without expiry count as 0), read as the library's `sliding_window.lua`
-    reads them: a current counter with less than a window left belongs to a minute that has ended, so
-    it is the previous counter (the script renames it so; the next acquire does that here)."""
-    previous, current = counts  # strings, None for a missing counter
+def windows_read(keys: list[tuple[str, str]]) -> tuple[tuple, ...]:
+    """The commands that read the windows of `keys` (each limit's previous and current counter's keys):
+    one MGET of every counter, then each current counter's PTTL."""
+    counters = [counter for pair in keys for counter in pair]
+    return (("MGET", *counters), *(("PTTL", current_key) for _, current_key in keys))
+
+
+def _window_state(acquired, previous: str | None, current: str | None, current_ttl_ms: int) -> WindowState:
+    """A window's state from its two counters (strings; None for a missing one) and the current one's time
+    left (milliseconds; PTTL's -2 and -1 for a missing counter or one without expiry count as 0), read as
+    the library's `sliding_window.lua` reads them: the previous counter has WINDOW_MS less left than the
+    current one (see the module docstring), and a current counter with less than a window left belongs
+    to a minute that has ended, so it is the previous counter (the script renames it so; the next
+    acquire does that here)."""
     previous = int(previous) if previous else 0
     current = int(current) if current else 0
-    if previous_ttl_ms < 0:  # PTTL's replies are integers
-        previous_ttl_ms = 0
-    if 0 < current_ttl_ms < WINDOW_MS:
+    if current_ttl_ms >= WINDOW_MS:  # PTTL's replies are integers
+        previous_ttl_ms = current_ttl_ms - WINDOW_MS
+    elif current_ttl_ms > 0:
         previous, previous_ttl_ms, current, current_ttl_ms = current, current_ttl_ms, 0, current_ttl_ms + WINDOW_MS
-    elif current_ttl_ms < 0:
-        current_ttl_ms = 0
+    else:
+        previous_ttl_ms = current_ttl_ms = 0
     # the acquire script answers true (1) or false (nil)
     return window_state(acquired == 1, previous, previous_ttl_ms, current, current_ttl_ms)

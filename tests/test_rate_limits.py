@@ -266,9 +266,9 @@ def test_a_limit_sets_exchange_packed_once_is_every_limits_acquire_then_every_wi
     commands = []
     for key, amount, counts_tokens in zip(limits.keys, limits.amounts, limits.counts_tokens, strict=True):
         commands.append(("EVALSHA", ACQUIRE.sha, 2, *windows._keys(key), amount, WINDOW_S, 123 if counts_tokens else 1))
-    for key in limits.keys:
-        previous_key, current_key = windows._keys(key)
-        commands += [("MGET", previous_key, current_key), ("PTTL", previous_key), ("PTTL", current_key)]
+    keys = [windows._keys(key) for key in limits.keys]
+    commands.append(("MGET", *(counter for pair in keys for counter in pair)))
+    commands += [("PTTL", current_key) for _, current_key in keys]
     assert resp_pack_argument(123).join(exchange.pieces) == resp_pack(tuple(commands))
     assert (exchange.commands, exchange.limits) == (len(commands), 3)
 
@@ -279,16 +279,22 @@ def test_a_limit_sets_exchange_packed_once_is_every_limits_acquire_then_every_wi
         {},  # a limit never hit
         {"current": (7, 90_000)},  # the current minute, with more than a window left
         {"current": (7, 30_000)},  # a current counter whose minute has ended: it is the previous one now
-        {"previous": (3, 20_000), "current": (5, 100_000)},
-        {"previous": (3, 20_000), "current": (5, 40_000)},  # shifted: the old previous is dropped
+        {"previous": (3, 20_000), "current": (5, 80_000)},  # as the scripts leave them: a window apart
+        {"previous": (3, 5_000), "current": (5, 65_000)},  # the previous minute nearly out of the window
+        {"previous": (3, 20_000), "current": (5, 40_000)},  # minutes later: the old previous one is dropped
+        {"previous": (3, 20_000)},  # a current counter evicted: the previous one no longer weighs
+        {"current": (7, None)},  # a counter without an expiry (the library's script leaves none)
     ],
 )
 def test_redis_windows_read_a_window_as_the_limits_librarys_script_does(counters):
     """The windows are read with MGET and PTTL, not the library's `sliding_window.lua` (a Lua call costs
-    Redis five times as much CPU); both read the same state from the same counters."""
+    Redis five times as much CPU); both read the same state from the counters as the library's scripts
+    leave them: a previous counter a window before its current one (the previous one's time left is
+    not read). Where they differ (a counter evicted, or one without an expiry), the state read is the
+    one that counts less: the headers never show less left than the acquire script lets through."""
     import redis as redis_py
 
-    from routing.rate_windows import READ_COMMANDS, WINDOW_S, _window_state
+    from routing.rate_windows import WINDOW_S, _window_state, window_state, windows_read
 
     windows = RedisWindows(RedisPipe(REDIS_FOR_TESTS), key_prefix=f"t-{uuid.uuid4().hex[:8]}")
     limits = LimitSet((Limit("requests", 10, "key", 1),))
@@ -298,13 +304,45 @@ def test_redis_windows_read_a_window_as_the_limits_librarys_script_does(counters
         if name in counters:
             value, ttl_ms = counters[name]
             client.set(key, value, px=ttl_ms)
-    read = resp_pack((("MGET", previous_key, current_key), ("PTTL", previous_key), ("PTTL", current_key)))
-    assert windows._exchange_pack(limits).pieces[-1].endswith(read)  # what a call's exchange reads
-    ours = _window_state(True, *asyncio.run(windows.redis.execute_packed(read, READ_COMMANDS)))
+    read = windows_read([(previous_key, current_key)])
+    assert windows._exchange_pack(limits).pieces[-1].endswith(resp_pack(read))  # what a call's exchange reads
+    (counts, current_ttl) = asyncio.run(windows.redis.execute(*read))
+    ours = _window_state(True, *counts, current_ttl)
     script = client.register_script(RedisBridge.SCRIPT_SLIDING_WINDOW)
     previous, previous_ttl, current, current_ttl = script(keys=[previous_key, current_key], args=[WINDOW_S])
-    theirs = (int(previous or 0), max(0, previous_ttl), int(current or 0), max(0, current_ttl))
-    assert (ours.previous, ours.current) == (theirs[0], theirs[2])
-    assert ours.previous_ttl_ms == pytest.approx(theirs[1], abs=50)
-    assert ours.current_ttl_ms == pytest.approx(theirs[3], abs=50)
+    theirs = window_state(True, int(previous or 0), max(0, previous_ttl), int(current or 0), max(0, current_ttl))
+    assert ours.current == theirs.current and ours.current_ttl_ms == pytest.approx(theirs.current_ttl_ms, abs=50)
+    if "current" in counters and counters["current"][1] is not None:
+        assert (ours.previous, ours.used) == (theirs.previous, theirs.used)
+        assert ours.reset_ms == pytest.approx(theirs.reset_ms, abs=50)
+    else:
+        assert ours.used <= theirs.used
     client.delete(previous_key, current_key)
+
+
+def test_redis_corrections_keep_the_counters_as_the_librarys_scripts_leave_them():
+    """A correction that makes a counter gives it the library's expiry in the same write (a counter left
+    without one would never empty); one that adds to a counter keeps its time left; one that gives back
+    never takes it below 0."""
+    import redis as redis_py
+
+    from routing.rate_windows import WINDOW_MS
+
+    windows = RedisWindows(RedisPipe(REDIS_FOR_TESTS), key_prefix=f"t-{uuid.uuid4().hex[:8]}")
+    _, current_key = windows._keys("k")
+    client = redis_py.Redis.from_url(REDIS_FOR_TESTS, decode_responses=True)
+
+    async def corrections():
+        await windows.add("k", 40)
+        made = (client.get(current_key), client.pttl(current_key))
+        client.pexpire(current_key, 70_000)
+        await windows.add("k", 2)
+        added = (client.get(current_key), client.pttl(current_key))
+        await windows.add("k", -100)
+        return made, added, client.get(current_key)
+
+    made, added, given_back = asyncio.run(corrections())
+    assert made[0] == "40" and 2 * WINDOW_MS - 1000 < made[1] <= 2 * WINDOW_MS
+    assert added[0] == "42" and 69_000 < added[1] <= 70_000
+    assert given_back == "0"
+    client.delete(current_key)
